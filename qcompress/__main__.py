@@ -1,0 +1,3 @@
+from qcompress.cli import app
+
+app(prog_name="qcompress")

