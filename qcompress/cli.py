@@ -139,5 +139,17 @@ def count_params(
     stdout.print(table)
 
 
+# --- train (issue 3) ---
+
+
+# --- compress (issue 4) ---
+
+
+# --- score (issue 4) ---
+
+
+# --- evaluate (issue 4) ---
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

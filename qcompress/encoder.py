@@ -43,7 +43,9 @@ def load_encoder(name: str | None, *, trust_remote_code: bool = False) -> tuple[
     `trust_remote_code` stays off unless the user asks: it runs code shipped with the model.
     """
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress bars own stderr
     source = resolve_encoder(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
