@@ -1,0 +1,356 @@
+"""Collections for training and evaluation: the bundled Cranfield sample, BEIR folders, and ir_datasets ids.
+
+`load_collection` returns a `Collection`: the corpus (doc id -> text), the queries of one split that have
+judgements, their qrels, and the relevance level that RR/recall/MAP count as relevant. Texts follow BEIR's
+rule: title + " " + text, stripped.
+
+For ir_datasets ids the corpus is a lazy mapping backed by ir_datasets' docstore: MS MARCO has 8.8M passages,
+which must never be loaded into a dict. Hard negatives (from the dataset's docpairs) are read on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import ItemsView, Iterator, Mapping, ValuesView
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from qcompress.errors import InputError
+from qcompress.formats import iter_qrels, iter_texts
+
+__all__ = [
+    "Collection",
+    "load_collection",
+    "bundled_path",
+    "positives",
+    "IRDatasetsCorpus",
+    "DocpairNegatives",
+    "BUNDLED",
+    "DEFAULT_MAX_DOCPAIRS",
+]
+
+BUNDLED = ("cranfield",)
+DEFAULT_MAX_DOCPAIRS = 1_000_000
+# TREC DL passage judgements are graded 0-3 and count 2+ as relevant for RR, MAP and recall (SPEC §6).
+_LEVEL_2_PREFIXES = ("msmarco-passage/trec-dl", "msmarco-passage-v2/trec-dl")
+
+
+@dataclass
+class Collection:
+    """A corpus, the judged queries of one split, and their judgements.
+
+    Example:
+        >>> c = load_collection("cranfield", split="test")
+        >>> len(c.corpus), len(c.queries), c.relevance_level
+        (1398, 112, 1)
+    """
+
+    name: str  # "cranfield", a folder path, or an ir_datasets id
+    corpus: Mapping[str, str]  # doc id -> text (title + " " + text, stripped)
+    queries: dict[str, str]  # query id -> text (only queries of this split with judgements)
+    qrels: dict[str, dict[str, int]]  # query id -> {doc id: grade}, this split only
+    split: str
+    relevance_level: int = 1  # min grade counted relevant by RR/recall/MAP (2 for TREC DL passage)
+    hard_negatives: Mapping[str, list[str]] | None = None  # qid -> negative doc ids, when the dataset ships them
+
+
+def positives(qrels_for_query: Mapping[str, int], level: int = 1) -> list[str]:
+    """Doc ids judged at least `level` for one query, in judgement order (grades <= 0 are judged non-relevant).
+
+    Training uses only queries with at least one positive.
+
+    Example:
+        >>> positives({"d1": 0, "d2": 3, "d3": 1}, level=2)
+        ['d2']
+    """
+    return [doc_id for doc_id, grade in qrels_for_query.items() if grade >= level]
+
+
+def bundled_path(name: str) -> Path:
+    """The folder of a collection shipped inside the package (BEIR layout).
+
+    Example:
+        >>> (bundled_path("cranfield") / "corpus.jsonl").is_file()
+        True
+    """
+    if name not in BUNDLED:
+        raise InputError(f"no bundled collection {name!r}; bundled: {', '.join(BUNDLED)}")
+    # A plain path next to this module: the package is installed as files (also editable), never zipped.
+    return Path(__file__).resolve().parent / "data" / name
+
+
+def load_collection(
+    dataset: str | None = None, split: str = "test", *, max_docpairs: int | None = DEFAULT_MAX_DOCPAIRS
+) -> Collection:
+    """Load a collection: None or "cranfield" (bundled), a BEIR folder, or an ir_datasets id.
+
+    A BEIR folder holds corpus.jsonl (`_id`, `title`, `text`), queries.jsonl (`_id`, `text`) and
+    qrels/<split>.tsv (header `query-id corpus-id score`). For an ir_datasets id (e.g.
+    "msmarco-passage/trec-dl-2019/judged") `split` is ignored: the id names the split. Hard negatives come from
+    the dataset's docpairs (the second doc of each pair), reading at most `max_docpairs` pairs (None: all) on
+    first use. Only queries with judgements in the split are kept.
+    """
+    if dataset is None or dataset in BUNDLED:
+        name = dataset or "cranfield"
+        return _load_beir_folder(bundled_path(name), split, name)
+    if Path(dataset).is_dir():
+        return _load_beir_folder(Path(dataset), split, dataset)
+    return _load_ir_datasets(dataset, max_docpairs)
+
+
+# -- BEIR folders ----------------------------------------------------------------------------------------------
+
+
+def _load_beir_folder(folder: Path, split: str, name: str) -> Collection:
+    corpus_file, queries_file = folder / "corpus.jsonl", folder / "queries.jsonl"
+    qrels_dir = folder / "qrels"
+    qrels_file = qrels_dir / f"{split}.tsv"
+    splits = sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
+    layout = "a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/<split>.tsv"
+    for required in (corpus_file, queries_file):
+        if not required.is_file():
+            raise InputError(f"missing {required.name}: {layout}", file=required)
+    if not qrels_file.is_file():
+        available = ", ".join(splits) if splits else "none (the qrels folder is missing or empty)"
+        raise InputError(f"no judgements for split {split!r}; available splits: {available}", file=qrels_file)
+
+    # Empty texts are allowed here: an empty document is still a document that can be retrieved (or not).
+    corpus = dict(iter_texts(corpus_file, allow_empty=True))
+    if not corpus:
+        raise InputError("corpus is empty; it needs at least one document", file=corpus_file)
+    all_queries = dict(iter_texts(queries_file, allow_empty=True))
+
+    qrels: dict[str, dict[str, int]] = {}
+    for qid, doc_id, grade, line in iter_qrels(qrels_file):
+        if qid not in all_queries:
+            raise InputError(
+                f'query id "{qid}" is not in {queries_file.name}; judgements must name known queries',
+                file=qrels_file,
+                line=line,
+                field="query-id",
+            )
+        if doc_id not in corpus:
+            raise InputError(
+                f'doc id "{doc_id}" is not in {corpus_file.name}; judgements must name known documents',
+                file=qrels_file,
+                line=line,
+                field="corpus-id",
+            )
+        qrels.setdefault(qid, {})[doc_id] = grade
+    if not qrels:
+        raise InputError(f"split {split!r} has no judgements; the file holds no qrels lines", file=qrels_file)
+    queries = {qid: text for qid, text in all_queries.items() if qid in qrels}
+    qrels = {qid: qrels[qid] for qid in queries}  # queries-file order, for deterministic iteration
+    return Collection(name=name, corpus=corpus, queries=queries, qrels=qrels, split=split)
+
+
+# -- ir_datasets -----------------------------------------------------------------------------------------------
+
+
+def _ir_datasets_load(dataset_id: str) -> Any:
+    """`ir_datasets.load`, with its errors turned into InputError (tests replace this function)."""
+    try:
+        import ir_datasets
+    except ImportError:
+        raise InputError(
+            f"{dataset_id!r} is not a folder and not 'cranfield', and ir_datasets is not installed to look it up "
+            "(pip install ir_datasets)"
+        ) from None
+    try:
+        return ir_datasets.load(dataset_id)
+    except KeyError:
+        raise InputError(
+            f"{dataset_id!r} is not a folder, not 'cranfield', and ir_datasets does not know it; pass a BEIR "
+            "folder, 'cranfield', or an ir_datasets id such as msmarco-passage/trec-dl-2019/judged "
+            "(see https://ir-datasets.com)"
+        ) from None
+
+
+def _download_error(dataset_id: str, err: BaseException) -> InputError:
+    return InputError(
+        f"ir_datasets dataset {dataset_id!r}: the data could not be downloaded or read ({type(err).__name__}: "
+        f"{err}). Check the network connection, or place the files in ir_datasets' cache folder "
+        "($IR_DATASETS_HOME, default ~/.ir_datasets)"
+    )
+
+
+def _has(dataset: Any, kind: str) -> bool:
+    check = getattr(dataset, f"has_{kind}", None)
+    return True if check is None else bool(check())
+
+
+def _doc_text(doc: Any) -> str:
+    text = getattr(doc, "text", None)
+    if isinstance(text, str):
+        title = getattr(doc, "title", None)
+        return (title + " " + text).strip() if isinstance(title, str) and title else text.strip()
+    # Documents without a `text` field (e.g. `body` or `abstract`): ir_datasets knows their main text.
+    return str(doc.default_text()).strip()
+
+
+def _query_text(query: Any) -> str:
+    text = getattr(query, "text", None)
+    return text.strip() if isinstance(text, str) else str(query.default_text()).strip()
+
+
+def _load_ir_datasets(dataset_id: str, max_docpairs: int | None) -> Collection:
+    dataset = _ir_datasets_load(dataset_id)
+    for kind in ("docs", "queries", "qrels"):
+        if not _has(dataset, kind):
+            raise InputError(
+                f"ir_datasets dataset {dataset_id!r} has no {kind}; choose an id with documents, queries and "
+                "judgements (e.g. msmarco-passage/trec-dl-2019/judged)"
+            )
+    try:
+        qrels: dict[str, dict[str, int]] = {}
+        for qrel in dataset.qrels_iter():
+            qrels.setdefault(str(qrel.query_id), {})[str(qrel.doc_id)] = int(qrel.relevance)
+        queries = {
+            str(q.query_id): _query_text(q) for q in dataset.queries_iter() if str(q.query_id) in qrels
+        }
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - downloads fail in many ways (DNS, HTTP, checksum, disk)
+        raise _download_error(dataset_id, err) from err
+    if not queries:
+        raise InputError(f"ir_datasets dataset {dataset_id!r} has no judged queries; choose a split with judgements")
+    qrels = {qid: qrels[qid] for qid in queries}
+    level = 2 if dataset_id.startswith(_LEVEL_2_PREFIXES) else 1
+    negatives = DocpairNegatives(dataset, dataset_id, qrels, max_docpairs) if _has(dataset, "docpairs") else None
+    return Collection(
+        name=dataset_id,
+        corpus=IRDatasetsCorpus(dataset, dataset_id),
+        queries=queries,
+        qrels=qrels,
+        split=dataset_id,
+        relevance_level=level,
+        hard_negatives=negatives,
+    )
+
+
+class IRDatasetsCorpus(Mapping):
+    """doc id -> text, read lazily from an ir_datasets docstore (never loads the corpus into memory).
+
+    `corpus[doc_id]` and `get_many(ids)` look documents up; iterating (`iter`, `items()`, `values()`) streams
+    `docs_iter` once, in the dataset's order. The first lookup may download and index the corpus.
+    """
+
+    def __init__(self, dataset: Any, dataset_id: str) -> None:
+        self._dataset, self.dataset_id = dataset, dataset_id
+        self._store: Any = None
+
+    def _docstore(self) -> Any:
+        if self._store is None:
+            try:
+                self._store = self._dataset.docs_store()
+            except Exception as err:  # noqa: BLE001
+                raise _download_error(self.dataset_id, err) from err
+        return self._store
+
+    def __getitem__(self, doc_id: str) -> str:
+        store = self._docstore()
+        try:
+            doc = store.get(doc_id)
+        except KeyError:
+            raise KeyError(doc_id) from None
+        except Exception as err:  # noqa: BLE001
+            raise _download_error(self.dataset_id, err) from err
+        return _doc_text(doc)
+
+    def get_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        """{doc id: text} for the ids that exist, in one docstore call (much faster than one lookup each)."""
+        store = self._docstore()
+        try:
+            found = store.get_many(list(doc_ids))
+        except Exception as err:  # noqa: BLE001
+            raise _download_error(self.dataset_id, err) from err
+        return {doc_id: _doc_text(doc) for doc_id, doc in found.items()}
+
+    def iter_docs(self) -> Iterator[tuple[str, str]]:
+        """(doc id, text) for every document, streamed in the dataset's order."""
+        try:
+            for doc in self._dataset.docs_iter():
+                yield str(doc.doc_id), _doc_text(doc)
+        except Exception as err:  # noqa: BLE001
+            raise _download_error(self.dataset_id, err) from err
+
+    def __iter__(self) -> Iterator[str]:
+        return (doc_id for doc_id, _ in self.iter_docs())
+
+    def __len__(self) -> int:
+        try:
+            # A built docstore knows the exact count; before that ir_datasets may answer with the published size
+            # (a hint), or None for TSV-backed corpora, where counting means building the docstore.
+            store = self._docstore()
+            built = getattr(store, "built", None)
+            if built is not None and built():
+                return int(store.count())
+            count = self._dataset.docs_count()
+            return int(count) if count is not None else int(store.count())
+        except Exception as err:  # noqa: BLE001
+            raise _download_error(self.dataset_id, err) from err
+
+    def items(self) -> ItemsView:
+        return _StreamedItems(self)
+
+    def values(self) -> ValuesView:
+        return _StreamedValues(self)
+
+    def __repr__(self) -> str:
+        return f"IRDatasetsCorpus({self.dataset_id!r})"
+
+
+class _StreamedItems(ItemsView):
+    def __iter__(self):
+        return self._mapping.iter_docs()
+
+
+class _StreamedValues(ValuesView):
+    def __iter__(self):
+        return (text for _, text in self._mapping.iter_docs())
+
+
+class DocpairNegatives(Mapping):
+    """qid -> hard negative doc ids, from the dataset's docpairs (query_id, doc_id_a, doc_id_b): doc_id_b is the
+    negative. Read on first use, at most `max_docpairs` pairs (None: all; MS MARCO train has ~400M), keeping
+    only judged queries, dropping negatives that are judged relevant, and removing repeats (first seen first).
+    """
+
+    def __init__(
+        self, dataset: Any, dataset_id: str, qrels: Mapping[str, Mapping[str, int]], max_docpairs: int | None
+    ) -> None:
+        if max_docpairs is not None and max_docpairs < 0:
+            raise ValueError(f"max_docpairs must be >= 0 or None, got {max_docpairs}")
+        self._dataset, self.dataset_id, self._qrels = dataset, dataset_id, qrels
+        self.max_docpairs = max_docpairs
+        self._negatives: dict[str, list[str]] | None = None
+
+    def _load(self) -> dict[str, list[str]]:
+        if self._negatives is None:
+            found: dict[str, dict[str, None]] = {}
+            try:
+                for count, pair in enumerate(self._dataset.docpairs_iter()):
+                    if self.max_docpairs is not None and count >= self.max_docpairs:
+                        break
+                    qid, negative = str(pair.query_id), str(pair.doc_id_b)
+                    judged = self._qrels.get(qid)
+                    if judged is None or judged.get(negative, 0) > 0:
+                        continue
+                    found.setdefault(qid, {})[negative] = None
+            except Exception as err:  # noqa: BLE001
+                raise _download_error(self.dataset_id, err) from err
+            self._negatives = {qid: list(docs) for qid, docs in found.items()}
+        return self._negatives
+
+    def __getitem__(self, qid: str) -> list[str]:
+        return self._load()[qid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __repr__(self) -> str:
+        state = "not read yet" if self._negatives is None else f"{len(self._negatives)} queries"
+        return f"DocpairNegatives({self.dataset_id!r}, max_docpairs={self.max_docpairs}, {state})"

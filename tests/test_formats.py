@@ -1,0 +1,544 @@
+"""Input texts and pairs, embedding Parquet (write, resume, read, uint8), TREC runs and qrels."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from qcompress.errors import InputError
+from qcompress.formats import (
+    EmbeddingWriter,
+    check_same_model,
+    dequantize_angles,
+    iter_embedding_batches,
+    iter_texts,
+    partial_path,
+    quantize_angles,
+    read_embedding_metadata,
+    read_embeddings,
+    read_pairs,
+    read_qrels,
+    read_run,
+    read_texts,
+    write_run,
+)
+
+META = {"encoder": "minilm", "head": "quantum", "similarity": "fidelity"}
+
+
+def write(tmp_path, name: str, text: str):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def raises_at(err: pytest.ExceptionInfo, file, line: int | None, field: str | None = None) -> str:
+    """Check the error names the file, line and field, and return its message."""
+    assert str(err.value.file) == str(file)
+    assert err.value.line == line
+    assert err.value.field == field
+    message = str(err.value)
+    assert message.startswith(f"{file}:{line}: " if line is not None else f"{file}: ")
+    if field is not None:
+        assert f'field "{field}"' in message
+    return message
+
+
+# -- read_texts ------------------------------------------------------------------------------------------------
+
+
+def test_read_texts_jsonl_title_rule_ids_and_blank_lines(tmp_path):
+    path = write(
+        tmp_path,
+        "docs.jsonl",
+        '{"_id": "d1", "title": "Wings", "text": "lift and drag "}\n'
+        "\n"
+        '{"id": 7, "text": "  no title  "}\n'
+        '{"_id": "d3", "title": "", "text": "empty title"}\n'
+        '{"_id": "d4", "title": null, "text": "null title"}\n',
+    )
+    assert read_texts(path) == [
+        ("d1", "Wings lift and drag"),
+        ("7", "no title"),
+        ("d3", "empty title"),
+        ("d4", "null title"),
+    ]
+
+
+def test_read_texts_tsv_with_header_and_tabs_in_text(tmp_path):
+    path = write(tmp_path, "docs.tsv", "id\ttext\n1\tfirst doc\n\n2\tsecond\twith a tab\n")
+    assert read_texts(path) == [("1", "first doc"), ("2", "second\twith a tab")]
+    path = write(tmp_path, "docs.txt", "_id\ttext\nq\tquery text\n")
+    assert read_texts(path) == [("q", "query text")]
+
+
+def test_read_texts_stdin_sniffs_format(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO('\n{"id": "a", "text": "x"}\n'))
+    assert read_texts("-") == [("a", "x")]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a\tx\nb\ty\n"))
+    assert read_texts("-") == [("a", "x"), ("b", "y")]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a\tx\na\ty\n"))
+    with pytest.raises(InputError) as err:
+        read_texts("-")
+    assert raises_at(err, "<stdin>", 2, "id")
+
+
+def test_read_texts_unknown_extension_sniffs(tmp_path):
+    assert read_texts(write(tmp_path, "docs.data", '{"id": "a", "text": "x"}\n')) == [("a", "x")]
+    assert read_texts(write(tmp_path, "docs.other", "a\tx\n")) == [("a", "x")]
+
+
+def test_read_texts_custom_id_fields(tmp_path):
+    path = write(tmp_path, "docs.jsonl", '{"docid": "x1", "text": "t"}\n')
+    assert read_texts(path, id_fields=("docid",)) == [("x1", "t")]
+
+
+@pytest.mark.parametrize(
+    "content, line, field, words",
+    [
+        ('{"_id": "1", "text": "ok"}\n{"_id": "2", "text": "oops"\n', 2, None, "malformed JSON"),
+        ('{"text": "no id"}\n', 1, "_id", "missing id"),
+        ('{"_id": 1.5, "text": "x"}\n', 1, "_id", "string or an integer"),
+        ('{"_id": "1", "title": "t"}\n', 1, "text", "missing"),
+        ('{"_id": "1", "text": 5}\n', 1, "text", "must be a string"),
+        ('{"_id": "1", "title": 3, "text": "x"}\n', 1, "title", "must be a string"),
+        ('{"_id": "1", "text": "   "}\n', 1, "text", "empty"),
+        ('{"_id": "", "text": "x"}\n', 1, "_id", "empty"),
+        ('{"_id": "a b", "text": "x"}\n', 1, "_id", "whitespace"),
+        ('\n{"_id": "1", "text": "x"}\n\n{"_id": "1", "text": "y"}\n', 4, "id", "first on line 2"),
+        ('[{"_id": "1", "text": "x"}]\n', 1, None, "jq"),
+        ('"just a string"\n', 1, None, "JSON object"),
+    ],
+)
+def test_read_texts_jsonl_errors(tmp_path, content, line, field, words):
+    path = write(tmp_path, "bad.jsonl", content)
+    with pytest.raises(InputError) as err:
+        read_texts(path)
+    assert words in raises_at(err, path, line, field)
+
+
+@pytest.mark.parametrize(
+    "content, line, field, words",
+    [
+        ("1\tok\n2 no tab here\n", 2, None, "no tab"),
+        ("1\tok\n2\t  \n", 2, "text", "empty"),
+        ("1\tok\n\t text\n", 2, "id", "empty"),
+        ("1\tok\n1\tagain\n", 2, "id", "first on line 1"),
+    ],
+)
+def test_read_texts_tsv_errors(tmp_path, content, line, field, words):
+    path = write(tmp_path, "bad.tsv", content)
+    with pytest.raises(InputError) as err:
+        read_texts(path)
+    assert words in raises_at(err, path, line, field)
+
+
+def test_read_texts_allow_empty_and_missing_file(tmp_path):
+    path = write(tmp_path, "docs.jsonl", '{"_id": "1", "text": ""}\n')
+    assert read_texts(path, allow_empty=True) == [("1", "")]
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(InputError) as err:
+        iter_texts(missing)  # fails at once, before any record is consumed
+    assert "not found" in raises_at(err, missing, None)
+
+
+def test_read_texts_rejects_non_utf8(tmp_path):
+    path = tmp_path / "latin.tsv"
+    path.write_bytes(b"1\tok\n2\tcaf\xe9\n")
+    with pytest.raises(InputError) as err:
+        read_texts(path)
+    assert "UTF-8" in raises_at(err, path, 2)
+
+
+def test_iter_texts_streams(tmp_path):
+    path = write(tmp_path, "docs.tsv", "1\ta\n2\tb\n3 broken\n")
+    stream = iter_texts(path)
+    assert next(stream) == ("1", "a")
+    assert next(stream) == ("2", "b")
+    with pytest.raises(InputError):
+        next(stream)
+
+
+# -- read_pairs ------------------------------------------------------------------------------------------------
+
+
+def test_read_pairs_tsv_and_jsonl(tmp_path, monkeypatch):
+    tsv = write(tmp_path, "pairs.tsv", "query\tpassage\nwhat is lift\tLift is a force.\n\nq2\tp2\n")
+    assert read_pairs(tsv) == [("what is lift", "Lift is a force."), ("q2", "p2")]
+    jsonl = write(
+        tmp_path,
+        "pairs.jsonl",
+        '{"query": "a", "passage": "b"}\n{"query": "c", "text": "d"}\n{"query": "e", "document": "f"}\n',
+    )
+    assert read_pairs(jsonl) == [("a", "b"), ("c", "d"), ("e", "f")]
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"query": "a", "passage": "b"}\n'))
+    assert read_pairs("-") == [("a", "b")]
+
+
+@pytest.mark.parametrize(
+    "name, content, line, field, words",
+    [
+        ("p.tsv", "q\tp\nq only\n", 2, None, "query<TAB>passage"),
+        ("p.tsv", "q\tp\nid\tq\tp\n", 2, None, "3 tab-separated fields"),
+        ("p.tsv", "q\tp\n \tp\n", 2, "query", "empty"),
+        ("p.tsv", "q\t \n", 1, "passage", "empty"),
+        ("p.jsonl", '{"passage": "p"}\n', 1, "query", "missing"),
+        ("p.jsonl", '{"query": 1, "passage": "p"}\n', 1, "query", "must be a string"),
+        ("p.jsonl", '{"query": "q"}\n', 1, "passage", "missing"),
+        ("p.jsonl", '{"query": "q", "text": ""}\n', 1, "text", "empty"),
+        ("p.jsonl", '{"query": "q", "passage": "p"}\n{bad\n', 2, None, "malformed JSON"),
+    ],
+)
+def test_read_pairs_errors(tmp_path, name, content, line, field, words):
+    path = write(tmp_path, name, content)
+    with pytest.raises(InputError) as err:
+        read_pairs(path)
+    assert words in raises_at(err, path, line, field)
+
+
+# -- angle quantisation ----------------------------------------------------------------------------------------
+
+
+def test_uint8_round_trip_error_bound():
+    theta = np.linspace(0, math.pi, 100_003)
+    codes = quantize_angles(theta)
+    assert codes.dtype == np.uint8 and codes.min() == 0 and codes.max() == 255
+    back = dequantize_angles(codes)
+    assert back.dtype == np.float32
+    assert np.abs(back - theta).max() <= math.pi / 255 / 2 + 1e-6
+    t = torch.rand(64, 32, generator=torch.Generator().manual_seed(0)) * math.pi
+    t_codes = quantize_angles(t)
+    assert t_codes.dtype == torch.uint8
+    assert (dequantize_angles(t_codes) - t).abs().max() <= math.pi / 255 / 2 + 1e-6
+    assert quantize_angles(np.array([-0.1, 3.3])).tolist() == [0, 255]  # clipped
+    with pytest.raises(ValueError, match="NaN"):
+        quantize_angles(np.array([float("nan")]))
+
+
+# -- embedding files -------------------------------------------------------------------------------------------
+
+
+def angles(rows: int, dim: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(rows, dim, generator=torch.Generator().manual_seed(seed)) * math.pi
+
+
+def test_write_read_float32_with_metadata_and_row_groups(tmp_path):
+    out = tmp_path / "emb.parquet"
+    values = angles(10, 6)
+    ids = [f"d{i}" for i in range(10)]
+    with EmbeddingWriter(out, dim=6, metadata=dict(META, model_id="abc"), row_group_size=4) as writer:
+        writer.write(ids[:3], values[:3])
+        writer.write(ids[3:], values[3:].numpy())
+        assert writer.rows_written == 10
+        assert not out.exists()  # nothing at the final path before close
+    assert out.exists() and not partial_path(out).exists()
+    emb = read_embeddings(out)
+    assert emb.ids == ids and emb.encoding == "float32" and emb.dim == 6 and len(emb) == 10
+    assert emb.values.dtype == torch.float32 and torch.equal(emb.values, values)
+    from qcompress import __version__
+
+    assert emb.metadata == dict(
+        META, model_id="abc", dim=6, encoding="float32", column="angles", qcompress_version=__version__
+    )
+    assert read_embedding_metadata(out) == emb.metadata
+    schema = pq.read_schema(out)
+    assert schema.field("angles").type == pa.list_(pa.float32(), 6)
+    assert json.loads(schema.metadata[b"qcompress"])["head"] == "quantum"
+    batches = list(iter_embedding_batches(out))
+    assert [len(b[0]) for b in batches] == [4, 4, 2]
+    assert sum((b[0] for b in batches), []) == ids
+    assert torch.equal(torch.cat([b[1] for b in batches]), values)
+
+
+def test_write_read_uint8(tmp_path):
+    out = tmp_path / "emb8.parquet"
+    values = angles(20, 8)
+    with EmbeddingWriter(out, dim=8, metadata=META, encoding="uint8") as writer:
+        writer.write([str(i) for i in range(20)], values)
+    assert pq.read_schema(out).field("angles").type == pa.list_(pa.uint8(), 8)
+    emb = read_embeddings(out)
+    assert emb.encoding == "uint8" and emb.values.dtype == torch.float32
+    assert (emb.values - values).abs().max() <= math.pi / 255 / 2 + 1e-6
+
+
+def test_write_vectors_column(tmp_path):
+    out = tmp_path / "vec.parquet"
+    meta = {"encoder": "minilm", "head": "linear", "similarity": "cosine"}
+    vectors = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    with EmbeddingWriter(out, dim=4, metadata=meta, column="vectors") as writer:
+        writer.write(["a", "b", "c"], vectors)
+    emb = read_embeddings(out)
+    assert emb.column == "vectors" and torch.equal(emb.values, vectors)
+
+
+def test_writer_rejects_bad_arguments(tmp_path):
+    out = tmp_path / "e.parquet"
+    with pytest.raises(ValueError, match="cosine vectors"):
+        EmbeddingWriter(out, dim=4, metadata=META, encoding="uint8", column="vectors")
+    with pytest.raises(ValueError, match="dim"):
+        EmbeddingWriter(out, dim=4, metadata=dict(META, dim=5))
+    writer = EmbeddingWriter(out, dim=4, metadata=META)
+    with pytest.raises(ValueError, match="shape"):
+        writer.write(["a"], np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="2 ids for 1 rows"):
+        writer.write(["a", "b"], np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        writer.write(["a"], np.full((1, 4), np.nan))
+    with pytest.raises(ValueError, match=r"\[0, pi\]"):
+        writer.write(["a"], np.full((1, 4), 4.0))
+    writer.close()
+    assert read_embeddings(out).ids == []  # nothing was written by the failed calls
+
+
+def test_failure_leaves_partial_and_resume_continues(tmp_path):
+    out = tmp_path / "emb.parquet"
+    values = angles(7, 5)
+    ids = [f"doc-{i}" for i in range(7)]
+
+    with pytest.raises(RuntimeError, match="encoder crashed"):
+        with EmbeddingWriter(out, dim=5, metadata=META, row_group_size=2) as writer:
+            writer.write(ids[:2], values[:2])  # row group 1
+            writer.write(ids[2:4], values[2:4])  # row group 2
+            raise RuntimeError("encoder crashed")
+    assert not out.exists()
+    assert partial_path(out).is_dir()
+
+    with EmbeddingWriter(out, dim=5, metadata=META, row_group_size=2, resume=True) as writer:
+        assert writer.rows_written == 4 and writer.last_id == "doc-3"
+        writer.write(ids[4:], values[4:])
+        assert not out.exists()
+    emb = read_embeddings(out)
+    assert emb.ids == ids and torch.equal(emb.values, values)
+    assert not partial_path(out).exists()
+
+
+def test_resume_after_a_kill_keeps_finished_row_groups(tmp_path):
+    out = tmp_path / "emb.parquet"
+    values = angles(6, 3)
+    writer = EmbeddingWriter(out, dim=3, metadata=META, row_group_size=2)
+    writer.write([str(i) for i in range(3)], values[:3])  # one row group on disk, one row buffered
+    # The process dies here (no __exit__, no close): only finished row groups survive.
+    (partial_path(out) / ".part-000001.parquet.abc.tmp").write_bytes(b"half written")
+    resumed = EmbeddingWriter(out, dim=3, metadata=META, row_group_size=2, resume=True)
+    assert resumed.rows_written == 2 and resumed.last_id == "1"
+    resumed.write([str(i) for i in range(2, 6)], values[2:])
+    resumed.close()
+    assert read_embeddings(out).ids == [str(i) for i in range(6)]
+
+
+def test_resume_with_other_metadata_is_refused_and_no_resume_starts_over(tmp_path):
+    out = tmp_path / "emb.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        with EmbeddingWriter(out, dim=4, metadata=META) as writer:
+            writer.write(["a"], angles(1, 4))
+            raise KeyboardInterrupt
+    with pytest.raises(InputError) as err:
+        EmbeddingWriter(out, dim=4, metadata=dict(META, encoder="other"), resume=True)
+    message = raises_at(err, partial_path(out), None)
+    assert 'encoder "minilm" vs "other"' in message and "without --resume" in message
+    with pytest.raises(InputError, match="encoding"):
+        EmbeddingWriter(out, dim=4, metadata=META, encoding="uint8", resume=True)
+    with EmbeddingWriter(out, dim=4, metadata=META) as writer:  # no resume: the old parts are discarded
+        assert writer.rows_written == 0
+        writer.write(["b"], angles(1, 4, seed=3))
+    assert read_embeddings(out).ids == ["b"]
+
+
+def test_resume_without_partial_starts_fresh(tmp_path):
+    out = tmp_path / "emb.parquet"
+    with EmbeddingWriter(out, dim=2, metadata=META, resume=True) as writer:
+        assert writer.rows_written == 0
+        writer.write(["a"], angles(1, 2))
+    assert read_embeddings(out).ids == ["a"]
+
+
+def test_folder_of_parquet_files(tmp_path):
+    folder = tmp_path / "shards"
+    values = angles(5, 4)
+    for name, rows in (("part-b.parquet", range(3, 5)), ("part-a.parquet", range(0, 3))):
+        with EmbeddingWriter(folder / name, dim=4, metadata=META) as writer:
+            writer.write([f"d{i}" for i in rows], values[list(rows)])
+    emb = read_embeddings(folder)
+    assert emb.ids == [f"d{i}" for i in range(5)]  # files sorted by name
+    assert torch.equal(emb.values, values)
+    assert [ids for ids, _ in iter_embedding_batches(folder)] == [["d0", "d1", "d2"], ["d3", "d4"]]
+
+    with EmbeddingWriter(folder / "part-c.parquet", dim=4, metadata=dict(META, head="linear")) as writer:
+        writer.write(["d9"], values[:1])
+    with pytest.raises(InputError) as err:
+        read_embeddings(folder)
+    assert 'head "quantum" vs "linear"' in raises_at(err, folder / "part-c.parquet", None)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no \\*.parquet files"):
+        read_embeddings(empty)
+
+
+def test_duplicate_ids_across_files(tmp_path):
+    folder = tmp_path / "shards"
+    for name in ("a.parquet", "b.parquet"):
+        with EmbeddingWriter(folder / name, dim=2, metadata=META) as writer:
+            writer.write(["same"], angles(1, 2))
+    with pytest.raises(InputError) as err:
+        read_embeddings(folder)
+    assert "duplicate id" in raises_at(err, folder / "b.parquet", None, "id")
+
+
+def qcompress_table(values: pa.Array, *, meta: dict | None = None, column: str = "angles") -> pa.Table:
+    table = pa.table({"id": pa.array([str(i) for i in range(len(values))]), column: values})
+    if meta is not None:
+        table = table.replace_schema_metadata({b"qcompress": json.dumps(meta)})
+    return table
+
+
+def test_read_rejects_files_not_written_by_qcompress(tmp_path):
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array([0.1, 0.2], pa.float32()), 2)
+    path = tmp_path / "plain.parquet"
+    pq.write_table(qcompress_table(fixed), path)
+    with pytest.raises(InputError) as err:
+        read_embeddings(path)
+    assert "not written by `qcompress compress`" in raises_at(err, path, None)
+
+    not_parquet = write(tmp_path, "text.parquet", "hello")
+    with pytest.raises(InputError, match="not a readable Parquet file"):
+        read_embeddings(not_parquet)
+    with pytest.raises(InputError, match="not found"):
+        read_embeddings(tmp_path / "missing.parquet")
+
+
+def test_read_rejects_wrong_column_type_nan_and_range(tmp_path):
+    meta = dict(META, dim=2, encoding="float32", column="angles")
+    variable = pa.array([[0.1, 0.2]], pa.list_(pa.float32()))
+    path = tmp_path / "list.parquet"
+    pq.write_table(qcompress_table(variable, meta=meta), path)
+    with pytest.raises(InputError) as err:
+        read_embeddings(path)
+    assert "fixed_size_list<float>[2]" in raises_at(err, path, None, "angles")
+
+    as_uint8 = pa.FixedSizeListArray.from_arrays(pa.array([1, 2], pa.uint8()), 2)
+    path = tmp_path / "uint8-says-float.parquet"
+    pq.write_table(qcompress_table(as_uint8, meta=meta), path)
+    with pytest.raises(InputError, match="wrong column type"):
+        read_embeddings(path)
+
+    nan = pa.FixedSizeListArray.from_arrays(pa.array([0.1, 0.2, 0.3, float("nan")], pa.float32()), 2)
+    path = tmp_path / "nan.parquet"
+    pq.write_table(qcompress_table(nan, meta=meta), path)
+    with pytest.raises(InputError) as err:
+        read_embeddings(path)
+    assert 'row 2 (id "1")' in raises_at(err, path, None, "angles")
+    with pytest.raises(InputError, match="NaN"):
+        list(iter_embedding_batches(path))
+
+    big = pa.FixedSizeListArray.from_arrays(pa.array([0.1, 7.0], pa.float32()), 2)
+    path = tmp_path / "range.parquet"
+    pq.write_table(qcompress_table(big, meta=meta), path)
+    with pytest.raises(InputError, match=r"\[0, pi\]"):
+        read_embeddings(path)
+
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array([0.1, 0.2], pa.float32()), 2)
+    path = tmp_path / "column.parquet"
+    pq.write_table(qcompress_table(fixed, meta=dict(meta, column="vectors")), path)
+    with pytest.raises(InputError) as err:
+        read_embeddings(path)
+    raises_at(err, path, None, "vectors")
+
+
+def test_check_same_model():
+    a = dict(META, dim=128, encoding="float32", qcompress_version="0.1.0")
+    check_same_model(a, dict(a, encoding="uint8", qcompress_version="9.9"))
+    check_same_model(dict(a, model_id="x"), a)  # model_id compared only when both have one
+    with pytest.raises(InputError) as err:
+        check_same_model(a, dict(a, similarity="cosine", dim=64), what="queries and documents")
+    message = str(err.value)
+    assert message.startswith('field "dim": queries and documents come from different models')
+    assert "dim 128 vs 64" in message and 'similarity "fidelity" vs "cosine"' in message
+    with pytest.raises(InputError, match="model_id"):
+        check_same_model(dict(a, model_id="x"), dict(a, model_id="y"))
+
+
+# -- TREC runs and qrels ---------------------------------------------------------------------------------------
+
+
+def test_write_run_order_ties_topk_and_round_trip(tmp_path):
+    run = {"10": {"b": 0.5, "a": 0.5, "c": 0.9, "d": -1.25}, "2": {"x": 1 / 3}}
+    out = tmp_path / "runs" / "run.trec"
+    write_run(out, run, "qc-test")
+    lines = out.read_text().splitlines()
+    assert lines == [
+        f"2 Q0 x 1 {1 / 3!r} qc-test",
+        "10 Q0 c 1 0.9 qc-test",
+        "10 Q0 a 2 0.5 qc-test",
+        "10 Q0 b 3 0.5 qc-test",
+        "10 Q0 d 4 -1.25 qc-test",
+    ]
+    assert read_run(out) == run
+    stream = io.StringIO()
+    write_run(stream, run, "t", top_k=2)
+    assert [line.split()[2] for line in stream.getvalue().splitlines()] == ["x", "c", "a"]
+
+
+def test_write_run_rejects_bad_values_without_touching_the_file(tmp_path):
+    out = tmp_path / "run.trec"
+    out.write_text("old\n")
+    with pytest.raises(ValueError, match="finite"):
+        write_run(out, {"1": {"a": float("nan")}}, "t")
+    with pytest.raises(ValueError, match="tag"):
+        write_run(out, {"1": {"a": 1.0}}, "two words")
+    with pytest.raises(ValueError, match="whitespace"):
+        write_run(out, {"1": {"a b": 1.0}}, "t")
+    assert out.read_text() == "old\n"
+    assert list(tmp_path.iterdir()) == [out]  # no temporary files left behind
+
+
+@pytest.mark.parametrize(
+    "content, line, field, words",
+    [
+        ("1 Q0 a 1 0.5 t\n1 Q0 b 2 0.4\n", 2, None, "expected 6"),
+        ("1 Q0 a 1 high t\n", 1, "score", "not a finite number"),
+        ("1 Q0 a 1 nan t\n", 1, "score", "not a finite number"),
+        ("1 Q0 a 1 0.5 t\n\n1 Q0 a 2 0.4 t\n", 3, "docid", "first on line 1"),
+    ],
+)
+def test_read_run_errors(tmp_path, content, line, field, words):
+    path = write(tmp_path, "run.trec", content)
+    with pytest.raises(InputError) as err:
+        read_run(path)
+    assert words in raises_at(err, path, line, field)
+
+
+def test_read_qrels_trec_and_beir(tmp_path):
+    trec = write(tmp_path, "qrels.txt", "1 0 d1 2\n1 0 d2 0\n\n2 Q0 d1 1\n1 0 d1 2\n")
+    assert read_qrels(trec) == {"1": {"d1": 2, "d2": 0}, "2": {"d1": 1}}
+    beir = write(tmp_path, "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t-1\nq2\td3\t2.0\n")
+    assert read_qrels(beir) == {"q1": {"d1": 1, "d2": -1}, "q2": {"d3": 2}}
+    headerless = write(tmp_path, "plain.tsv", "q1\td1\t1\n")
+    assert read_qrels(headerless) == {"q1": {"d1": 1}}
+
+
+@pytest.mark.parametrize(
+    "content, line, field, words",
+    [
+        ("1 0 d1 2\n1 0 d2\n", 2, None, "expected 4"),
+        ("1 0 d1\n1 0 d2 1\n", 1, "score", "`query-id corpus-id score`"),
+        ("q\td\t1\n1 0 d2 1\n", 2, None, "expected 3"),
+        ("1 d1\n", 1, None, "TREC qrels"),
+        ("1 0 d1 high\n", 1, "rel", "not an integer"),
+        ("query-id\tcorpus-id\tscore\nq\td\t0.5\n", 2, "score", "not an integer"),
+        ("1 0 d1 2\n1 0 d1 1\n", 2, None, "line 1"),
+    ],
+)
+def test_read_qrels_errors(tmp_path, content, line, field, words):
+    path = write(tmp_path, "qrels.txt", content)
+    with pytest.raises(InputError) as err:
+        read_qrels(path)
+    assert words in raises_at(err, path, line, field)
