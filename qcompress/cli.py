@@ -143,12 +143,505 @@ def count_params(
 
 
 # --- compress (issue 4) ---
+# Shared by compress, score and evaluate: model options, model loading, progress bars on stderr.
+import contextlib  # noqa: E402
+import math  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+_MODEL_HELP = "A model folder written by `qcompress train`."
+_ENCODER_HELP = (
+    "Instead of --model: an encoder without a trained head (hub id, local folder, or 'minilm' for the offline "
+    "all-MiniLM-L6-v2); mean pooling, no normalisation."
+)
+_HEAD_HELP = "With --encoder: only 'none' (a head must be trained first: `qcompress train`, then --model)."
+_SIMILARITY_HELP = (
+    "With --encoder: 'cosine' (store and compare the pooled vectors; the paper's BT) or 'fidelity' (store the "
+    "encoded qubit angles tanh(u)*pi/2+pi/2 and compare by fidelity; the paper's QBT). Default cosine."
+)
+
+
+def _load_cli_model(
+    model_dir: Optional[str],
+    encoder: Optional[str],
+    head: Optional[str],
+    similarity: Optional[str],
+    max_length: Optional[int],
+    trust_remote_code: bool,
+):
+    """The model named by --model DIR, or by --encoder NAME --head none --similarity S."""
+    from qcompress.model import build_model, load_model
+
+    if model_dir is not None:
+        if encoder is not None or head is not None or similarity is not None:
+            raise ValueError(
+                "--model DIR already names its encoder, head and similarity; drop --encoder/--head/--similarity"
+            )
+        model = load_model(model_dir, trust_remote_code=trust_remote_code)
+        if max_length is not None:
+            if max_length <= 0:
+                raise ValueError(f"--max-length must be positive, got {max_length}")
+            model.config["max_length"] = max_length
+        return model
+    if encoder is None:
+        raise ValueError("name a model: --model DIR (from `qcompress train`) or --encoder NAME --head none")
+    if head not in (None, "none"):
+        raise ValueError(
+            f"--encoder with --head {head} would use an untrained, random head; train it with `qcompress train` "
+            "and pass --model DIR, or use --head none"
+        )
+    return build_model(
+        encoder, head="none", similarity=similarity, max_length=256 if max_length is None else max_length,
+        trust_remote_code=trust_remote_code,
+    )
+
+
+def _check_model_options(encoder: Optional[str], head: Optional[str], similarity: Optional[str]) -> None:
+    if encoder is None and (head is not None or similarity is not None):
+        raise ValueError("--head and --similarity go with --encoder NAME (a --model folder names its own)")
+
+
+@contextlib.contextmanager
+def _progress_bars():
+    """Yield `start(description, total) -> advance(n)`: one rich progress bar per stage, on stderr."""
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=stderr, transient=False,
+    ) as progress:
+
+        def start(description: str, total: int) -> Callable[[int], None]:
+            task = progress.add_task(description, total=total)
+            return lambda n: progress.advance(task, n)
+
+        yield start
+
+
+@app.command("compress")
+@cli_errors
+def compress_command(
+    input_path: str = typer.Argument(
+        ..., metavar="INPUT",
+        help="Texts to compress: JSONL (`_id` or `id`, `text`, optional `title`: text = title + ' ' + text), "
+        "TSV `id<TAB>text`, or - for stdin.",
+    ),
+    output: Path = typer.Option(
+        ..., "-o", "--output",
+        help="Parquet file to write (`id` + `angles` or `vectors`). A file path: Parquet cannot stream to stdout.",
+    ),
+    model_dir: Optional[str] = typer.Option(None, "--model", help=_MODEL_HELP),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help=_ENCODER_HELP),
+    head: Optional[str] = typer.Option(None, "--head", help=_HEAD_HELP),
+    similarity: Optional[str] = typer.Option(None, "--similarity", help=_SIMILARITY_HELP),
+    uint8: bool = typer.Option(
+        False, "--uint8",
+        help="Store angles as 8-bit codes round(theta/pi*255) (1 byte per qubit instead of 4). Angle models only.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume",
+        help="Continue an interrupted run from the chunks it finished (kept in OUT.partial/); same input and model.",
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", help="Texts per encoder batch (batches go longest-first)."),
+    max_length: Optional[int] = typer.Option(
+        None, "--max-length", help="Tokens per text (longer texts are truncated). Default: the model's (256)."
+    ),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code shipped with the encoder."),
+) -> None:
+    """Encode texts into a Parquet file of qubit angles (fidelity models) or vectors (cosine models).
+
+    The whole input is read and checked first (duplicate ids, empty texts, malformed lines: an error naming the
+    line, and no output). Texts are then encoded in chunks of 4,096, each written as one row group in input
+    order; the file appears at OUT only when complete. Its metadata names the model (encoder, head, dim,
+    similarity, a digest of the weights, qcompress version) and the encoding, so `qcompress score` never
+    compares files of different models.
+
+    Examples:
+      qcompress compress corpus.jsonl --model models/qbec -o corpus.parquet --uint8
+      qcompress compress queries.tsv --encoder minilm --head none --similarity fidelity -o q.parquet
+    """
+    from qcompress.compress import compress
+    from qcompress.formats import read_texts
+
+    if str(output) == "-":
+        raise ValueError("-o -: Parquet cannot be streamed to stdout; give a file path such as -o out.parquet")
+    if output.is_dir():
+        raise ValueError(f"-o {output}: is a folder; give a file path such as {output / 'embeddings.parquet'}")
+    _check_model_options(encoder, head, similarity)
+    records = read_texts(input_path)  # all of it, validated, before any encoding
+    model = _load_cli_model(model_dir, encoder, head, similarity, max_length, trust_remote_code)
+    if uint8 and model.output_kind != "angles":
+        raise ValueError(
+            f"--uint8 quantises qubit angles, but this model (head {model.config['head']}, similarity "
+            f"{model.similarity}) outputs cosine vectors, which are stored as float32; drop --uint8"
+        )
+    with _progress_bars() as start:
+        done = compress(
+            records, output, model, batch_size=batch_size, encoding="uint8" if uint8 else "float32",
+            resume=resume, on_batch=start("compressing", len(records)),
+        )
+    kind = "uint8 angle codes" if uint8 else f"float32 {model.output_kind}"
+    stderr.print(
+        f"wrote {len(records):,} rows of {model.dim} {kind} to {output}"
+        + (f" ({len(records) - done:,} from the earlier run)" if done < len(records) else ""),
+        highlight=False, markup=False, soft_wrap=True,
+    )
 
 
 # --- score (issue 4) ---
+def _score_pairs(pairs: list[tuple[str, str]], model, fidelity: bool, batch_size: int) -> None:
+    import numpy as np
+
+    from qcompress.similarity import paired_scores
+
+    if fidelity and model.similarity != "fidelity":
+        raise ValueError(f"--fidelity needs an angle model; this one compares by {model.similarity}")
+    # Each distinct text is encoded once, however often it appears (one query against many passages).
+    texts = list(dict.fromkeys(t for pair in pairs for t in pair))
+    row = {t: i for i, t in enumerate(texts)}
+    with _progress_bars() as start:
+        emb = model.encode(texts, batch_size=batch_size, on_batch=start("encoding", len(texts)))
+    q = emb[[row[a] for a, _ in pairs]]
+    p = emb[[row[b] for _, b in pairs]]
+    scores = paired_scores(q, p, model.similarity, log=not fidelity) if pairs else q.new_empty(0)
+    # str(float32): the shortest text that reads back as the same float32 value.
+    sys.stdout.write("".join(str(np.float32(s)) + "\n" for s in scores.tolist()))
+    sys.stdout.flush()
+
+
+@app.command("score")
+@cli_errors
+def score_command(
+    queries: Optional[Path] = typer.Argument(
+        None, metavar="[QUERIES]", help="Query embeddings: a Parquet file from `qcompress compress`."
+    ),
+    corpus: Optional[Path] = typer.Argument(
+        None, metavar="[CORPUS]", help="Corpus embeddings: a Parquet file, or a folder of them, from the same model."
+    ),
+    top_k: int = typer.Option(1000, "--top-k", help="Documents per query in the run."),
+    output: Optional[str] = typer.Option(
+        None, "-o", "--output", help="TREC run file to write (atomically). Default: stdout."
+    ),
+    tag: str = typer.Option("qcompress", "--tag", help="Run tag, the last column of the TREC run."),
+    pairs: Optional[str] = typer.Option(
+        None, "--pairs",
+        help="Instead of QUERIES CORPUS: (query, passage) pairs, TSV `query<TAB>passage` or JSONL "
+        "(`query`, `passage`), or - for stdin. Prints one score per line, in order. Needs a model.",
+    ),
+    model_dir: Optional[str] = typer.Option(None, "--model", help=_MODEL_HELP + " With --pairs."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help=_ENCODER_HELP + " With --pairs."),
+    head: Optional[str] = typer.Option(None, "--head", help=_HEAD_HELP),
+    similarity: Optional[str] = typer.Option(None, "--similarity", help=_SIMILARITY_HELP),
+    fidelity: bool = typer.Option(
+        False, "--fidelity",
+        help="With --pairs and an angle model: print the fidelity itself, in [0, 1] (underflows to 0 for "
+        "unrelated texts), instead of the log-fidelity.",
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", help="Texts per encoder batch (with --pairs)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per text (with --pairs)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code shipped with the encoder."),
+) -> None:
+    """Rank a corpus for each query (exact top-k) into a TREC run, or score (query, passage) pairs.
+
+    With two Parquet files: for every query, the --top-k documents by log-fidelity (angle models) or cosine
+    (vector models), as TREC run lines `qid Q0 docid rank score tag`; scores are log-fidelities (<= 0, higher is
+    closer) or cosines. Both files must come from the same model (their metadata is compared); uint8 codes
+    compare fine with float32 angles of the same model.
+
+    With --pairs and a model: one score per pair and line, in input order: log-fidelity for fidelity models
+    (--fidelity for the fidelity itself), cosine for cosine models.
+
+    Examples:
+      qcompress score queries.parquet corpus.parquet --top-k 100 -o run.trec --tag qbec
+      printf 'what is lift\\tLift is a force.\\n' | qcompress score --pairs - --model models/qbec
+    """
+    from qcompress.evaluation import exact_topk
+    from qcompress.formats import check_same_model, read_embeddings, write_run
+
+    _check_model_options(encoder, head, similarity)
+    if batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {batch_size}")
+    if pairs is not None:
+        if queries is not None or corpus is not None:
+            raise ValueError("--pairs scores text pairs with a model; it takes no QUERIES CORPUS files")
+        from qcompress.formats import read_pairs
+
+        records = read_pairs(pairs)  # all of it, validated, before the model is loaded
+        model = _load_cli_model(model_dir, encoder, head, similarity, max_length, trust_remote_code)
+        _score_pairs(records, model, fidelity, batch_size)
+        return
+    if queries is None or corpus is None:
+        raise ValueError(
+            "give QUERIES and CORPUS Parquet files (from `qcompress compress`), or --pairs FILE --model DIR"
+        )
+    if model_dir is not None or encoder is not None or fidelity:
+        raise ValueError(
+            "QUERIES CORPUS are scored with the model named in their metadata; --model/--encoder/--fidelity "
+            "go with --pairs"
+        )
+    if top_k <= 0:
+        raise ValueError(f"--top-k must be positive, got {top_k}")
+    q = read_embeddings(queries)
+    c = read_embeddings(corpus)
+    check_same_model(q.metadata, c.metadata, what=f"{queries} and {corpus}")
+    scores, indices = exact_topk(q.values, c.values, top_k, q.metadata["similarity"])
+    run = {
+        qid: {c.ids[j]: s for j, s in zip(indices[row].tolist(), scores[row].tolist())}
+        for row, qid in enumerate(q.ids)
+    }
+    write_run(output or "-", run, tag)
+    if output:
+        stderr.print(f"wrote the top {min(top_k, len(c))} of {len(c):,} documents for {len(q):,} queries to {output}",
+                     highlight=False, markup=False, soft_wrap=True)
 
 
 # --- evaluate (issue 4) ---
+_TREC_DL = {"2019": "msmarco-passage/trec-dl-2019/judged", "2020": "msmarco-passage/trec-dl-2020/judged"}
+_PROTOCOL_NOTES = {
+    "judged": "judged-only re-ranking: each query's judged documents, as in the paper; not comparable with "
+    "full-corpus retrieval or BM25 re-ranking",
+    "full": "full-corpus ranking (exact top-k)",
+    "rerank": "re-ranking of a first-stage run",
+}
+
+
+def _encoder_label(name: str) -> str:
+    from qcompress.encoder import offline_minilm_path, resolve_encoder
+
+    offline = offline_minilm_path()
+    if offline is not None and resolve_encoder(name) == str(offline):
+        return "all-MiniLM-L6-v2"
+    return Path(name.rstrip("/")).name or name
+
+
+def _tag(label: str) -> str:
+    """A model label as a TREC run tag and file-name part: no whitespace or path characters."""
+    return re.sub(r"[^\w.+-]", "_", label)
+
+
+def _run_path(path: Path, tag: str, several: bool) -> Path:
+    # One model: exactly --run-out; several: one file each, the model's tag before the suffix.
+    return path.with_name(f"{path.stem}.{tag}{path.suffix}") if several else path
+
+
+@app.command("evaluate")
+@cli_errors
+def evaluate_command(
+    model_dirs: List[str] = typer.Option(
+        [], "--model",
+        help="A model folder from `qcompress train`; repeat to compare several (p-values against the first).",
+    ),
+    encoder: Optional[str] = typer.Option(
+        None, "--encoder", help=_ENCODER_HELP + " Placed first (the baseline) when combined with --model."
+    ),
+    head: Optional[str] = typer.Option(None, "--head", help=_HEAD_HELP),
+    similarity: Optional[str] = typer.Option(None, "--similarity", help=_SIMILARITY_HELP),
+    trec: Optional[str] = typer.Option(
+        None, "--trec",
+        help="2019 or 2020: the judged queries of TREC DL passage (ir_datasets msmarco-passage/trec-dl-YEAR/judged; "
+        "the MS MARCO corpus must be downloadable or in ir_datasets' cache). Default protocol: judged.",
+    ),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset",
+        help="'cranfield' (bundled; the default), a BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or "
+        "an ir_datasets id. Default protocol: full for cranfield and folders, judged for ir_datasets ids.",
+    ),
+    split: str = typer.Option(
+        "test", "--split", help="Qrels split of a BEIR folder or cranfield (ignored for ir_datasets ids)."
+    ),
+    protocol: Optional[str] = typer.Option(
+        None, "--protocol",
+        help="judged: re-rank each query's judged documents (the paper's protocol; NOT comparable with full "
+        "ranking). full: rank the whole corpus. rerank: re-rank a --first-stage run's top --top-k per query.",
+    ),
+    first_stage: Optional[Path] = typer.Option(
+        None, "--first-stage",
+        help="TREC run whose candidates are re-ranked (e.g. BM25 top-1000); implies --protocol rerank.",
+    ),
+    top_k: int = typer.Option(
+        1000, "--top-k", help="full: documents kept per query; rerank: first-stage candidates per query."
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", help="Texts per encoder batch."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per text. Default: the model's (256)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    per_query: bool = typer.Option(False, "--per-query", help="Also print every query's values."),
+    run_out: Optional[Path] = typer.Option(
+        None, "--run-out",
+        help="Write each model's TREC run; with several models FILE gets the model's tag before its suffix.",
+    ),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache", envvar="QCOMPRESS_CACHE",
+        help="Folder caching pooled encoder outputs per (encoder weights, max length, text): a repeated evaluation "
+        "with the same encoder skips the encoder. Default: $QCOMPRESS_CACHE, else no cache.",
+    ),
+    permutations: int = typer.Option(10000, "--permutations", help="Permutations of the paired randomization test."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the randomization test."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code shipped with the encoder."),
+) -> None:
+    """Rank a test collection with one or more models and report NDCG@10, RR@10, R@100, R@1000 and MAP.
+
+    Metrics come from pytrec_eval over every judged query of the split: a query with nothing ranked scores 0
+    (and is counted), never silently dropped. RR, recall and MAP count grades >= the collection's relevance
+    level as relevant (2 for TREC DL); NDCG uses the graded labels. Every output names its protocol.
+
+    Several models give one comparison table (head parameters, bytes per stored vector, metrics) with a
+    two-sided paired randomization test (and a paired t-test) on per-query NDCG@10 against the first model.
+
+    Examples:
+      qcompress evaluate --encoder minilm --head none --similarity fidelity --dataset cranfield
+      qcompress evaluate --model models/bec --model models/qbec --trec 2019 --json
+      qcompress evaluate --model models/qbec --trec 2020 --protocol rerank --first-stage bm25.trec
+    """
+    from qcompress.data import load_collection
+    from qcompress.evaluation import METRICS, check_protocol, evaluate, paired_randomization_test, paired_t_test
+    from qcompress.formats import read_run, write_run
+
+    _check_model_options(encoder, head, similarity)
+    if not model_dirs and encoder is None:
+        raise ValueError("name a model: --model DIR (repeatable) or --encoder NAME --head none")
+    if trec is not None and dataset is not None:
+        raise ValueError("--trec and --dataset both name the collection; give one")
+    if trec is not None and trec not in _TREC_DL:
+        raise ValueError(f"--trec {trec}: choose 2019 or 2020")
+    if first_stage is not None and protocol is None:
+        protocol = "rerank"
+    dataset_id = _TREC_DL[trec] if trec is not None else (dataset or "cranfield")
+    if protocol is None:
+        local = dataset_id == "cranfield" or Path(dataset_id).is_dir()
+        protocol = "full" if local else "judged"
+    check_protocol(protocol, first_stage)
+    for name, value in (("--top-k", top_k), ("--batch-size", batch_size), ("--permutations", permutations)):
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+
+    collection = load_collection(dataset_id, split)
+    first = read_run(first_stage) if first_stage is not None else None
+    cache_root = cache_dir if cache_dir is not None and str(cache_dir).strip() else None
+
+    specs: list[tuple[Optional[str], Optional[str]]] = ([(None, encoder)] if encoder is not None else [])
+    specs += [(d, None) for d in model_dirs]
+    rows: list[dict] = []
+    results = []
+    labels: set[str] = set()
+    with _progress_bars() as start:
+        for model_dir, enc in specs:
+            model = _load_cli_model(model_dir, enc, head if enc else None, similarity if enc else None,
+                                    max_length, trust_remote_code)
+            if model_dir is not None:
+                label = Path(model_dir.rstrip("/")).name or model_dir
+            else:
+                label = f"{_encoder_label(enc)}:{model.similarity}"
+            base, n = label, 2
+            while label in labels or _tag(label) in {_tag(x) for x in labels}:  # tags name the run files
+                label, n = f"{base}#{n}", n + 1
+            labels.add(label)
+            cache = None
+            if cache_root is not None:
+                from qcompress.cache import PooledCache
+
+                cache = PooledCache(cache_root, model)
+            result = evaluate(
+                model, collection, protocol, first_stage=first, top_k=top_k, batch_size=batch_size, cache=cache,
+                progress=lambda what, total, label=label: start(f"{label}: {what}", total),
+            )
+            head_params = sum(p.numel() for p in model.head.parameters()) if model.head is not None else 0
+            rows.append({
+                "label": label,
+                "tag": _tag(label),
+                "model": model.describe(),
+                "head_parameters": head_params,
+                "bytes_per_vector": {
+                    "float32": 4 * model.dim,
+                    "uint8": model.dim if model.output_kind == "angles" else None,
+                },
+                "empty_queries": len(result.empty_queries),
+            })
+            results.append(result)
+            del model
+
+    n_queries = len(collection.qrels)
+    if run_out is not None:
+        for row, result in zip(rows, results):
+            path = _run_path(run_out, row["tag"], len(rows) > 1)
+            write_run(path, result.run, row["tag"])
+            row["run_out"] = str(path)
+    significance = {}
+    qids = list(collection.qrels)
+    base_ndcg = [results[0].per_query[q]["ndcg_cut_10"] for q in qids]
+    for row, result in zip(rows[1:], results[1:]):
+        ndcg = [result.per_query[q]["ndcg_cut_10"] for q in qids]
+        t, t_p = paired_t_test(ndcg, base_ndcg)
+        significance[row["label"]] = {
+            "against": rows[0]["label"],
+            "metric": "ndcg_cut_10",
+            "difference": result.metrics["ndcg_cut_10"] - results[0].metrics["ndcg_cut_10"],
+            "randomization_p": paired_randomization_test(ndcg, base_ndcg, n=permutations, seed=seed),
+            "permutations": permutations,
+            "seed": seed,
+            "t": t if math.isfinite(t) else None,  # JSON has no inf/NaN: None where the test is undefined
+            "t_test_p": t_p if math.isfinite(t_p) else None,
+        }
+    for row in rows:
+        if row["empty_queries"]:
+            stderr.print(f"{row['label']}: {row['empty_queries']} of {n_queries} judged queries had no candidates "
+                         "and score 0", highlight=False, markup=False, soft_wrap=True)
+
+    if as_json:
+        out: dict = {
+            "dataset": collection.name,
+            "split": collection.split,
+            "protocol": protocol,
+            "queries": n_queries,
+            "relevance_level": collection.relevance_level,
+            "top_k": top_k if protocol != "judged" else None,
+            "first_stage": str(first_stage) if first_stage is not None else None,
+            "models": rows,
+            "metrics": {row["label"]: result.metrics for row, result in zip(rows, results)},
+        }
+        if significance:
+            out["significance"] = significance
+        if len(rows) == 1:
+            out.update(results[0].metrics)  # flat metric keys, e.g. "ndcg_cut_10", for one model
+        if per_query:
+            out["per_query"] = {row["label"]: result.per_query for row, result in zip(rows, results)}
+        print_json(out)
+        return
+
+    table = Table(
+        title=f"{collection.name} ({collection.split}), protocol {protocol}: {n_queries} queries",
+        caption=f"{_PROTOCOL_NOTES[protocol]}; relevance level {collection.relevance_level}"
+        + (f"; p: paired randomization test on NDCG@10 vs {rows[0]['label']} ({permutations} permutations)"
+           if significance else ""),
+    )
+    table.add_column("model")
+    for col in ("head", "dim", "head params", "bytes/vector", *METRICS.values()):
+        table.add_column(col, justify="right")
+    if significance:
+        table.add_column("p", justify="right")
+    for row, result in zip(rows, results):
+        size = row["bytes_per_vector"]
+        cells = [
+            row["label"], row["model"]["head"], str(row["model"]["dim"]), f"{row['head_parameters']:,}",
+            f"{size['float32']:,}" + (f" (u8 {size['uint8']:,})" if size["uint8"] else ""),
+            *(f"{result.metrics[m]:.4f}" for m in METRICS),
+        ]
+        if significance:
+            sig = significance.get(row["label"])
+            cells.append(f"{sig['randomization_p']:.4f}" if sig else "-")
+        table.add_row(*cells)
+    stdout.print(table)
+    if per_query:
+        detail = Table(title=f"Per query, protocol {protocol}")
+        detail.add_column("query")
+        metrics = list(METRICS) if len(rows) == 1 else ["ndcg_cut_10"]
+        for row in rows:
+            for m in metrics:
+                detail.add_column(METRICS[m] if len(rows) == 1 else f"{row['label']} NDCG@10", justify="right")
+        for q in qids:
+            detail.add_row(q, *(f"{r.per_query[q][m]:.4f}" for r in results for m in metrics))
+        stdout.print(detail)
 
 
 if __name__ == "__main__":  # pragma: no cover

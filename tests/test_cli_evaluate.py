@@ -1,0 +1,158 @@
+"""`qcompress evaluate`: protocols with hand-computable results, model comparison, run files, errors, Cranfield."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from qcompress.cli import app
+from qcompress.formats import read_run
+from qcompress.model import build_model
+
+runner = CliRunner()
+
+DOCS = {
+    "d1": "the flow on a wing", "d2": "heat transfer in a boundary layer", "d3": "pressure of the flow",
+    "d4": "what are the boundary layer effects", "d5": "a wing", "d6": "heat of the wing at pressure",
+}
+QUERIES = {"q1": "wing flow", "q2": "heat transfer", "q3": "boundary layer pressure"}
+# q1 and q2: exactly one judged document, relevant -> judged NDCG@10 = 1 whatever the model.
+# q3: only non-relevant judgements -> 0. Mean 2/3.
+QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t2\nq3\td4\t0\nq3\td3\t0\n"
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "beir"
+    root.mkdir()
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in DOCS.items()))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in QUERIES.items()))
+    (root / "qrels").mkdir()
+    (root / "qrels" / "test.tsv").write_text(QRELS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(tiny_encoder, tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    build_model(tiny_encoder, head="quantum", dim=16, max_length=64).save(root / "qbec")
+    torch.manual_seed(1)
+    build_model(tiny_encoder, head="linear", dim=16, max_length=64).save(root / "bec")
+    return {"qbec": str(root / "qbec"), "bec": str(root / "bec")}
+
+
+def evaluate_json(*args):
+    result = runner.invoke(app, ["evaluate", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), result
+
+
+def test_judged_protocol_hand_computed(models, folder):
+    out, _ = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--protocol", "judged", "--per-query")
+    assert out["protocol"] == "judged" and out["queries"] == 3 and out["split"] == "test"
+    assert out["ndcg_cut_10"] == pytest.approx(2 / 3)
+    assert out["recip_rank_10"] == pytest.approx(2 / 3)
+    assert out["metrics"]["qbec"]["ndcg_cut_10"] == out["ndcg_cut_10"]
+    assert out["per_query"]["qbec"]["q3"]["ndcg_cut_10"] == 0.0
+    assert out["models"][0]["head_parameters"] == 12 * 1 * 16  # 32 -> 16 qubits: k = 2 registers
+    assert out["models"][0]["bytes_per_vector"] == {"float32": 64, "uint8": 16}
+
+
+def test_rerank_protocol_with_hand_made_first_stage_and_missing_query(models, folder, tmp_path):
+    first = tmp_path / "bm25.trec"
+    # q1: only unjudged/non-relevant candidates -> 0; q2: its relevant document alone -> 1; q3 absent -> 0.
+    first.write_text("q1 Q0 d5 1 9.0 bm25\nq1 Q0 d6 2 8.0 bm25\nq2 Q0 d2 1 7.5 bm25\nq9 Q0 d1 1 1.0 bm25\n")
+    out, result = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--first-stage", str(first))
+    assert out["protocol"] == "rerank" and out["first_stage"] == str(first)
+    assert out["queries"] == 3  # the missing query is counted, not dropped
+    assert out["ndcg_cut_10"] == pytest.approx(1 / 3)
+    assert out["models"][0]["empty_queries"] == 1
+    assert "1 of 3 judged queries had no candidates and score 0" in result.stderr
+
+
+def test_full_protocol_is_the_default_for_folders_and_writes_the_run(models, folder, tmp_path):
+    run_file = tmp_path / "run.trec"
+    out, _ = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--top-k", "5",
+                           "--run-out", str(run_file))
+    assert out["protocol"] == "full" and out["top_k"] == 5
+    run = read_run(run_file)
+    assert set(run) == {"q1", "q2", "q3"} and all(len(docs) == 5 for docs in run.values())
+    assert run_file.read_text().split("\n")[0].split()[-1] == "qbec"
+
+
+def test_several_models_one_table_with_p_values(models, folder, tmp_path, tiny_encoder):
+    args = ["--encoder", tiny_encoder, "--max-length", "64", "--model", models["qbec"], "--model", models["bec"],
+            "--dataset", str(folder), "--permutations", "500", "--run-out", str(tmp_path / "run.trec")]
+    out, _ = evaluate_json(*args)
+    labels = [m["label"] for m in out["models"]]
+    assert labels[1:] == ["qbec", "bec"] and labels[0].endswith(":cosine")
+    assert "ndcg_cut_10" not in out  # flat keys only for one model
+    assert set(out["metrics"]) == set(labels)
+    sig = out["significance"]
+    assert set(sig) == {"qbec", "bec"} and sig["qbec"]["against"] == labels[0]
+    assert 0 < sig["qbec"]["randomization_p"] <= 1 and sig["qbec"]["permutations"] == 500
+    assert "t_test_p" in sig["bec"]
+    assert [m["head_parameters"] for m in out["models"]] == [0, 192, 32 * 16 + 16]
+    assert sorted(p.name for p in tmp_path.glob("run.*.trec")) == sorted(f"run.{m['tag']}.trec" for m in out["models"])
+
+    result = runner.invoke(app, ["evaluate", *args[:-2], "--per-query"])
+    assert result.exit_code == 0, result.output
+    assert "protocol full: 3 queries" in result.stdout
+    assert "NDCG@10" in result.stdout and "qbec" in result.stdout
+    assert "Per query" in result.stdout
+
+
+def test_evaluate_errors_are_one_line_and_leave_no_run(models, folder, tmp_path):
+    run_out = tmp_path / "run.trec"
+    base = ["evaluate", "--model", models["qbec"], "--run-out", str(run_out)]
+    cases = [
+        (["--dataset", "no-such-collection/xyz"], "ir_datasets does not know it"),
+        (["--dataset", str(folder), "--first-stage", str(tmp_path / "missing.trec")], "file not found"),
+        (["--dataset", str(folder), "--protocol", "rerank"], "--protocol rerank needs --first-stage"),
+        (["--dataset", str(folder), "--protocol", "judged", "--first-stage", str(tmp_path)], "only used by"),
+        (["--dataset", str(folder), "--protocol", "bm25"], "unknown protocol"),
+        (["--trec", "2018"], "choose 2019 or 2020"),
+        (["--trec", "2019", "--dataset", str(folder)], "give one"),
+        (["--dataset", str(folder), "--split", "dev"], "no judgements for split 'dev'"),
+        (["--dataset", str(folder), "--similarity", "fidelity"], "go with --encoder"),
+        (["--dataset", str(folder), "--top-k", "0"], "--top-k must be positive"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.stderr and result.stderr.count("\n") == 1, (args, result.stderr)
+        assert result.stdout == "" and not run_out.exists()
+    result = runner.invoke(app, ["evaluate", "--dataset", str(folder)])
+    assert result.exit_code == 1 and "name a model" in result.stderr
+
+
+def test_evaluate_help_names_the_protocols():
+    result = runner.invoke(app, ["evaluate", "--help"])
+    assert result.exit_code == 0
+    for word in ("judged", "full", "rerank", "--first-stage", "--trec", "--json", "--per-query", "--run-out"):
+        assert word in result.stdout
+
+
+# -- the real encoder on the bundled Cranfield -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One pooled-output cache for both similarities: the corpus is encoded once (~1 min on 2 cores)."""
+    return str(tmp_path_factory.mktemp("encoder-cache"))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("similarity, expected", [("cosine", 0.391), ("fidelity", 0.376)])
+def test_cranfield_minilm_full_protocol(minilm_path, shared_cache, similarity, expected):
+    result = runner.invoke(
+        app,
+        ["evaluate", "--encoder", minilm_path, "--head", "none", "--similarity", similarity,
+         "--dataset", "cranfield", "--json"],
+        env={"QCOMPRESS_CACHE": shared_cache},
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["protocol"] == "full" and out["queries"] == 112 and out["dataset"] == "cranfield"
+    assert round(out["ndcg_cut_10"], 3) == expected
