@@ -1,0 +1,762 @@
+"""Exact top-k search by log-fidelity (and by cosine), in memory or streamed from Parquet.
+
+Fidelity is not an inner product, so no vector index ranks by it directly, and evaluating log-fidelity for every
+(query, document) pair costs ~100x a matrix multiply in torch eager. `FidelityIndex` makes exact search cost
+about one matrix multiply by filtering with upper bounds that are inner products (SPEC §2), then settling the
+few survivors with the reference formula (`qcompress.quantum._log_cos2_half`, summed over qubits).
+
+How a search works (m queries, N documents, n qubits, k results):
+
+1. Bound every document with one BLAS matmul. With x_i = cos^2(d_i/2) = (1 + cos a_i cos b_i + sin a_i sin b_i)/2,
+   log-fidelity = sum_i log x_i <= n log(mean_i x_i) (Jensen: log is concave), and
+   sum_i x_i = (n + <f(q), f(x)>)/2 with f(theta) = [cos theta; sin theta]: one (m, 2n) x (2n, N) matmul.
+   This is the tightest bound that depends on the inner product alone: a tangent of log at any x0 (SPEC §2 uses
+   x0 = 1, i.e. log x <= x - 1) gives n(log x0 - 1) + S/x0, minimised at x0 = S/n, which is this bound; and as it
+   is increasing in the inner product, every tangent ranks documents in the same order. On random angles
+   Jensen needs ~5x fewer candidates than the x0 = 1 tangent.
+2. Seed: the top-C documents by inner product (C = max(k, 128)) are scored exactly; the k-th best of them, L,
+   is a lower bound of the true k-th score. A document can only make the top-k if its bound reaches L, i.e. if
+   its inner product reaches a threshold t(L). For a query whose (C+1)-th inner product is below t(L), the
+   result is certified at once (the usual case when near neighbours exist).
+3. Other queries: the documents whose inner product reaches t(L) are refined in stages of qubit blocks
+   (16, 16, 32, 64, ... qubits): the qubits done so far are bounded almost exactly by
+   log prod_i max(x_i, 2^-7) (one log per 16 qubits, no cancellation issue: an upper bound either way) and the
+   rest by Jensen on their share of the inner product. Each stage drops the documents whose bound falls below
+   L; the survivors of the last stage (typically ~k) get the reference score. Random angles, the worst case,
+   send ~20% of the documents to stage 3 and keep ~4% after 32 qubits.
+4. The reference scores of the seed and the survivors give the top-k, sorted by (score desc, index asc).
+
+Every bound is compared with a safety margin that covers float32 rounding: the worst-case error of the matmul
+(1.1 u n (2n + 8 + R), u = 2^-24, R the largest |a| + |b|), of the per-qubit terms, and of the reference sum
+((2n + 32) u relative), so that rounding never drops a document whose reference score reaches the k-th. The
+result is therefore exactly the one of `brute_force_topk`: same scores bit for bit (the reference formula is
+evaluated per pair, independently of batching) and the same choice among ties (lower index first).
+
+What lost (1M x 128 angles, 100 queries, k=10, 2 CPU cores; see benchmarks/search.py): plain chunked torch
+eager, ~100x the matmul; torch.compile of the fused per-pair kernel, ~25x (and 17 s to compile, results not
+bit-identical to eager); the x0 = 1 tangent instead of Jensen, ~5x more candidates; per-query or per-document
+weighted Jensen and Jensen per qubit group, <= 1.3x fewer candidates for more work. numba was not tried: the
+bound approach leaves no room for it to win and it would be a new dependency.
+
+Memory: the queries' (m, N) inner products, the corpus, its features when cached ((N, 2n) float32, the default
+of `FidelityIndex`; `topk` computes them block by block instead), and temporaries bounded by `chunk_elements`.
+Nothing of size m * N * n is ever made.
+
+8-bit codes (`corpus_codes=True`): uint8 tensors holding round(theta/pi*255), decoded as float32(code * pi/255),
+exactly as `qcompress.formats.dequantize_angles`; scores are those of the decoded angles.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from qcompress.errors import InputError
+from qcompress.quantum import _log_cos2_half, pairwise_log_fidelity
+
+__all__ = [
+    "FidelityIndex",
+    "topk",
+    "topk_cosine",
+    "brute_force_topk",
+    "brute_force_topk_cosine",
+    "decode_codes",
+    "search_parquet",
+]
+
+PathLike = str | os.PathLike
+
+_U = 2.0**-24  # unit roundoff of float32
+_BLOCK = 16  # qubits per block: one log per block per pair in the refinement stages
+# Lower clamp of each factor x_i inside a block's product: 16 factors stay >= 2^-112, far from float32 underflow.
+_CLAMP = 2.0**-7
+DEFAULT_CANDIDATES = 128
+DEFAULT_CHUNK_ELEMENTS = 1 << 22
+
+
+# -- validation -------------------------------------------------------------------------------------------------
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer (the number of results per query), got {k!r}")
+    return k
+
+
+def _check_2d(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        hint = "; for a single query use queries[None] or queries.unsqueeze(0)" if x.dim() == 1 else ""
+        raise ValueError(f"{name} must be 2-d (rows, qubits), got shape {tuple(x.shape)}{hint}")
+
+
+def _check_finite(x: Tensor, name: str) -> None:
+    if x.numel() and not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} has {bad} NaN or infinite value(s); every angle must be a finite number")
+
+
+def _float_angles(x: Tensor, name: str, *, check_finite: bool = True) -> Tensor:
+    """Float angles as contiguous float32 (other float dtypes are converted: scores are float32)."""
+    _check_2d(x, name)
+    if not x.is_floating_point():
+        hint = " (8-bit codes are accepted for the corpus only: pass corpus_codes=True)"
+        hint = hint if x.dtype == torch.uint8 else ""
+        raise ValueError(f"{name} must hold float angles in radians, got dtype {x.dtype}{hint}")
+    x = x.detach().to(torch.float32).contiguous()
+    if check_finite:
+        _check_finite(x, name)
+    return x
+
+
+def _max_abs(x: Tensor, name: str, chunk_elements: int) -> float:
+    """Largest |value| of a float tensor, checking that all are finite, a piece of rows at a time."""
+    step, largest = max(1, chunk_elements // max(1, x.shape[1])), 0.0
+    for start in range(0, x.shape[0], step):
+        part = x[start : start + step]
+        if part.numel():
+            finite = torch.isfinite(part)
+            if not finite.all():
+                row = start + int((~finite).any(1).nonzero()[0])
+                raise ValueError(
+                    f"{name} has NaN or infinite values (first in row {row}); every angle must be a finite number"
+                )
+            low, high = torch.aminmax(part)
+            largest = max(largest, -float(low), float(high))
+    return largest
+
+
+def _check_corpus(corpus: Tensor, corpus_codes: bool, *, check_finite: bool = True) -> Tensor:
+    if not corpus_codes:
+        if isinstance(corpus, Tensor) and corpus.dtype == torch.uint8:
+            raise ValueError("corpus is uint8: if it holds 8-bit angle codes, pass corpus_codes=True")
+        return _float_angles(corpus, "corpus", check_finite=check_finite)
+    _check_2d(corpus, "corpus")
+    if corpus.dtype != torch.uint8:
+        raise ValueError(
+            f"corpus_codes=True expects a uint8 tensor of codes round(theta/pi*255), got dtype {corpus.dtype}"
+        )
+    return corpus.detach().contiguous()
+
+
+def _check_dims(queries: Tensor, dim: int) -> None:
+    if queries.shape[1] != dim:
+        raise ValueError(
+            f"queries have {queries.shape[1]} qubits but the corpus has {dim}; compare embeddings from the same model"
+        )
+
+
+# -- 8-bit codes ------------------------------------------------------------------------------------------------
+
+# code -> angle, computed in float64 and rounded once, as qcompress.formats.dequantize_angles does.
+_DECODE = (torch.arange(256, dtype=torch.float64) * (math.pi / 255.0)).to(torch.float32)
+
+
+_COS, _SIN = torch.cos(_DECODE), torch.sin(_DECODE)
+
+
+def decode_codes(codes: Tensor) -> Tensor:
+    """8-bit codes (uint8) -> float32 angles code * pi/255, the angles that code-based scores are computed on.
+
+    Example:
+        >>> decode_codes(torch.tensor([[0, 255]], dtype=torch.uint8))
+        tensor([[0.0000, 3.1416]])
+    """
+    return _DECODE[codes.to(torch.int32)]
+
+
+# -- top-k selection with a deterministic tie rule ---------------------------------------------------------------
+
+
+def _rank(scores: Tensor, indices: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k best of each row, ordered by (score desc, index asc). `indices` must be distinct within a row."""
+    order = indices.argsort(dim=1)
+    scores, indices = scores.gather(1, order), indices.gather(1, order)
+    # A stable sort keeps equal scores in ascending index order: that is the tie rule.
+    order = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+    return scores.gather(1, order), indices.gather(1, order)
+
+
+def _select_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k of a dense (m, L) score matrix (column = index), ties resolved towards the lower index.
+
+    torch.topk picks arbitrarily among equal values at the boundary, so rows whose k-th and (k+1)-th values are
+    equal are redone from all the row's entries equal to the k-th value, lowest indices first.
+    """
+    m, length = scores.shape
+    k = min(k, length)
+    if k == length:
+        return _rank(scores, torch.arange(length).expand(m, length), k)
+    values, indices = scores.topk(k + 1, dim=1)
+    values, indices, boundary = values[:, :k], indices[:, :k].clone(), values[:, k]
+    for row in (boundary == values[:, -1]).nonzero().flatten().tolist():
+        kth = values[row, -1]
+        above = (scores[row] > kth).nonzero().flatten()
+        tied = (scores[row] == kth).nonzero().flatten()[: k - above.numel()]
+        indices[row] = torch.cat([above, tied])
+        values[row] = scores[row, indices[row]]
+    return _rank(values, indices, k)
+
+
+def _empty_result(m: int, k: int) -> tuple[Tensor, Tensor]:
+    return torch.empty(m, k, dtype=torch.float32), torch.empty(m, k, dtype=torch.int64)
+
+
+# -- features and bounds -----------------------------------------------------------------------------------------
+
+
+def _blocks(n: int) -> list[tuple[int, int]]:
+    return [(start, min(start + _BLOCK, n)) for start in range(0, n, _BLOCK)]
+
+
+def _stages(n_blocks: int) -> list[int]:
+    """Block counts done after each refinement stage: 1, 2, 4, 8, ... then all (16, 32, 64, ... qubits)."""
+    ends, done = [], 1
+    while done < n_blocks:
+        ends.append(done)
+        done *= 2
+    return ends + [n_blocks]
+
+
+def _features(angles: Tensor) -> Tensor:
+    """(rows, n) angles -> (rows, 2n) features [cos; sin] laid out block by block: [cos b0, sin b0, cos b1, ...].
+
+    The layout only has to match between queries and documents for the matmul; block-wise, a refinement stage
+    gathers one contiguous slice per document.
+    """
+    return _layout(torch.cos(angles), torch.sin(angles))
+
+
+def _code_features(codes: Tensor) -> Tensor:
+    """`_features` of 8-bit codes, by table look-up (no cos/sin per element)."""
+    codes = codes.to(torch.int32)
+    return _layout(_COS[codes], _SIN[codes])
+
+
+def _layout(cos: Tensor, sin: Tensor) -> Tensor:
+    out = torch.empty(cos.shape[0], 2 * cos.shape[1], dtype=torch.float32)
+    for start, end in _blocks(cos.shape[1]):
+        out[:, 2 * start : start + end] = cos[:, start:end]
+        out[:, start + end : 2 * end] = sin[:, start:end]
+    return out
+
+
+class FidelityIndex:
+    """Exact top-k search by log-fidelity over a fixed corpus of angles (see the module docstring for how).
+
+    `corpus` is (N, n) float angles, or uint8 codes with `corpus_codes=True`. The index keeps a reference to it
+    (no copy for contiguous float32 or uint8) and, with `cache_features=True` (the default), its (N, 2n) float32
+    features: 2x the float32 corpus in memory (8x the codes), computed once so that each search is one matmul
+    plus a little. With `cache_features=False` they are recomputed block by block at each search.
+
+    `candidates` is the seed size C (raise it when many queries have more than ~C/2 near neighbours), and
+    `chunk_elements` bounds the temporaries. After each search, `last_stats` says how the work went.
+
+    Example:
+        >>> corpus = torch.rand(1000, 16) * math.pi
+        >>> index = FidelityIndex(corpus)
+        >>> scores, indices = index.search(corpus[:2], k=3)
+        >>> indices[:, 0].tolist(), scores[:, 0].tolist()
+        ([0, 1], [0.0, 0.0])
+    """
+
+    def __init__(
+        self,
+        corpus: Tensor,
+        *,
+        corpus_codes: bool = False,
+        cache_features: bool = True,
+        candidates: int = DEFAULT_CANDIDATES,
+        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    ) -> None:
+        for name, value in (("candidates", candidates), ("chunk_elements", chunk_elements)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.codes = bool(corpus_codes)
+        self.corpus = _check_corpus(corpus, self.codes, check_finite=False)  # checked below, in pieces
+        self.size, self.dim = self.corpus.shape
+        if self.dim == 0:
+            raise ValueError("corpus has 0 qubits per row; expected angles of shape (N, n) with n >= 1")
+        self.candidates, self.chunk_elements = candidates, chunk_elements
+        # Largest |angle|: it bounds how far float32 rounding of (a - b) in the reference moves an angle. Checked
+        # and measured piece by piece: no temporary as large as the corpus.
+        self.max_abs = math.pi if self.codes else _max_abs(self.corpus, "corpus", chunk_elements)
+        # Elementwise passes work on cache-sized pieces: 2-5x faster than memory-sized ones. The reference formula
+        # (a dozen temporaries) is fastest at ~2^17 numbers; refinement stages, with fewer temporaries and more
+        # Python overhead per piece, at ~2^20 (2 * 16 features per pair).
+        self.work_elements = min(chunk_elements, 1 << 17)
+        self.pair_chunk = max(1, min(chunk_elements, 1 << 20) // (2 * _BLOCK))
+        self.features = self._corpus_features(0, self.size) if cache_features else None
+        self.last_stats: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return self.size
+
+    # The corpus seen as float32 angles or features, a slice of rows or a gathered set of rows at a time.
+    def _angles(self, rows: Tensor | slice) -> Tensor:
+        part = self.corpus[rows]
+        return decode_codes(part) if self.codes else part
+
+    def _corpus_features(self, start: int, end: int) -> Tensor:
+        step = max(1, self.chunk_elements // (2 * self.dim))
+        out = torch.empty(end - start, 2 * self.dim, dtype=torch.float32)
+        for s in range(start, end, step):
+            e = min(end, s + step)
+            part = self.corpus[s:e]
+            out[s - start : e - start] = _code_features(part) if self.codes else _features(part)
+        return out
+
+    def _inner_products(self, query_features: Tensor) -> Tensor:
+        if self.features is not None:
+            return query_features @ self.features.T
+        out = torch.empty(query_features.shape[0], self.size, dtype=torch.float32)
+        step = max(1, self.chunk_elements // (2 * self.dim))
+        for start in range(0, self.size, step):
+            end = min(self.size, start + step)
+            out[:, start:end] = query_features @ self._corpus_features(start, end).T
+        return out
+
+    def _exact(self, queries: Tensor, rows: Tensor, docs: Tensor) -> Tensor:
+        """Reference log-fidelity of the pairs (queries[rows], corpus[docs]), as `pairwise_log_fidelity` computes it."""
+        out = torch.empty(rows.numel(), dtype=torch.float32)
+        step = max(1, self.work_elements // self.dim)
+        for s in range(0, rows.numel(), step):
+            r, d = rows[s : s + step], docs[s : s + step]
+            out[s : s + r.numel()] = _log_cos2_half(queries[r] - self._angles(d)).sum(-1)
+        return out
+
+    def _block_cos(self, queries, query_features, rows, docs, start, end) -> Tensor:
+        """cos(a_i - b_i) for the pairs and qubits start..end, from cached features or from the angles.
+
+        `rows` is a tensor of query rows, one per pair, or one int when all pairs share a query (no gather).
+        """
+        if self.features is not None:
+            cols = slice(2 * start, 2 * end)
+            single = isinstance(rows, int)
+            query = query_features[rows, cols] if single else query_features[:, cols].index_select(0, rows)
+            prod = self.features[:, cols].index_select(0, docs).mul_(query)
+            width = end - start
+            return prod[:, :width].add_(prod[:, width:])
+        doc_angles = self.corpus[:, start:end].index_select(0, docs)
+        if self.codes:
+            doc_angles = decode_codes(doc_angles)
+        query = queries[rows, start:end] if isinstance(rows, int) else queries[:, start:end].index_select(0, rows)
+        return torch.cos(query - doc_angles)
+
+    # -- error margins (see the module docstring) --
+    def _ip_error(self, max_abs_queries: float) -> float:
+        n, r = self.dim, max_abs_queries + self.max_abs
+        return 1.1 * _U * n * (2 * n + 8 + r)
+
+    def _limit(self, floor: Tensor) -> Tensor:
+        """The least computed bound that may still belong to a document scoring `floor` or more.
+
+        A bound B and a floor L (both <= 0) are compared as B + c (1 + |B| + |L|) >= L, with c covering float32
+        rounding of the bound and of the reference sum (module docstring); solved for B.
+        """
+        c = (2 * self.dim + 32) * _U
+        return (floor - c * (1.0 + floor.abs())) / (1.0 - c)
+
+    def _ip_threshold(self, floor: Tensor, ip_error: float) -> Tensor:
+        """Smallest inner product whose Jensen bound can reach `floor` (minus margins), rounded down to float32."""
+        n = self.dim
+        threshold = 2 * n * torch.exp(self._limit(floor.double()) / n) - n - ip_error
+        return torch.nextafter(threshold.float(), torch.tensor(-math.inf))
+
+    def search(self, queries: Tensor, k: int, *, floor: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Exact top-k by log-fidelity: (scores, indices), each (m, min(k, N)), best first, ties to the lower index.
+
+        `floor` (m,) optional: documents scoring below it may be left out (the rows are then only exact above
+        it); `search_parquet` passes the running k-th score so that later batches prune more.
+
+        Example:
+            >>> index = FidelityIndex(torch.tensor([[0.0, 0.0], [3.0, 3.0], [0.1, 0.0]]))
+            >>> index.search(torch.tensor([[0.0, 0.1]]), k=2)[1]
+            tensor([[0, 2]])
+        """
+        k = _check_k(k)
+        queries = _float_angles(queries, "queries")
+        _check_dims(queries, self.dim)
+        m, n, size = queries.shape[0], self.dim, self.size
+        k = min(k, size)
+        stats = self.last_stats = {"queries": m, "documents": size, "seed_certified": 0, "refined_pairs": 0,
+                                   "exact_pairs": 0}
+        if m == 0 or size == 0:
+            return _empty_result(m, k)
+        query_features = _features(queries)
+        ip = self._inner_products(query_features)
+        seed = min(size, max(k, self.candidates))
+        if seed == size:  # small corpus: score everything
+            everything = torch.arange(size).expand(m, size)
+            scores = self._exact(queries, torch.arange(m).repeat_interleave(size), everything.flatten()).view(m, size)
+            stats.update(seed_certified=m, exact_pairs=m * size)
+            return _select_topk(scores, k)
+
+        top_ip, seed_docs = ip.topk(seed + 1, dim=1)
+        seed_docs = seed_docs[:, :seed]
+        seed_scores = self._exact(queries, torch.arange(m).repeat_interleave(seed), seed_docs.flatten()).view(m, seed)
+        kth = seed_scores.topk(k, dim=1).values[:, -1]
+        if floor is not None:
+            kth = torch.maximum(kth, floor.to(torch.float32))
+        ip_error = self._ip_error(float(queries.abs().max()))
+        threshold = self._ip_threshold(kth, ip_error)
+        # A row is certified when even its (seed+1)-th inner product cannot reach the k-th seed score.
+        todo = (top_ip[:, seed] >= threshold).nonzero().flatten()
+        stats.update(seed_certified=m - todo.numel(), exact_pairs=m * seed)
+
+        rows, docs = self._refine(queries, query_features, ip, todo, seed_docs, threshold, kth, ip_error)
+        stats["exact_pairs"] += rows.numel()
+        scores = self._exact(queries, rows, docs)
+        return _rank(*_append_ragged(seed_scores, seed_docs, rows, docs, scores, sentinel=size), k)
+
+    def _refine(
+        self, queries, query_features, ip, todo, seed_docs, threshold, floor, ip_error
+    ) -> tuple[Tensor, Tensor]:
+        """(rows, docs) of the pairs of the `todo` rows, outside the seed, that may still reach the row's floor.
+
+        A row's pairs are those whose inner product reaches its threshold (stage A, one pass over the row);
+        they are refined by `_refine_chunk`, row by row when a row has many (the query then needs no gather),
+        rows with few pairs pooled together.
+        """
+        kept: list[tuple[Tensor, Tensor]] = []
+        pool: list[tuple[int, Tensor, Tensor]] = []
+        pooled = 0
+
+        def flush() -> None:
+            rows = torch.cat([torch.full((d.numel(),), row) for row, d, _ in pool])
+            docs = torch.cat([d for _, d, _ in pool])
+            kept.append(self._refine_chunk(queries, query_features, rows, docs,
+                                           torch.cat([v for _, _, v in pool]), floor[rows], ip_error))
+            pool.clear()
+
+        for row in todo.tolist():
+            line = ip[row]
+            mask = line >= threshold[row]
+            mask[seed_docs[row]] = False  # already scored
+            docs = mask.nonzero().flatten()
+            self.last_stats["refined_pairs"] += docs.numel()
+            values = line.index_select(0, docs)
+            if docs.numel() < self.pair_chunk // 4:
+                pool.append((row, docs, values))
+                pooled += docs.numel()
+                if pooled >= self.pair_chunk:
+                    flush()
+                    pooled = 0
+                continue
+            for s in range(0, docs.numel(), self.pair_chunk):
+                d = docs[s : s + self.pair_chunk]
+                d = self._refine_chunk(queries, query_features, row, d, values[s : s + self.pair_chunk],
+                                       floor[row], ip_error)[1]
+                kept.append((torch.full((d.numel(),), row), d))
+        if pool:
+            flush()
+        if not kept:
+            return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64)
+        return torch.cat([r for r, _ in kept]), torch.cat([d for _, d in kept])
+
+    def _refine_chunk(self, queries, query_features, rows, docs, rest_ip, floor, ip_error) -> tuple[Tensor, Tensor]:
+        """Keep the pairs whose staged bound (near-exact on the qubits done, Jensen on the rest) reaches `floor`.
+
+        `rows` is one int (all pairs share that query) or a tensor; `rest_ip` holds the pairs' matmul values.
+        """
+        n, blocks = self.dim, _blocks(self.dim)
+        # The inner product left = matmul value - sum of the per-qubit cosines done: both errors count.
+        rest_error = 2 * ip_error
+        delta = (8 + self.max_abs + float(queries.abs().max())) * _U  # error of each x_i, see module docstring
+        single = isinstance(rows, int)
+        limit = self._limit(floor)
+        partial = torch.zeros(docs.numel())
+        done = 0
+        for stage_end in _stages(len(blocks)):
+            for start, end in blocks[done:stage_end]:
+                cos = self._block_cos(queries, query_features, rows, docs, start, end)
+                rest_ip -= cos.sum(1)
+                # x_i = (1 + cos)/2, raised by its error bound, clamped below: an upper bound of each factor.
+                partial += cos.mul_(0.5).add_(0.5 + delta).clamp_min_(_CLAMP).prod(1).log_()
+            done = stage_end
+            rest = n - blocks[done - 1][1]
+            if rest:
+                share = (rest_ip + (rest + rest_error)).mul_(0.5 / rest)
+                bound = share.clamp_min_(torch.finfo(torch.float32).tiny).log_().mul_(rest).add_(partial)
+            else:
+                bound = partial
+            keep = (bound >= limit).nonzero().flatten()
+            if keep.numel() < docs.numel():
+                docs, rest_ip, partial = docs[keep], rest_ip[keep], partial[keep]
+                if not single:
+                    rows, limit = rows[keep], limit[keep]
+            if docs.numel() == 0:
+                break
+        return (torch.full((docs.numel(),), rows) if single else rows), docs
+
+
+def _append_ragged(
+    scores: Tensor, indices: Tensor, rows: Tensor, docs: Tensor, extra: Tensor, *, sentinel: int
+) -> tuple[Tensor, Tensor]:
+    """Dense (m, C) scores/indices plus ragged (row, doc, score) triples -> dense (m, C + max extras per row)."""
+    m = scores.shape[0]
+    if rows.numel() == 0:
+        return scores, indices
+    order = rows.argsort(stable=True)
+    rows, docs, extra = rows[order], docs[order], extra[order]
+    counts = torch.bincount(rows, minlength=m)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(rows.numel()) - starts[rows]
+    width = int(counts.max())
+    pad_scores = torch.full((m, width), -math.inf)
+    # Distinct sentinels keep the indices of a row distinct; padding (-inf) is never selected (each row has C >= k).
+    pad_indices = (sentinel + torch.arange(width)).expand(m, width).clone()
+    pad_scores[rows, slot] = extra
+    pad_indices[rows, slot] = docs
+    return torch.cat([scores, pad_scores], 1), torch.cat([indices, pad_indices], 1)
+
+
+def topk(
+    queries: Tensor,
+    corpus: Tensor,
+    k: int,
+    *,
+    corpus_codes: bool = False,
+    candidates: int = DEFAULT_CANDIDATES,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> tuple[Tensor, Tensor]:
+    """Exact top-k by log-fidelity: queries (m, n) float angles x corpus (N, n) -> (scores, indices), (m, min(k, N)).
+
+    Scores are float32 log-fidelities, best first; ties go to the lower corpus index. The result is that of
+    `brute_force_topk`, at about the cost of one matmul (module docstring). The corpus features are computed
+    block by block and dropped: to search the same corpus repeatedly, build a `FidelityIndex` once.
+
+    Example:
+        >>> corpus = torch.tensor([[0.0, 0.0], [3.0, 3.0], [0.1, 0.0]])
+        >>> scores, indices = topk(torch.tensor([[0.0, 0.1]]), corpus, 2)
+        >>> indices
+        tensor([[0, 2]])
+    """
+    k = _check_k(k)
+    index = FidelityIndex(
+        corpus, corpus_codes=corpus_codes, cache_features=False, candidates=candidates, chunk_elements=chunk_elements
+    )
+    return index.search(queries, k)
+
+
+def brute_force_topk(
+    queries: Tensor, corpus: Tensor, k: int, *, corpus_codes: bool = False, chunk_rows: int = 65536
+) -> tuple[Tensor, Tensor]:
+    """Reference for `topk`: `pairwise_log_fidelity` over corpus chunks, top-k per chunk, merged; same tie rule.
+
+    Example:
+        >>> brute_force_topk(torch.zeros(1, 2), torch.zeros(3, 2), 2)
+        (tensor([[0., 0.]]), tensor([[0, 1]]))
+    """
+    k = _check_k(k)
+    queries = _float_angles(queries, "queries")
+    corpus = _check_corpus(corpus, corpus_codes)
+    _check_dims(queries, corpus.shape[1])
+    m, size = queries.shape[0], corpus.shape[0]
+    best_scores, best_indices = _empty_result(m, 0)
+    for start in range(0, size, chunk_rows):
+        chunk = corpus[start : start + chunk_rows]
+        chunk = decode_codes(chunk) if corpus_codes else chunk
+        scores, indices = _select_topk(pairwise_log_fidelity(queries, chunk, chunk_elements=1 << 17), k)
+        best_scores, best_indices = _rank(
+            torch.cat([best_scores, scores], 1), torch.cat([best_indices, indices + start], 1), k
+        )
+    return best_scores, best_indices
+
+
+# -- cosine -------------------------------------------------------------------------------------------------------
+
+
+def _cosine_pairs(queries: Tensor, corpus: Tensor, rows: Tensor, docs: Tensor, chunk_elements: int) -> Tensor:
+    """Cosine of the pairs, one row-wise dot product each: the same value wherever the pair sits in a batch."""
+    out = torch.empty(rows.numel(), dtype=torch.float32)
+    step = max(1, chunk_elements // max(1, corpus.shape[1]))
+    for s in range(0, rows.numel(), step):
+        r, d = rows[s : s + step], docs[s : s + step]
+        out[s : s + r.numel()] = (queries[r] * F.normalize(corpus[d], dim=-1)).sum(-1)
+    return out
+
+
+def topk_cosine(
+    queries: Tensor,
+    corpus: Tensor,
+    k: int,
+    *,
+    candidates: int = 32,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> tuple[Tensor, Tensor]:
+    """Exact top-k by cosine similarity: (scores, indices), (m, min(k, N)), best first, ties to the lower index.
+
+    A blocked matmul finds candidates; their scores are then recomputed one dot product per pair, so that equal
+    rows get bit-identical scores (a matmul's rounding depends on where a row falls in the blocking) and the
+    tie rule holds. The matmul's rounding error is bounded, and every row within it of the k-th score is
+    rescored, so the result is exact for these per-pair scores. Zero vectors score 0 (as in `F.normalize`).
+
+    Example:
+        >>> topk_cosine(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0], [3.0, 0.0], [1.0, 0.0]]), 2)
+        (tensor([[1., 1.]]), tensor([[1, 2]]))
+    """
+    k = _check_k(k)
+    for name, x in (("queries", queries), ("corpus", corpus)):
+        _check_2d(x, name)
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be float vectors, got dtype {x.dtype}")
+    queries, corpus = queries.detach().to(torch.float32), corpus.detach().to(torch.float32)
+    _check_finite(queries, "queries")
+    _check_finite(corpus, "corpus")
+    _check_dims(queries, corpus.shape[1])
+    m, size = queries.shape[0], corpus.shape[0]
+    k = min(k, size)
+    if m == 0 or size == 0:
+        return _empty_result(m, k)
+    queries = F.normalize(queries, dim=-1)
+    sims = torch.empty(m, size)
+    step = max(1, chunk_elements // max(1, corpus.shape[1]))
+    for start in range(0, size, step):
+        sims[:, start : start + step] = queries @ F.normalize(corpus[start : start + step], dim=-1).T
+    seed = min(size, max(k, candidates))
+    if seed == size:
+        rows, docs = torch.arange(m).repeat_interleave(size), torch.arange(size).repeat(m)
+        return _select_topk(_cosine_pairs(queries, corpus, rows, docs, chunk_elements).view(m, size), k)
+    top, seed_docs = sims.topk(seed + 1, dim=1)
+    seed_docs = seed_docs[:, :seed]
+    seed_scores = _cosine_pairs(queries, corpus, torch.arange(m).repeat_interleave(seed), seed_docs.flatten(),
+                                chunk_elements).view(m, seed)
+    kth = seed_scores.topk(k, dim=1).values[:, -1]
+    # Both the matmul and the rescoring of unit vectors err by at most ~n u (plus normalisation): 4x that margin.
+    margin = 4 * _U * (corpus.shape[1] + 8)
+    threshold = kth - margin
+    todo = (top[:, seed] >= threshold).nonzero().flatten()
+    rows = docs = torch.empty(0, dtype=torch.int64)
+    if todo.numel():
+        mask = sims[todo] >= threshold[todo, None]
+        mask.scatter_(1, seed_docs[todo], False)
+        local, docs = mask.nonzero(as_tuple=True)
+        rows = todo[local]
+    scores = _cosine_pairs(queries, corpus, rows, docs, chunk_elements)
+    return _rank(*_append_ragged(seed_scores, seed_docs, rows, docs, scores, sentinel=size), k)
+
+
+def brute_force_topk_cosine(queries: Tensor, corpus: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Reference for `topk_cosine`: every pair scored one dot product at a time, then the top-k (same tie rule)."""
+    k = _check_k(k)
+    queries = F.normalize(queries.to(torch.float32), dim=-1)
+    corpus = corpus.to(torch.float32)
+    m, size = queries.shape[0], corpus.shape[0]
+    rows, docs = torch.arange(m).repeat_interleave(size), torch.arange(size).repeat(m)
+    return _select_topk(_cosine_pairs(queries, corpus, rows, docs, DEFAULT_CHUNK_ELEMENTS).view(m, size), k)
+
+
+# -- Parquet corpora larger than memory ---------------------------------------------------------------------------
+
+
+def _parquet_files(path: PathLike) -> list[Path]:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.glob("*.parquet") if f.is_file())
+        if not files:
+            raise InputError("folder holds no *.parquet files; expected embeddings from `qcompress compress`", file=p)
+        return files
+    if not p.exists():
+        raise InputError("file not found; check the path", file=p)
+    return [p]
+
+
+def _parquet_batches(path: PathLike, batch_rows: int) -> tuple[dict, Iterator[tuple[Path, int, object, Tensor]]]:
+    """The dataset's metadata, and (file, first row in the file, id column, values) per batch.
+
+    uint8 codes stay uint8 (decoded only where scored); float values are checked finite, naming the row.
+    """
+    import pyarrow.parquet as pq
+
+    from qcompress.formats import read_embedding_metadata
+
+    files = _parquet_files(path)
+    meta = read_embedding_metadata(path)  # checks that every file has the same model, encoding and dim
+    column, dim = meta["column"], int(meta["dim"])
+    dtype = np.uint8 if meta["encoding"] == "uint8" else np.float32
+
+    def batches() -> Iterator[tuple[Path, int, object, Tensor]]:
+        for file in files:
+            row = 0
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows, columns=["id", column]):
+                ids, values = batch.column(0), batch.column(1)
+                if ids.null_count:
+                    raise InputError(f"{ids.null_count} row(s) have no id", file=file, field="id")
+                flat = values.flatten()
+                if values.null_count or flat.null_count:
+                    raise InputError("missing (null) values; every row needs all its numbers", file=file, field=column)
+                array = np.array(flat.to_numpy(zero_copy_only=False), dtype=dtype).reshape(len(values), dim)
+                if dtype == np.float32 and not np.isfinite(array).all():
+                    bad = int(np.flatnonzero(~np.isfinite(array).all(1))[0])
+                    raise InputError(
+                        f'row {row + bad + 1} (id "{ids[bad].as_py()}") has NaN or infinite values',
+                        file=file, field=column,
+                    )
+                yield file, row, ids, torch.from_numpy(array)
+                row += len(values)
+
+    return meta, batches()
+
+
+def search_parquet(
+    queries: Tensor,
+    path: PathLike,
+    k: int,
+    *,
+    batch_rows: int = 1 << 17,
+    candidates: int = DEFAULT_CANDIDATES,
+) -> tuple[Tensor, list[list[str]]]:
+    """Exact top-k over a qcompress embedding Parquet file or folder, streamed batch by batch (bounded memory).
+
+    Angles (`angles` column, float32 or uint8 codes) are ranked by log-fidelity, vectors (`vectors`) by cosine.
+    Returns (scores (m, min(k, N)), ids: one list of document id strings per query), best first; ties go to the
+    row that comes first (files in name order), so the result is `topk`'s on the whole dataset read in order.
+    Memory: one batch of `batch_rows` rows, its features and its (m, batch_rows) scores.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from qcompress.formats import EmbeddingWriter
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "emb.parquet"
+        >>> with EmbeddingWriter(out, dim=2, metadata={"similarity": "fidelity"}) as w:
+        ...     w.write(["a", "b", "c"], np.array([[0.0, 0.0], [3.0, 3.0], [0.1, 0.0]], dtype=np.float32))
+        >>> search_parquet(torch.tensor([[0.0, 0.1]]), out, 2)[1]
+        [['a', 'c']]
+    """
+    k = _check_k(k)
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise ValueError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+    meta, batches = _parquet_batches(path, batch_rows)
+    cosine, codes = meta["column"] == "vectors", meta["encoding"] == "uint8"
+    _check_2d(queries, "queries")
+    if not cosine:
+        queries = _float_angles(queries, "queries")
+    _check_dims(queries, int(meta["dim"]))
+    m = queries.shape[0]
+    best_scores, best_positions = _empty_result(m, 0)
+    id_of: dict[int, str] = {}
+    offset = 0
+    for _file, _first_row, ids, values in batches:
+        floor = best_scores[:, -1] if best_scores.shape[1] == k else None
+        if cosine:
+            scores, local = topk_cosine(queries, values, k)
+        else:
+            index = FidelityIndex(values, corpus_codes=codes, cache_features=False, candidates=candidates)
+            scores, local = index.search(queries, k, floor=floor)
+        positions = local + offset
+        for position, doc_id in zip(positions.flatten().tolist(), ids.take(local.flatten().numpy()).to_pylist()):
+            id_of[position] = doc_id
+        best_scores, best_positions = _rank(
+            torch.cat([best_scores, scores], 1), torch.cat([best_positions, positions], 1), k
+        )
+        id_of = {p: id_of[p] for p in best_positions.flatten().tolist()}  # only the current winners' ids
+        offset += len(values)
+    return best_scores, [[id_of[p] for p in row] for row in best_positions.tolist()]
