@@ -52,6 +52,7 @@ class Collection:
     split: str
     relevance_level: int = 1  # min grade counted relevant by RR/recall/MAP (2 for TREC DL passage)
     hard_negatives: Mapping[str, list[str]] | None = None  # qid -> negative doc ids, when the dataset ships them
+    first_stage: dict[str, dict[str, float]] | None = None  # a run shipped with the collection (TREC DL: BM25)
 
 
 def positives(qrels_for_query: Mapping[str, int], level: int = 1) -> list[str]:
@@ -80,7 +81,11 @@ def bundled_path(name: str) -> Path:
 
 
 def load_collection(
-    dataset: str | None = None, split: str = "test", *, max_docpairs: int | None = DEFAULT_MAX_DOCPAIRS
+    dataset: str | None = None,
+    split: str = "test",
+    *,
+    max_docpairs: int | None = DEFAULT_MAX_DOCPAIRS,
+    trec_dir: str | Path | None = None,
 ) -> Collection:
     """Load a collection: None or "cranfield" (bundled), a BEIR folder, or an ir_datasets id.
 
@@ -88,8 +93,13 @@ def load_collection(
     qrels/<split>.tsv (header `query-id corpus-id score`). For an ir_datasets id (e.g.
     "msmarco-passage/trec-dl-2019/judged") `split` is ignored: the id names the split. Hard negatives come from
     the dataset's docpairs (the second doc of each pair), reading at most `max_docpairs` pairs (None: all) on
-    first use. Only queries with judgements in the split are kept.
+    first use. Only queries with judgements in the split are kept. "trec-dl-2019", "trec-dl-2020" and
+    "trec-dl-21" read the local TREC DL folder `trec_dir` (or $QCOMPRESS_TREC_DIR): see `qcompress.trecdl`.
     """
+    if dataset in ("trec-dl-2019", "trec-dl-2020", "trec-dl-21"):
+        from qcompress.trecdl import load_trec_dl
+
+        return load_trec_dl(dataset, trec_dir)
     if dataset is None or dataset in BUNDLED:
         name = dataset or "cranfield"
         return _load_beir_folder(bundled_path(name), split, name)
