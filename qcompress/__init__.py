@@ -9,6 +9,7 @@ from qcompress.quantum import (  # noqa: E402
     log_fidelity,
     pairwise_log_fidelity,
 )
+from qcompress.model import build_model, load_model  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -17,4 +18,6 @@ __all__ = [
     "fidelity",
     "log_fidelity",
     "pairwise_log_fidelity",
+    "build_model",
+    "load_model",
 ]

@@ -1,0 +1,379 @@
+"""Training (qcompress.training): variants, negatives, exact resume, which layers train, best epoch; MiniLM run."""
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from qcompress import load_model
+from qcompress.data import Collection, load_collection
+from qcompress.encoder import set_trainable_layers
+from qcompress.model import build_model
+from qcompress.training import (
+    Examples,
+    TrainConfig,
+    TrainingInterrupted,
+    _in_batch_mask,
+    _resolve,
+    build_examples,
+    checkpoint_dir,
+    default_dim,
+    mine_negatives,
+    resolve_variant,
+    train,
+)
+
+DOCS = {
+    "d1": "the flow on a wing", "d2": "heat transfer in a boundary layer", "d3": "pressure of the flow",
+    "d4": "what are the boundary layer effects", "d5": "a wing", "d6": "heat of the wing at pressure",
+    "d7": "flow with heat", "d8": "the layer of a wing", "d9": "boundary of the pressure flow",
+    "d10": "what is the heat", "d11": "wing and flow and pressure", "d12": "in the boundary",
+}
+QUERIES = {"q1": "wing flow", "q2": "heat transfer", "q3": "boundary layer pressure", "q4": "what is a wing",
+           "q5": "pressure heat"}
+TRAIN = "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td5\t1\nq2\td2\t1\nq3\td4\t3\nq3\td9\t0\nq4\td8\t1\nq4\td5\t2\n"
+TEST = "query-id\tcorpus-id\tscore\nq5\td6\t1\nq2\td10\t1\n"
+
+
+def write_beir(root: Path, docs=DOCS, queries=QUERIES, splits=None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in docs.items()))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items()))
+    (root / "qrels").mkdir(exist_ok=True)
+    for name, text in (splits or {"train": TRAIN, "test": TEST}).items():
+        (root / "qrels" / f"{name}.tsv").write_text(text)
+    return root
+
+
+@pytest.fixture(scope="module")
+def beir(tmp_path_factory) -> Path:
+    return write_beir(tmp_path_factory.mktemp("beir") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def config(tiny_encoder, beir, cache, out, **kw) -> dict:
+    base = dict(output=str(out), encoder=tiny_encoder, dataset=str(beir), cache_dir=str(cache), max_length=32,
+                negatives=3, batch_size=2, head="quantum", dim=8, train_layers=0, epochs=2, seed=7)
+    return {**base, **kw}
+
+
+# -- arguments -----------------------------------------------------------------------------------------------------
+
+
+def test_variants_follow_the_spec_table():
+    table = {name: resolve_variant(name.lower()) for name in ("BT", "QBT", "BEC", "QBEC", "BFEC", "QBFEC")}
+    assert [(v["head"], v["similarity"], v["train_layers"]) for v in table.values()] == [
+        ("none", "cosine", 4), ("none", "fidelity", 4), ("linear", "cosine", 4), ("quantum", "fidelity", 4),
+        ("linear", "cosine", 0), ("quantum", "fidelity", 0),
+    ]
+    assert [name for name, v in table.items() if v["normalize"]] == ["QBFEC"]
+    with pytest.raises(ValueError, match="BT, QBT, BEC, QBEC, BFEC, QBFEC"):
+        resolve_variant("QBX")
+
+
+def test_explicit_flags_override_the_variant_and_dim_defaults_to_a_third():
+    assert default_dim(768) == 256 and default_dim(384) == 128
+    cfg = _resolve(TrainConfig(output="x", variant="qbec"), in_dim=384)
+    assert (cfg.variant, cfg.head, cfg.similarity, cfg.train_layers, cfg.dim, cfg.normalize) == (
+        "QBEC", "quantum", "fidelity", 4, 128, False)
+    cfg = _resolve(TrainConfig(output="x", variant="BEC", train_layers=1, dim=16), in_dim=384)
+    assert (cfg.head, cfg.similarity, cfg.train_layers, cfg.dim) == ("linear", "cosine", 1, 16)
+    assert _resolve(TrainConfig(output="x", head="quantum"), in_dim=32).similarity == "fidelity"
+    assert _resolve(TrainConfig(output="x", variant="QBFEC", normalize=False), in_dim=32).normalize is False
+    with pytest.raises(ValueError, match="nothing to train"):
+        _resolve(TrainConfig(output="x", head="none", train_layers=0), in_dim=32)
+
+
+# -- data ----------------------------------------------------------------------------------------------------------
+
+
+def test_mined_negatives_are_unjudged_top_documents_and_cached(tiny_encoder, beir, tmp_path, monkeypatch):
+    collection = load_collection(str(beir), "train")
+    model = build_model(tiny_encoder, head="none", max_length=32)
+    mined = mine_negatives(model, collection, 3, cache_dir=tmp_path)
+    assert set(mined) == set(collection.queries)
+    for qid, docs in mined.items():
+        assert len(docs) == 3 and len(set(docs)) == 3
+        assert not {d for d, g in collection.qrels[qid].items() if g > 0} & set(docs)
+    files = list((tmp_path / "negatives").glob("*.json"))
+    assert len(files) == 1
+    monkeypatch.setattr(model, "pool", lambda texts: pytest.fail("the cache should answer"))
+    assert mine_negatives(model, collection, 3, cache_dir=tmp_path) == mined
+    assert mine_negatives(build_model(tiny_encoder, head="none", max_length=16), collection, 3, cache_dir=tmp_path)
+    assert len(list((tmp_path / "negatives").glob("*.json"))) == 2  # another max length: another entry
+
+
+def test_mined_negatives_are_the_top_ranked_by_encoder_cosine(tiny_encoder, beir):
+    collection = load_collection(str(beir), "train")
+    model = build_model(tiny_encoder, head="none", max_length=32)
+    mined = mine_negatives(model, collection, 2)
+    ids = list(collection.corpus)
+    docs = model.encode([collection.corpus[d] for d in ids])
+    q = model.encode([collection.queries["q1"]])
+    ranked = [ids[i] for i in (F.normalize(q, dim=-1) @ F.normalize(docs, dim=-1).T)[0].argsort(descending=True)]
+    assert mined["q1"] == [d for d in ranked if d not in ("d1", "d5")][:2]
+
+
+def test_examples_one_per_positive_and_a_seeded_fraction_of_queries(beir):
+    collection = load_collection(str(beir), "train")
+    negatives = {q: ["d10", "d11", "d12"] for q in collection.queries}
+    ex = build_examples(collection, negatives, 2)
+    # q1: d1, d5; q2: d2; q3: d4 (d9 is judged 0); q4: d8, d5
+    assert len(ex) == 6 and ex.query_ids == ["q1", "q2", "q3", "q4"]
+    assert [ex.doc_ids[row[0]] for row in ex.ex_docs.tolist()] == ["d1", "d5", "d2", "d4", "d8", "d5"]
+    assert all([ex.doc_ids[i] for i in row[1:]] == ["d10", "d11"] for row in ex.ex_docs.tolist())
+    half = build_examples(collection, negatives, 2, fraction=0.5, seed=3)
+    assert len(half.query_ids) == 2
+    assert build_examples(collection, negatives, 2, fraction=0.5, seed=3).query_ids == half.query_ids
+    assert build_examples(collection, negatives, 2, fraction=0.01).query_ids.__len__() == 1
+    short = build_examples(collection, {**negatives, "q2": ["d10"]}, 2)
+    assert short.dropped_queries == 1 and "q2" not in short.query_ids
+
+
+def test_dataset_hard_negatives_are_used_and_topped_up_by_mining(tiny_encoder, beir, cache, tmp_path):
+    collection = load_collection(str(beir), "train")
+    collection.hard_negatives = {"q1": ["d12", "d11", "d10"], "q2": ["d12"]}
+    out = train(config(tiny_encoder, beir, cache, tmp_path / "m", epochs=1), collection=collection)
+    result = json.loads((out / "qcompress.json").read_text())["training_result"]
+    assert result["negatives_source"] == "dataset+mined" and result["examples"] == 6
+    # a lazily read corpus (ir_datasets) is never mined: queries without enough negatives are left out
+    lazy = Collection(name="lazy", corpus=_Lazy(DOCS), queries=collection.queries, qrels=collection.qrels,
+                      split="train", hard_negatives={"q1": ["d12", "d11", "d10"]})
+    out = train(config(tiny_encoder, beir, cache, tmp_path / "lazy", epochs=1), collection=lazy)
+    result = json.loads((out / "qcompress.json").read_text())["training_result"]
+    assert result["negatives_source"] == "dataset" and result["examples"] == 2
+    assert result["queries_without_enough_negatives"] == 3
+
+
+class _Lazy(Mapping):
+    """Stands in for an ir_datasets corpus: a Mapping that is not a dict."""
+
+    def __init__(self, docs):
+        self._docs = dict(docs)
+
+    def __getitem__(self, key):
+        return self._docs[key]
+
+    def __iter__(self):
+        return iter(self._docs)
+
+    def __len__(self):
+        return len(self._docs)
+
+
+
+def test_in_batch_mask_hides_other_copies_of_relevant_documents():
+    ex = Examples(query_ids=["q1", "q2"], query_texts=["a", "b"], doc_ids=["p1", "p2", "n1", "p3"],
+                  doc_texts=["", "", "", ""], ex_query=torch.tensor([0, 0, 1]),
+                  ex_docs=torch.tensor([[0, 2], [1, 2], [3, 0]]), relevant=[{"p1", "p2"}, {"p3"}])
+    mask = _in_batch_mask(ex, ex.ex_query, ex.ex_docs)
+    # columns: p1 n1 | p2 n1 | p3 p1
+    assert mask.tolist() == [
+        [False, False, True, False, False, True],  # q1: own p1 kept, p2 and the other copy of p1 masked
+        [True, False, False, False, False, True],  # q1 again, positive p2 (column 2)
+        [False, False, False, False, False, False],  # q2: only p3 is relevant and it is its own positive
+    ]
+
+
+# -- training ------------------------------------------------------------------------------------------------------
+
+
+def test_training_writes_a_loadable_model_folder(tiny_encoder, beir, cache, tmp_path):
+    out = train(config(tiny_encoder, beir, cache, tmp_path / "qbfec", variant="QBFEC", head=None, train_layers=None,
+                       in_batch_negatives=True))
+    assert sorted(p.name for p in out.iterdir()) == [
+        "head.safetensors", "qcompress.json", "train_curve.png", "train_log.jsonl"]
+    assert not checkpoint_dir(out).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["qbfec"]
+    cfg = json.loads((out / "qcompress.json").read_text())
+    assert (cfg["head"], cfg["dim"], cfg["similarity"], cfg["normalize"], cfg["encoder_trained"]) == (
+        "quantum", 8, "fidelity", True, False)
+    training = cfg["training"]
+    assert training["variant"] == "QBFEC" and training["train_layers"] == 0 and training["in_batch_negatives"]
+    assert training["negatives"] == 3 and training["seed"] == 7 and "output" not in training
+    assert cfg["training_result"]["steps"] == 6 and cfg["training_result"]["negatives_source"] == "mined"
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert all(r["kind"] == "step" and r["loss"] > 0 and r["examples_per_s"] > 0 and 0 < r["head_share"] <= 1
+               for r in rows)
+    assert (out / "train_curve.png").read_bytes()[:4] == b"\x89PNG"
+    model = load_model(out)
+    assert model.encode(["a wing"]).shape == (1, 8)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tiny_encoder, beir, cache, tmp_path):
+    a = train(config(tiny_encoder, beir, cache, tmp_path / "a", epochs=1))
+    b = train(config(tiny_encoder, beir, cache, tmp_path / "b", epochs=1))
+    c = train(config(tiny_encoder, beir, cache, tmp_path / "c", epochs=1, seed=8))
+    head = lambda p: load_file(str(p / "head.safetensors"))["raw"]  # noqa: E731
+    assert torch.equal(head(a), head(b)) and not torch.equal(head(a), head(c))
+
+
+def test_no_head_variant_fine_tunes_the_encoder(tiny_encoder, beir, cache, tmp_path):
+    out = train(config(tiny_encoder, beir, cache, tmp_path / "qbt", variant="qbt", head=None, dim=None,
+                       train_layers=1, lr=1e-3, epochs=1))
+    assert sorted(p.name for p in out.iterdir()) == ["encoder", "qcompress.json", "train_curve.png", "train_log.jsonl"]
+    model = load_model(out)
+    assert (model.config["head"], model.similarity, model.dim, model.config["encoder_trained"]) == (
+        "none", "fidelity", 32, True)
+    angles = model.encode(["a wing"])
+    assert angles.shape == (1, 32) and float(angles.min()) >= 0 and float(angles.max()) <= torch.pi
+
+
+def _weights(folder: Path) -> dict:
+    out = {f"head.{k}": v for k, v in load_file(str(folder / "head.safetensors")).items()}
+    if (folder / "encoder" / "model.safetensors").is_file():
+        out.update({f"encoder.{k}": v for k, v in load_file(str(folder / "encoder" / "model.safetensors")).items()})
+    return out
+
+
+@pytest.mark.parametrize("layers", [0, 1], ids=["frozen", "trained-layers"])
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_encoder, beir, cache, tmp_path, layers):
+    # 6 examples, batch 4: 2 steps per epoch (the last one short); 3 epochs; interrupted in the middle of epoch 2.
+    kw = dict(train_layers=layers, head="linear" if layers else "quantum", epochs=3, batch_size=4, lr=1e-3,
+              eval_split="test" if layers else None, in_batch_negatives=bool(layers))
+    full = train(config(tiny_encoder, beir, cache, tmp_path / "full", **kw))
+
+    stopped = []
+
+    def stop(row):  # the library's callback: Ctrl-C after the 3rd step (mid-epoch 2)
+        if row["kind"] == "step" and row["step"] == 3:
+            stopped.append(row["step"])
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed"
+    with pytest.raises(TrainingInterrupted) as info:
+        train(config(tiny_encoder, beir, cache, out, **kw), callback=stop)
+    assert stopped == [3] and info.value.step == 3 and not out.exists()
+    files = sorted(p.name for p in info.value.checkpoint.iterdir())
+    assert files == (["best.safetensors"] if layers else []) + [
+        "optimizer.safetensors", "rng.safetensors", "state.json", "weights.safetensors"]
+    train(config(tiny_encoder, beir, cache, out, resume=True, **kw))
+
+    a, b = _weights(full), _weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if layers:
+        assert any(k.startswith("encoder.") for k in a)
+    log = lambda p: [json.loads(x) for x in (p / "train_log.jsonl").read_text().splitlines()]  # noqa: E731
+    timing = ("examples_per_s", "head_share", "seconds")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in log(full)] == [
+        {k: v for k, v in r.items() if k not in timing} for r in log(out)]
+    assert not checkpoint_dir(out).exists()
+
+
+def test_cli_style_interruption_and_changed_arguments(tiny_encoder, beir, cache, tmp_path):
+    out = tmp_path / "m"
+    with pytest.raises(TrainingInterrupted):
+        train(config(tiny_encoder, beir, cache, out, stop_after_steps=2, save_every=1))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config(tiny_encoder, beir, cache, out))
+    with pytest.raises(ValueError, match=r"differ: lr: 2e-05 -> 0\.001"):
+        train(config(tiny_encoder, beir, cache, out, resume=True, lr=1e-3))
+    # how long to run may change; a second interruption continues from the latest checkpoint
+    with pytest.raises(TrainingInterrupted) as info:
+        train(config(tiny_encoder, beir, cache, out, resume=True, stop_after_steps=1, epochs=3))
+    assert info.value.step == 3
+    train(config(tiny_encoder, beir, cache, out, resume=True, epochs=3, max_steps=7))
+    assert json.loads((out / "qcompress.json").read_text())["training_result"]["steps"] == 7
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train(config(tiny_encoder, beir, cache, out))
+    with pytest.raises(ValueError, match="no checkpoint"):
+        train(config(tiny_encoder, beir, cache, tmp_path / "other", resume=True))
+
+
+def test_train_layers_trains_exactly_the_last_layers(tiny_encoder, beir, cache, tmp_path):
+    base = build_model(tiny_encoder, head="linear", dim=8)
+    names = set_trainable_layers(base.encoder, 1)
+    assert names and all(n.startswith("encoder.layer.2.") for n in names)
+    assert all(p.requires_grad == (n in names) for n, p in base.encoder.named_parameters())
+
+    out = train(config(tiny_encoder, beir, cache, tmp_path / "bec", head="linear", train_layers=1, lr=1e-3, epochs=1))
+    trained = load_model(out).encoder.state_dict()
+    before = build_model(tiny_encoder).encoder.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], trained[k])}
+    assert moved and all(k.startswith("encoder.layer.2.") for k in moved)
+    layer = [k for k in before if k.startswith("encoder.layer.2.")]
+    # every tensor of the last layer moved, except the attention key bias: softmax ignores a per-query constant
+    assert set(layer) - moved <= {"encoder.layer.2.attention.self.key.bias"}
+
+    with pytest.raises(ValueError, match="more than the 3 layers"):
+        train(config(tiny_encoder, beir, cache, tmp_path / "x", train_layers=4))
+    assert not (tmp_path / "x").exists() and not checkpoint_dir(tmp_path / "x").exists()
+
+
+def test_validation_keeps_the_best_epoch(tiny_encoder, beir, cache, tmp_path):
+    out = train(config(tiny_encoder, beir, cache, tmp_path / "m", epochs=3, eval_split="test", head_lr=0.05))
+    rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    validation = [r for r in rows if r["kind"] == "validation"]
+    assert [r["epoch"] for r in validation] == [0, 1, 2, 3] and {r["protocol"] for r in validation} == {"full"}
+    result = json.loads((out / "qcompress.json").read_text())["training_result"]
+    best = max(validation[1:], key=lambda r: (r["ndcg_cut_10"], -r["epoch"]))  # epoch 0 is the untrained baseline
+    assert result["best_epoch"] == best["epoch"] and result["best_ndcg_cut_10"] == best["ndcg_cut_10"]
+    from qcompress.evaluation import evaluate
+
+    again = evaluate(load_model(out), load_collection(str(beir), "test"), "full", top_k=100)
+    assert again.metrics["ndcg_cut_10"] == pytest.approx(best["ndcg_cut_10"])
+
+
+def test_max_steps_mid_epoch_still_validates(tiny_encoder, beir, cache, tmp_path):
+    out = train(config(tiny_encoder, beir, cache, tmp_path / "m", max_steps=2, eval_split="test"))
+    rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows] == ["validation", "step", "step", "validation"]
+    assert rows[-1]["epoch"] == pytest.approx(2 / 3, abs=1e-3)  # 2 of 3 steps of the first epoch
+
+
+def test_bad_arguments(tiny_encoder, beir, cache, tmp_path):
+    for kw, message in [
+        (dict(train_fraction=0.0), "--train-fraction"), (dict(train_fraction=1.5), "--train-fraction"),
+        (dict(variant="XYZ"), "unknown variant"), (dict(negatives=0), "--in-batch-negatives"),
+        (dict(negatives=20), "fewer than 20 negatives"), (dict(optimizer="sgd"), "adam or adamw"),
+        (dict(nonsense=1), "unknown training argument"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            train(config(tiny_encoder, beir, cache, tmp_path / "m", **kw))
+        assert not (tmp_path / "m").exists() and not checkpoint_dir(tmp_path / "m").exists()
+
+
+# -- the real encoder ------------------------------------------------------------------------------------------------
+
+
+def _fixed_loss(model, collection, negatives, n: int = 32) -> float:
+    """Cross-entropy of the authors' logits on the first n training examples (eval mode: no dropout)."""
+    from qcompress.similarity import paired_scores
+
+    ex = build_examples(collection, negatives, 3)
+    q = model.encode([ex.query_texts[i] for i in ex.ex_query[:n].tolist()])
+    d = model.encode([ex.doc_texts[i] for i in ex.ex_docs[:n].reshape(-1).tolist()]).reshape(n, 4, -1)
+    logits = 20 * paired_scores(q[:, None, :], d, model.similarity, log=False)
+    return F.cross_entropy(logits, torch.zeros(n, dtype=torch.long)).item()
+
+
+@pytest.mark.integration
+def test_qbec_and_bec_train_on_cranfield_with_minilm(minilm_path, tmp_path_factory):
+    """QBEC (384 -> 128 qubits) and BEC on Cranfield's train split. Cost: the last layer only (--train-layers 1, not
+    the variants' 4), 64 tokens, 3 negatives, 24 steps of 8: well under a minute each on 2 cores."""
+    cache = Path(os.environ.get("QCOMPRESS_TEST_CACHE") or tmp_path_factory.mktemp("minilm-cache"))
+    collection = load_collection("cranfield", "train")
+    for variant in ("QBEC", "BEC"):
+        out = tmp_path_factory.mktemp(variant) / "model"
+        cfg = dict(output=str(out), variant=variant, encoder=minilm_path, train_layers=1, max_length=64, negatives=3,
+                   batch_size=8, max_steps=24, cache_dir=str(cache), seed=42)
+        train(cfg)
+        model = load_model(out)
+        assert (model.config["head"], model.dim, model.config["encoder_trained"]) == (
+            "quantum" if variant == "QBEC" else "linear", 128, True)
+        assert model.encode(["what is a wing?"]).shape == (1, 128)
+        torch.manual_seed(42)  # the untrained model of the same run: same seed, same head initialisation
+        untrained = build_model(minilm_path, head=model.config["head"], dim=128, similarity=model.similarity,
+                                max_length=64)
+        negatives = mine_negatives(untrained, collection, 3, cache_dir=cache)
+        before, after = _fixed_loss(untrained, collection, negatives), _fixed_loss(model, collection, negatives)
+        assert after < before, (variant, before, after)
