@@ -1,0 +1,133 @@
+"""`qcompress train`: success with --json, Ctrl-C and --resume, and one clear line for every kind of bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from qcompress import load_model
+from qcompress.cli import app
+from qcompress.training import checkpoint_dir
+
+from test_training import TEST, TRAIN, write_beir
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def beir(tmp_path_factory) -> Path:
+    return write_beir(tmp_path_factory.mktemp("beir") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def args(tiny_encoder, dataset, cache, out, *extra) -> list[str]:
+    return ["train", "--encoder", tiny_encoder, "--dataset", str(dataset), "--cache-dir", str(cache), "-o", str(out),
+            "--head", "quantum", "--dim", "8", "--max-length", "32", "--negatives", "3", "--batch-size", "2", *extra]
+
+
+def test_train_json_summary_and_a_loadable_folder(tiny_encoder, beir, cache, tmp_path):
+    out = tmp_path / "m"
+    result = runner.invoke(app, args(tiny_encoder, beir, cache, out, "--eval-split", "test", "--epochs", "2", "--json"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # stdout: exactly one JSON object
+    assert summary["output"] == str(out) and summary["steps"] == 6 and summary["epochs_completed"] == 2
+    assert summary["best_epoch"] in (1, 2) and 0 <= summary["best_ndcg_cut_10"] <= 1
+    assert summary["examples_per_s"] > 0 and 0 < summary["head_share"] <= 1 and summary["final_loss"] > 0
+    assert "validation NDCG@10" in result.stderr
+    assert load_model(out).encode(["wing"]).shape == (1, 8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_train_without_json_prints_nothing_on_stdout(tiny_encoder, beir, cache, tmp_path):
+    out = tmp_path / "m"
+    result = runner.invoke(app, args(tiny_encoder, beir, cache, out, "--variant", "qbfec", "--max-steps", "2"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and "wrote" in result.stderr
+    assert json.loads((out / "qcompress.json").read_text())["normalize"] is True
+
+
+def test_help_documents_the_variants_and_the_authors_off_by_one():
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "off-by-one" in text and "layer[0]" in text
+    assert "BT, QBT" in text and "QBFEC" in text and "--stop-after-steps" not in text
+
+
+def test_ctrl_c_exits_130_with_a_checkpoint_and_resume_finishes(tiny_encoder, beir, cache, tmp_path):
+    out = tmp_path / "m"
+    result = runner.invoke(app, args(tiny_encoder, beir, cache, out, "--stop-after-steps", "2"))
+    assert result.exit_code == 130
+    assert "--resume" in result.stderr and result.stdout == ""
+    assert not out.exists() and checkpoint_dir(out).is_dir()
+    again = runner.invoke(app, args(tiny_encoder, beir, cache, out, "--lr", "1e-3", "--resume"))
+    assert again.exit_code == 1 and "differ: lr" in again.stderr
+    again = runner.invoke(app, args(tiny_encoder, beir, cache, out, "--resume", "--json"))
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["steps"] == 3 and not checkpoint_dir(out).exists()
+
+
+def _folder(tmp_path: Path, **change) -> Path:
+    root = tmp_path / "data"
+    write_beir(root, splits={"train": TRAIN, "test": TEST})
+    for name, text in change.items():
+        path = root / name.replace("__", "/").replace("_jsonl", ".jsonl").replace("_tsv", ".tsv")
+        if text is None:
+            path.unlink()
+        else:
+            path.write_text(text)
+    return root
+
+
+BAD_DATA = {
+    "missing corpus": (dict(corpus_jsonl=None), "missing corpus.jsonl"),
+    "qrels names an unknown query": (dict(qrels__train_tsv=TRAIN + "q99\td1\t1\n"), 'query id "q99"'),
+    "qrels names an unknown doc": (dict(qrels__train_tsv=TRAIN + "q1\td99\t1\n"), 'doc id "d99"'),
+    "empty corpus": (dict(corpus_jsonl=""), "corpus is empty"),
+    "split without judgements": (dict(qrels__train_tsv="query-id\tcorpus-id\tscore\n"), "has no judgements"),
+    "no positives": (dict(qrels__train_tsv="query-id\tcorpus-id\tscore\nq1\td1\t0\n"), "no training examples"),
+}
+BAD_ARGS = {
+    "unknown variant": (["--variant", "QBXX"], "unknown variant 'QBXX'; choose one of BT, QBT, BEC, QBEC, BFEC, QBFEC"),
+    "too many layers": (["--train-layers", "9"], "--train-layers 9 is more than the 3 layers"),
+    "fraction zero": (["--train-fraction", "0"], "--train-fraction must be in (0, 1]"),
+    "fraction above one": (["--train-fraction", "1.5"], "--train-fraction must be in (0, 1]"),
+    "more negatives than documents": (["--negatives", "50"], "fewer than 50 negatives"),
+    "missing split": (["--split", "dev"], "no judgements for split 'dev'"),
+    "missing eval split": (["--eval-split", "dev"], "no judgements for split 'dev'"),
+    "quantum head with cosine": (["--similarity", "cosine"], "use --similarity fidelity"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA) + list(BAD_ARGS))
+def test_bad_input_one_line_exit_1_and_no_output_folder(tiny_encoder, cache, tmp_path, case):
+    if case in BAD_DATA:
+        change, message = BAD_DATA[case]
+        dataset, extra = _folder(tmp_path, **change), []
+    else:
+        (extra, message), dataset = BAD_ARGS[case], _folder(tmp_path)
+    out = tmp_path / "out" / "model"
+    result = runner.invoke(app, args(tiny_encoder, dataset, cache, out, *extra))
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qcompress: error: ") and message in lines[0], result.stderr
+    assert result.stdout == ""
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_existing_output_is_refused_without_overwrite(tiny_encoder, beir, cache, tmp_path):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = runner.invoke(app, args(tiny_encoder, beir, cache, out, "--max-steps", "1"))
+    assert result.exit_code == 1 and "--overwrite" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (out / "keep.txt").read_text() == "mine"
+    result = runner.invoke(app, args(tiny_encoder, beir, cache, out, "--max-steps", "1", "--overwrite"))
+    assert result.exit_code == 0, result.output
+    assert not (out / "keep.txt").exists() and (out / "qcompress.json").is_file()
+
