@@ -188,8 +188,9 @@ def bench(kind: str, size: int, args) -> None:
 
     prepared["index"].search(queries, k)
     stats = prepared["index"].last_stats
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nN={size:,} n={args.dim} queries={args.queries} k={k} data={kind} "
-          f"(torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs)")
+          f"(torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load})")
     print(f"  {'method':<12} {'median s':>9} {'/ flat-ip':>9} {'peak MB':>8} {'recall@k':>9}  identical to brute force")
     for name in methods:
         mem = f"{memory[name]:8.0f}" if name in memory else f"{'-':>8}"
