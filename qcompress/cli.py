@@ -523,8 +523,8 @@ def score_command(
       qcompress score queries.parquet corpus.parquet --top-k 100 -o run.trec --tag qbec
       printf 'what is lift\\tLift is a force.\\n' | qcompress score --pairs - --model models/qbec
     """
-    from qcompress.evaluation import exact_topk
-    from qcompress.formats import check_same_model, read_embeddings, write_run
+    from qcompress.formats import check_same_model, read_embedding_metadata, read_embeddings, write_run
+    from qcompress.search import search_parquet
 
     _check_model_options(encoder, head, similarity)
     if batch_size <= 0:
@@ -550,16 +550,13 @@ def score_command(
     if top_k <= 0:
         raise ValueError(f"--top-k must be positive, got {top_k}")
     q = read_embeddings(queries)
-    c = read_embeddings(corpus)
-    check_same_model(q.metadata, c.metadata, what=f"{queries} and {corpus}")
-    scores, indices = exact_topk(q.values, c.values, top_k, q.metadata["similarity"])
-    run = {
-        qid: {c.ids[j]: s for j, s in zip(indices[row].tolist(), scores[row].tolist())}
-        for row, qid in enumerate(q.ids)
-    }
+    check_same_model(q.metadata, read_embedding_metadata(corpus), what=f"{queries} and {corpus}")
+    # The corpus is streamed batch by batch: memory stays bounded for corpora larger than memory.
+    scores, doc_ids = search_parquet(q.values, corpus, top_k)
+    run = {qid: dict(zip(doc_ids[row], scores[row].tolist())) for row, qid in enumerate(q.ids)}
     write_run(output or "-", run, tag)
     if output:
-        stderr.print(f"wrote the top {min(top_k, len(c))} of {len(c):,} documents for {len(q):,} queries to {output}",
+        stderr.print(f"wrote the top {scores.shape[1]} documents for each of {len(q):,} queries to {output}",
                      highlight=False, markup=False, soft_wrap=True)
 
 
@@ -606,8 +603,14 @@ def evaluate_command(
     similarity: Optional[str] = typer.Option(None, "--similarity", help=_SIMILARITY_HELP),
     trec: Optional[str] = typer.Option(
         None, "--trec",
-        help="2019 or 2020: the judged queries of TREC DL passage (ir_datasets msmarco-passage/trec-dl-YEAR/judged; "
-        "the MS MARCO corpus must be downloadable or in ir_datasets' cache). Default protocol: judged.",
+        help="2019 or 2020: the judged queries of TREC DL passage. From the local folder --trec-dir (or "
+        "$QCOMPRESS_TREC_DIR; its passage pool need not hold every judged passage, see qcompress.trecdl) where "
+        "one is given, else ir_datasets msmarco-passage/trec-dl-YEAR/judged (needs the MS MARCO corpus). "
+        "Default protocol: judged.",
+    ),
+    trec_dir: Optional[Path] = typer.Option(
+        None, "--trec-dir", envvar="QCOMPRESS_TREC_DIR",
+        help="Local TREC DL folder (qrels, queries, passage pool, BM25 runs) used by --trec.",
     ),
     dataset: Optional[str] = typer.Option(
         None, "--dataset",
@@ -620,7 +623,8 @@ def evaluate_command(
     protocol: Optional[str] = typer.Option(
         None, "--protocol",
         help="judged: re-rank each query's judged documents (the paper's protocol; NOT comparable with full "
-        "ranking). full: rank the whole corpus. rerank: re-rank a --first-stage run's top --top-k per query.",
+        "ranking). full: rank the whole corpus. rerank: re-rank a --first-stage run's top --top-k per query "
+        "(default first stage: the collection's own, e.g. the local TREC DL BM25 run).",
     ),
     first_stage: Optional[Path] = typer.Option(
         None, "--first-stage",
@@ -673,17 +677,29 @@ def evaluate_command(
         raise ValueError(f"--trec {trec}: choose 2019 or 2020")
     if first_stage is not None and protocol is None:
         protocol = "rerank"
-    dataset_id = _TREC_DL[trec] if trec is not None else (dataset or "cranfield")
+    if trec is not None:
+        dataset_id = f"trec-dl-{trec}" if trec_dir is not None else _TREC_DL[trec]
+    else:
+        dataset_id = dataset or "cranfield"
     if protocol is None:
         local = dataset_id == "cranfield" or Path(dataset_id).is_dir()
         protocol = "full" if local else "judged"
-    check_protocol(protocol, first_stage)
+    if protocol != "rerank":  # rerank's first stage is checked once the collection (which may ship one) is loaded
+        check_protocol(protocol, first_stage)
     for name, value in (("--top-k", top_k), ("--batch-size", batch_size), ("--permutations", permutations)):
         if value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
 
-    collection = load_collection(dataset_id, split)
+    collection = load_collection(dataset_id, split, trec_dir=trec_dir)
     first = read_run(first_stage) if first_stage is not None else None
+    first_stage_name = str(first_stage) if first_stage is not None else None
+    if protocol == "rerank" and first is None:
+        if collection.first_stage is None:
+            raise ValueError(
+                f"--protocol rerank needs --first-stage RUN (a TREC run file, e.g. BM25 top-1000); "
+                f"{collection.name} ships no first-stage run"
+            )
+        first, first_stage_name = collection.first_stage, f"{collection.name} first stage (shipped)"
     cache_root = cache_dir if cache_dir is not None and str(cache_dir).strip() else None
 
     specs: list[tuple[Optional[str], Optional[str]]] = ([(None, encoder)] if encoder is not None else [])
@@ -749,6 +765,13 @@ def evaluate_command(
             "t": t if math.isfinite(t) else None,  # JSON has no inf/NaN: None where the test is undefined
             "t_test_p": t_p if math.isfinite(t_p) else None,
         }
+    if protocol == "judged" and results[0].judged_without_text:
+        total = sum(len(docs) for docs in collection.qrels.values())
+        stderr.print(
+            f"note: {results[0].judged_without_text:,} of {total:,} judgements name documents without text in "
+            f"{collection.name}; they cannot be ranked (NDCG's ideal ranking still counts them)",
+            highlight=False, markup=False, soft_wrap=True,
+        )
     for row in rows:
         if row["empty_queries"]:
             stderr.print(f"{row['label']}: {row['empty_queries']} of {n_queries} judged queries had no candidates "
@@ -762,7 +785,8 @@ def evaluate_command(
             "queries": n_queries,
             "relevance_level": collection.relevance_level,
             "top_k": top_k if protocol != "judged" else None,
-            "first_stage": str(first_stage) if first_stage is not None else None,
+            "first_stage": first_stage_name,
+            "judged_without_text": results[0].judged_without_text if protocol == "judged" else None,
             "models": rows,
             "metrics": {row["label"]: result.metrics for row, result in zip(rows, results)},
         }
@@ -777,7 +801,11 @@ def evaluate_command(
 
     table = Table(
         title=f"{collection.name} ({collection.split}), protocol {protocol}: {n_queries} queries",
-        caption=f"{_PROTOCOL_NOTES[protocol]}; relevance level {collection.relevance_level}"
+        caption=_PROTOCOL_NOTES[protocol]
+        + (f" ({first_stage_name}, top {top_k} per query)" if protocol == "rerank" else "")
+        + (f"; {results[0].judged_without_text:,} judgements without text could not be ranked"
+           if protocol == "judged" and results[0].judged_without_text else "")
+        + f"; relevance level {collection.relevance_level}"
         + (f"; p: paired randomization test on NDCG@10 vs {rows[0]['label']} ({permutations} permutations)"
            if significance else ""),
     )

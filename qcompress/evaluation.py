@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 __all__ = [
@@ -55,7 +54,6 @@ METRICS = {
     "recall_1000": "R@1000",
     "map": "MAP",
 }
-_TOPK_QUERY_CHUNK = 256
 
 
 # -- metrics -----------------------------------------------------------------------------------------------------
@@ -198,19 +196,16 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]
 
 
 def exact_topk(queries: Tensor, docs: Tensor, k: int, similarity: str) -> tuple[Tensor, Tensor]:
-    """Exact top-k (scores, indices), each (m, min(k, N)), by log-fidelity (angles) or cosine (vectors)."""
-    from qcompress.similarity import pairwise_scores
+    """Exact top-k (scores, indices), each (m, min(k, N)), by log-fidelity (angles) or cosine (vectors).
 
-    k = min(k, docs.shape[0])
+    `qcompress.search` does the work: exact results (ties to the lower index) at about the cost of a matmul.
+    """
+    from qcompress import search
+    from qcompress.similarity import check_similarity
 
-    scores, indices = [], []
-    for start in range(0, queries.shape[0], _TOPK_QUERY_CHUNK):
-        s, i = torch.topk(pairwise_scores(queries[start : start + _TOPK_QUERY_CHUNK], docs, similarity), k, dim=1)
-        scores.append(s)
-        indices.append(i)
-    if not scores:
-        return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
-    return torch.cat(scores), torch.cat(indices)
+    if check_similarity(similarity) == "fidelity":
+        return search.topk(queries, docs, k)
+    return search.topk_cosine(queries, docs, k)
 
 
 def candidates(
@@ -239,17 +234,19 @@ def check_protocol(protocol: str, first_stage: object = None) -> None:
         raise ValueError(f"--first-stage is only used by --protocol rerank, not {protocol}")
 
 
-def _doc_texts(corpus: Mapping[str, str], doc_ids: Sequence[str], name: str) -> list[str]:
+def _doc_texts(corpus: Mapping[str, str], doc_ids: Sequence[str], name: str, *, judged: bool) -> dict[str, str]:
+    """{doc id: text} of the candidates. Judged documents without text are left out (a pool of passages, such
+    as qcompress.trecdl's, need not hold every judged one); a first-stage document without text is an error."""
     # ir_datasets corpora look many documents up in one docstore call; plain dicts one by one.
     get_many = getattr(corpus, "get_many", None)
     found = get_many(doc_ids) if get_many is not None else {d: corpus[d] for d in doc_ids if d in corpus}
     missing = [d for d in doc_ids if d not in found]
-    if missing:
+    if missing and not judged:
         raise ValueError(
             f"{len(missing)} candidate document(s) are not in the corpus of {name} (e.g. {missing[0]!r}); "
-            "the first-stage run or the judgements name documents of another collection"
+            "the first-stage run names documents of another collection"
         )
-    return [found[d] for d in doc_ids]
+    return found
 
 
 def _noop(description: str, total: int) -> Callable[[int], None]:
@@ -270,8 +267,10 @@ def rank(
     """Rank documents for every judged query of `collection` (a `qcompress.data.Collection`) with `model`.
 
     `full` keeps the best `top_k` of the whole corpus; `judged` and `rerank` score all of each query's
-    candidates (see `candidates`). `cache` is a `qcompress.cache.PooledCache` or None; `progress(description,
-    total)` returns a callback advanced by the number of texts encoded.
+    candidates (see `candidates`); judged documents that the corpus has no text for cannot be ranked and are
+    left out (NDCG's ideal ranking still counts them). `rerank` without `first_stage` uses the collection's
+    own first stage where it ships one (TREC DL's BM25 run). `cache` is a `qcompress.cache.PooledCache` or
+    None; `progress(description, total)` returns a callback advanced by the number of texts encoded.
 
     Example:
         >>> from qcompress.data import load_collection; from qcompress.model import build_model  # doctest: +SKIP
@@ -284,13 +283,18 @@ def rank(
         raise ValueError(f"--top-k must be positive, got {top_k}")
     progress = progress or _noop
     qids = list(collection.queries)
+    if protocol == "rerank" and first_stage is None:
+        first_stage = getattr(collection, "first_stage", None)
     pools = candidates(collection.qrels, protocol, first_stage, top_k)
     if pools is None:
         items = list(collection.corpus.items())  # one pass, also over a corpus streamed from ir_datasets
         doc_ids, texts = [d for d, _ in items], [t for _, t in items]
     else:
-        doc_ids = list(dict.fromkeys(d for q in qids for d in pools[q]))  # union, first-seen order
-        texts = _doc_texts(collection.corpus, doc_ids, collection.name)
+        union = list(dict.fromkeys(d for q in qids for d in pools[q]))  # first-seen order
+        found = _doc_texts(collection.corpus, union, collection.name, judged=protocol == "judged")
+        pools = {q: [d for d in pools[q] if d in found] for q in qids}
+        doc_ids = [d for d in union if d in found]
+        texts = [found[d] for d in doc_ids]
 
     query_texts = [collection.queries[q] for q in qids]
     queries = encode(model, query_texts, batch_size=batch_size, cache=cache,
@@ -324,6 +328,7 @@ class Evaluation:
     metrics: dict[str, float]  # mean over all judged queries
     per_query: dict[str, dict[str, float]]
     empty_queries: list[str] = field(default_factory=list)  # judged queries with nothing ranked (scored 0)
+    judged_without_text: int = 0  # judged protocol: (query, document) judgements that could not be ranked
 
     @property
     def queries(self) -> int:
@@ -347,4 +352,8 @@ def evaluate(
                cache=cache, progress=progress)
     mean, per_query = evaluate_run(run, collection.qrels, collection.relevance_level, metrics)
     empty = [q for q in collection.qrels if not run.get(q)]
-    return Evaluation(protocol=protocol, run=run, metrics=mean, per_query=per_query, empty_queries=empty)
+    unranked = 0
+    if protocol == "judged":
+        unranked = sum(len(docs) - len(run.get(q, ())) for q, docs in collection.qrels.items())
+    return Evaluation(protocol=protocol, run=run, metrics=mean, per_query=per_query, empty_queries=empty,
+                      judged_without_text=unranked)

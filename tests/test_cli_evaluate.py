@@ -42,8 +42,8 @@ def models(tiny_encoder, tmp_path_factory):
     return {"qbec": str(root / "qbec"), "bec": str(root / "bec")}
 
 
-def evaluate_json(*args):
-    result = runner.invoke(app, ["evaluate", *args, "--json"])
+def evaluate_json(*args, env=None):
+    result = runner.invoke(app, ["evaluate", *args, "--json"], env=env)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout), result
 
@@ -101,6 +101,37 @@ def test_several_models_one_table_with_p_values(models, folder, tmp_path, tiny_e
     assert "protocol full: 3 queries" in result.stdout
     assert "NDCG@10" in result.stdout and "qbec" in result.stdout
     assert "Per query" in result.stdout
+
+
+def trec_dl_folder(root):
+    """A local TREC DL 2019 folder as qcompress.trecdl reads it: 43 judged queries, a passage pool without some
+    judged passages, a BM25 run."""
+    root.mkdir()
+    (root / "queries.dl19.tsv").write_text("".join(f"{i}\tquery {i} about the wing flow\n" for i in range(43)))
+    (root / "collection.tsv").write_text("".join(f"p{i}\t{text}\n" for i, text in enumerate(DOCS.values())))
+    # Each query: p0 graded 3, p1 graded 1 (below relevance level 2), pX graded 2 but not in the pool.
+    (root / "qrels.dl19-passage.txt").write_text(
+        "".join(f"{i} 0 p0 3\n{i} 0 p1 1\n{i} 0 pX 2\n" for i in range(43)))
+    (root / "run.bm25.dl19.trec").write_text("".join(f"{i} Q0 p{d} {d + 1} {9 - d} bm25\n" for i in range(42)
+                                                  for d in (2, 3, 1)))
+    return root
+
+
+def test_trec_dl_from_a_local_folder(models, tmp_path):
+    folder = trec_dl_folder(tmp_path / "trec")
+    out, result = evaluate_json("--model", models["qbec"], "--trec", "2019", "--trec-dir", str(folder))
+    assert out["dataset"] == "trec-dl-2019" and out["protocol"] == "judged" and out["queries"] == 43
+    assert out["relevance_level"] == 2 and out["judged_without_text"] == 43
+    assert "43 of 129 judgements name documents without text" in result.stderr
+    # RR and recall count grade >= 2 only: p0 is the one such passage with text, pX cannot be retrieved.
+    assert out["recall_100"] == pytest.approx(0.5)
+
+    out, result = evaluate_json("--model", models["qbec"], "--trec", "2019", "--protocol", "rerank",
+                                env={"QCOMPRESS_TREC_DIR": str(folder)})
+    assert out["protocol"] == "rerank" and out["first_stage"] == "trec-dl-2019 first stage (shipped)"
+    assert out["recall_100"] == 0.0  # BM25 never found p0
+    assert out["models"][0]["empty_queries"] == 1  # query 42 is missing from the run: scored 0, counted
+    assert "1 of 43 judged queries had no candidates" in result.stderr
 
 
 def test_evaluate_errors_are_one_line_and_leave_no_run(models, folder, tmp_path):

@@ -172,3 +172,19 @@ def test_paired_t_test_against_closed_forms():
     assert t == pytest.approx(2.228138852, rel=1e-6) and p == pytest.approx(0.05, abs=1e-6)
     assert paired_t_test([1.0, 2.0], [1.0, 2.0]) == (0.0, 1.0)
     assert math.isnan(paired_t_test([1.0], [0.0])[1])
+
+
+def test_judged_documents_without_text_are_left_out_but_still_counted_by_ndcg():
+    collection = hand_collection()
+    collection.qrels["q2"]["d9"] = 1  # judged, but the corpus has no text for it (a passage pool)
+    result = evaluate(TableModel(VECTORS), collection, "judged")
+    assert "d9" not in result.run["q2"] and result.judged_without_text == 1
+    # q2: d2 (grade 1) ranked first; the ideal ranking has two grade-1 documents.
+    assert result.per_query["q2"]["ndcg_cut_10"] == pytest.approx(1 / (1 + 1 / LOG2_3))
+
+
+def test_rerank_defaults_to_the_collections_own_first_stage():
+    collection = hand_collection()
+    collection.first_stage = {"q1": {"d1": 2.0, "d3": 1.0}, "q2": {"d2": 1.0}}
+    result = evaluate(TableModel(VECTORS), collection, "rerank")
+    assert list(cut_run(result.run, 5)["q1"]) == ["d3", "d1"] and result.empty_queries == []
