@@ -584,6 +584,18 @@ def _tag(label: str) -> str:
     return re.sub(r"[^\w.+-]", "_", label)
 
 
+def _print_table(table: Table) -> None:
+    """Print a results table whole: piped or redirected, as wide as it needs (rich would cut numbers at 80
+    columns); on a terminal, at the terminal's width."""
+    from rich.measure import Measurement
+
+    if stdout.is_terminal:
+        stdout.print(table)
+        return
+    needed = Measurement.get(stdout, stdout.options.update(max_width=10_000), table).maximum
+    Console(width=max(needed, stdout.width)).print(table)  # a console's width caps print(width=...)
+
+
 def _run_path(path: Path, tag: str, several: bool) -> Path:
     # One model: exactly --run-out; several: one file each, the model's tag before the suffix.
     return path.with_name(f"{path.stem}.{tag}{path.suffix}") if several else path
@@ -825,7 +837,7 @@ def evaluate_command(
             sig = significance.get(row["label"])
             cells.append(f"{sig['randomization_p']:.4f}" if sig else "-")
         table.add_row(*cells)
-    stdout.print(table)
+    _print_table(table)
     if per_query:
         detail = Table(title=f"Per query, protocol {protocol}")
         detail.add_column("query")
@@ -835,7 +847,7 @@ def evaluate_command(
                 detail.add_column(METRICS[m] if len(rows) == 1 else f"{row['label']} NDCG@10", justify="right")
         for q in qids:
             detail.add_row(q, *(f"{r.per_query[q][m]:.4f}" for r in results for m in metrics))
-        stdout.print(detail)
+        _print_table(detail)
 
 
 if __name__ == "__main__":  # pragma: no cover

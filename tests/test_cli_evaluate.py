@@ -99,6 +99,7 @@ def test_several_models_one_table_with_p_values(models, folder, tmp_path, tiny_e
     result = runner.invoke(app, ["evaluate", *args[:-2], "--per-query"])
     assert result.exit_code == 0, result.output
     assert "protocol full: 3 queries" in result.stdout
+    assert "…" not in result.stdout  # piped output is as wide as the table: no number is cut
     assert "NDCG@10" in result.stdout and "qbec" in result.stdout
     assert "Per query" in result.stdout
 
