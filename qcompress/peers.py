@@ -1,0 +1,267 @@
+"""What a practitioner would use instead of the quantum head, at equal bytes per vector (issue 5, experiment 4).
+
+Every method here starts from the same pooled encoder outputs (the same encoder, the same texts) and turns them
+into stored document vectors of a known size, plus a way to score a query against them:
+
+    float32    the embedding as it is (cosine), 4 bytes per dimension
+    truncate   the first d dimensions (cosine), 4d bytes
+    pca        PCA to d dimensions, fit on the documents being indexed (centred, cosine), 4d bytes
+    int8       sentence-transformers' `quantize_embeddings(..., "int8")`, per-dimension ranges calibrated on the
+               documents being indexed; query and documents both quantized, dot product of the codes: d bytes
+    int8+rescore   int8 documents, float32 query: dot product of the float query with the int8 codes
+               (sentence-transformers' rescoring), d bytes
+    binary     `quantize_embeddings(..., "ubinary")` (sign bits packed), Hamming distance: d/8 bytes
+    binary+rescore  binary retrieval of the best `rescore_k` documents per query, then the float32 query's dot
+               product with the documents' +-1 bits re-ranks them (sentence-transformers' rescoring), d/8 bytes
+    angles     qubit angles (quantum head or plain tanh encoding) by log-fidelity, float32: 4d bytes
+    uint8 angles   the same angles stored as 8-bit codes round(theta / pi * 255) (qcompress.formats), d bytes;
+               the query stays float32
+Vectors compared by cosine are L2-normalised first, as sentence-transformers' all-MiniLM-L6-v2 pipeline does.
+
+`rank_with` ranks a collection under one protocol (full / judged / rerank, as qcompress.evaluation) with any of
+these representations; `representation(...)` builds them by name.
+
+Example:
+    >>> import torch
+    >>> docs, queries = torch.randn(50, 16), torch.randn(3, 16)
+    >>> rep = representation("pca", docs, dim=4)
+    >>> rep.bytes_per_vector, rep.score(rep.queries(queries), rep.documents(docs)).shape
+    (16, torch.Size([3, 50]))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "PEER_METHODS",
+    "Representation",
+    "representation",
+    "quantize",
+    "collection_texts",
+    "rank_with",
+]
+
+PEER_METHODS = ("float32", "truncate", "pca", "int8", "int8+rescore", "binary", "binary+rescore")
+ANGLE_STORAGES = ("float32", "uint8")
+DEFAULT_RESCORE_K = 100
+
+
+@dataclass
+class Representation:
+    """How documents are stored and how a query is scored against them."""
+
+    name: str
+    bytes_per_vector: float
+    documents: Callable[[Tensor], object]  # embeddings (n, dim) -> stored form
+    queries: Callable[[Tensor], object]  # embeddings (m, dim) -> query form
+    score: Callable[[object, object], Tensor]  # (query form, stored docs) -> (m, n) float scores, higher better
+    fitted_parameters: int = 0  # numbers fit on data (PCA components, calibration ranges), not trained
+    notes: dict = field(default_factory=dict)
+
+    def subset(self, stored: object, index: Sequence[int]) -> object:
+        """The stored rows `index` (stored forms are numpy arrays or tensors)."""
+        return stored[np.asarray(index)] if isinstance(stored, np.ndarray) else stored[torch.as_tensor(index)]
+
+
+def quantize(embeddings: Tensor, precision: str, calibration: Tensor | None = None) -> np.ndarray:
+    """sentence-transformers' `quantize_embeddings` (int8 with per-dimension ranges from `calibration`;
+    ubinary: packed sign bits)."""
+    try:
+        from sentence_transformers.util.quantization import quantize_embeddings
+    except ImportError:  # older sentence-transformers
+        from sentence_transformers.quantization import quantize_embeddings
+
+    cal = calibration.detach().cpu().numpy().astype(np.float32) if calibration is not None else None
+    return quantize_embeddings(embeddings.detach().cpu().numpy().astype(np.float32), precision,
+                               calibration_embeddings=cal)
+
+
+def _cosine(q: Tensor, d: Tensor) -> Tensor:
+    return F.normalize(q, dim=-1) @ F.normalize(d, dim=-1).T
+
+
+def _hamming_scores(q_bits: np.ndarray, d_bits: np.ndarray) -> Tensor:
+    """Minus the Hamming distance between packed bit rows: (m, n)."""
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.int32)
+    out = np.empty((q_bits.shape[0], d_bits.shape[0]), dtype=np.int32)
+    for i, row in enumerate(q_bits):
+        out[i] = table[np.bitwise_xor(d_bits, row)].sum(axis=1)
+    return -torch.from_numpy(out).float()
+
+
+def _rescored(first: Tensor, exact: Callable[[int, Tensor], Tensor], k: int) -> Tensor:
+    """First-stage scores (m, n); the best k of each row get `exact(row, indices)`, placed above all others."""
+    out = first.clone()
+    k = min(k, first.shape[1])
+    if k == 0:
+        return out
+    top = torch.topk(first, k, dim=1).indices
+    floor = first.min() - 1.0
+    for row in range(first.shape[0]):
+        values = exact(row, top[row])
+        # Rescored documents rank above every other one: shift them past the row's first-stage maximum.
+        shift = (first[row].max() - floor) + 1.0 - values.min()
+        out[row, top[row]] = values + shift
+    return out
+
+
+def representation(
+    method: str,
+    reference: Tensor,
+    *,
+    dim: int | None = None,
+    similarity: str = "cosine",
+    rescore_k: int = DEFAULT_RESCORE_K,
+) -> Representation:
+    """Build a representation by name, fit/calibrated on `reference` (the documents' embeddings).
+
+    `method` is one of PEER_METHODS (for vectors compared by cosine), or "angles" / "uint8 angles" (for angle
+    embeddings compared by fidelity). `dim` applies to truncate and pca; the others keep the full size.
+    """
+    n_dim = int(reference.shape[1])
+    if method in ("angles", "uint8 angles"):
+        from qcompress.formats import dequantize_angles, quantize_angles
+        from qcompress.quantum import pairwise_log_fidelity
+
+        if method == "angles":
+            return Representation(method, 4.0 * n_dim, lambda d: d.float(), lambda q: q.float(),
+                                  lambda q, d: pairwise_log_fidelity(q, d))
+        return Representation(
+            method, float(n_dim), lambda d: quantize_angles(d.float()),
+            lambda q: q.float(), lambda q, codes: pairwise_log_fidelity(q, dequantize_angles(codes).float()),
+        )
+    if similarity != "cosine":
+        raise ValueError(f"peer method {method!r} compares vectors by cosine, not {similarity}")
+    if method == "float32":
+        return Representation(method, 4.0 * n_dim, lambda d: d.float(), lambda q: q.float(), _cosine)
+    if method == "truncate":
+        if dim is None or not 0 < dim <= n_dim:
+            raise ValueError(f"truncate needs 0 < dim <= {n_dim}, got {dim}")
+        return Representation(method, 4.0 * dim, lambda d: d[:, :dim].float(), lambda q: q[:, :dim].float(),
+                              _cosine)
+    if method == "pca":
+        if dim is None or not 0 < dim <= n_dim:
+            raise ValueError(f"pca needs 0 < dim <= {n_dim}, got {dim}")
+        x = F.normalize(reference.double(), dim=-1)
+        mean = x.mean(dim=0, keepdim=True)
+        # Principal axes from the SVD of the centred reference embeddings (deterministic, exact).
+        _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
+        components = vh[:dim].T  # (n_dim, dim)
+
+        def project(e: Tensor) -> Tensor:
+            return ((F.normalize(e.double(), dim=-1) - mean) @ components).float()
+
+        return Representation(method, 4.0 * dim, project, project, _cosine,
+                              fitted_parameters=int(components.numel() + mean.numel()))
+    unit = F.normalize(reference.float(), dim=-1)
+    if method in ("int8", "int8+rescore"):
+        ranges = 2 * n_dim
+
+        def docs_int8(d: Tensor) -> np.ndarray:
+            return quantize(F.normalize(d.float(), dim=-1), "int8", calibration=unit)
+
+        if method == "int8":
+            def score(q: np.ndarray, d: np.ndarray) -> Tensor:
+                return torch.from_numpy(q.astype(np.int32) @ d.astype(np.int32).T).float()
+
+            return Representation(method, float(n_dim), docs_int8, docs_int8, score, fitted_parameters=ranges)
+
+        def score_rescore(q: Tensor, d: np.ndarray) -> Tensor:
+            return q @ torch.from_numpy(d.astype(np.float32)).T
+
+        return Representation(method, float(n_dim), docs_int8, lambda q: F.normalize(q.float(), dim=-1),
+                              score_rescore, fitted_parameters=ranges)
+    if method in ("binary", "binary+rescore"):
+        def docs_bits(d: Tensor) -> np.ndarray:
+            return quantize(d.float(), "ubinary")
+
+        if method == "binary":
+            return Representation(method, n_dim / 8.0, docs_bits, docs_bits, _hamming_scores)
+
+        def queries_both(q: Tensor) -> tuple[Tensor, np.ndarray]:
+            return F.normalize(q.float(), dim=-1), quantize(q.float(), "ubinary")
+
+        def score_binary_rescore(q: tuple[Tensor, np.ndarray], d: np.ndarray) -> Tensor:
+            q_float, q_bits = q
+            first = _hamming_scores(q_bits, d)
+            signs = torch.from_numpy(np.unpackbits(d, axis=1)[:, :n_dim].astype(np.float32) * 2 - 1)
+            return _rescored(first, lambda row, idx: signs[idx] @ q_float[row], rescore_k)
+
+        return Representation(method, n_dim / 8.0, docs_bits, queries_both, score_binary_rescore,
+                              notes={"rescore_k": rescore_k})
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(PEER_METHODS)}, angles, uint8 angles")
+
+
+def _query_rows(q: object, row: int) -> object:
+    if isinstance(q, tuple):
+        return tuple(_query_rows(part, row) for part in q)
+    return q[row : row + 1]
+
+
+@dataclass
+class Texts:
+    """The texts one protocol needs: judged queries, the documents to encode, and each query's candidates."""
+
+    qids: list[str]
+    query_texts: list[str]
+    doc_ids: list[str]
+    doc_texts: list[str]
+    pools: dict[str, list[str]] | None  # None: rank the whole corpus
+
+
+def collection_texts(collection, protocol: str, *, top_k: int = 1000) -> Texts:
+    """Queries, documents and candidate pools of `collection` under `protocol` (as qcompress.evaluation.rank)."""
+    from qcompress.evaluation import _doc_texts, candidates
+
+    qids = list(collection.queries)
+    first_stage = getattr(collection, "first_stage", None) if protocol == "rerank" else None
+    pools = candidates(collection.qrels, protocol, first_stage, top_k)
+    if pools is None:
+        items = list(collection.corpus.items())
+        doc_ids, texts = [d for d, _ in items], [t for _, t in items]
+    else:
+        union = list(dict.fromkeys(d for q in qids for d in pools[q]))
+        found = _doc_texts(collection.corpus, union, collection.name, judged=protocol == "judged")
+        pools = {q: [d for d in pools[q] if d in found] for q in qids}
+        doc_ids = [d for d in union if d in found]
+        texts = [found[d] for d in doc_ids]
+    return Texts(qids, [collection.queries[q] for q in qids], doc_ids, texts, pools)
+
+
+def rank_with(
+    rep: Representation, texts: Texts, query_emb: Tensor, doc_emb: Tensor, *, top_k: int = 1000
+) -> dict[str, dict[str, float]]:
+    """A run {qid: {doc id: score}}: the best `top_k` of the corpus (full), or every candidate of each query."""
+    stored = rep.documents(doc_emb)
+    queries = rep.queries(query_emb)
+    run: dict[str, dict[str, float]] = {}
+    if texts.pools is None:
+        scores = rep.score(queries, stored)
+        k = min(top_k, scores.shape[1])
+        values, indices = torch.topk(scores, k, dim=1)
+        for row, qid in enumerate(texts.qids):
+            run[qid] = {texts.doc_ids[j]: float(s) for j, s in zip(indices[row].tolist(), values[row].tolist())}
+        return run
+    position = {d: i for i, d in enumerate(texts.doc_ids)}
+    for row, qid in enumerate(texts.qids):
+        pool = texts.pools[qid]
+        if not pool:
+            run[qid] = {}
+            continue
+        sub = rep.subset(stored, [position[d] for d in pool])
+        scores = rep.score(_query_rows(queries, row), sub)[0]
+        run[qid] = dict(zip(pool, (float(s) for s in scores.tolist())))
+    return run
+
+
+def bytes_label(n: float) -> str:
+    return f"{int(n)}" if float(n).is_integer() else f"{n:g}"
+
