@@ -634,13 +634,23 @@ def train(
     Interrupted by Ctrl-C, it saves a checkpoint and raises `TrainingInterrupted`; `resume=True` with the same
     arguments (only max_steps, epochs and save_every may change) continues to exactly the same weights.
     """
+    from qcompress import distributed
     from qcompress.data import load_collection, positives
     from qcompress.encoder import count_encoder_parameters, set_trainable_layers
     from qcompress.model import build_model
 
     cfg = _as_config(config)
     _check_values(cfg)
+    # Under torchrun: join the process group; only rank 0 writes files, reports progress and validates.
+    if distributed.context().active and cfg.in_batch_negatives:
+        raise ValueError("--in-batch-negatives under torchrun would contrast each query with its own process's "
+                         "share of the batch only (a different loss than one process computes); train in one process")
+    dist_ctx, device = distributed.setup(cfg.device)
+    cfg = dataclasses.replace(cfg, device=device)
+    if not dist_ctx.is_main:
+        progress, callback = None, None
     _check_output(cfg)
+    distributed.barrier(dist_ctx)  # every rank has checked the output folder before rank 0 writes beside it
     output, ckpt_root = Path(cfg.output), checkpoint_dir(cfg.output)
     cache_dir = cache_root(cfg.cache_dir)
     if collection is None:
@@ -670,18 +680,19 @@ def train(
         raise InputError(f"no training examples in {collection.name} split {cfg.split!r}: no query has a document "
                          f"judged >= {collection.relevance_level}; check the judgements")  # before any encoding
     # Data: negatives are mined with the encoder as loaded, before any training (and before a resume's weights).
-    negatives, negatives_source = _negatives(model, collection, cfg.negatives, cache_dir, progress)
-    examples = build_examples(collection, negatives, cfg.negatives, fraction=cfg.train_fraction, seed=cfg.seed)
-    if len(examples) == 0:
-        raise _no_examples_error(collection, cfg, examples)
-    pooled = None
-    if frozen:  # the encoder never changes: pool every training text once, train the head on the vectors
-        noop = (lambda d, t: None)
-        pooled = tuple(
-            pooled_outputs(model, texts, cache_dir, (progress or noop)(f"encoding training {what}", len(texts)))
-            .to(model.device)
-            for what, texts in (("queries", examples.query_texts), ("documents", examples.doc_texts))
-        )
+    with distributed.main_first(dist_ctx):  # rank 0 fills the caches, the other ranks read them
+        negatives, negatives_source = _negatives(model, collection, cfg.negatives, cache_dir, progress)
+        examples = build_examples(collection, negatives, cfg.negatives, fraction=cfg.train_fraction, seed=cfg.seed)
+        if len(examples) == 0:
+            raise _no_examples_error(collection, cfg, examples)
+        pooled = None
+        if frozen:  # the encoder never changes: pool every training text once, train the head on the vectors
+            noop = (lambda d, t: None)
+            pooled = tuple(
+                pooled_outputs(model, texts, cache_dir, (progress or noop)(f"encoding training {what}", len(texts)))
+                .to(model.device)
+                for what, texts in (("queries", examples.query_texts), ("documents", examples.doc_texts))
+            )
 
     groups = []
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
@@ -691,6 +702,7 @@ def train(
         groups.append({"params": list(model.head.parameters()), "lr": cfg.head_lr})
     optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(groups, weight_decay=cfg.weight_decay)
+    trainable = [p for group in groups for p in group["params"]]
 
     n = len(examples)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -700,26 +712,36 @@ def train(
     if resume_from is not None:
         loaded, best = _load_checkpoint(resume_from, model, optimizer)
         state.update(loaded)
+        distributed.load_rng(ckpt_root, state["step"], dist_ctx)
     resumed_step = state["step"]
     log: list[dict] = state["log"]
-    if resume_from is None:
+    distributed.barrier(dist_ctx)  # every rank has read the checkpoint before rank 0 replaces it
+    if resume_from is None and dist_ctx.is_main:
         shutil.rmtree(ckpt_root, ignore_errors=True)  # --overwrite: start over (checked by _check_output)
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     live_log = ckpt_root / "train_log.jsonl"
-    live_log.write_text("".join(json.dumps(row) + "\n" for row in log))
+    if dist_ctx.is_main:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        live_log.write_text("".join(json.dumps(row) + "\n" for row in log))
 
     def emit(row: dict) -> None:
         log.append(row)
-        with live_log.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        if dist_ctx.is_main:
+            with live_log.open("a") as f:
+                f.write(json.dumps(row) + "\n")
         if callback is not None:
             callback(row)
 
     def checkpoint() -> Path:
+        if not dist_ctx.is_main:
+            distributed.save_rng(ckpt_root, state["step"], dist_ctx)
+            return ckpt_root / f"step-{state['step']:09d}"
         return _save_checkpoint(ckpt_root, model, optimizer, state, best)
 
     def validate() -> None:
         nonlocal best
+        if not dist_ctx.is_main:  # rank 0 validates and keeps the best weights; the others go on
+            state["pending_validation"] = False
+            return
         ndcg, protocol = _validate(model, eval_collection, frozen, cache_dir, progress)
         epoch = state["epoch"] if state["position"] == 0 else round(state["step"] / steps_per_epoch, 3)
         # Epoch 0 (before any step) is logged as the baseline, never kept as "the best": the run must train.
@@ -750,7 +772,9 @@ def train(
                 batch = order[state["position"] : state["position"] + cfg.batch_size]
                 t0 = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
-                loss, head_seconds = _forward_backward(model, cfg, examples, batch, pooled)
+                local = distributed.shard(batch, dist_ctx)  # the whole batch in one process
+                loss, head_seconds = _forward_backward(model, cfg, examples, local, pooled) if len(local) else (0., 0.)
+                loss = distributed.reduce_gradients(trainable, len(local), len(batch), loss, dist_ctx)
                 updating = True
                 optimizer.step()
                 state["step"] += 1
@@ -811,11 +835,16 @@ def train(
     }
     from qcompress.plots import plot_training
 
+    distributed.barrier(dist_ctx)  # every rank has written its last files under OUT.ckpt/
+    if not dist_ctx.is_main:
+        distributed.barrier(dist_ctx)  # rank 0 writes the model folder
+        return output
     with atomic_dir(output, overwrite=output.exists()) as tmp:
         model.save(tmp)
         (tmp / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in log))
         plot_training(log, tmp / "train_curve.png", title=_title(cfg))
     shutil.rmtree(ckpt_root, ignore_errors=True)
+    distributed.barrier(dist_ctx)
     return output
 
 
