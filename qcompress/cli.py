@@ -298,6 +298,10 @@ def train_command(
             stderr.print(f"qcompress: interrupted; {where}; rerun the same command with --resume to continue",
                          highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(130)
+    from qcompress.distributed import context
+
+    if not context().is_main:  # under torchrun rank 0 reports (and wrote the folder)
+        return
     result = summary(folder)
     if as_json:
         print_json(result)
@@ -410,6 +414,21 @@ def compress_command(
         False, "--resume",
         help="Continue an interrupted run from the chunks it finished (kept in OUT.partial/); same input and model.",
     ),
+    engine: str = typer.Option(
+        "local", "--engine",
+        help="local (this process) or ray: a Ray Data actor pool (one model per worker, one GPU each when the "
+        "cluster has GPUs) writing OUTPUT as a folder of Parquet files (part-<first row>.parquet, input order), "
+        "read as one dataset by score/evaluate. Needs `pip install 'qcompress[ray]'`. Also reads Parquet input "
+        "(`id` or `_id`, `text`, optional `title`).",
+    ),
+    num_workers: Optional[int] = typer.Option(
+        None, "--num-workers", help="With --engine ray: actors (model copies). Default: one per GPU, else 1."
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address",
+        help="With --engine ray: join this Ray cluster (e.g. ray://head:10001 or auto). Default: $RAY_ADDRESS, "
+        "else start a local one for this run.",
+    ),
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per encoder batch (batches go longest-first)."),
     max_length: Optional[int] = typer.Option(
         None, "--max-length", help="Tokens per text (longer texts are truncated). Default: the model's (256)."
@@ -433,6 +452,13 @@ def compress_command(
 
     if str(output) == "-":
         raise ValueError("-o -: Parquet cannot be streamed to stdout; give a file path such as -o out.parquet")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray":
+        return _compress_ray(input_path, output, model_dir, encoder, head, similarity, uint8, resume, batch_size,
+                             max_length, trust_remote_code, num_workers, ray_address)
+    if num_workers is not None or ray_address is not None:
+        raise ValueError("--num-workers and --ray-address go with --engine ray")
     if output.is_dir():
         raise ValueError(f"-o {output}: is a folder; give a file path such as {output / 'embeddings.parquet'}")
     _check_model_options(encoder, head, similarity)
@@ -452,6 +478,32 @@ def compress_command(
     stderr.print(
         f"wrote {len(records):,} rows of {model.dim} {kind} to {output}"
         + (f" ({len(records) - done:,} from the earlier run)" if done < len(records) else ""),
+        highlight=False, markup=False, soft_wrap=True,
+    )
+
+
+def _compress_ray(input_path, output, model_dir, encoder, head, similarity, uint8, resume, batch_size, max_length,
+                  trust_remote_code, num_workers, ray_address) -> None:
+    """`compress --engine ray` (issue 7): see qcompress.ray_engine."""
+    from qcompress.ray_engine import ModelSpec, compress_ray, read_records, require_ray
+
+    require_ray()  # before reading anything: say how to install it
+    if resume:
+        raise ValueError("--resume is for the local engine; --engine ray writes the whole folder again")
+    _check_model_options(encoder, head, similarity)
+    records = read_records(input_path)  # all of it, validated, before any encoding
+    model = _load_cli_model(model_dir, encoder, head, similarity, max_length, trust_remote_code)
+    spec = ModelSpec(model_dir=model_dir, encoder=encoder, similarity=similarity, max_length=max_length,
+                     trust_remote_code=trust_remote_code)
+    with _progress_bars() as start:
+        result = compress_ray(records, output, model, spec, num_workers=num_workers, ray_address=ray_address,
+                              batch_size=batch_size, encoding="uint8" if uint8 else "float32",
+                              on_rows=start("compressing (ray)", len(records)))
+    kind = "uint8 angle codes" if uint8 else f"float32 {model.output_kind}"
+    stderr.print(
+        f"wrote {result.rows:,} rows of {model.dim} {kind} to {output}/ ({result.files} files, {result.workers} "
+        f"worker(s){', 1 GPU each' if result.gpus_per_worker else ''}; Ray startup {result.seconds['startup']:.1f} s, "
+        f"pipeline {result.seconds['pipeline']:.1f} s)",
         highlight=False, markup=False, soft_wrap=True,
     )
 
