@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # reflow docstring paragraphs to the terminal; indented examples stay verbatim
 )
 stdout = Console()
 stderr = Console(stderr=True)
@@ -136,7 +137,7 @@ def count_params(
         if encoder_params is not None:
             cells.append(f"{encoder_params:,}")
         table.add_row(*cells)
-    stdout.print(table)
+    _print_table(table)
 
 
 # --- train (issue 3) ---
@@ -253,9 +254,10 @@ def train_command(
     train_curve.png.
 
     Examples:
-      qcompress train --variant QBEC -o models/qbec --eval-split test --epochs 5
-      qcompress train --variant QBFEC --encoder bert-base-uncased -o models/qbfec --dim 256
-      qcompress train --head linear --dim 64 --train-layers 2 --dataset beir/scifact -o models/lin64
+
+        qcompress train --variant QBEC -o models/qbec --eval-split test --epochs 5
+        qcompress train --variant QBFEC --encoder bert-base-uncased -o models/qbfec --dim 256
+        qcompress train --head linear --dim 64 --train-layers 2 --dataset beir/scifact -o models/lin64
     """
     from rich.progress import (
         BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
@@ -434,6 +436,11 @@ def compress_command(
         None, "--max-length", help="Tokens per text (longer texts are truncated). Default: the model's (256)."
     ),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code shipped with the encoder."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache", envvar="QCOMPRESS_CACHE",
+        help="Folder caching pooled encoder outputs per (encoder weights, max length, text), shared with "
+        "`evaluate --cache`: texts already there skip the encoder. Default: $QCOMPRESS_CACHE, else no cache.",
+    ),
 ) -> None:
     """Encode texts into a Parquet file of qubit angles (fidelity models) or vectors (cosine models).
 
@@ -444,8 +451,9 @@ def compress_command(
     compares files of different models.
 
     Examples:
-      qcompress compress corpus.jsonl --model models/qbec -o corpus.parquet --uint8
-      qcompress compress queries.tsv --encoder minilm --head none --similarity fidelity -o q.parquet
+
+        qcompress compress corpus.jsonl --model models/qbec -o corpus.parquet --uint8
+        qcompress compress queries.tsv --encoder minilm --head none --similarity fidelity -o q.parquet
     """
     from qcompress.compress import compress
     from qcompress.formats import read_texts
@@ -469,10 +477,15 @@ def compress_command(
             f"--uint8 quantises qubit angles, but this model (head {model.config['head']}, similarity "
             f"{model.similarity}) outputs cosine vectors, which are stored as float32; drop --uint8"
         )
+    cache = None
+    if cache_dir is not None:
+        from qcompress.cache import PooledCache
+
+        cache = PooledCache(cache_dir, model)
     with _progress_bars() as start:
         done = compress(
             records, output, model, batch_size=batch_size, encoding="uint8" if uint8 else "float32",
-            resume=resume, on_batch=start("compressing", len(records)),
+            resume=resume, cache=cache, on_batch=start("compressing", len(records)),
         )
     kind = "uint8 angle codes" if uint8 else f"float32 {model.output_kind}"
     stderr.print(
@@ -572,8 +585,9 @@ def score_command(
     (--fidelity for the fidelity itself), cosine for cosine models.
 
     Examples:
-      qcompress score queries.parquet corpus.parquet --top-k 100 -o run.trec --tag qbec
-      printf 'what is lift\\tLift is a force.\\n' | qcompress score --pairs - --model models/qbec
+
+        qcompress score queries.parquet corpus.parquet --top-k 100 -o run.trec --tag qbec
+        printf 'what is lift\\tLift is a force.\\n' | qcompress score --pairs - --model models/qbec
     """
     from qcompress.formats import check_same_model, read_embedding_metadata, read_embeddings, write_run
     from qcompress.search import search_parquet
@@ -618,6 +632,8 @@ _PROTOCOL_NOTES = {
     "judged": "judged-only re-ranking: each query's judged documents, as in the paper; not comparable with "
     "full-corpus retrieval or BM25 re-ranking",
     "full": "full-corpus ranking (exact top-k)",
+    "pool": "ranking of the whole local passage pool (optimistic against the full MS MARCO corpus; for "
+    "relative comparisons only)",
     "rerank": "re-ranking of a first-stage run",
 }
 
@@ -670,7 +686,7 @@ def evaluate_command(
         help="2019 or 2020: the judged queries of TREC DL passage. From the local folder --trec-dir (or "
         "$QCOMPRESS_TREC_DIR; its passage pool need not hold every judged passage, see qcompress.trecdl) where "
         "one is given, else ir_datasets msmarco-passage/trec-dl-YEAR/judged (needs the MS MARCO corpus). "
-        "Default protocol: judged.",
+        "Default protocol: rerank with --trec-dir (its BM25 top 100), judged with ir_datasets.",
     ),
     trec_dir: Optional[Path] = typer.Option(
         None, "--trec-dir", envvar="QCOMPRESS_TREC_DIR",
@@ -687,8 +703,10 @@ def evaluate_command(
     protocol: Optional[str] = typer.Option(
         None, "--protocol",
         help="judged: re-rank each query's judged documents (the paper's protocol; NOT comparable with full "
-        "ranking). full: rank the whole corpus. rerank: re-rank a --first-stage run's top --top-k per query "
-        "(default first stage: the collection's own, e.g. the local TREC DL BM25 run).",
+        "ranking). full: rank the whole corpus. pool: rank the whole passage pool of a local TREC DL folder "
+        "(optimistic against the full MS MARCO corpus: for relative comparisons). rerank: re-rank a "
+        "--first-stage run's top --top-k per query (default first stage: the collection's own, e.g. the local "
+        "TREC DL BM25 run).",
     ),
     first_stage: Optional[Path] = typer.Option(
         None, "--first-stage",
@@ -724,9 +742,10 @@ def evaluate_command(
     two-sided paired randomization test (and a paired t-test) on per-query NDCG@10 against the first model.
 
     Examples:
-      qcompress evaluate --encoder minilm --head none --similarity fidelity --dataset cranfield
-      qcompress evaluate --model models/bec --model models/qbec --trec 2019 --json
-      qcompress evaluate --model models/qbec --trec 2020 --protocol rerank --first-stage bm25.trec
+
+        qcompress evaluate --encoder minilm --head none --similarity fidelity --dataset cranfield
+        qcompress evaluate --model models/bec --model models/qbec --trec 2019 --json
+        qcompress evaluate --model models/qbec --trec 2020 --protocol rerank --first-stage bm25.trec
     """
     from qcompress.data import load_collection
     from qcompress.evaluation import METRICS, check_protocol, evaluate, paired_randomization_test, paired_t_test
@@ -745,9 +764,13 @@ def evaluate_command(
         dataset_id = f"trec-dl-{trec}" if trec_dir is not None else _TREC_DL[trec]
     else:
         dataset_id = dataset or "cranfield"
+    local_trec = dataset_id in ("trec-dl-2019", "trec-dl-2020")
     if protocol is None:
         local = dataset_id == "cranfield" or Path(dataset_id).is_dir()
-        protocol = "full" if local else "judged"
+        protocol = "rerank" if local_trec else "full" if local else "judged"
+    if protocol == "pool" and not local_trec:
+        raise ValueError("--protocol pool ranks the passage pool of a local TREC DL folder (--trec YEAR --trec-dir "
+                         "DIR); use --protocol full to rank a whole corpus")
     if protocol != "rerank":  # rerank's first stage is checked once the collection (which may ship one) is loaded
         check_protocol(protocol, first_stage)
     for name, value in (("--top-k", top_k), ("--batch-size", batch_size), ("--permutations", permutations)):

@@ -19,7 +19,7 @@ from __future__ import annotations
 from os import PathLike
 from typing import Callable, Sequence
 
-from qcompress.cache import weights_digest
+from qcompress.cache import encode, weights_digest
 from qcompress.errors import InputError
 from qcompress.formats import EmbeddingWriter
 
@@ -55,13 +55,16 @@ def compress(
     encoding: str = "float32",
     resume: bool = False,
     chunk_size: int = DEFAULT_CHUNK,
+    cache=None,
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
     """Encode (id, text) records with `model` and write them to the Parquet file `out`; return the rows encoded
     by this call (fewer than len(records) when resuming).
 
     Angle models write `angles` (float32, or 8-bit codes with encoding="uint8"); cosine models write float32
-    `vectors`. `on_batch(n)` is called as rows are done (first with the rows skipped by `resume`).
+    `vectors`. `on_batch(n)` is called as rows are done (first with the rows skipped by `resume`). `cache`, a
+    `qcompress.cache.PooledCache`, skips the encoder for texts it holds and keeps the new pooled outputs (so a
+    later `evaluate --cache` of the same encoder does not encode the corpus again).
     """
     if batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {batch_size}")
@@ -89,6 +92,6 @@ def compress(
                 on_batch(start)
         for first in range(start, len(records), chunk_size):
             chunk = records[first : first + chunk_size]
-            values = model.encode([text for _, text in chunk], batch_size=batch_size, on_batch=on_batch)
+            values = encode(model, [text for _, text in chunk], batch_size=batch_size, cache=cache, on_batch=on_batch)
             writer.write([doc_id for doc_id, _ in chunk], values)
     return len(records) - start

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "encode_angles",
+    "log_cos2_half",
     "log_fidelity",
     "fidelity",
     "pairwise_log_fidelity",
@@ -45,7 +46,7 @@ def encode_angles(u: Tensor) -> Tensor:
     return torch.tanh(u) * HALF_PI + HALF_PI
 
 
-def _log_cos2_half(delta: Tensor) -> Tensor:
+def log_cos2_half(delta: Tensor) -> Tensor:
     """log cos^2(delta/2), accurate at both ends and never -inf or NaN (also in its gradient).
 
     Near delta = 0 the factor is 1 - sin^2(delta/2): log1p keeps the tiny differences between near
@@ -86,7 +87,7 @@ def log_fidelity(a: Tensor, b: Tensor) -> Tensor:
         -0.6931
     """
     _check_pair(a, b)
-    return _log_cos2_half(a - b).sum(dim=-1)
+    return log_cos2_half(a - b).sum(dim=-1)
 
 
 def fidelity(a: Tensor, b: Tensor) -> Tensor:
@@ -114,7 +115,7 @@ def pairwise_log_fidelity(queries: Tensor, docs: Tensor, *, chunk_elements: int 
     step = max(1, chunk_elements // max(1, m * n))
     for start in range(0, docs.shape[0], step):
         block = docs[start : start + step]
-        out[:, start : start + block.shape[0]] = _log_cos2_half(queries[:, None, :] - block[None, :, :]).sum(-1)
+        out[:, start : start + block.shape[0]] = log_cos2_half(queries[:, None, :] - block[None, :, :]).sum(-1)
     return out
 
 

@@ -3,7 +3,7 @@
 Fidelity is not an inner product, so no vector index ranks by it directly, and evaluating log-fidelity for every
 (query, document) pair costs ~100x a matrix multiply in torch eager. `FidelityIndex` makes exact search cost
 about one matrix multiply by filtering with upper bounds that are inner products (SPEC §2), then settling the
-few survivors with the reference formula (`qcompress.quantum._log_cos2_half`, summed over qubits).
+few survivors with the reference formula (`qcompress.quantum.log_cos2_half`, summed over qubits).
 
 How a search works (m queries, N documents, n qubits, k results):
 
@@ -76,7 +76,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qcompress.errors import InputError
-from qcompress.quantum import _log_cos2_half, pairwise_log_fidelity
+from qcompress.quantum import log_cos2_half, pairwise_log_fidelity
 
 __all__ = [
     "FidelityIndex",
@@ -347,7 +347,7 @@ class FidelityIndex:
         step = max(1, self.work_elements // self.dim)
         for s in range(0, rows.numel(), step):
             r, d = rows[s : s + step], docs[s : s + step]
-            out[s : s + r.numel()] = _log_cos2_half(queries[r] - self._angles(d)).sum(-1)
+            out[s : s + r.numel()] = log_cos2_half(queries[r] - self._angles(d)).sum(-1)
         return out
 
     def _block_cos(self, queries, query_features, rows, docs, start, end) -> Tensor:

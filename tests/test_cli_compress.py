@@ -187,3 +187,19 @@ def test_compress_help():
     assert result.exit_code == 0
     for word in ("--uint8", "--resume", "--encoder", "--similarity", "stdout"):
         assert word in result.stdout
+
+
+def test_compress_cache_fills_and_reuses_pooled_outputs(quantum_model, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    cache = tmp_path / "cache"
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    for out in (first, second):
+        result = runner.invoke(app, ["compress", str(docs), "--model", quantum_model, "-o", str(out),
+                                     "--cache", str(cache)])
+        assert result.exit_code == 0, result.output
+    assert any(p.is_file() for p in cache.rglob("*"))  # the first run stored pooled outputs
+    a, b = read_embeddings(first), read_embeddings(second)
+    model = load_model(quantum_model)
+    expected = model.encode([t for _, t in read_texts(docs)])
+    for emb in (a, b):
+        np.testing.assert_allclose(np.asarray(emb.values), expected.numpy(), atol=1e-5)

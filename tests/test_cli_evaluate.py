@@ -120,19 +120,28 @@ def trec_dl_folder(root):
 
 def test_trec_dl_from_a_local_folder(models, tmp_path):
     folder = trec_dl_folder(tmp_path / "trec")
-    out, result = evaluate_json("--model", models["qbec"], "--trec", "2019", "--trec-dir", str(folder))
+    out, result = evaluate_json("--model", models["qbec"], "--trec", "2019", "--trec-dir", str(folder),
+                                "--protocol", "judged")
     assert out["dataset"] == "trec-dl-2019" and out["protocol"] == "judged" and out["queries"] == 43
     assert out["relevance_level"] == 2 and out["judged_without_text"] == 43
     assert "43 of 129 judgements name documents without text" in result.stderr
     # RR and recall count grade >= 2 only: p0 is the one such passage with text, pX cannot be retrieved.
     assert out["recall_100"] == pytest.approx(0.5)
 
-    out, result = evaluate_json("--model", models["qbec"], "--trec", "2019", "--protocol", "rerank",
-                                env={"QCOMPRESS_TREC_DIR": str(folder)})
+    # With a local folder the default protocol is rerank of its BM25 run.
+    out, result = evaluate_json("--model", models["qbec"], "--trec", "2019", env={"QCOMPRESS_TREC_DIR": str(folder)})
     assert out["protocol"] == "rerank" and out["first_stage"] == "trec-dl-2019 first stage (shipped)"
     assert out["recall_100"] == 0.0  # BM25 never found p0
     assert out["models"][0]["empty_queries"] == 1  # query 42 is missing from the run: scored 0, counted
     assert "1 of 43 judged queries had no candidates" in result.stderr
+
+    # pool: the whole passage pool, labelled apart from full-corpus ranking.
+    out, result = evaluate_json("--model", models["qbec"], "--trec", "2019", "--trec-dir", str(folder),
+                                "--protocol", "pool")
+    assert out["protocol"] == "pool" and out["queries"] == 43 and out["models"][0]["empty_queries"] == 0
+    assert out["recall_100"] == pytest.approx(0.5)  # p0 is always ranked; pX has no text
+    result = runner.invoke(app, ["evaluate", "--model", models["qbec"], "--dataset", "cranfield", "--protocol", "pool"])
+    assert result.exit_code == 1 and "local TREC DL folder" in result.stderr
 
 
 def test_evaluate_errors_are_one_line_and_leave_no_run(models, folder, tmp_path):
