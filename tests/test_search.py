@@ -140,7 +140,7 @@ def test_temporaries_stay_within_the_chunk(monkeypatch):
     corpus, queries = angles(3000, 40, 12), angles(5, 40, 13)
     expected = brute_force_topk(queries, corpus, 10)
     sizes = {"exact": [], "features": [], "cos": []}
-    real = (search._log_cos2_half, search._features, FidelityIndex._block_cos)
+    real = (search.log_cos2_half, search._features, FidelityIndex._block_cos)
 
     def exact(delta):
         sizes["exact"].append(delta.numel())
@@ -155,7 +155,7 @@ def test_temporaries_stay_within_the_chunk(monkeypatch):
         sizes["cos"].append(out.numel())
         return out
 
-    monkeypatch.setattr(search, "_log_cos2_half", exact)
+    monkeypatch.setattr(search, "log_cos2_half", exact)
     monkeypatch.setattr(search, "_features", features)
     monkeypatch.setattr(FidelityIndex, "_block_cos", block_cos)
     chunk = 2000
