@@ -185,8 +185,13 @@ def train_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code shipped with the encoder."),
     dataset: Optional[str] = typer.Option(
         None, "--dataset",
-        help="'cranfield' (bundled; the default), a BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or "
-        "an ir_datasets id.",
+        help="'cranfield' (bundled; the default), a BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv), "
+        "'trec-dl-21' (with --trec-dir) or an ir_datasets id.",
+    ),
+    trec_dir: Optional[str] = typer.Option(
+        None, "--trec-dir", envvar="QCOMPRESS_TREC_DIR",
+        help="Local TREC DL folder for --dataset trec-dl-21: (query, grade >= 2 passage, judged-0 passages as hard "
+        "negatives) from the DL21 judgements (see qcompress.trecdl).",
     ),
     split: str = typer.Option("train", "--split", help="Qrels split to train on."),
     eval_split: Optional[str] = typer.Option(
@@ -268,7 +273,7 @@ def train_command(
     config = dict(
         output=output, encoder=encoder, variant=variant, head=head, dim=dim, similarity=similarity,
         train_layers=train_layers, normalize=normalize, max_length=max_length, trust_remote_code=trust_remote_code,
-        dataset=dataset, split=split, eval_split=eval_split, negatives=negatives, train_fraction=train_fraction,
+        dataset=dataset, trec_dir=trec_dir, split=split, eval_split=eval_split, negatives=negatives, train_fraction=train_fraction,
         in_batch_negatives=in_batch_negatives, logit_scale=logit_scale, optimizer=optimizer, lr=lr, head_lr=head_lr,
         weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, max_steps=max_steps, seed=seed,
         save_every=save_every, cache_dir=cache_dir, overwrite=overwrite, resume=resume,

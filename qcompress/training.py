@@ -116,6 +116,7 @@ class TrainConfig:
     max_length: int = 256
     trust_remote_code: bool = False
     dataset: str | None = None  # None = bundled cranfield
+    trec_dir: str | None = None  # local TREC DL folder for dataset trec-dl-21 (default $QCOMPRESS_TREC_DIR)
     split: str = "train"
     eval_split: str | None = None
     negatives: int = 5
@@ -654,9 +655,9 @@ def train(
     output, ckpt_root = Path(cfg.output), checkpoint_dir(cfg.output)
     cache_dir = cache_root(cfg.cache_dir)
     if collection is None:
-        collection = load_collection(cfg.dataset, cfg.split)
+        collection = load_collection(cfg.dataset, cfg.split, trec_dir=cfg.trec_dir)
     if eval_collection is None and cfg.eval_split is not None:
-        eval_collection = load_collection(cfg.dataset, cfg.eval_split)
+        eval_collection = load_collection(cfg.dataset, cfg.eval_split, trec_dir=cfg.trec_dir)
 
     _, in_dim = count_encoder_parameters(cfg.encoder, trust_remote_code=cfg.trust_remote_code)
     cfg = _resolve(cfg, in_dim)

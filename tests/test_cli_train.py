@@ -131,3 +131,30 @@ def test_existing_output_is_refused_without_overwrite(tiny_encoder, beir, cache,
     assert result.exit_code == 0, result.output
     assert not (out / "keep.txt").exists() and (out / "qcompress.json").is_file()
 
+
+
+def test_train_on_dl21_from_a_local_trec_folder(tiny_encoder, cache, tmp_path):
+    """--dataset trec-dl-21 --trec-dir: grade >= 2 positives, judged-0 passages as the hard negatives."""
+    folder = tmp_path / "trec"
+    folder.mkdir()
+    (folder / "queries.dl21.tsv").write_text("q1\twing lift\nq2\tboundary layer heat\nq3\tno judgements\n")
+    (folder / "collection.dl21.tsv").write_text(
+        "p1\tlift on a wing\np2\theat transfer in a boundary layer\np3\tshock waves\np4\tsupersonic flow\n"
+        "p5\tpressure\np6\tturbulence\n")
+    (folder / "qrels.dl21-passage.txt").write_text(
+        "q1 0 p1 3\nq1 0 p3 0\nq1 0 p4 0\nq1 0 p9 2\n"   # p9 has no text: left out
+        "q2 0 p2 2\nq2 0 p5 0\nq2 0 p6 0\nq2 0 p1 1\n")
+    out = tmp_path / "m"
+    result = runner.invoke(app, ["train", "--encoder", tiny_encoder, "--dataset", "trec-dl-21", "--trec-dir",
+                                 str(folder), "--cache-dir", str(cache), "-o", str(out), "--head", "quantum",
+                                 "--dim", "8", "--max-length", "32", "--negatives", "2", "--batch-size", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 1  # two (query, positive) examples, batch 2
+    config = json.loads((out / "qcompress.json").read_text())
+    assert config["training"]["dataset"] == "trec-dl-21" and config["training"]["trec_dir"] == str(folder)
+    load_model(out)
+
+    result = runner.invoke(app, ["train", "--encoder", tiny_encoder, "--dataset", "trec-dl-21", "-o",
+                                 str(tmp_path / "n")], env={"QCOMPRESS_TREC_DIR": ""})
+    assert result.exit_code == 1 and "--trec-dir" in result.stderr and not (tmp_path / "n").exists()
