@@ -3,7 +3,7 @@
 Pipeline:
     driver      reads and validates the whole input (JSONL/TSV with the local path's rules and error messages, or
                 Parquet with `id`/`_id`, `text`, optional `title`), numbers the rows, and hands Ray Data blocks of
-                `chunk` rows (`ray.data.from_arrow`)
+                `chunk` rows (`ray.data.from_items`, one item per chunk)
     actors      `map_batches` with a callable class: each actor loads the model once (on a GPU when the cluster
                 has GPUs: one GPU per actor), encodes one block per call and writes it as one Parquet file
                 `part-<first row, 12 digits>.parquet` (qcompress.formats.EmbeddingWriter: same schema and
@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import time
 import warnings
@@ -189,20 +190,23 @@ class _EncodeActor:
         os._exit(1)  # like a SIGKILL: no exception, no cleanup, the process is gone
 
     def __call__(self, batch: dict) -> dict:
+        """`batch`: chunks of rows (`first` row number, `ids`, `texts`); one Parquet file per chunk."""
         from qcompress.formats import EmbeddingWriter
 
         self._maybe_die()
-        rows = np.asarray(batch["row"], dtype=np.int64)
-        first, n = int(rows[0]), len(rows)
-        if not np.array_equal(rows, np.arange(first, first + n)):
-            raise RuntimeError(f"block starting at row {first} is not contiguous")
-        ids = [str(x) for x in batch["id"]]
-        values = self.model.encode([str(t) for t in batch["text"]], batch_size=self.batch_size)
-        name = _part_name(first)
-        with EmbeddingWriter(self.out_dir / name, dim=self.model.dim, metadata=self.metadata, encoding=self.encoding,
-                             column=self.model.output_kind, row_group_size=max(1, n)) as writer:
-            writer.write(ids, values)
-        return {"first": np.array([first]), "rows": np.array([n]), "file": np.array([name])}
+        done: dict[str, list] = {"first": [], "rows": [], "file": []}
+        for first, ids, texts in zip(batch["first"], batch["ids"], batch["texts"]):
+            ids, texts = [str(x) for x in ids], [str(t) for t in texts]
+            values = self.model.encode(texts, batch_size=self.batch_size)
+            name = _part_name(int(first))
+            with EmbeddingWriter(self.out_dir / name, dim=self.model.dim, metadata=self.metadata,
+                                 encoding=self.encoding, column=self.model.output_kind,
+                                 row_group_size=max(1, len(ids))) as writer:
+                writer.write(ids, values)
+            done["first"].append(int(first))
+            done["rows"].append(len(ids))
+            done["file"].append(name)
+        return {k: np.array(v) for k, v in done.items()}
 
 
 # -- the driver ----------------------------------------------------------------------------------------------------
@@ -228,11 +232,23 @@ def _quiet_ray_data(ray) -> None:
 
 
 def _first_line(err: BaseException) -> str:
-    for line in str(err).splitlines():
-        line = line.strip()
-        if line and not line.startswith(("Traceback", "File ", "^")):
-            return line
-    return type(err).__name__
+    """The root cause of a (Ray-wrapped) exception, as `Type: first line of its message`."""
+    original, seen = err, set()
+    while id(err) not in seen:
+        seen.add(id(err))
+        inner = getattr(err, "cause", None) or err.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        err = inner
+    if type(err).__module__.startswith("ray"):
+        # Ray keeps the worker's exception as text: the first non-Ray `SomeError: message` line of the traceback.
+        for line in str(original).splitlines():
+            match = re.match(r"\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.+)", line)
+            if match and not match.group(1).startswith("ray.") and match.group(1) != "UserCodeException":
+                return f"{match.group(1)}: {match.group(2).strip()}"
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    name = type(err).__name__.split("(")[0]
+    return f"{name}: {text}" if text else name
 
 
 def compress_ray(
@@ -259,8 +275,6 @@ def compress_ray(
     from qcompress.compress import embedding_metadata
 
     ray = require_ray()
-    import pyarrow as pa
-
     output = Path(output)
     if str(output) == "-":
         raise ValueError("-o -: --engine ray writes a folder of Parquet files; give a folder path such as -o out/")
@@ -307,17 +321,17 @@ def compress_ray(
                                      column=model.output_kind):
                     pass
             else:
-                blocks = [
-                    pa.table({"row": pa.array(range(s, min(n, s + chunk)), pa.int64()),
-                              "id": pa.array(ids[s : s + chunk], pa.string()),
-                              "text": pa.array([t for _, t in records[s : s + chunk]], pa.large_string())})
-                    for s in range(0, n, chunk)
-                ]
+                # One dataset row per chunk of documents, one block per row: each actor call gets whole chunks, so
+                # a file holds consecutive input rows. (from_items builds the blocks here; from_arrow would start
+                # a remote task per block just to read its metadata.)
+                texts = [t for _, t in records]
+                chunks = [{"first": s, "ids": ids[s : s + chunk], "texts": texts[s : s + chunk]}
+                          for s in range(0, n, chunk)]
                 with warnings.catch_warnings():  # max_restarts has no named parameter yet (Ray 2.60)
                     warnings.simplefilter("ignore")
-                    ds = ray.data.from_arrow(blocks).map_batches(
+                    ds = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
                         _EncodeActor,
-                        batch_size=chunk,
+                        batch_size=1,
                         batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=workers),
                         num_cpus=cpus_per_worker,

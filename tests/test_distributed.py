@@ -100,6 +100,20 @@ def test_a_killed_actor_is_restarted_and_no_row_is_lost(ray_cluster, tiny_encode
     assert np.abs(codes - np.rint(expected.numpy() / math.pi * 255)).max() <= 1
 
 
+def test_a_failing_model_fails_the_job_in_one_line(ray_cluster, tiny_encoder, tmp_path):
+    """The tiny BERT has 128 positions: --max-length 256 makes every worker call raise. Not retried (it would
+    raise again), reported with its cause, and no output."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": "wing " * 200}) + "\n" for i in range(4)))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compress", str(corpus), "--encoder", tiny_encoder, "--head", "none",
+                                 "--max-length", "256", "-o", str(out), "--engine", "ray", "--num-workers", "1"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("qcompress: error:")]
+    assert len(errors) == 1 and "the Ray job failed after 0 of 4 rows (RuntimeError: The size of tensor" in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
+
+
 def test_rows_in_must_equal_rows_out(tmp_path):
     from qcompress.ray_engine import _part_name, _verify
     from qcompress.formats import EmbeddingWriter
