@@ -58,7 +58,6 @@ from typing import Any, Sequence
 __all__ = ["load_recipe", "profile_config", "expand_runs", "run_recipe", "aggregate", "main", "RunSpec"]
 
 DEFAULT_OUT = "runs/recipes"
-TRAIN_KEYS = None  # filled lazily from TrainConfig
 METRIC = "ndcg_cut_10"
 
 
@@ -441,6 +440,17 @@ def run_one(spec: RunSpec, recipe: dict, profile: str, cfg: dict, out: Path, cac
     return path
 
 
+def _current(path: Path, spec: RunSpec, cfg: dict) -> dict | None:
+    """The result JSON at `path` when it exists and was computed with the profile's present settings."""
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return result if result.get("config_key") in (None, config_key(spec, cfg)) else None
+
+
 def run_recipe(recipe: dict, profile: str, cfg: dict, out_root: Path, *, only: Sequence[str] = (),
                keep_models: bool = False, log=print) -> list[Path]:
     """Run every spec of the profile whose JSON is missing; return the JSON paths of all specs."""
@@ -450,8 +460,12 @@ def run_recipe(recipe: dict, profile: str, cfg: dict, out_root: Path, *, only: S
     paths = []
     for i, spec in enumerate(specs, 1):
         path = out / "results" / f"{spec.id}.json"
-        reused = None if path.is_file() else _reusable(spec, cfg, out_root, profile)
-        if path.is_file():
+        current = _current(path, spec, cfg)
+        if path.is_file() and not current:
+            log(f"[{recipe['name']}/{profile}] {i}/{len(specs)} {spec.id}: its settings changed since it ran: "
+                "running it again")
+        reused = None if current else _reusable(spec, cfg, out_root, profile)
+        if current:
             log(f"[{recipe['name']}/{profile}] {i}/{len(specs)} {spec.id}: done before, skipped")
         elif reused is not None:
             from qcompress.atomic import atomic_file
@@ -640,9 +654,9 @@ def aggregate(recipe: dict, profile: str, cfg: dict, out_root: Path, *, command:
     specs = expand_runs(cfg)
     results = []
     for spec in specs:
-        path = out / "results" / f"{spec.id}.json"
-        if path.is_file():
-            results.append(json.loads(path.read_text()))
+        result = _current(out / "results" / f"{spec.id}.json", spec, cfg)  # stale results are left out
+        if result is not None:
+            results.append(result)
     if not results:
         return None
     rows = collect_rows(results)
@@ -672,6 +686,17 @@ def aggregate(recipe: dict, profile: str, cfg: dict, out_root: Path, *, command:
     return out / "results.md"
 
 
+def export(recipe: dict, profile: str, cfg: dict, out_root: Path, folder: Path) -> Path:
+    """Every finished run of the profile as one compact JSON line each, in run order."""
+    out = out_root / recipe["name"] / profile / "results"
+    lines = [json.dumps(json.loads((out / f"{s.id}.json").read_text()), separators=(",", ":"))
+             for s in expand_runs(cfg) if (out / f"{s.id}.json").is_file()]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{recipe['name']}-{profile}.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
 # -- command line ---------------------------------------------------------------------------------------------------
 
 
@@ -688,9 +713,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done")
     parser.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and plots")
     parser.add_argument("--keep-models", action="store_true", help="keep trained model folders")
+    parser.add_argument("--export", metavar="DIR", help="also write every finished run's JSON, one per line, to "
+                        "DIR/<recipe>-<profile>.jsonl (small enough to commit beside the tables built from it)")
     args = parser.parse_args(argv)
     out_root = Path(args.out)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if args.profile == "offline" else None
+    if args.profile == "offline":  # the offline profiles never reach for the network
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     for path in args.recipes:
         recipe = load_recipe(path)
         cfg = profile_config(recipe, args.profile, args.overrides)
@@ -699,13 +727,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             out = out_root / recipe["name"] / args.profile
             for spec in expand_runs(cfg):
-                done = (out / "results" / f"{spec.id}.json").is_file()
+                done = _current(out / "results" / f"{spec.id}.json", spec, cfg) is not None
                 print(f"{recipe['name']}/{args.profile}\t{'done' if done else 'todo'}\t{spec.id}")
             continue
         if not args.aggregate_only:
             run_recipe(recipe, args.profile, cfg, out_root, only=args.only, keep_models=args.keep_models,
                        log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
         written = aggregate(recipe, args.profile, cfg, out_root, command=command)
+        if args.export:
+            export(recipe, args.profile, cfg, out_root, Path(args.export))
         print(f"{recipe['name']}/{args.profile}: {written or 'no results yet'}", flush=True)
     return 0
 

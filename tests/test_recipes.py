@@ -239,6 +239,15 @@ def test_interrupted_run_leaves_no_result_and_continues(tiny_bert4, tiny_beir, t
     assert sum("skipped" in line for line in logs) == 2
     assert len(list((tmp_path / "out/r/offline/results").glob("*.json"))) == 8
 
+    # A changed setting makes the old results stale: they are run again, never mixed into the table.
+    changed = recipes.profile_config(recipe, "offline", ["train.epochs=1"])
+    logs.clear()
+    recipes.run_recipe(recipe, "offline", changed, tmp_path / "out", only=["dim=8-variant=BFEC-seed=1"],
+                       log=logs.append)
+    assert "settings changed" in logs[0] and len(logs) == 3
+    text = recipes.aggregate(recipe, "offline", cfg, tmp_path / "out").read_text()
+    assert "Runs finished: 7 of 8" in text
+
 
 # -- peers ------------------------------------------------------------------------------------------------------------
 
