@@ -595,9 +595,36 @@ def table(rows: list[dict], cfg: dict) -> str:
     return "\n".join(lines)
 
 
+def pairs_table(rows: list[dict], cfg: dict) -> str:
+    """The profile's `pairs` ([first label, second label] templates) as a markdown table of paired tests."""
+    from qcompress.evaluation import paired_randomization_test, paired_t_test
+
+    evals = [item["name"] for item in _eval_sets(cfg)]
+    by_label = {r["label"]: r for r in rows}
+    head = ["comparison"] + [f"{name} {col}" for name in evals for col in ("Δ NDCG@10", "p (rand.)", "p (t)")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["--:"] * (len(head) - 1)) + "|"]
+    for first, second in cfg["pairs"]:
+        a, b = by_label.get(first), by_label.get(second)
+        if a is None or b is None:
+            continue
+        cells = [f"{first} vs {second}"]
+        for name in evals:
+            if name not in a["evals"] or name not in b["evals"]:
+                cells += ["", "", ""]
+                continue
+            ea, eb = a["evals"][name], b["evals"][name]
+            qids = sorted(set(ea["per_query_mean"]) & set(eb["per_query_mean"]))
+            x, y = [ea["per_query_mean"][q] for q in qids], [eb["per_query_mean"][q] for q in qids]
+            cells += [f"{ea['mean'] - eb['mean']:+.4f}", _fmt_p(paired_randomization_test(x, y)),
+                      _fmt_p(paired_t_test(x, y)[1])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], cfg: dict, spec: dict, path: Path) -> Path:
     """NDCG@10 (mean, error bar: std over seeds) against a row field, one line per series, one panel per
     evaluation set."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -625,8 +652,9 @@ def plot(rows: list[dict], cfg: dict, spec: dict, path: Path) -> Path:
             points.sort()
             xs, ys, es = zip(*points)
             style = "-" if len(points) > 1 else ""
+            color = matplotlib.colormaps["tab20" if len(series) > 10 else "tab10"](j % 20 if len(series) > 10 else j)
             ax.errorbar(xs, ys, yerr=es, marker=markers[j % len(markers)], linestyle=style or "none", capsize=3,
-                        label=key, alpha=0.9)
+                        label=key, alpha=0.9, color=color)
         for ref in spec.get("hlines", []):
             for row in rows:
                 if row["label"] == ref and name in row["evals"]:
@@ -675,6 +703,9 @@ def aggregate(recipe: dict, profile: str, cfg: dict, out_root: Path, *, command:
               f"Δ and paired p-values (randomization test, 10,000 sign flips; t-test) against the reference row, "
               f"per query, each query's NDCG@10 averaged over seeds.", "",
               table(rows, cfg), ""]
+    if cfg.get("pairs"):
+        lines += ["Paired comparisons (Δ = first − second; per-query NDCG@10 averaged over seeds; randomization test "
+                  "and t-test):", "", pairs_table(rows, cfg), ""]
     text = "\n".join(lines)
     (out / "results.md").write_text(text + "\n")
     (out / "summary.json").write_text(json.dumps(

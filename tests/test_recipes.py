@@ -127,6 +127,7 @@ encoder = "{encoder}"
 max_length = 32
 seeds = [1, 2]
 reference = "{reference}"
+pairs = [["QBFEC d=8", "BFEC d=8"], ["no such row", "BFEC d=8"]]
 rescore_k = 5
 train = {{ dataset = "{folder}", split = "train", negatives = 2, batch_size = 4, epochs = 2, head_lr = 1e-3 }}
 evaluate = [{{ name = "tiny test", dataset = "{folder}", split = "test", protocol = "full", top_k = 100 }}]
@@ -191,6 +192,7 @@ def test_offline_runner_resumes_reuses_and_aggregates(tiny_bert4, tiny_beir, tmp
     for label in ("enc cosine", "pca d=8", "truncate d=16", "binary+rescore", "QBFEC d=8 uint8", "BFEC d=16 int8"):
         assert f"| {label} " in text
     assert "BFEC d=16 (ref)" in text and " ± " in text and "Runs finished: 18 of 18" in text
+    assert "| QBFEC d=8 vs BFEC d=8 |" in text and "no such row" not in text
     assert (out / "tinypeers" / "offline" / "bytes.png").read_bytes()[:4] == b"\x89PNG"
     summary = {r["label"]: r for r in json.loads((out / "tinypeers/offline/summary.json").read_text())}
     assert summary["binary"]["bytes_per_vector"] == 6 and summary["int8"]["bytes_per_vector"] == 48
