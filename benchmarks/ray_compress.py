@@ -29,6 +29,7 @@ from pathlib import Path
 
 def compress_benchmark(args) -> None:
     import ray
+    import torch
 
     from qcompress.compress import compress
     from qcompress.data import bundled_path
@@ -49,7 +50,16 @@ def compress_benchmark(args) -> None:
         start = time.perf_counter()
         compress(records, tmp / "local.parquet", model, batch_size=args.batch_size)
         local = time.perf_counter() - start
-        rows.append(("local (1 process)", local, len(records) / local))
+        rows.append((f"local (1 process x {torch.get_num_threads()} threads)", local, len(records) / local))
+        # Control: the same with 1 torch thread. On a machine shared with other jobs, intra-op threads wait for
+        # each other's time slices; single-threaded processes (like 2 Ray actors x 1 thread) suffer less.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        start = time.perf_counter()
+        compress(records, tmp / "local1.parquet", model, batch_size=args.batch_size)
+        local1 = time.perf_counter() - start
+        torch.set_num_threads(threads)
+        rows.append(("local (1 process x 1 thread)", local1, len(records) / local1))
 
         start = time.perf_counter()
         ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR")
@@ -90,8 +100,8 @@ def train_benchmark(args) -> None:
             base = ["train", "--variant", variant, "--dataset", "cranfield", "--cache-dir", str(cache),
                     "--max-steps", str(args.train_steps), "--batch-size", "16", "--json", "--device", "cpu"]
             # Warm the caches (mined negatives, pooled outputs) so that both runs time training alone.
-            subprocess.run([sys.executable, "-m", "qcompress", *base, "-o", str(Path(tmp) / "warm"), "--max-steps",
-                            "1"], check=True, capture_output=True)
+            subprocess.run([sys.executable, "-m", "qcompress", *base, "-o", str(Path(tmp) / f"warm-{variant}"),
+                            "--max-steps", "1"], check=True, capture_output=True)
             for nproc in (1, 2):
                 out = Path(tmp) / f"{variant}-{nproc}"
                 if nproc == 1:

@@ -329,7 +329,7 @@ def compress_ray(
                           for s in range(0, n, chunk)]
                 with warnings.catch_warnings():  # max_restarts has no named parameter yet (Ray 2.60)
                     warnings.simplefilter("ignore")
-                    ds = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
+                    ds = _from_items(ray, chunks).map_batches(
                         _EncodeActor,
                         batch_size=1,
                         batch_format="numpy",
@@ -337,7 +337,7 @@ def compress_ray(
                         num_cpus=cpus_per_worker,
                         num_gpus=gpus_per_worker,
                         fn_constructor_kwargs=dict(
-                            spec=spec, out_dir=str(tmp), metadata=metadata, encoding=encoding, batch_size=batch_size,
+                            spec=_absolute(spec), out_dir=str(tmp.absolute()), metadata=metadata, encoding=encoding, batch_size=batch_size,
                             threads=None if gpus_per_worker else cpus_per_worker, kill=os.environ.get(KILL_ENV) or None,
                         ),
                         max_restarts=MAX_RESTARTS,
@@ -363,6 +363,25 @@ def compress_ray(
         if started:
             ray.shutdown()
     return RayCompressResult(rows=n, files=files, workers=workers, gpus_per_worker=gpus_per_worker, seconds=seconds)
+
+
+def _from_items(ray, items: list):
+    """One block per item (`override_num_blocks` since Ray 2.10, `parallelism` before)."""
+    try:
+        return ray.data.from_items(items, override_num_blocks=len(items))
+    except TypeError:
+        return ray.data.from_items(items, parallelism=len(items))
+
+
+def _absolute(spec: ModelSpec) -> ModelSpec:
+    """Workers do not share the driver's working directory: local model paths become absolute."""
+    import dataclasses
+
+    return dataclasses.replace(
+        spec,
+        model_dir=os.path.abspath(spec.model_dir) if spec.model_dir else None,
+        encoder=os.path.abspath(spec.encoder) if spec.encoder and os.path.isdir(spec.encoder) else spec.encoder,
+    )
 
 
 def _verify(folder: Path, ids: list[str], output: Path) -> int:
