@@ -655,14 +655,15 @@ def plot(rows: list[dict], cfg: dict, spec: dict, path: Path) -> Path:
             color = matplotlib.colormaps["tab20" if len(series) > 10 else "tab10"](j % 20 if len(series) > 10 else j)
             ax.errorbar(xs, ys, yerr=es, marker=markers[j % len(markers)], linestyle=style or "none", capsize=3,
                         label=key, alpha=0.9, color=color)
-        for ref in spec.get("hlines", []):
-            for row in rows:
-                if row["label"] == ref and name in row["evals"]:
-                    ax.axhline(row["evals"][name]["mean"], color="grey", ls=":", lw=1)
-                    ax.text(ax.get_xlim()[0], row["evals"][name]["mean"], f" {ref}", fontsize=7, va="bottom",
-                            color="grey")
         if spec.get("xlog", False):
             ax.set_xscale("log")
+        for ref in spec.get("hlines", []):  # reference rows without an x value (an untrained encoder, say)
+            for row in rows:
+                if row["label"] == ref and name in row["evals"]:
+                    y = row["evals"][name]["mean"]
+                    ax.axhline(y, color="grey", ls=":", lw=1)
+                    ax.text(0.01, y, f" {ref}", fontsize=7, va="bottom", color="grey",
+                            transform=ax.get_yaxis_transform())
         ax.set_xlabel(spec.get("xlabel", x_key))
         protocol = next((it["protocol"] for it in _eval_sets(cfg) if it["name"] == name), "")
         ax.set_ylabel(f"NDCG@10 ({name}, {protocol})")
