@@ -51,7 +51,6 @@ import string
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -64,8 +63,20 @@ METRIC = "ndcg_cut_10"
 # -- recipe files ----------------------------------------------------------------------------------------------
 
 
+def _toml():
+    try:
+        import tomllib  # Python 3.11+
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ImportError("reading recipes needs Python 3.11+ (tomllib) or `pip install tomli`") from None
+    return tomllib
+
+
 def load_recipe(path: str | os.PathLike) -> dict:
     """Read a recipe file (TOML) and check its top-level layout."""
+    tomllib = _toml()
     path = Path(path)
     with path.open("rb") as f:
         recipe = tomllib.load(f)
@@ -77,6 +88,7 @@ def load_recipe(path: str | os.PathLike) -> dict:
 
 
 def _parse_value(text: str) -> Any:
+    tomllib = _toml()
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -286,7 +298,8 @@ def _run_train(spec: RunSpec, cfg: dict, out: Path, cache_dir: Path, keep_models
     model_dir = out / "models" / spec.id
     args.update(output=str(model_dir), encoder=cfg.get("encoder"), max_length=int(cfg["max_length"]),
                 seed=int(spec.seed), cache_dir=str(cache_dir))
-    resume = (checkpoint_dir(model_dir) / "").is_dir() and any(checkpoint_dir(model_dir).glob("step-*/state.json"))
+    # An interrupted training left a checkpoint beside its output folder: continue it (same settings, same weights).
+    resume = any(checkpoint_dir(model_dir).glob("step-*/state.json"))
     args.update(resume=resume, overwrite=not resume)
     unknown = sorted(set(cfg["train"]) - known)
     if unknown:
