@@ -731,6 +731,22 @@ def aggregate(recipe: dict, profile: str, cfg: dict, out_root: Path, *, command:
     return out / "results.md"
 
 
+def update_doc(doc: Path, key: str, results_md: Path) -> bool:
+    """Put the tables of `results_md` (from its "Runs finished" line on) between `<!-- table: KEY -->` and
+    `<!-- /table -->` in `doc`; returns False when the doc has no such markers."""
+    import re
+
+    lines = results_md.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Runs finished")), 0)
+    body = "\n".join(lines[start:]).strip()
+    text = doc.read_text()
+    pattern = re.compile(rf"(<!-- table: {re.escape(key)} -->\n).*?(\n<!-- /table -->)", re.S)
+    if not pattern.search(text):
+        return False
+    doc.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(2), text))
+    return True
+
+
 def export(recipe: dict, profile: str, cfg: dict, out_root: Path, folder: Path) -> Path:
     """Every finished run of the profile as one compact JSON line each, in run order."""
     out = out_root / recipe["name"] / profile / "results"
@@ -758,6 +774,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done")
     parser.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and plots")
     parser.add_argument("--keep-models", action="store_true", help="keep trained model folders")
+    parser.add_argument("--update-doc", metavar="FILE", help="replace the table between the markers "
+                        "<!-- table: RECIPE/PROFILE --> and <!-- /table --> in FILE (e.g. docs/results.md) with the "
+                        "freshly aggregated one")
     parser.add_argument("--export", metavar="DIR", help="also write every finished run's JSON, one per line, to "
                         "DIR/<recipe>-<profile>.jsonl (small enough to commit beside the tables built from it)")
     args = parser.parse_args(argv)
@@ -781,6 +800,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = aggregate(recipe, args.profile, cfg, out_root, command=command)
         if args.export:
             export(recipe, args.profile, cfg, out_root, Path(args.export))
+        if args.update_doc and written is not None:
+            update_doc(Path(args.update_doc), f"{recipe['name']}/{args.profile}", written)
         print(f"{recipe['name']}/{args.profile}: {written or 'no results yet'}", flush=True)
     return 0
 

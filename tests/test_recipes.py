@@ -199,6 +199,14 @@ def test_offline_runner_resumes_reuses_and_aggregates(tiny_bert4, tiny_beir, tmp
     assert summary["QBFEC d=8 uint8"]["bytes_per_vector"] == 8 and summary["QBFEC d=8"]["bytes_per_vector"] == 32
     assert summary["pca d=8"]["fitted_parameters"] == 8 * 48 + 48
 
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- table: tinypeers/offline -->\nold\n<!-- /table -->\nend\n")
+    assert recipes.update_doc(doc, "tinypeers/offline", report)
+    updated = doc.read_text()
+    assert "old" not in updated and updated.startswith("intro\n") and updated.endswith("<!-- /table -->\nend\n")
+    assert "Runs finished: 18 of 18" in updated and "| enc cosine " in updated
+    assert not recipes.update_doc(doc, "other/offline", report)
+
     # Resume: a second invocation runs nothing.
     before = {p.name: p.read_text() for p in (out / "tinypeers/offline/results").glob("*.json")}
     logs.clear()
