@@ -34,6 +34,7 @@ __all__ = [
     "evaluate_run",
     "cut_run",
     "candidates",
+    "doc_texts",
     "rank",
     "evaluate",
     "Evaluation",
@@ -236,7 +237,7 @@ def check_protocol(protocol: str, first_stage: object = None) -> None:
         raise ValueError(f"--first-stage is only used by --protocol rerank, not {protocol}")
 
 
-def _doc_texts(corpus: Mapping[str, str], doc_ids: Sequence[str], name: str, *, judged: bool) -> dict[str, str]:
+def doc_texts(corpus: Mapping[str, str], doc_ids: Sequence[str], name: str, *, judged: bool) -> dict[str, str]:
     """{doc id: text} of the candidates. Judged documents without text are left out (a pool of passages, such
     as qcompress.trecdl's, need not hold every judged one); a first-stage document without text is an error."""
     # ir_datasets corpora look many documents up in one docstore call; plain dicts one by one.
@@ -293,7 +294,7 @@ def rank(
         doc_ids, texts = [d for d, _ in items], [t for _, t in items]
     else:
         union = list(dict.fromkeys(d for q in qids for d in pools[q]))  # first-seen order
-        found = _doc_texts(collection.corpus, union, collection.name, judged=protocol == "judged")
+        found = doc_texts(collection.corpus, union, collection.name, judged=protocol == "judged")
         pools = {q: [d for d in pools[q] if d in found] for q in qids}
         doc_ids = [d for d in union if d in found]
         texts = [found[d] for d in doc_ids]

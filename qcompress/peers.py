@@ -219,7 +219,7 @@ class Texts:
 
 def collection_texts(collection, protocol: str, *, top_k: int = 1000) -> Texts:
     """Queries, documents and candidate pools of `collection` under `protocol` (as qcompress.evaluation.rank)."""
-    from qcompress.evaluation import _doc_texts, candidates
+    from qcompress.evaluation import doc_texts, candidates
 
     qids = list(collection.queries)
     first_stage = getattr(collection, "first_stage", None) if protocol == "rerank" else None
@@ -229,7 +229,7 @@ def collection_texts(collection, protocol: str, *, top_k: int = 1000) -> Texts:
         doc_ids, texts = [d for d, _ in items], [t for _, t in items]
     else:
         union = list(dict.fromkeys(d for q in qids for d in pools[q]))
-        found = _doc_texts(collection.corpus, union, collection.name, judged=protocol == "judged")
+        found = doc_texts(collection.corpus, union, collection.name, judged=protocol == "judged")
         pools = {q: [d for d in pools[q] if d in found] for q in qids}
         doc_ids = [d for d in union if d in found]
         texts = [found[d] for d in doc_ids]
