@@ -34,7 +34,9 @@ __all__ = [
     "evaluate_run",
     "cut_run",
     "candidates",
+    "collection_texts",
     "doc_texts",
+    "Texts",
     "rank",
     "evaluate",
     "Evaluation",
@@ -256,6 +258,42 @@ def _noop(description: str, total: int) -> Callable[[int], None]:
     return lambda n: None
 
 
+@dataclass
+class Texts:
+    """The texts one protocol needs: judged queries, the documents to encode, and each query's candidates."""
+
+    qids: list[str]
+    query_texts: list[str]
+    doc_ids: list[str]
+    doc_texts: list[str]
+    pools: dict[str, list[str]] | None  # None: rank the whole corpus
+
+
+def collection_texts(
+    collection,
+    protocol: str,
+    *,
+    first_stage: Mapping[str, Mapping[str, float]] | None = None,
+    top_k: int = 1000,
+) -> Texts:
+    """Queries, documents and candidate pools of `collection` under `protocol` (see `rank`): the whole corpus for
+    full/pool, else the union of the candidates that have text, in first-seen order."""
+    qids = list(collection.queries)
+    if protocol == "rerank" and first_stage is None:
+        first_stage = getattr(collection, "first_stage", None)
+    pools = candidates(collection.qrels, protocol, first_stage, top_k)
+    if pools is None:
+        items = list(collection.corpus.items())  # one pass, also over a corpus streamed from ir_datasets
+        doc_ids, texts = [d for d, _ in items], [t for _, t in items]
+    else:
+        union = list(dict.fromkeys(d for q in qids for d in pools[q]))  # first-seen order
+        found = doc_texts(collection.corpus, union, collection.name, judged=protocol == "judged")
+        pools = {q: [d for d in pools[q] if d in found] for q in qids}
+        doc_ids = [d for d in union if d in found]
+        texts = [found[d] for d in doc_ids]
+    return Texts(qids, [collection.queries[q] for q in qids], doc_ids, texts, pools)
+
+
 def rank(
     model,
     collection,
@@ -285,25 +323,12 @@ def rank(
     if top_k <= 0:
         raise ValueError(f"--top-k must be positive, got {top_k}")
     progress = progress or _noop
-    qids = list(collection.queries)
-    if protocol == "rerank" and first_stage is None:
-        first_stage = getattr(collection, "first_stage", None)
-    pools = candidates(collection.qrels, protocol, first_stage, top_k)
-    if pools is None:
-        items = list(collection.corpus.items())  # one pass, also over a corpus streamed from ir_datasets
-        doc_ids, texts = [d for d, _ in items], [t for _, t in items]
-    else:
-        union = list(dict.fromkeys(d for q in qids for d in pools[q]))  # first-seen order
-        found = doc_texts(collection.corpus, union, collection.name, judged=protocol == "judged")
-        pools = {q: [d for d in pools[q] if d in found] for q in qids}
-        doc_ids = [d for d in union if d in found]
-        texts = [found[d] for d in doc_ids]
-
-    query_texts = [collection.queries[q] for q in qids]
-    queries = encode(model, query_texts, batch_size=batch_size, cache=cache,
-                     on_batch=progress("encoding queries", len(query_texts)))
-    docs = encode(model, texts, batch_size=batch_size, cache=cache,
-                  on_batch=progress("encoding documents", len(texts)))
+    gathered = collection_texts(collection, protocol, first_stage=first_stage, top_k=top_k)
+    qids, doc_ids, pools = gathered.qids, gathered.doc_ids, gathered.pools
+    queries = encode(model, gathered.query_texts, batch_size=batch_size, cache=cache,
+                     on_batch=progress("encoding queries", len(qids)))
+    docs = encode(model, gathered.doc_texts, batch_size=batch_size, cache=cache,
+                  on_batch=progress("encoding documents", len(doc_ids)))
 
     run: Run = {}
     if pools is None:

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qcompress.evaluation import Texts, collection_texts
+
 __all__ = [
     "PEER_METHODS",
     "Representation",
@@ -204,36 +206,6 @@ def _query_rows(q: object, row: int) -> object:
     if isinstance(q, tuple):
         return tuple(_query_rows(part, row) for part in q)
     return q[row : row + 1]
-
-
-@dataclass
-class Texts:
-    """The texts one protocol needs: judged queries, the documents to encode, and each query's candidates."""
-
-    qids: list[str]
-    query_texts: list[str]
-    doc_ids: list[str]
-    doc_texts: list[str]
-    pools: dict[str, list[str]] | None  # None: rank the whole corpus
-
-
-def collection_texts(collection, protocol: str, *, top_k: int = 1000) -> Texts:
-    """Queries, documents and candidate pools of `collection` under `protocol` (as qcompress.evaluation.rank)."""
-    from qcompress.evaluation import doc_texts, candidates
-
-    qids = list(collection.queries)
-    first_stage = getattr(collection, "first_stage", None) if protocol == "rerank" else None
-    pools = candidates(collection.qrels, protocol, first_stage, top_k)
-    if pools is None:
-        items = list(collection.corpus.items())
-        doc_ids, texts = [d for d, _ in items], [t for _, t in items]
-    else:
-        union = list(dict.fromkeys(d for q in qids for d in pools[q]))
-        found = doc_texts(collection.corpus, union, collection.name, judged=protocol == "judged")
-        pools = {q: [d for d in pools[q] if d in found] for q in qids}
-        doc_ids = [d for d in union if d in found]
-        texts = [found[d] for d in doc_ids]
-    return Texts(qids, [collection.queries[q] for q in qids], doc_ids, texts, pools)
 
 
 def rank_with(
