@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from qcompress.atomic import atomic_file
 
-__all__ = ["CACHE_ENV", "PooledCache", "encode", "default_cache_dir", "weights_digest", "text_key"]
+__all__ = ["CACHE_ENV", "PooledCache", "encode", "project_pooled", "default_cache_dir", "weights_digest", "text_key"]
 
 CACHE_ENV = "QCOMPRESS_CACHE"
 KEY_BYTES = 16
@@ -176,10 +176,17 @@ def encode(
             on_batch(repeats)
         found = cache.get(keys)
     all_pooled = torch.stack(found) if texts else torch.empty(0, int(model.config["in_dim"]))
+    return project_pooled(model, all_pooled)
+
+
+@torch.inference_mode()
+def project_pooled(model, pooled: Tensor) -> Tensor:
+    """The model's head over pooled encoder outputs (n, in_dim) -> float32 (n, dim) on the CPU, in eval mode,
+    PROJECT_CHUNK rows at a time."""
     was_training = model.training
     model.eval()
     device = model.device
-    parts = [model.project(all_pooled[s : s + PROJECT_CHUNK].to(device)).float().cpu()
-             for s in range(0, len(texts), PROJECT_CHUNK)]
+    parts = [model.project(pooled[s : s + PROJECT_CHUNK].to(device)).float().cpu()
+             for s in range(0, len(pooled), PROJECT_CHUNK)]
     model.train(was_training)
     return torch.cat(parts) if parts else torch.empty(0, model.dim)

@@ -40,14 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from qcompress.evaluation import Texts, collection_texts
+from qcompress.evaluation import Texts
 
 __all__ = [
     "PEER_METHODS",
     "Representation",
     "representation",
     "quantize",
-    "collection_texts",
     "rank_with",
 ]
 

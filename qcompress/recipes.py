@@ -225,18 +225,6 @@ def _pooled(model, texts: Sequence[str], cache_dir: Path | None):
     return pooled_outputs(model, list(texts), cache_dir)
 
 
-def _project(model, pooled):
-    import torch
-
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        out = torch.cat([model.project(pooled[i : i + 4096].to(model.device)).float().cpu()
-                         for i in range(0, len(pooled), 4096)]) if len(pooled) else pooled
-    model.train(was)
-    return out
-
-
 # -- one run ------------------------------------------------------------------------------------------------------
 
 
@@ -254,7 +242,8 @@ def _evaluate_rows(spec: RunSpec, cfg: dict, model, frozen: bool, cache_dir: Pat
                    similarity: str, reps: list[tuple[str, str, dict]], extra: dict) -> list[dict]:
     """Evaluate every (row label suffix, method, row params) of one run on every evaluation set."""
     from qcompress.evaluation import METRICS, evaluate_run
-    from qcompress.peers import collection_texts, rank_with, representation
+    from qcompress.evaluation import collection_texts
+    from qcompress.peers import rank_with, representation
 
     rows = [dict(label=label, method=method, **extra, params=dict(spec.params, **params), metrics={})
             for label, method, params in reps]
@@ -284,6 +273,7 @@ def _head_parameters(model) -> int:
 
 
 def _run_train(spec: RunSpec, cfg: dict, out: Path, cache_dir: Path, keep_models: bool) -> dict:
+    from qcompress.cache import project_pooled
     from qcompress.encoder import transformer_layers
     from qcompress.model import load_model
     from qcompress.training import TrainConfig, checkpoint_dir, summary, train
@@ -320,7 +310,7 @@ def _run_train(spec: RunSpec, cfg: dict, out: Path, cache_dir: Path, keep_models
         encoder_trained = sum(p.numel() for layer in list(transformer_layers(model.encoder))[-n_layers:]
                               for p in layer.parameters())
     t1 = time.perf_counter()
-    rows = _evaluate_rows(spec, cfg, model, frozen, cache_dir, lambda p: _project(model, p), similarity, reps,
+    rows = _evaluate_rows(spec, cfg, model, frozen, cache_dir, lambda p: project_pooled(model, p), similarity, reps,
                           {"head_parameters": _head_parameters(model), "encoder_parameters_trained": encoder_trained,
                            "similarity": similarity, "dim": model.dim})
     result = {"training": dict(model.config["training"], **{k: info[k] for k in (
