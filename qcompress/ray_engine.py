@@ -44,7 +44,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from qcompress.errors import InputError
+from qcompress.formats import read_parquet_texts, read_texts
 
 __all__ = ["INSTALL_HINT", "require_ray", "read_records", "compress_ray", "RayCompressResult", "ModelSpec"]
 
@@ -73,60 +73,8 @@ def require_ray():
 def read_records(path: str | os.PathLike) -> list[tuple[str, str]]:
     """(id, text) in input order: JSONL/TSV/stdin through `qcompress.formats.read_texts`, or a Parquet file."""
     if str(path) != "-" and Path(path).suffix.lower() in (".parquet", ".pq"):
-        return _read_parquet_texts(Path(path))
-    from qcompress.formats import read_texts
-
+        return read_parquet_texts(path)
     return read_texts(path)
-
-
-def _read_parquet_texts(path: Path) -> list[tuple[str, str]]:
-    """A Parquet file of texts: an id column (`_id` or `id`, strings or integers), `text`, optional `title`
-    (text = title + " " + text, BEIR's rule). Same rules as the JSONL reader: unique non-empty ids without
-    whitespace, non-empty texts."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from qcompress.formats import _check_id
-
-    if not path.exists():
-        raise InputError("file not found; check the path", file=path)
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowException, OSError) as err:
-        raise InputError(f"not a readable Parquet file ({err})", file=path) from None
-    id_field = next((f for f in ("_id", "id") if f in schema.names), None)
-    if id_field is None:
-        raise InputError('missing id: the table needs an "_id" or "id" column', file=path, field="id")
-    if "text" not in schema.names:
-        raise InputError('missing: the table needs a "text" column', file=path, field="text")
-    columns = [id_field, "text"] + (["title"] if "title" in schema.names else [])
-    table = pq.read_table(path, columns=columns)
-    for name in columns:
-        kind = table.schema.field(name).type
-        ok = pa.types.is_string(kind) or pa.types.is_large_string(kind) or (
-            name == id_field and pa.types.is_integer(kind))
-        if not ok:
-            raise InputError(f"must be a string column, got {kind}", file=path, field=name)
-    ids = table.column(id_field).to_pylist()
-    texts = table.column("text").to_pylist()
-    titles = table.column("title").to_pylist() if "title" in columns else [None] * len(ids)
-    records: list[tuple[str, str]] = []
-    seen: dict[str, int] = {}
-    for row, (raw_id, text, title) in enumerate(zip(ids, texts, titles), 1):
-        if raw_id is None:
-            raise InputError(f"row {row}: id is missing (null)", file=path, field=id_field)
-        doc_id = _check_id(str(raw_id).strip(), f"{path} row {row}", None, id_field)
-        if text is None:
-            raise InputError(f"row {row}: text is missing (null)", file=path, field="text")
-        text = ((title + " " + text) if title is not None else text).strip()
-        if not text:
-            raise InputError(f"row {row}: text is empty; every record needs some text", file=path, field="text")
-        if doc_id in seen:
-            raise InputError(f'row {row}: duplicate id "{doc_id}" (first in row {seen[doc_id]}); ids must be unique',
-                             file=path, field=id_field)
-        seen[doc_id] = row
-        records.append((doc_id, text))
-    return records
 
 
 # -- the actor -----------------------------------------------------------------------------------------------------
