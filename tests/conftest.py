@@ -23,9 +23,13 @@ def make_tiny_bert(folder: Path, *, seed: int = 0, layers: int = 3, hidden: int 
 
     folder.mkdir(parents=True, exist_ok=True)
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
-    vocab = SPECIALS + WORDS + chars + ["##" + c for c in chars]
+    vocab = list(dict.fromkeys(SPECIALS + WORDS + chars + ["##" + c for c in chars]))  # "a" is a word and a char
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    # transformers 5 takes the vocabulary as `vocab` (and silently ignores `vocab_file`); 4.x takes `vocab_file`.
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    if len(tokenizer) != len(vocab):
+        tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    assert len(tokenizer) == len(vocab), "the tiny tokenizer lost its vocabulary: every word would be [UNK]"
     tokenizer.save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
