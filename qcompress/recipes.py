@@ -35,6 +35,9 @@ Output (OUT defaults to runs/recipes):
                                                    resume); removed once the run's JSON is written
     OUT/cache/                                     pooled encoder outputs and mined negatives, shared by all runs
 A run whose JSON exists is skipped, so an interrupted job continues where it stopped when started again.
+Models that trained only their last layers are evaluated by running just those layers on the frozen layers'
+outputs, computed once per text for the whole process (qcompress.frozen_prefix): the same numbers up to float
+round-off, in about a fifth of the time for MiniLM with one trained layer.
 """
 
 from __future__ import annotations
@@ -219,9 +222,21 @@ def _eval_sets(cfg: dict) -> list[dict]:
     return sets
 
 
-def _pooled(model, texts: Sequence[str], cache_dir: Path | None):
+_PREFIXES = None  # qcompress.frozen_prefix.FrozenPrefixCache, shared by every run of this process
+
+
+def _pooled(model, texts: Sequence[str], cache_dir: Path | None, top_layers: int = 0):
+    """Pooled outputs: from the disk cache for a frozen encoder (cache_dir), else by running only the trained top
+    layers on the frozen layers' stored outputs (top_layers > 0), else by running the encoder."""
+    global _PREFIXES
+    from qcompress.encoder import transformer_layers
     from qcompress.training import pooled_outputs
 
+    if cache_dir is None and 0 < top_layers < len(transformer_layers(model.encoder)):
+        from qcompress.frozen_prefix import FrozenPrefixCache
+
+        _PREFIXES = _PREFIXES or FrozenPrefixCache()
+        return _PREFIXES.pool(model, list(texts), top_layers)
     return pooled_outputs(model, list(texts), cache_dir)
 
 
@@ -239,8 +254,9 @@ def _storage_method(storage: str, similarity: str) -> str:
 
 
 def _evaluate_rows(spec: RunSpec, cfg: dict, model, frozen: bool, cache_dir: Path, transform,
-                   similarity: str, reps: list[tuple[str, str, dict]], extra: dict) -> list[dict]:
-    """Evaluate every (row label suffix, method, row params) of one run on every evaluation set."""
+                   similarity: str, reps: list[tuple[str, str, dict]], extra: dict, top_layers: int = 0) -> list[dict]:
+    """Evaluate every (row label suffix, method, row params) of one run on every evaluation set (`top_layers`:
+    how many of the encoder's last layers were trained, 0 for a frozen encoder)."""
     from qcompress.evaluation import METRICS, evaluate_run
     from qcompress.evaluation import collection_texts
     from qcompress.peers import rank_with, representation
@@ -251,8 +267,8 @@ def _evaluate_rows(spec: RunSpec, cfg: dict, model, frozen: bool, cache_dir: Pat
         collection = _collection(item.get("dataset"), item["split"], _trec_dir(cfg))
         texts = collection_texts(collection, item["protocol"], top_k=int(item["top_k"]))
         cache = cache_dir if frozen else None
-        q = transform(_pooled(model, texts.query_texts, cache))
-        d = transform(_pooled(model, texts.doc_texts, cache))
+        q = transform(_pooled(model, texts.query_texts, cache, top_layers))
+        d = transform(_pooled(model, texts.doc_texts, cache, top_layers))
         for row, (_, method, params) in zip(rows, reps):
             rep = representation(method, d, dim=row["params"].get("dim"), similarity=similarity,
                                  rescore_k=int(cfg.get("rescore_k", 100)))
@@ -312,7 +328,7 @@ def _run_train(spec: RunSpec, cfg: dict, out: Path, cache_dir: Path, keep_models
     t1 = time.perf_counter()
     rows = _evaluate_rows(spec, cfg, model, frozen, cache_dir, lambda p: project_pooled(model, p), similarity, reps,
                           {"head_parameters": _head_parameters(model), "encoder_parameters_trained": encoder_trained,
-                           "similarity": similarity, "dim": model.dim})
+                           "similarity": similarity, "dim": model.dim}, top_layers=n_layers)
     result = {"training": dict(model.config["training"], **{k: info[k] for k in (
                   "steps", "epochs_completed", "examples", "final_loss", "examples_per_s")}),
               "training_result": model.config.get("training_result"),

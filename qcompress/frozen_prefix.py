@@ -1,0 +1,158 @@
+"""Evaluating encoders that trained only their last layers, without re-running the layers they left frozen.
+
+A model trained with `--train-layers L` changed only the top L transformer layers of its encoder (and its
+head): the embeddings and the layers below are its base encoder's, bit for bit. In eval mode (no dropout) the
+hidden states entering layer N-L are then the same for the base encoder and for every model trained from it.
+An experiment that evaluates many such models on one corpus (the recipes: 4 variants x 3 seeds, or 2 variants
+x 6 training fractions x 3 seeds) computes them once per text and runs only the top L layers per model.
+
+Keys: a digest of the frozen weights (everything of the encoder outside the top L layers), the tokenizer, the
+max length and L, then the text. A model whose frozen part differs never sees another's hidden states. Replay
+is checked once per key against a plain forward pass (a model whose layers pass state from one to the next,
+such as T5's relative position bias, would fail that check and is simply run in full; so does a tokenizer that
+pads on the left, which shifts a text's positions with its batch's length). Held in memory, float32,
+one (tokens, hidden) tensor per text, up to `max_bytes`; texts beyond that are run in full.
+
+Example:
+    >>> prefixes = FrozenPrefixCache()                                      # doctest: +SKIP
+    >>> pooled = prefixes.pool(model, corpus_texts, top_layers=1)           # runs the whole encoder once
+    >>> pooled = prefixes.pool(other_model, corpus_texts, top_layers=1)     # runs only its last layer
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from qcompress.encoder import mean_pool, transformer_layers
+
+__all__ = ["FrozenPrefixCache", "frozen_digest"]
+
+DEFAULT_MAX_BYTES = 8 << 30
+REPLAY_TOLERANCE = 1e-4  # max |difference| of pooled outputs, replay vs full forward (float32 round-off is ~1e-6)
+
+
+class _Stop(Exception):
+    """Raised by the capture hook: the top layers need not run when only their input is wanted."""
+
+
+def frozen_digest(model, top_layers: int) -> str:
+    """A digest of what decides the input of the top `top_layers` layers: every encoder weight outside them,
+    the tokenizer and the max length."""
+    layers = transformer_layers(model.encoder)
+    top = {id(p) for layer in list(layers)[len(layers) - top_layers:] for p in layer.parameters()}
+    top |= {id(b) for layer in list(layers)[len(layers) - top_layers:] for b in layer.buffers()}
+    tok = model.tokenizer
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((type(tok).__name__, len(tok), getattr(tok, "padding_side", None), model.max_length,
+                   top_layers, len(layers))).encode())
+    for name, tensor in model.encoder.state_dict(keep_vars=True).items():
+        if id(tensor) in top:
+            continue
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class FrozenPrefixCache:
+    """Hidden states entering an encoder's trained top layers, per text, shared by models with equal frozen parts."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, batch_size: int = 64) -> None:
+        self.max_bytes, self.batch_size = int(max_bytes), int(batch_size)
+        self._states: dict[str, dict[str, Tensor]] = {}  # frozen digest -> text -> (tokens, hidden)
+        self._replay_ok: dict[str, bool] = {}
+        self.bytes = 0
+
+    @torch.no_grad()
+    def pool(self, model, texts: Sequence[str], top_layers: int) -> Tensor:
+        """Mean-pooled encoder outputs (len(texts), in_dim), float32 on the CPU, in input order, in eval mode:
+        the same numbers as `model.pool` up to float round-off."""
+        layers = transformer_layers(model.encoder)
+        if not 0 < top_layers < len(layers):
+            raise ValueError(f"top_layers must be between 1 and {len(layers) - 1}, got {top_layers}")
+        # Left padding shifts a text's positions by its batch's length: its hidden states are not the text's own.
+        replay = getattr(model.tokenizer, "padding_side", "right") == "right"
+        key = frozen_digest(model, top_layers) if replay else ""
+        states = self._states.setdefault(key, {}) if replay else {}
+        was_training = model.training
+        model.eval()
+        try:
+            out = torch.empty(len(texts), int(model.config["in_dim"]), dtype=torch.float32)
+            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # longest first: little padding
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                batch_texts = [texts[i] for i in idx]
+                out[idx] = (self._pool_batch(model, batch_texts, layers, top_layers, key, states) if replay
+                            else model.pool(batch_texts).float().cpu())
+        finally:
+            model.train(was_training)
+        return out
+
+    def _pool_batch(self, model, texts: list[str], layers: nn.ModuleList, top_layers: int, key: str,
+                    states: dict[str, Tensor]) -> Tensor:
+        batch = {k: v.to(model.device) for k, v in model.tokenize(texts).items()}
+        mask = batch["attention_mask"].bool()
+        missing = [i for i, t in enumerate(texts) if t not in states]
+        if missing:
+            hidden = self._capture(model, {k: v[missing] for k, v in batch.items()}, layers[len(layers) - top_layers])
+            for row, i in enumerate(missing):
+                state = hidden[row][mask[i]].float().cpu().clone()
+                if self.bytes + state.numel() * 4 > self.max_bytes:
+                    return model.pool(texts).float().cpu()  # over budget: run this batch in full
+                states[texts[i]] = state
+                self.bytes += state.numel() * 4
+        dtype = next(model.encoder.parameters()).dtype
+        prefix = torch.zeros(*mask.shape, states[texts[0]].shape[-1], device=model.device, dtype=dtype)
+        for i, t in enumerate(texts):
+            prefix[i][mask[i]] = states[t].to(model.device, dtype)
+        pooled = self._replay(model, batch, prefix, layers, top_layers).float().cpu()
+        if key not in self._replay_ok:  # first use of this frozen part: check replay against a full pass
+            full = model.pool(texts).float().cpu()
+            self._replay_ok[key] = bool((pooled - full).abs().max() <= REPLAY_TOLERANCE)
+        if not self._replay_ok[key]:
+            return model.pool(texts).float().cpu()
+        return pooled
+
+    @staticmethod
+    def _capture(model, batch: dict, first_top: nn.Module) -> Tensor:
+        """Run the encoder up to the first top layer and return the hidden states entering it."""
+        captured: list[Tensor] = []
+
+        def hook(module, args, kwargs):
+            captured.append(args[0] if args else kwargs["hidden_states"])
+            raise _Stop
+
+        handle = first_top.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            model.encoder(**batch)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return captured[0]
+
+    @staticmethod
+    def _replay(model, batch: dict, prefix: Tensor, layers: nn.ModuleList, top_layers: int) -> Tensor:
+        """Run only the top layers on the stored hidden states: the encoder sees a layer list holding just them
+        (the embeddings still run: cheap), and the first of them gets the stored states as its input."""
+        saved = layers._modules
+        top = list(saved.values())[len(saved) - top_layers:]
+
+        def hook(module, args, kwargs):
+            if args:
+                return (prefix,) + tuple(args[1:]), kwargs
+            return args, dict(kwargs, hidden_states=prefix)
+
+        handle = top[0].register_forward_pre_hook(hook, with_kwargs=True)
+        layers._modules = OrderedDict((str(i), m) for i, m in enumerate(top))
+        try:
+            hidden = model.encoder(**batch).last_hidden_state
+        finally:
+            layers._modules = saved
+            handle.remove()
+        return mean_pool(hidden, batch["attention_mask"])

@@ -1,0 +1,111 @@
+"""Replaying stored hidden states through only the trained top layers gives the full forward pass's outputs."""
+
+import pytest
+import torch
+
+from qcompress import frozen_prefix
+from qcompress.encoder import transformer_layers
+from qcompress.frozen_prefix import FrozenPrefixCache, frozen_digest
+from qcompress.model import build_model
+
+TEXTS = ["the wing flow", "heat transfer in a boundary layer at high speed", "pressure", "the wing flow",
+         "what are the heat and pressure of the flow on a wing with a boundary layer", "a"]
+
+
+def _perturb(module: torch.nn.Module, seed: int) -> None:
+    """Stand-in for training: change a module's weights."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+
+
+def _model(encoder: str):
+    return build_model(encoder, head="none", similarity="cosine", max_length=32)
+
+
+def _full(model) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model.pool(TEXTS)
+
+
+def _counting(module: torch.nn.Module) -> list:
+    calls = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("top_layers", [1, 2])
+def test_replay_equals_the_full_forward_pass_and_skips_the_frozen_layers(tiny_encoder, top_layers):
+    cache = FrozenPrefixCache(batch_size=4)  # batches of mixed lengths: padding must not matter
+    base = _model(tiny_encoder)
+    assert torch.allclose(cache.pool(base, TEXTS, top_layers), _full(base), atol=1e-5)
+
+    trained = _model(tiny_encoder)
+    for layer in list(transformer_layers(trained.encoder))[-top_layers:]:
+        _perturb(layer, seed=1)
+    assert frozen_digest(trained, top_layers) == frozen_digest(base, top_layers)
+    bottom = _counting(transformer_layers(trained.encoder)[0])
+    trained.train()
+    pooled = cache.pool(trained, TEXTS, top_layers)
+    assert bottom == []  # the frozen layers did not run again
+    assert trained.training  # the model's mode is restored
+    assert not torch.allclose(pooled, _full(base), atol=1e-3)  # the top layers did change the output
+    assert torch.allclose(pooled, _full(trained), atol=1e-5)
+
+
+def test_a_different_frozen_part_never_reuses_hidden_states(tiny_encoder):
+    cache = FrozenPrefixCache()
+    cache.pool(_model(tiny_encoder), TEXTS, 1)
+    other = _model(tiny_encoder)
+    _perturb(transformer_layers(other.encoder)[0], seed=2)  # a frozen layer differs
+    bottom = _counting(transformer_layers(other.encoder)[0])
+    assert torch.allclose(cache.pool(other, TEXTS, 1), _full(other), atol=1e-5)
+    assert bottom  # computed afresh
+    shorter = build_model(tiny_encoder, head="none", similarity="cosine", max_length=8)
+    assert frozen_digest(shorter, 1) != frozen_digest(other, 1)
+
+
+def test_distilbert_layout_and_left_padding(tmp_path, tiny_encoder):
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    folder = tmp_path / "tiny-distilbert"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    DistilBertModel(DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=3, n_heads=2, hidden_dim=64,
+                                     max_position_embeddings=64)).save_pretrained(folder)
+    cache = FrozenPrefixCache(batch_size=4)
+    cache.pool(_model(str(folder)), TEXTS, 1)
+    trained = _model(str(folder))
+    _perturb(transformer_layers(trained.encoder)[-1], seed=3)
+    bottom = _counting(transformer_layers(trained.encoder)[0])
+    pooled = cache.pool(trained, TEXTS, 1)
+    assert bottom == []
+    assert torch.allclose(pooled, _full(trained), atol=1e-5)
+    bottom.clear()
+    # Left padding shifts a text's positions with the batch's length: its hidden states are not a function of
+    # the text alone, so nothing is stored and the whole encoder runs.
+    trained.tokenizer.padding_side = "left"
+    stored = cache.bytes
+    left = cache.pool(trained, TEXTS, 1)
+    assert bottom and cache.bytes == stored
+    longest = max(range(len(TEXTS)), key=lambda i: len(trained.tokenizer(TEXTS[i])["input_ids"]))
+    with torch.no_grad():  # the longest text has no padding in its batch
+        assert torch.allclose(left[longest], trained.pool([TEXTS[longest]])[0], atol=1e-5)
+
+
+def test_falls_back_to_the_full_pass_when_replay_disagrees_or_memory_runs_out(tiny_encoder, monkeypatch):
+    model = _model(tiny_encoder)
+    expected = _full(model)
+    assert torch.allclose(FrozenPrefixCache(max_bytes=0).pool(model, TEXTS, 1), expected, atol=1e-6)
+    monkeypatch.setattr(frozen_prefix, "REPLAY_TOLERANCE", -1.0)  # every replay "disagrees"
+    cache = FrozenPrefixCache()
+    assert torch.allclose(cache.pool(model, TEXTS, 1), expected, atol=1e-6)
+    assert cache._replay_ok == {frozen_digest(model, 1): False}
+
+
+def test_top_layers_must_leave_a_frozen_layer(tiny_encoder):
+    with pytest.raises(ValueError, match="top_layers must be between 1 and 2"):
+        FrozenPrefixCache().pool(_model(tiny_encoder), TEXTS, 3)
