@@ -297,3 +297,28 @@ def test_uint8_angles_are_close_to_float_angles():
     su = u.score(u.queries(theta[:3]), u.documents(theta))
     assert torch.equal(sa.argmax(1), su.argmax(1))
     assert np.corrcoef(sa.flatten().numpy(), su.flatten().numpy())[0, 1] > 0.99
+
+
+def test_last_layer_trained_runs_are_evaluated_through_the_frozen_prefix(tiny_bert4, tiny_beir, tmp_path,
+                                                                          monkeypatch):
+    """An encoder-training run with 1 trained layer is evaluated by replaying the frozen layers' stored outputs;
+    its per-query NDCG@10 equals a plain evaluation of the saved model."""
+    from qcompress.data import load_collection
+    from qcompress.evaluation import evaluate
+    from qcompress.model import load_model
+
+    monkeypatch.setattr(recipes, "_PREFIXES", None)
+    root = Path(__file__).resolve().parents[1]
+    overrides = _stand_in(tiny_bert4, tiny_beir, seeds="[42]") + ["encoder_layers=1"]
+    code = recipes.main([str(root / "recipes" / "variants.toml"), "--profile", "paper", "--out", str(tmp_path),
+                         "--keep-models", "--only", "QBEC"] + [x for o in overrides for x in ("--set", o)])
+    assert code == 0
+    prefixes = recipes._PREFIXES
+    assert prefixes is not None and prefixes.bytes > 0 and list(prefixes._replay_ok.values()) == [True]
+    out = tmp_path / "variants" / "paper"
+    result = json.loads((out / "results" / "train-variant=QBEC-seed=42.json").read_text())
+    assert result["training"]["train_layers"] == 1
+    model = load_model(out / "models" / "train-variant=QBEC-seed=42")
+    plain = evaluate(model, load_collection(str(tiny_beir), "test"), "full", top_k=100)
+    replayed = result["rows"][0]["metrics"]["tiny test"]["per_query_ndcg_cut_10"]
+    assert replayed == pytest.approx({q: v["ndcg_cut_10"] for q, v in plain.per_query.items()}, abs=1e-9)
