@@ -444,7 +444,8 @@ def compress_command(
     cache_dir: Optional[Path] = typer.Option(
         None, "--cache", envvar="QCOMPRESS_CACHE",
         help="Folder caching pooled encoder outputs per (encoder weights, max length, text), shared with "
-        "`evaluate --cache`: texts already there skip the encoder. Default: $QCOMPRESS_CACHE, else no cache.",
+        "`evaluate --cache`: texts already there skip the encoder. Default: $QCOMPRESS_CACHE, else no cache. "
+        "Local engine only.",
     ),
 ) -> None:
     """Encode texts into a Parquet file of qubit angles (fidelity models) or vectors (cosine models).
@@ -468,6 +469,9 @@ def compress_command(
     if engine not in ("local", "ray"):
         raise ValueError(f"--engine must be local or ray, got {engine!r}")
     if engine == "ray":
+        if cache_dir is not None:  # often set for everything through $QCOMPRESS_CACHE: say so, do not fail
+            stderr.print(f"note: the pooled-output cache ({cache_dir}) is not used with --engine ray: its workers "
+                         "may run on other machines", highlight=False, markup=False, soft_wrap=True)
         return _compress_ray(input_path, output, model_dir, encoder, head, similarity, uint8, resume, batch_size,
                              max_length, trust_remote_code, num_workers, ray_address)
     if num_workers is not None or ray_address is not None:
@@ -755,6 +759,7 @@ def evaluate_command(
     from qcompress.data import load_collection
     from qcompress.evaluation import METRICS, check_protocol, evaluate, paired_randomization_test, paired_t_test
     from qcompress.formats import read_run, write_run
+    from qcompress.trecdl import EVALUATION_SETS
 
     _check_model_options(encoder, head, similarity)
     if not model_dirs and encoder is None:
@@ -769,7 +774,7 @@ def evaluate_command(
         dataset_id = f"trec-dl-{trec}" if trec_dir is not None else _TREC_DL[trec]
     else:
         dataset_id = dataset or "cranfield"
-    local_trec = dataset_id in ("trec-dl-2019", "trec-dl-2020")
+    local_trec = dataset_id in EVALUATION_SETS
     if protocol is None:
         local = dataset_id == "cranfield" or Path(dataset_id).is_dir()
         protocol = "rerank" if local_trec else "full" if local else "judged"

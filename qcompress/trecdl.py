@@ -24,6 +24,8 @@ from qcompress.formats import iter_qrels, iter_texts, read_run
 TREC_DIR_ENV = "QCOMPRESS_TREC_DIR"
 # dataset name -> (file suffix, expected number of judged queries; None: not checked)
 TREC_DL = {"trec-dl-2019": ("19", 43), "trec-dl-2020": ("20", 54), "trec-dl-21": ("21", None)}
+# The evaluation years: they ship a BM25 run to re-rank and a passage pool (DL21 is training data here).
+EVALUATION_SETS = ("trec-dl-2019", "trec-dl-2020")
 
 
 def trec_dir(explicit: str | os.PathLike | None = None) -> Path:

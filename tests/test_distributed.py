@@ -52,8 +52,9 @@ def test_ray_angles_equal_the_local_path_and_score_reads_the_folder(ray_cluster,
     local, folder = tmp_path / "local.parquet", tmp_path / "ray"
     assert runner.invoke(app, ["compress", str(corpus), *model, "-o", str(local)]).exit_code == 0
     result = runner.invoke(app, ["compress", str(corpus), *model, "-o", str(folder), "--engine", "ray",
-                                 "--num-workers", "2"])
+                                 "--num-workers", "2", "--cache", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
+    assert "cache" in result.stderr and "not used with --engine ray" in result.stderr  # and not created (below)
     assert "wrote 300 rows" in result.stderr and "2 worker(s)" in result.stderr and result.stdout == ""
 
     a, b = read_embeddings(local), read_embeddings(folder)
