@@ -31,7 +31,8 @@ from torch import Tensor, nn
 
 from qcompress.atomic import atomic_file
 
-__all__ = ["CACHE_ENV", "PooledCache", "encode", "project_pooled", "default_cache_dir", "weights_digest", "text_key"]
+__all__ = ["CACHE_ENV", "PooledCache", "encode", "pool_batched", "project_pooled", "default_cache_dir", "weights_digest",
+           "text_key"]
 
 CACHE_ENV = "QCOMPRESS_CACHE"
 KEY_BYTES = 16
@@ -44,8 +45,9 @@ def default_cache_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def weights_digest(module: nn.Module, *extra: object) -> str:
-    """A hex digest of a module's weights (names, dtypes, shapes and bytes) and of `extra` values.
+def weights_digest(module: nn.Module, *extra: object, skip: Callable[[str], bool] | None = None) -> str:
+    """A hex digest of a module's weights (names, dtypes, shapes and bytes) and of `extra` values; `skip(name)`
+    leaves state-dict entries out (qcompress.frozen_prefix digests an encoder without its trained layers).
 
     Hashing the tensors themselves, not a name or a path, means that two models share a digest only when they
     compute the same function. blake2b runs at about 1 GB/s: 0.1 s for MiniLM, 0.5 s for bert-base.
@@ -59,6 +61,8 @@ def weights_digest(module: nn.Module, *extra: object) -> str:
     for value in extra:
         h.update(repr(value).encode() + b"\0")
     for name, tensor in module.state_dict().items():
+        if skip is not None and skip(name):
+            continue
         t = tensor.detach().to("cpu").contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\0".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -129,15 +133,18 @@ class PooledCache:
 
 
 @torch.inference_mode()
-def _pool(model, texts: Sequence[str], batch_size: int, on_batch: Callable[[int], None] | None) -> Tensor:
-    """Mean-pooled outputs in input order, batches longest-first like QCompressModel.encode."""
+def pool_batched(model, texts: Sequence[str], batch_size: int, on_batch: Callable[[int], None] | None = None,
+                 pool_batch: Callable[[list[str]], Tensor] | None = None) -> Tensor:
+    """Mean-pooled outputs in input order, batches longest-first like QCompressModel.encode, in eval mode;
+    `pool_batch` replaces `model.pool` as the function of one batch."""
+    pool_batch = pool_batch or model.pool
     was_training = model.training
     model.eval()
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     out = torch.empty(len(texts), int(model.config["in_dim"]), dtype=torch.float32)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        out[idx] = model.pool([texts[i] for i in idx]).float().cpu()
+        out[idx] = pool_batch([texts[i] for i in idx]).float().cpu()
         if on_batch is not None:
             on_batch(len(idx))
     model.train(was_training)
@@ -170,7 +177,7 @@ def encode(
         on_batch(hits)
     if missing:
         repeats = len(texts) - hits - len(missing)  # repeated misses: reported once their first copy is done
-        pooled = _pool(model, [texts[i] for i in missing.values()], batch_size, on_batch)
+        pooled = pool_batched(model, [texts[i] for i in missing.values()], batch_size, on_batch)
         cache.add(list(missing), pooled)
         if on_batch is not None and repeats:
             on_batch(repeats)

@@ -21,13 +21,13 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from qcompress.cache import pool_batched, weights_digest
 from qcompress.encoder import mean_pool, transformer_layers
 
 __all__ = ["FrozenPrefixCache", "frozen_digest"]
@@ -44,19 +44,11 @@ def frozen_digest(model, top_layers: int) -> str:
     """A digest of what decides the input of the top `top_layers` layers: every encoder weight outside them,
     the tokenizer and the max length."""
     layers = transformer_layers(model.encoder)
-    top = {id(p) for layer in list(layers)[len(layers) - top_layers:] for p in layer.parameters()}
-    top |= {id(b) for layer in list(layers)[len(layers) - top_layers:] for b in layer.buffers()}
+    top_ids = {id(layer) for layer in list(layers)[len(layers) - top_layers:]}
+    top = tuple(name + "." for name, m in model.encoder.named_modules() if id(m) in top_ids)
     tok = model.tokenizer
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr((type(tok).__name__, len(tok), getattr(tok, "padding_side", None), model.max_length,
-                   top_layers, len(layers))).encode())
-    for name, tensor in model.encoder.state_dict(keep_vars=True).items():
-        if id(tensor) in top:
-            continue
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return weights_digest(model.encoder, type(tok).__name__, len(tok), getattr(tok, "padding_side", None),
+                          model.max_length, top_layers, len(layers), skip=lambda name: name.startswith(top))
 
 
 class FrozenPrefixCache:
@@ -68,7 +60,6 @@ class FrozenPrefixCache:
         self._replay_ok: dict[str, bool] = {}
         self.bytes = 0
 
-    @torch.no_grad()
     def pool(self, model, texts: Sequence[str], top_layers: int) -> Tensor:
         """Mean-pooled encoder outputs (len(texts), in_dim), float32 on the CPU, in input order, in eval mode:
         the same numbers as `model.pool` up to float round-off."""
@@ -76,25 +67,18 @@ class FrozenPrefixCache:
         if not 0 < top_layers < len(layers):
             raise ValueError(f"top_layers must be between 1 and {len(layers) - 1}, got {top_layers}")
         # Left padding shifts a text's positions by its batch's length: its hidden states are not the text's own.
-        replay = getattr(model.tokenizer, "padding_side", "right") == "right"
-        key = frozen_digest(model, top_layers) if replay else ""
-        states = self._states.setdefault(key, {}) if replay else {}
-        was_training = model.training
-        model.eval()
-        try:
-            out = torch.empty(len(texts), int(model.config["in_dim"]), dtype=torch.float32)
-            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # longest first: little padding
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                batch_texts = [texts[i] for i in idx]
-                out[idx] = (self._pool_batch(model, batch_texts, layers, top_layers, key, states) if replay
-                            else model.pool(batch_texts).float().cpu())
-        finally:
-            model.train(was_training)
-        return out
+        key = frozen_digest(model, top_layers) if getattr(model.tokenizer, "padding_side", "right") == "right" \
+            else None
+        if key is None:
+            return pool_batched(model, texts, self.batch_size)
+        states = self._states.setdefault(key, {})
+        return pool_batched(model, texts, self.batch_size,
+                     pool_batch=lambda batch: self._pool_batch(model, batch, layers, top_layers, key, states))
 
     def _pool_batch(self, model, texts: list[str], layers: nn.ModuleList, top_layers: int, key: str,
                     states: dict[str, Tensor]) -> Tensor:
+        if self._replay_ok.get(key) is False:  # replay was found wrong for this frozen part
+            return model.pool(texts)
         batch = {k: v.to(model.device) for k, v in model.tokenize(texts).items()}
         mask = batch["attention_mask"].bool()
         missing = [i for i, t in enumerate(texts) if t not in states]
@@ -103,19 +87,18 @@ class FrozenPrefixCache:
             for row, i in enumerate(missing):
                 state = hidden[row][mask[i]].float().cpu().clone()
                 if self.bytes + state.numel() * 4 > self.max_bytes:
-                    return model.pool(texts).float().cpu()  # over budget: run this batch in full
+                    return model.pool(texts)  # over budget: run this batch in full
                 states[texts[i]] = state
                 self.bytes += state.numel() * 4
         dtype = next(model.encoder.parameters()).dtype
         prefix = torch.zeros(*mask.shape, states[texts[0]].shape[-1], device=model.device, dtype=dtype)
         for i, t in enumerate(texts):
             prefix[i][mask[i]] = states[t].to(model.device, dtype)
-        pooled = self._replay(model, batch, prefix, layers, top_layers).float().cpu()
+        pooled = self._replay(model, batch, prefix, layers, top_layers)
         if key not in self._replay_ok:  # first use of this frozen part: check replay against a full pass
-            full = model.pool(texts).float().cpu()
+            full = model.pool(texts)
             self._replay_ok[key] = bool((pooled - full).abs().max() <= REPLAY_TOLERANCE)
-        if not self._replay_ok[key]:
-            return model.pool(texts).float().cpu()
+            return pooled if self._replay_ok[key] else full
         return pooled
 
     @staticmethod

@@ -101,9 +101,13 @@ def test_falls_back_to_the_full_pass_when_replay_disagrees_or_memory_runs_out(ti
     expected = _full(model)
     assert torch.allclose(FrozenPrefixCache(max_bytes=0).pool(model, TEXTS, 1), expected, atol=1e-6)
     monkeypatch.setattr(frozen_prefix, "REPLAY_TOLERANCE", -1.0)  # every replay "disagrees"
-    cache = FrozenPrefixCache()
+    replays = []
+    replay = FrozenPrefixCache._replay
+    monkeypatch.setattr(FrozenPrefixCache, "_replay", staticmethod(lambda *a: replays.append(1) or replay(*a)))
+    cache = FrozenPrefixCache(batch_size=2)  # the batches after the first failed check run in full too
     assert torch.allclose(cache.pool(model, TEXTS, 1), expected, atol=1e-6)
     assert cache._replay_ok == {frozen_digest(model, 1): False}
+    assert replays == [1]  # replayed once, for the check; never again
 
 
 def test_top_layers_must_leave_a_frozen_layer(tiny_encoder):
