@@ -35,7 +35,8 @@ def compress_benchmark(args) -> None:
     from qcompress.data import bundled_path
     from qcompress.formats import read_embeddings, read_texts
     from qcompress.model import build_model
-    from qcompress.ray_engine import ModelSpec, compress_ray
+    from qcompress.model import ModelSpec
+    from qcompress.ray_engine import compress_ray
 
     records = read_texts(args.input or bundled_path("cranfield") / "corpus.jsonl")
     model = build_model("minilm", head="none", similarity=args.similarity, max_length=256, device="cpu")

@@ -48,7 +48,7 @@ def main() -> None:
         model = build_model("minilm", head="none", similarity="fidelity")
         label = "minilm QBT"
     if args.max_length:
-        model.config["max_length"] = args.max_length
+        model.config = model.config.replace(max_length=args.max_length)
     if model.similarity != "fidelity":
         raise SystemExit(f"{label} compares by {model.similarity}; 8-bit angle codes need a fidelity model")
     collection = load_collection(args.dataset, split=args.split)

@@ -1,15 +1,14 @@
 """qcompress: quantum-inspired compression of text embeddings, compared by fidelity (arXiv 2501.04591)."""
 
-__version__ = "0.1.0"
-
-from qcompress.quantum import (  # noqa: E402
+from qcompress._version import __version__
+from qcompress.quantum import (
     QuantumHead,
     encode_angles,
     fidelity,
     log_fidelity,
     pairwise_log_fidelity,
 )
-from qcompress.model import build_model, load_model  # noqa: E402
+from qcompress.model import build_model, load_model
 
 __all__ = [
     "__version__",

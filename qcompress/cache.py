@@ -1,20 +1,22 @@
-"""Pooled encoder outputs cached on disk, so that repeated evaluations never re-run the encoder on a text.
+"""Pooled encoder outputs cached on disk, so that repeated work never re-runs the encoder on a text.
 
 What is cached is the mean-pooled encoder output (before any head), keyed by the encoder itself and the text:
     CACHE/<encoder key>/shard-<random>.safetensors    tensors "keys" (n, 16) uint8 and "pooled" (n, in_dim) float32
 The encoder key is a hash of the encoder's weights (so a fine-tuned encoder never reuses the outputs of its
 base), its tokenizer, the max length and the pooling; a text's key is a hash of its UTF-8 bytes. Heads are
 cheap and are applied afterwards, so every model on the same encoder (BT/QBT, BFEC/QBFEC of SPEC §4, any
-similarity) shares one cache entry per text. Each `encode` call adds one shard holding its new texts, written
-atomically under a unique name: readers never see half a shard and concurrent runs do not clash. Delete the
-folder to clear it. Formats: safetensors only (never pickle).
+similarity) shares one cache entry per text. Each call that computes new outputs adds one shard holding them,
+written atomically under a unique name: readers never see half a shard and concurrent runs do not clash. Delete
+the folder to clear it. Formats: safetensors only (never pickle).
 
-The cache is used where the CLI is given `--cache DIR` or the environment sets QCOMPRESS_CACHE.
+`pool_texts` is the text -> pooled-output step of every path (compress, evaluate, training, negative mining):
+hits come from the cache, misses go through the encoder in longest-first batches (qcompress.batching).
+The cache folder is `resolve_cache_dir`'s: an explicit folder, else $QCOMPRESS_CACHE, else the user's cache folder.
 
 Example:
     >>> from qcompress.model import build_model                                   # doctest: +SKIP
     >>> model = build_model("minilm", head="none", similarity="fidelity")          # doctest: +SKIP
-    >>> cache = PooledCache("~/.cache/qcompress", model)                           # doctest: +SKIP
+    >>> cache = PooledCache(resolve_cache_dir(), model)                            # doctest: +SKIP
     >>> angles = encode(model, ["what is a wing?"], cache=cache)  # 2nd call: no encoder work  # doctest: +SKIP
 """
 
@@ -30,19 +32,27 @@ import torch
 from torch import Tensor, nn
 
 from qcompress.atomic import atomic_file
+from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
 
-__all__ = ["CACHE_ENV", "PooledCache", "encode", "pool_batched", "project_pooled", "default_cache_dir", "weights_digest",
-           "text_key"]
+__all__ = ["CACHE_ENV", "PooledCache", "resolve_cache_dir", "pool_texts", "encode", "project_pooled", "weights_digest",
+           "encoder_key", "text_key"]
 
 CACHE_ENV = "QCOMPRESS_CACHE"
 KEY_BYTES = 16
 PROJECT_CHUNK = 4096  # rows per head call when projecting cached outputs (bounds the head's temporaries)
 
 
-def default_cache_dir() -> Path | None:
-    """The folder named by $QCOMPRESS_CACHE, or None (no caching) when it is unset or empty."""
-    value = os.environ.get(CACHE_ENV, "").strip()
-    return Path(value).expanduser() if value else None
+def resolve_cache_dir(folder: str | os.PathLike | None = None) -> Path:
+    """The cache folder: `folder`, else $QCOMPRESS_CACHE, else $XDG_CACHE_HOME/qcompress (~/.cache/qcompress).
+
+    Example:
+        >>> str(resolve_cache_dir("/tmp/qc"))
+        '/tmp/qc'
+    """
+    value = str(folder).strip() if folder is not None else os.environ.get(CACHE_ENV, "").strip()
+    if value:
+        return Path(value).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache").expanduser() / "qcompress"
 
 
 def weights_digest(module: nn.Module, *extra: object, skip: Callable[[str], bool] | None = None) -> str:
@@ -83,7 +93,7 @@ def encoder_key(model) -> str:
         len(tok),
         getattr(tok, "do_lower_case", None),
         model.max_length,
-        model.config.get("pooling", "mean"),
+        model.config.pooling,
     )
 
 
@@ -132,31 +142,50 @@ class PooledCache:
             index[key] = row
 
 
-@torch.inference_mode()
-def pool_batched(model, texts: Sequence[str], batch_size: int, on_batch: Callable[[int], None] | None = None,
-                 pool_batch: Callable[[list[str]], Tensor] | None = None) -> Tensor:
-    """Mean-pooled outputs in input order, batches longest-first like QCompressModel.encode, in eval mode;
-    `pool_batch` replaces `model.pool` as the function of one batch."""
+def pool_texts(
+    model,
+    texts: Sequence[str],
+    *,
+    cache: PooledCache | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_batch: Callable[[int], None] | None = None,
+    pool_batch: Callable[[list[str]], Tensor] | None = None,
+) -> Tensor:
+    """Pooled encoder outputs (len(texts), in_dim), float32 on the CPU, in input order, in eval mode.
+
+    With a `cache`, only the texts it lacks run through the encoder (each distinct text once) and their outputs
+    are added to it. `pool_batch` replaces `model.pool` as the function of one batch (the frozen-prefix replay);
+    `on_batch(n)` reports progress in texts.
+    """
     pool_batch = pool_batch or model.pool
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    out = torch.empty(len(texts), int(model.config["in_dim"]), dtype=torch.float32)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        out[idx] = pool_batch([texts[i] for i in idx]).float().cpu()
-        if on_batch is not None:
-            on_batch(len(idx))
-    model.train(was_training)
-    return out
+    with eval_mode(model):
+        if cache is None:
+            return map_batches(pool_batch, texts, batch_size, width=model.in_dim, on_batch=on_batch)
+        keys = [text_key(t) for t in texts]
+        found = cache.get(keys)
+        missing: dict[bytes, int] = {}  # key -> index of its first text (repeated texts are encoded once)
+        for i, (key, row) in enumerate(zip(keys, found)):
+            if row is None and key not in missing:
+                missing[key] = i
+        hits = len(texts) - sum(1 for row in found if row is None)
+        if on_batch is not None and hits:
+            on_batch(hits)
+        if missing:
+            repeats = len(texts) - hits - len(missing)  # repeated misses: reported once their first copy is done
+            new = map_batches(pool_batch, [texts[i] for i in missing.values()], batch_size, width=model.in_dim,
+                              on_batch=on_batch)
+            cache.add(list(missing), new)
+            if on_batch is not None and repeats:
+                on_batch(repeats)
+            found = cache.get(keys)
+    return torch.stack(found) if texts else torch.empty(0, model.in_dim)
 
 
-@torch.inference_mode()
 def encode(
     model,
     texts: Sequence[str],
     *,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     cache: PooledCache | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Tensor:
@@ -166,34 +195,14 @@ def encode(
     """
     if cache is None:
         return model.encode(texts, batch_size=batch_size, on_batch=on_batch)
-    keys = [text_key(t) for t in texts]
-    found = cache.get(keys)
-    missing: dict[bytes, int] = {}  # key -> index of its first text (repeated texts are encoded once)
-    for i, (key, row) in enumerate(zip(keys, found)):
-        if row is None and key not in missing:
-            missing[key] = i
-    hits = len(texts) - sum(1 for row in found if row is None)
-    if on_batch is not None and hits:
-        on_batch(hits)
-    if missing:
-        repeats = len(texts) - hits - len(missing)  # repeated misses: reported once their first copy is done
-        pooled = pool_batched(model, [texts[i] for i in missing.values()], batch_size, on_batch)
-        cache.add(list(missing), pooled)
-        if on_batch is not None and repeats:
-            on_batch(repeats)
-        found = cache.get(keys)
-    all_pooled = torch.stack(found) if texts else torch.empty(0, int(model.config["in_dim"]))
-    return project_pooled(model, all_pooled)
+    return project_pooled(model, pool_texts(model, texts, cache=cache, batch_size=batch_size, on_batch=on_batch))
 
 
-@torch.inference_mode()
-def project_pooled(model, pooled: Tensor) -> Tensor:
+def project_pooled(model, outputs: Tensor) -> Tensor:
     """The model's head over pooled encoder outputs (n, in_dim) -> float32 (n, dim) on the CPU, in eval mode,
     PROJECT_CHUNK rows at a time."""
-    was_training = model.training
-    model.eval()
     device = model.device
-    parts = [model.project(pooled[s : s + PROJECT_CHUNK].to(device)).float().cpu()
-             for s in range(0, len(pooled), PROJECT_CHUNK)]
-    model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        parts = [model.project(outputs[s : s + PROJECT_CHUNK].to(device)).float().cpu()
+                 for s in range(0, len(outputs), PROJECT_CHUNK)]
     return torch.cat(parts) if parts else torch.empty(0, model.dim)

@@ -54,7 +54,7 @@ def cli_errors(func: Callable) -> Callable:
 
 def _version(value: bool) -> None:
     if value:
-        from qcompress import __version__
+        from qcompress._version import __version__
 
         print(f"qcompress {__version__}")
         raise typer.Exit()
@@ -347,30 +347,23 @@ def _load_cli_model(
     trust_remote_code: bool,
 ):
     """The model named by --model DIR, or by --encoder NAME --head none --similarity S."""
-    from qcompress.model import build_model, load_model
+    from qcompress.model import ModelSpec
 
-    if model_dir is not None:
-        if encoder is not None or head is not None or similarity is not None:
-            raise ValueError(
-                "--model DIR already names its encoder, head and similarity; drop --encoder/--head/--similarity"
-            )
-        model = load_model(model_dir, trust_remote_code=trust_remote_code)
-        if max_length is not None:
-            if max_length <= 0:
-                raise ValueError(f"--max-length must be positive, got {max_length}")
-            model.config["max_length"] = max_length
-        return model
-    if encoder is None:
+    if model_dir is not None and (encoder is not None or head is not None or similarity is not None):
+        raise ValueError(
+            "--model DIR already names its encoder, head and similarity; drop --encoder/--head/--similarity"
+        )
+    if model_dir is None and encoder is None:
         raise ValueError("name a model: --model DIR (from `qcompress train`) or --encoder NAME --head none")
     if head not in (None, "none"):
         raise ValueError(
             f"--encoder with --head {head} would use an untrained, random head; train it with `qcompress train` "
             "and pass --model DIR, or use --head none"
         )
-    return build_model(
-        encoder, head="none", similarity=similarity, max_length=256 if max_length is None else max_length,
-        trust_remote_code=trust_remote_code,
-    )
+    if max_length is not None and max_length <= 0:
+        raise ValueError(f"--max-length must be positive, got {max_length}")
+    return ModelSpec(model_dir=model_dir, encoder=encoder, similarity=similarity, max_length=max_length,
+                     trust_remote_code=trust_remote_code).load()
 
 
 def _check_model_options(encoder: Optional[str], head: Optional[str], similarity: Optional[str]) -> None:
@@ -463,6 +456,7 @@ def compress_command(
     """
     from qcompress.compress import compress
     from qcompress.formats import read_texts
+    from qcompress.quantization import check_encoding
 
     if str(output) == "-":
         raise ValueError("-o -: Parquet cannot be streamed to stdout; give a file path such as -o out.parquet")
@@ -481,11 +475,7 @@ def compress_command(
     _check_model_options(encoder, head, similarity)
     records = read_texts(input_path)  # all of it, validated, before any encoding
     model = _load_cli_model(model_dir, encoder, head, similarity, max_length, trust_remote_code)
-    if uint8 and model.output_kind != "angles":
-        raise ValueError(
-            f"--uint8 quantises qubit angles, but this model (head {model.config['head']}, similarity "
-            f"{model.similarity}) outputs cosine vectors, which are stored as float32; drop --uint8"
-        )
+    check_encoding("uint8" if uint8 else "float32", model.output_kind)  # before any progress bar
     cache = None
     if cache_dir is not None:
         from qcompress.cache import PooledCache
@@ -507,7 +497,8 @@ def compress_command(
 def _compress_ray(input_path, output, model_dir, encoder, head, similarity, uint8, resume, batch_size, max_length,
                   trust_remote_code, num_workers, ray_address) -> None:
     """`compress --engine ray` (issue 7): see qcompress.ray_engine."""
-    from qcompress.ray_engine import ModelSpec, compress_ray, read_records, require_ray
+    from qcompress.model import ModelSpec
+    from qcompress.ray_engine import compress_ray, read_records, require_ray
 
     require_ray()  # before reading anything: say how to install it
     if resume:

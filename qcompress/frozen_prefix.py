@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from qcompress.cache import pool_batched, weights_digest
+from qcompress.cache import pool_texts, weights_digest
 from qcompress.encoder import mean_pool, transformer_layers
 
 __all__ = ["FrozenPrefixCache", "frozen_digest"]
@@ -70,10 +70,10 @@ class FrozenPrefixCache:
         key = frozen_digest(model, top_layers) if getattr(model.tokenizer, "padding_side", "right") == "right" \
             else None
         if key is None:
-            return pool_batched(model, texts, self.batch_size)
+            return pool_texts(model, texts, batch_size=self.batch_size)
         states = self._states.setdefault(key, {})
-        return pool_batched(model, texts, self.batch_size,
-                     pool_batch=lambda batch: self._pool_batch(model, batch, layers, top_layers, key, states))
+        return pool_texts(model, texts, batch_size=self.batch_size,
+                          pool_batch=lambda batch: self._pool_batch(model, batch, layers, top_layers, key, states))
 
     def _pool_batch(self, model, texts: list[str], layers: nn.ModuleList, top_layers: int, key: str,
                     states: dict[str, Tensor]) -> Tensor:

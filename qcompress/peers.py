@@ -129,7 +129,7 @@ def representation(
     """
     n_dim = int(reference.shape[1])
     if method in ("angles", "uint8 angles"):
-        from qcompress.formats import dequantize_angles, quantize_angles
+        from qcompress.quantization import dequantize_angles, quantize_angles
         from qcompress.quantum import pairwise_log_fidelity
 
         if method == "angles":

@@ -45,8 +45,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from qcompress.formats import read_parquet_texts, read_texts
+from qcompress.model import ModelSpec
+from qcompress.quantization import check_encoding
 
-__all__ = ["INSTALL_HINT", "require_ray", "read_records", "compress_ray", "RayCompressResult", "ModelSpec"]
+__all__ = ["INSTALL_HINT", "require_ray", "read_records", "compress_ray", "RayCompressResult"]
 
 INSTALL_HINT = "--engine ray needs Ray, an optional extra: pip install 'qcompress[ray]'"
 MAX_RESTARTS = 3  # restarts per actor after it dies (Ray's default, -1, restarts forever)
@@ -78,29 +80,6 @@ def read_records(path: str | os.PathLike) -> list[tuple[str, str]]:
 
 
 # -- the actor -----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ModelSpec:
-    """How a worker loads the model: a --model folder, or --encoder NAME (head none) with a similarity."""
-
-    model_dir: str | None = None
-    encoder: str | None = None
-    similarity: str | None = None
-    max_length: int | None = None
-    trust_remote_code: bool = False
-
-    def load(self, device: str):
-        from qcompress.model import build_model, load_model
-
-        if self.model_dir is not None:
-            model = load_model(self.model_dir, trust_remote_code=self.trust_remote_code, device=device)
-            if self.max_length is not None:
-                model.config["max_length"] = self.max_length
-            return model
-        return build_model(self.encoder, head="none", similarity=self.similarity,
-                           max_length=256 if self.max_length is None else self.max_length,
-                           trust_remote_code=self.trust_remote_code, device=device)
 
 
 def _part_name(first_row: int) -> str:
@@ -233,8 +212,7 @@ def compress_ray(
         raise ValueError(f"--batch-size must be positive, got {batch_size}")
     if num_workers is not None and num_workers <= 0:
         raise ValueError(f"--num-workers must be positive, got {num_workers}")
-    if encoding == "uint8" and model.output_kind != "angles":
-        raise ValueError("--uint8 quantises qubit angles; this model outputs cosine vectors; drop --uint8")
+    check_encoding(encoding, model.output_kind)
     metadata = embedding_metadata(model)
     n = len(records)
     seconds: dict[str, float] = {}

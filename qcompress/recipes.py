@@ -316,11 +316,11 @@ def _run_train(spec: RunSpec, cfg: dict, out: Path, cache_dir: Path, keep_models
     train_seconds = time.perf_counter() - t0
     info = summary(model_dir)
     model = load_model(model_dir, device="cpu" if not _cuda() else None)
-    frozen = int(model.config["training"]["train_layers"]) == 0
+    frozen = int(model.config.training["train_layers"]) == 0
     similarity = model.similarity
     reps = [(spec.label + ("" if s == "float32" else f" {s}"), _storage_method(s, similarity), {"storage": s})
             for s in spec.storages]
-    n_layers = int(model.config["training"]["train_layers"])
+    n_layers = int(model.config.training["train_layers"])
     encoder_trained = 0
     if n_layers:
         encoder_trained = sum(p.numel() for layer in list(transformer_layers(model.encoder))[-n_layers:]
@@ -329,9 +329,9 @@ def _run_train(spec: RunSpec, cfg: dict, out: Path, cache_dir: Path, keep_models
     rows = _evaluate_rows(spec, cfg, model, frozen, cache_dir, lambda p: project_pooled(model, p), similarity, reps,
                           {"head_parameters": _head_parameters(model), "encoder_parameters_trained": encoder_trained,
                            "similarity": similarity, "dim": model.dim}, top_layers=n_layers)
-    result = {"training": dict(model.config["training"], **{k: info[k] for k in (
+    result = {"training": dict(model.config.training, **{k: info[k] for k in (
                   "steps", "epochs_completed", "examples", "final_loss", "examples_per_s")}),
-              "training_result": model.config.get("training_result"),
+              "training_result": model.config.training_result,
               "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t1, "rows": rows}
     if not keep_models:
         shutil.rmtree(model_dir, ignore_errors=True)
@@ -361,7 +361,7 @@ def _run_untrained(spec: RunSpec, cfg: dict, cache_dir: Path) -> dict:
         reps = [(spec.label, method, {"storage": method})]
     rows = _evaluate_rows(spec, cfg, model, True, cache_dir, transform, similarity, reps,
                           {"head_parameters": 0, "encoder_parameters_trained": 0, "similarity": similarity,
-                           "dim": spec.params.get("dim", model.config["in_dim"])})
+                           "dim": spec.params.get("dim", model.in_dim)})
     return {"eval_seconds": time.perf_counter() - t1, "rows": rows}
 
 

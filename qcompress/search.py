@@ -60,7 +60,7 @@ of `FidelityIndex`; `topk` computes them block by block instead), and temporarie
 Nothing of size m * N * n is ever made.
 
 8-bit codes (`corpus_codes=True`): uint8 tensors holding round(theta/pi*255), decoded as float32(code * pi/255),
-exactly as `qcompress.formats.dequantize_angles`; scores are those of the decoded angles.
+exactly as `qcompress.quantization.dequantize_angles`; scores are those of the decoded angles.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qcompress.errors import InputError
+from qcompress.quantization import DECODE, decode_codes
 from qcompress.quantum import log_cos2_half, pairwise_log_fidelity
 
 __all__ = [
@@ -173,21 +174,8 @@ def _check_dims(queries: Tensor, dim: int) -> None:
 
 # -- 8-bit codes ------------------------------------------------------------------------------------------------
 
-# code -> angle, computed in float64 and rounded once, as qcompress.formats.dequantize_angles does.
-_DECODE = (torch.arange(256, dtype=torch.float64) * (math.pi / 255.0)).to(torch.float32)
-
-
-_COS, _SIN = torch.cos(_DECODE), torch.sin(_DECODE)
-
-
-def decode_codes(codes: Tensor) -> Tensor:
-    """8-bit codes (uint8) -> float32 angles code * pi/255, the angles that code-based scores are computed on.
-
-    Example:
-        >>> decode_codes(torch.tensor([[0, 255]], dtype=torch.uint8))
-        tensor([[0.0000, 3.1416]])
-    """
-    return _DECODE[codes.to(torch.int32)]
+# cos and sin of each code's angle (qcompress.quantization.DECODE), for the features of 8-bit corpora.
+_COS, _SIN = torch.cos(DECODE), torch.sin(DECODE)
 
 
 # -- top-k selection with a deterministic tie rule ---------------------------------------------------------------

@@ -285,36 +285,12 @@ class Examples:
         return int(self.ex_query.shape[0])
 
 
-@torch.no_grad()  # not inference_mode: the frozen-encoder path feeds these tensors to a head with gradients
 def pooled_outputs(model, texts: Sequence[str], cache_dir: Path | None, on_batch=None) -> Tensor:
     """Mean-pooled encoder outputs (len(texts), in_dim), read from / added to the pooled cache when given."""
-    from qcompress.cache import PooledCache, text_key
+    from qcompress.cache import PooledCache, pool_texts
 
-    keys = [text_key(t) for t in texts]
     cache = PooledCache(cache_dir, model) if cache_dir is not None else None
-    found = cache.get(keys) if cache is not None else [None] * len(texts)
-    missing = list(dict.fromkeys(t for t, row in zip(texts, found) if row is None))
-    if on_batch is not None and len(texts) - sum(row is None for row in found):
-        on_batch(len(texts) - sum(row is None for row in found))
-    computed: dict[str, Tensor] = {}
-    if missing:
-        was_training = model.training
-        model.eval()
-        order = sorted(range(len(missing)), key=lambda i: -len(missing[i]))  # longest first: little padding
-        out = torch.empty(len(missing), int(model.config["in_dim"]))
-        for start in range(0, len(order), ENCODE_BATCH):
-            idx = order[start : start + ENCODE_BATCH]
-            out[idx] = model.pool([missing[i] for i in idx]).float().cpu()
-            if on_batch is not None:
-                on_batch(len(idx))
-        model.train(was_training)
-        if cache is not None:
-            cache.add([text_key(t) for t in missing], out)
-        computed = dict(zip(missing, out))
-        if on_batch is not None and sum(row is None for row in found) > len(missing):
-            on_batch(sum(row is None for row in found) - len(missing))  # repeated texts
-    rows = [row if row is not None else computed[t] for t, row in zip(texts, found)]
-    return torch.stack(rows) if rows else torch.empty(0, int(model.config["in_dim"]))
+    return pool_texts(model, list(texts), cache=cache, batch_size=ENCODE_BATCH, on_batch=on_batch)
 
 
 def _relevant(judged: Mapping[str, int]) -> set[str]:
@@ -818,9 +794,7 @@ def train(
             for name, value in best.items():
                 params[name].copy_(value)
     steps = [r for r in log if r["kind"] == "step"]
-    model.config["encoder_trained"] = not frozen
-    model.config["training"] = recipe
-    model.config["training_result"] = {
+    model.config = model.config.replace(encoder_trained=not frozen, training=recipe, training_result={
         "steps": state["step"],
         "epochs_completed": state["epoch"],
         "examples": n,
@@ -833,7 +807,7 @@ def train(
         "baseline_ndcg_cut_10": next((r["ndcg_cut_10"] for r in log if r["kind"] == "validation" and r["step"] == 0),
                                      None),  # the untrained model, for comparison
         "validation_split": cfg.eval_split,
-    }
+    })
     from qcompress.plots import plot_training
 
     distributed.barrier(dist_ctx)  # every rank has written its last files under OUT.ckpt/

@@ -88,7 +88,7 @@ def test_compress_cosine_writes_vectors_and_refuses_uint8(tiny_encoder, tmp_path
     out.unlink()
     result = runner.invoke(app, base + ["--uint8"])
     assert result.exit_code == 1
-    assert "--uint8 quantises qubit angles" in result.stderr and result.stderr.count("\n") == 1
+    assert "uint8 encoding quantises qubit angles" in result.stderr and result.stderr.count("\n") == 1
     assert not out.exists() and not partial_path(out).exists()
 
 

@@ -100,7 +100,7 @@ BAD_ARGS = {
     "more negatives than documents": (["--negatives", "50"], "fewer than 50 negatives"),
     "missing split": (["--split", "dev"], "no judgements for split 'dev'"),
     "missing eval split": (["--eval-split", "dev"], "no judgements for split 'dev'"),
-    "quantum head with cosine": (["--similarity", "cosine"], "use --similarity fidelity"),
+    "quantum head with cosine": (["--similarity", "cosine"], "compared by fidelity, not cosine"),
 }
 
 

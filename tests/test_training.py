@@ -222,7 +222,7 @@ def test_no_head_variant_fine_tunes_the_encoder(tiny_encoder, beir, cache, tmp_p
                        train_layers=1, lr=1e-3, epochs=1))
     assert sorted(p.name for p in out.iterdir()) == ["encoder", "qcompress.json", "train_curve.png", "train_log.jsonl"]
     model = load_model(out)
-    assert (model.config["head"], model.similarity, model.dim, model.config["encoder_trained"]) == (
+    assert (model.config.head, model.similarity, model.dim, model.config.encoder_trained) == (
         "none", "fidelity", 32, True)
     angles = model.encode(["a wing"])
     assert angles.shape == (1, 32) and float(angles.min()) >= 0 and float(angles.max()) <= torch.pi
@@ -368,11 +368,11 @@ def test_qbec_and_bec_train_on_cranfield_with_minilm(minilm_path, tmp_path_facto
                    batch_size=8, max_steps=24, cache_dir=str(cache), seed=42)
         train(cfg)
         model = load_model(out)
-        assert (model.config["head"], model.dim, model.config["encoder_trained"]) == (
+        assert (model.config.head, model.dim, model.config.encoder_trained) == (
             "quantum" if variant == "QBEC" else "linear", 128, True)
         assert model.encode(["what is a wing?"]).shape == (1, 128)
         torch.manual_seed(42)  # the untrained model of the same run: same seed, same head initialisation
-        untrained = build_model(minilm_path, head=model.config["head"], dim=128, similarity=model.similarity,
+        untrained = build_model(minilm_path, head=model.config.head, dim=128, similarity=model.similarity,
                                 max_length=64)
         negatives = mine_negatives(untrained, collection, 3, cache_dir=cache)
         before, after = _fixed_loss(untrained, collection, negatives), _fixed_loss(model, collection, negatives)
