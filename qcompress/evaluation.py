@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -34,6 +35,7 @@ __all__ = [
     "evaluate_run",
     "cut_run",
     "candidates",
+    "default_protocol",
     "collection_texts",
     "doc_texts",
     "Texts",
@@ -237,6 +239,25 @@ def check_protocol(protocol: str, first_stage: object = None) -> None:
         raise ValueError("--protocol rerank needs --first-stage RUN (a TREC run file, e.g. BM25 top-1000)")
     if protocol != "rerank" and first_stage is not None:
         raise ValueError(f"--first-stage is only used by --protocol rerank, not {protocol}")
+
+
+def default_protocol(dataset: str | None) -> str:
+    """The protocol a collection is evaluated with unless one is named: `full` for the bundled collections and
+    BEIR folders, `rerank` for the local TREC DL evaluation sets (their BM25 run), `judged` for ir_datasets ids
+    (the paper's protocol).
+
+    Example:
+        >>> default_protocol("cranfield"), default_protocol("msmarco-passage/trec-dl-2019/judged")
+        ('full', 'judged')
+    """
+    from qcompress.data import BUNDLED
+    from qcompress.trecdl import EVALUATION_SETS
+
+    if dataset in EVALUATION_SETS:
+        return "rerank"
+    if dataset is None or dataset in BUNDLED or Path(dataset).is_dir():
+        return "full"
+    return "judged"
 
 
 def doc_texts(corpus: Mapping[str, str], doc_ids: Sequence[str], name: str, *, judged: bool) -> dict[str, str]:

@@ -577,9 +577,9 @@ def _forward_backward(model, cfg: TrainConfig, examples: Examples, batch: Tensor
 def _validate(model, collection, frozen: bool, cache_dir: Path | None, progress: Progress | None) -> tuple[float, str]:
     """NDCG@10 of the model on the eval collection: full ranking for local collections, judged-only re-ranking
     for ir_datasets ids (as `qcompress evaluate` chooses by default). Returns (ndcg@10, protocol)."""
-    from qcompress.evaluation import evaluate
+    from qcompress.evaluation import default_protocol, evaluate
 
-    protocol = "full" if collection.name == "cranfield" or Path(collection.name).is_dir() else "judged"
+    protocol = default_protocol(collection.name)
     cache = None
     if frozen and cache_dir is not None:
         from qcompress.cache import PooledCache

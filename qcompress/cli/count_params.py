@@ -1,0 +1,74 @@
+"""`qcompress count-params`: head sizes, quantum vs classical."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from qcompress.cli._common import app, cli_errors, print_json, print_table
+
+
+@app.command("count-params")
+@cli_errors
+def count_params(
+    in_dim: Optional[int] = typer.Option(
+        None, "--in-dim", help="Input size (qubits = embedding dimensions). Default: the encoder's hidden size, or 768."
+    ),
+    out_dims: List[int] = typer.Option(
+        [384, 256, 128, 64], "--out-dim", help="Output size; repeat for several rows."
+    ),
+    encoder: Optional[str] = typer.Option(
+        None, "--encoder", help="Also count this encoder's parameters (hub id or local folder; weights are not loaded)."
+    ),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code shipped with the encoder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Compare head sizes: quantum head 12*(k-1)*out vs classical Linear(in, out)+bias, per output size.
+
+    Example: qcompress count-params --in-dim 768 --out-dim 256 --out-dim 128 --json
+    """
+    from qcompress.heads import classical_head_num_parameters
+    from qcompress.quantum import quantum_head_num_parameters
+
+    encoder_params = None
+    if encoder is not None:
+        from qcompress.encoder import count_encoder_parameters
+
+        encoder_params, hidden = count_encoder_parameters(encoder, trust_remote_code=trust_remote_code)
+        in_dim = in_dim or hidden
+    in_dim = 768 if in_dim is None else in_dim
+    rows = []
+    for out_dim in out_dims:
+        quantum = quantum_head_num_parameters(in_dim, out_dim)
+        classical = classical_head_num_parameters(in_dim, out_dim)
+        rows.append(
+            {
+                "in_dim": in_dim,
+                "out_dim": out_dim,
+                "quantum_head": quantum,
+                "classical_head": classical,
+                "ratio": round(classical / quantum, 2) if quantum else None,
+                "padded_qubits": -in_dim % out_dim,
+            }
+        )
+    if as_json:
+        print_json({"in_dim": in_dim, "encoder": encoder, "encoder_parameters": encoder_params, "rows": rows})
+        return
+    table = Table(title=f"Head parameters, {in_dim} -> out" + (f" (encoder {encoder})" if encoder else ""))
+    for col in ("in -> out", "quantum head", "classical head", "classical / quantum"):
+        table.add_column(col, justify="right")
+    if encoder_params is not None:
+        table.add_column("encoder", justify="right")
+    for row in rows:
+        cells = [
+            f"{row['in_dim']} -> {row['out_dim']}",
+            f"{row['quantum_head']:,}",
+            f"{row['classical_head']:,}",
+            f"{row['ratio']}x" if row["ratio"] is not None else "-",
+        ]
+        if encoder_params is not None:
+            cells.append(f"{encoder_params:,}")
+        table.add_row(*cells)
+    print_table(table)
