@@ -45,6 +45,8 @@ __all__ = [
     "exact_topk",
     "paired_randomization_test",
     "paired_t_test",
+    "paired_test",
+    "PairedTest",
 ]
 
 Run = dict[str, dict[str, float]]  # qid -> {docid: score}, as pytrec_eval takes it
@@ -197,6 +199,32 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]
     t = mean / (sd / math.sqrt(n))
     df = n - 1
     return t, _betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Two systems compared query by query: mean(a) - mean(b) and the two-sided p-values of two paired tests."""
+
+    difference: float
+    randomization_p: float  # sign-flip permutation test (`paired_randomization_test`)
+    t: float  # paired t statistic (nan where undefined)
+    t_p: float
+    permutations: int
+    seed: int
+
+
+def paired_test(a: Sequence[float], b: Sequence[float], *, permutations: int = 10_000, seed: int = 0) -> PairedTest:
+    """Compare per-query values of two systems (same queries, same order): the one significance test of qcompress.
+
+    Example:
+        >>> r = paired_test([0.5, 0.7, 0.9, 0.6], [0.4, 0.5, 0.6, 0.6])
+        >>> round(r.difference, 3), r.randomization_p > 0.05
+        (0.15, True)
+    """
+    t, t_p = paired_t_test(a, b)
+    difference = float(np.mean(a) - np.mean(b)) if len(a) else math.nan
+    return PairedTest(difference, paired_randomization_test(a, b, n=permutations, seed=seed), t, t_p,
+                      permutations, seed)
 
 
 # -- ranking -------------------------------------------------------------------------------------------------------

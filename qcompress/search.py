@@ -85,6 +85,7 @@ __all__ = [
     "topk_cosine",
     "brute_force_topk",
     "brute_force_topk_cosine",
+    "select_topk",
     "decode_codes",
     "search_parquet",
 ]
@@ -190,7 +191,7 @@ def _rank(scores: Tensor, indices: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return scores.gather(1, order), indices.gather(1, order)
 
 
-def _select_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def select_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top-k of a dense (m, L) score matrix (column = index), ties resolved towards the lower index.
 
     torch.topk picks arbitrarily among equal values at the boundary, so rows whose k-th and (k+1)-th values are
@@ -403,7 +404,7 @@ class FidelityIndex:
             everything = torch.arange(size).expand(m, size)
             scores = self._exact(queries, torch.arange(m).repeat_interleave(size), everything.flatten()).view(m, size)
             stats.update(seed_certified=m, exact_pairs=m * size)
-            return _select_topk(scores, k)
+            return select_topk(scores, k)
 
         top_ip, seed_docs = ip.topk(seed + 1, dim=1)
         seed_docs = seed_docs[:, :seed]
@@ -570,7 +571,7 @@ def brute_force_topk(
     for start in range(0, size, chunk_rows):
         chunk = corpus[start : start + chunk_rows]
         chunk = decode_codes(chunk) if corpus_codes else chunk
-        scores, indices = _select_topk(pairwise_log_fidelity(queries, chunk, chunk_elements=1 << 17), k)
+        scores, indices = select_topk(pairwise_log_fidelity(queries, chunk, chunk_elements=1 << 17), k)
         best_scores, best_indices = _rank(
             torch.cat([best_scores, scores], 1), torch.cat([best_indices, indices + start], 1), k
         )
@@ -630,7 +631,7 @@ def topk_cosine(
     seed = min(size, max(k, candidates))
     if seed == size:
         rows, docs = torch.arange(m).repeat_interleave(size), torch.arange(size).repeat(m)
-        return _select_topk(_cosine_pairs(queries, corpus, rows, docs, chunk_elements).view(m, size), k)
+        return select_topk(_cosine_pairs(queries, corpus, rows, docs, chunk_elements).view(m, size), k)
     top, seed_docs = sims.topk(seed + 1, dim=1)
     seed_docs = seed_docs[:, :seed]
     seed_scores = _cosine_pairs(queries, corpus, torch.arange(m).repeat_interleave(seed), seed_docs.flatten(),
@@ -657,7 +658,7 @@ def brute_force_topk_cosine(queries: Tensor, corpus: Tensor, k: int) -> tuple[Te
     corpus = corpus.to(torch.float32)
     m, size = queries.shape[0], corpus.shape[0]
     rows, docs = torch.arange(m).repeat_interleave(size), torch.arange(size).repeat(m)
-    return _select_topk(_cosine_pairs(queries, corpus, rows, docs, DEFAULT_CHUNK_ELEMENTS).view(m, size), k)
+    return select_topk(_cosine_pairs(queries, corpus, rows, docs, DEFAULT_CHUNK_ELEMENTS).view(m, size), k)
 
 
 # -- Parquet corpora larger than memory ---------------------------------------------------------------------------
