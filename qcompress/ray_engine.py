@@ -31,6 +31,7 @@ node sees at the same path (NFS, a mounted bucket), or the encoder must be a Hug
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -43,8 +44,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
+import torch
 
-from qcompress.formats import read_parquet_texts, read_texts
+from qcompress.atomic import atomic_dir
+from qcompress.batching import DEFAULT_BATCH_SIZE
+from qcompress.compress import embedding_metadata, model_id
+from qcompress.formats import EmbeddingWriter, read_parquet_texts, read_texts
 from qcompress.model import ModelSpec
 from qcompress.quantization import check_encoding
 
@@ -54,9 +60,6 @@ INSTALL_HINT = "--engine ray needs Ray, an optional extra: pip install 'qcompres
 MAX_RESTARTS = 3  # restarts per actor after it dies (Ray's default, -1, restarts forever)
 MAX_TASK_RETRIES = 3  # retries of a block whose actor died while encoding it
 MAX_CHUNK = 4096  # rows per block = per output file, as the local path's row groups
-# Testing aid: a path. The first actor call that finds no file there creates it and kills its own process, as an
-# OOM kill or a lost node would; "always" kills every call (the job must then fail with a clear message).
-KILL_ENV = "QCOMPRESS_RAY_TEST_KILL"
 
 
 def require_ray():
@@ -90,11 +93,7 @@ class _EncodeActor:
     """One model per actor; each call encodes one block of rows and writes it as one Parquet file."""
 
     def __init__(self, spec: ModelSpec, out_dir: str, metadata: dict, encoding: str, batch_size: int,
-                 threads: int | None, kill: str | None) -> None:
-        import torch
-
-        from qcompress.compress import model_id
-
+                 threads: int | None) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.model = spec.load("cuda" if torch.cuda.is_available() else "cpu")
@@ -103,24 +102,10 @@ class _EncodeActor:
             raise RuntimeError(f"this worker loaded a different model (id {found}, the driver's "
                                f"{metadata['model_id']}); the model must be the same files on every node")
         self.out_dir, self.metadata = Path(out_dir), metadata
-        self.encoding, self.batch_size, self.kill = encoding, batch_size, kill
-
-    def _maybe_die(self) -> None:
-        if not self.kill:
-            return
-        if self.kill != "always":
-            try:
-                fd = os.open(self.kill, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # only the first caller anywhere
-            except FileExistsError:
-                return
-            os.close(fd)
-        os._exit(1)  # like a SIGKILL: no exception, no cleanup, the process is gone
+        self.encoding, self.batch_size = encoding, batch_size
 
     def __call__(self, batch: dict) -> dict:
         """`batch`: chunks of rows (`first` row number, `ids`, `texts`); one Parquet file per chunk."""
-        from qcompress.formats import EmbeddingWriter
-
-        self._maybe_die()
         done: dict[str, list] = {"first": [], "rows": [], "file": []}
         for first, ids, texts in zip(batch["first"], batch["ids"], batch["texts"]):
             ids, texts = [str(x) for x in ids], [str(t) for t in texts]
@@ -186,7 +171,7 @@ def compress_ray(
     *,
     num_workers: int | None = None,
     ray_address: str | None = None,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     encoding: str = "float32",
     chunk_size: int | None = None,
     on_rows: Callable[[int], None] | None = None,
@@ -196,99 +181,110 @@ def compress_ray(
     `model` is the driver's copy (for the metadata, which every worker's copy must match); workers load
     `spec` themselves. Uses the Ray cluster already initialised in this process, else joins `ray_address`, else
     starts a local one (shut down at the end). `num_workers` defaults to the cluster's GPUs, else 1 actor using
-    every CPU (torch's own threads; measured faster on 2 cores than 2 single-threaded actors).
+    every CPU (torch's own threads; benchmarks/ray_compress.py compares the choices).
     """
-    from qcompress.atomic import atomic_dir
-    from qcompress.compress import embedding_metadata
-
-    ray = require_ray()
-    output = Path(output)
-    if str(output) == "-":
-        raise ValueError("-o -: --engine ray writes a folder of Parquet files; give a folder path such as -o out/")
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        what = "a file" if not output.is_dir() else "a folder that is not empty"
-        raise FileExistsError(f"-o {output}: is {what}; --engine ray writes a new folder: remove it or choose another")
-    if batch_size <= 0:
-        raise ValueError(f"--batch-size must be positive, got {batch_size}")
+    output = _check_output(output)
     if num_workers is not None and num_workers <= 0:
-        raise ValueError(f"--num-workers must be positive, got {num_workers}")
+        raise ValueError(f"num_workers must be positive, got {num_workers}")
     check_encoding(encoding, model.output_kind)
     metadata = embedding_metadata(model)
-    n = len(records)
-    seconds: dict[str, float] = {}
-
+    ray = require_ray()
     t0 = time.perf_counter()
-    started = False
-    if not ray.is_initialized():
-        try:
-            ray.init(address=ray_address, include_dashboard=False, logging_level=logging.ERROR,
-                     configure_logging=True, log_to_driver=True)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            where = f"the Ray cluster at {ray_address}" if ray_address else "a local Ray cluster"
-            raise ValueError(f"cannot start or join {where}: {_first_line(err)}") from None
-        started = True
-    seconds["startup"] = time.perf_counter() - t0
+    started = _init_ray(ray, ray_address)
+    seconds = {"startup": time.perf_counter() - t0}
     try:
         _quiet_ray_data(ray)
-        resources = ray.cluster_resources()
-        cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
-        workers = num_workers or (gpus if gpus else 1)
-        gpus_per_worker = 1 if gpus >= workers and gpus > 0 else 0
-        cpus_per_worker = 1 if gpus_per_worker else max(1, cpus // workers)
-        chunk = chunk_size or min(MAX_CHUNK, max(1, math.ceil(n / (4 * workers))))  # >= 4 blocks per worker
-        ids = [doc_id for doc_id, _ in records]
-
+        pool = _pool_size(ray, num_workers)
+        chunk = chunk_size or min(MAX_CHUNK, max(1, math.ceil(len(records) / (4 * pool.workers))))
         with atomic_dir(output, overwrite=output.exists()) as tmp:
             t1 = time.perf_counter()
-            if n == 0:
-                from qcompress.formats import EmbeddingWriter
-
+            if records:
+                actor_args = dict(spec=_absolute(spec), out_dir=str(tmp.absolute()), metadata=metadata,
+                                  encoding=encoding, batch_size=batch_size,
+                                  threads=None if pool.gpus_per_worker else pool.cpus_per_worker)
+                _run_pool(ray, records, chunk, pool, actor_args, output, on_rows)
+            else:
                 with EmbeddingWriter(tmp / _part_name(0), dim=model.dim, metadata=metadata, encoding=encoding,
                                      column=model.output_kind):
                     pass
-            else:
-                # One dataset row per chunk of documents, one block per row: each actor call gets whole chunks, so
-                # a file holds consecutive input rows. (from_items builds the blocks here; from_arrow would start
-                # a remote task per block just to read its metadata.)
-                texts = [t for _, t in records]
-                chunks = [{"first": s, "ids": ids[s : s + chunk], "texts": texts[s : s + chunk]}
-                          for s in range(0, n, chunk)]
-                with warnings.catch_warnings():  # max_restarts has no named parameter yet (Ray 2.60)
-                    warnings.simplefilter("ignore")
-                    ds = _from_items(ray, chunks).map_batches(
-                        _EncodeActor,
-                        batch_size=1,
-                        batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=workers),
-                        num_cpus=cpus_per_worker,
-                        num_gpus=gpus_per_worker,
-                        fn_constructor_kwargs=dict(
-                            spec=_absolute(spec), out_dir=str(tmp.absolute()), metadata=metadata, encoding=encoding, batch_size=batch_size,
-                            threads=None if gpus_per_worker else cpus_per_worker, kill=os.environ.get(KILL_ENV) or None,
-                        ),
-                        max_restarts=MAX_RESTARTS,
-                        max_task_retries=MAX_TASK_RETRIES,
-                    )
-                written = 0
-                try:
-                    for done in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                        rows = int(np.sum(done["rows"]))
-                        written += rows
-                        if on_rows is not None:
-                            on_rows(rows)
-                except Exception as err:  # noqa: BLE001 - Ray wraps worker failures in many types
-                    raise ValueError(
-                        f"the Ray job failed after {written:,} of {n:,} rows ({_first_line(err)}); nothing was "
-                        f"written to {output} (Ray's logs: /tmp/ray/session_latest/logs)"
-                    ) from None
             seconds["pipeline"] = time.perf_counter() - t1
             t2 = time.perf_counter()
-            files = _verify(tmp, ids, output)
+            files = _verify(tmp, [doc_id for doc_id, _ in records], output)
             seconds["verify"] = time.perf_counter() - t2
     finally:
         if started:
             ray.shutdown()
-    return RayCompressResult(rows=n, files=files, workers=workers, gpus_per_worker=gpus_per_worker, seconds=seconds)
+    return RayCompressResult(rows=len(records), files=files, workers=pool.workers,
+                             gpus_per_worker=pool.gpus_per_worker, seconds=seconds)
+
+
+def _check_output(output: str | os.PathLike) -> Path:
+    output = Path(output)
+    if str(output) == "-":
+        raise ValueError("output '-': the ray engine writes a folder of Parquet files; give a folder path")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        what = "a file" if not output.is_dir() else "a folder that is not empty"
+        raise FileExistsError(f"{output}: is {what}; the ray engine writes a new folder: remove it or choose another")
+    return output
+
+
+def _init_ray(ray, ray_address: str | None) -> bool:
+    """Join or start a Ray cluster unless this process has one; True if this call started it."""
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=ray_address, include_dashboard=False, logging_level=logging.ERROR,
+                 configure_logging=True, log_to_driver=True)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = f"the Ray cluster at {ray_address}" if ray_address else "a local Ray cluster"
+        raise ValueError(f"cannot start or join {where}: {_first_line(err)}") from None
+    return True
+
+
+@dataclass
+class _Pool:
+    workers: int
+    gpus_per_worker: int
+    cpus_per_worker: int
+
+
+def _pool_size(ray, num_workers: int | None) -> _Pool:
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    workers = num_workers or (gpus if gpus else 1)
+    gpus_per_worker = 1 if gpus >= workers and gpus > 0 else 0
+    return _Pool(workers, gpus_per_worker, 1 if gpus_per_worker else max(1, cpus // workers))
+
+
+def _run_pool(ray, records: Sequence[tuple[str, str]], chunk: int, pool: _Pool, actor_args: dict, output: Path,
+              on_rows: Callable[[int], None] | None) -> None:
+    """Encode and write every chunk with the actor pool; a failure becomes one ValueError naming its cause."""
+    ids, texts = [doc_id for doc_id, _ in records], [t for _, t in records]
+    # One dataset row per chunk of documents, one block per row: each actor call gets whole chunks, so a file
+    # holds consecutive input rows. (from_items builds the blocks here; from_arrow would start a remote task per
+    # block just to read its metadata.)
+    chunks = [{"first": s, "ids": ids[s : s + chunk], "texts": texts[s : s + chunk]}
+              for s in range(0, len(records), chunk)]
+    with warnings.catch_warnings():  # max_restarts has no named parameter yet (Ray 2.60)
+        warnings.simplefilter("ignore")
+        ds = _from_items(ray, chunks).map_batches(
+            _EncodeActor, batch_size=1, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=pool.workers),
+            num_cpus=pool.cpus_per_worker, num_gpus=pool.gpus_per_worker,
+            fn_constructor_kwargs=actor_args, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
+        )
+    written = 0
+    try:
+        for done in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            rows = int(np.sum(done["rows"]))
+            written += rows
+            if on_rows is not None:
+                on_rows(rows)
+    except Exception as err:  # noqa: BLE001 - Ray wraps worker failures in many types
+        raise ValueError(
+            f"the Ray job failed after {written:,} of {len(records):,} rows ({_first_line(err)}); nothing was "
+            f"written to {output} (Ray's logs: /tmp/ray/session_latest/logs)"
+        ) from None
 
 
 def _from_items(ray, items: list):
@@ -301,8 +297,6 @@ def _from_items(ray, items: list):
 
 def _absolute(spec: ModelSpec) -> ModelSpec:
     """Workers do not share the driver's working directory: local model paths become absolute."""
-    import dataclasses
-
     return dataclasses.replace(
         spec,
         model_dir=os.path.abspath(spec.model_dir) if spec.model_dir else None,
@@ -312,8 +306,6 @@ def _absolute(spec: ModelSpec) -> ModelSpec:
 
 def _verify(folder: Path, ids: list[str], output: Path) -> int:
     """Remove leftovers of killed writers, then check the part files hold exactly `ids` in order; return files."""
-    import pyarrow.parquet as pq
-
     for entry in folder.iterdir():
         if not (entry.is_file() and entry.name.startswith("part-") and entry.suffix == ".parquet"):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)

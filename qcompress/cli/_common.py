@@ -10,11 +10,14 @@ import contextlib
 import functools
 import json
 import sys
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from qcompress.model import ModelSpec
 
 app = typer.Typer(
     help="Compress text embeddings with a quantum-inspired projection head and compare them by fidelity "
@@ -91,21 +94,23 @@ SIMILARITY_HELP = (
 )
 
 
-def load_cli_model(
+def model_spec(
     model_dir: Optional[str],
     encoder: Optional[str],
     head: Optional[str],
     similarity: Optional[str],
     max_length: Optional[int],
     trust_remote_code: bool,
-):
-    """The model named by --model DIR, or by --encoder NAME --head none --similarity S."""
+) -> "ModelSpec":
+    """The model named by --model DIR, or by --encoder NAME --head none --similarity S (checked, not loaded)."""
     from qcompress.model import ModelSpec
 
     if model_dir is not None and (encoder is not None or head is not None or similarity is not None):
         raise ValueError(
             "--model DIR already names its encoder, head and similarity; drop --encoder/--head/--similarity"
         )
+    if encoder is None and (head is not None or similarity is not None):
+        raise ValueError("--head and --similarity go with --encoder NAME (a --model folder names its own)")
     if model_dir is None and encoder is None:
         raise ValueError("name a model: --model DIR (from `qcompress train`) or --encoder NAME --head none")
     if head not in (None, "none"):
@@ -116,7 +121,19 @@ def load_cli_model(
     if max_length is not None and max_length <= 0:
         raise ValueError(f"--max-length must be positive, got {max_length}")
     return ModelSpec(model_dir=model_dir, encoder=encoder, similarity=similarity, max_length=max_length,
-                     trust_remote_code=trust_remote_code).load()
+                     trust_remote_code=trust_remote_code)
+
+
+def load_cli_model(
+    model_dir: Optional[str],
+    encoder: Optional[str],
+    head: Optional[str],
+    similarity: Optional[str],
+    max_length: Optional[int],
+    trust_remote_code: bool,
+):
+    """The model named by the model options, loaded."""
+    return model_spec(model_dir, encoder, head, similarity, max_length, trust_remote_code).load()
 
 
 def check_model_options(encoder: Optional[str], head: Optional[str], similarity: Optional[str]) -> None:
