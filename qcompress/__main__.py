@@ -1,3 +1,6 @@
+"""`python -m qcompress` (what torchrun starts): the command line."""
+
 from qcompress.cli import app
 
-app(prog_name="qcompress")
+if __name__ == "__main__":
+    app(prog_name="qcompress")

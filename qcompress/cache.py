@@ -14,10 +14,13 @@ hits come from the cache, misses go through the encoder in longest-first batches
 The cache folder is `resolve_cache_dir`'s: an explicit folder, else $QCOMPRESS_CACHE, else the user's cache folder.
 
 Example:
-    >>> from qcompress.model import build_model                                   # doctest: +SKIP
-    >>> model = build_model("minilm", head="none", similarity="fidelity")          # doctest: +SKIP
-    >>> cache = PooledCache(resolve_cache_dir(), model)                            # doctest: +SKIP
-    >>> angles = encode(model, ["what is a wing?"], cache=cache)  # 2nd call: no encoder work  # doctest: +SKIP
+    >>> import tempfile
+    >>> from qcompress.model import build_model
+    >>> model = build_model("minilm", similarity="fidelity")
+    >>> cache = PooledCache(tempfile.mkdtemp(), model)
+    >>> first = encode(model, ["what is a wing?"], cache=cache)    # runs the encoder, keeps the pooled output
+    >>> len(cache), torch.equal(encode(model, ["what is a wing?"], cache=cache), first)   # no encoder work now
+    (1, True)
 """
 
 from __future__ import annotations

@@ -13,10 +13,9 @@ such as T5's relative position bias, would fail that check and is simply run in 
 pads on the left, which shifts a text's positions with its batch's length). Held in memory, float32,
 one (tokens, hidden) tensor per text, up to `max_bytes`; texts beyond that are run in full.
 
-Example:
-    >>> prefixes = FrozenPrefixCache()                                      # doctest: +SKIP
-    >>> pooled = prefixes.pool(model, corpus_texts, top_layers=1)           # runs the whole encoder once
-    >>> pooled = prefixes.pool(other_model, corpus_texts, top_layers=1)     # runs only its last layer
+Use: `prefixes = FrozenPrefixCache()`, then `prefixes.pool(model, texts, top_layers=1)` for each model trained
+from the same base encoder: the first call runs the whole encoder, later ones only the last layer
+(tests/test_frozen_prefix.py shows it with a tiny BERT).
 """
 
 from __future__ import annotations

@@ -167,8 +167,8 @@ class QCompressModel(nn.Module):
     """Encoder, mean pooling, then an optional head; `encode` gives angles (fidelity) or vectors (cosine).
 
     Example:
-        >>> model = build_model(head="quantum", dim=128)            # doctest: +SKIP
-        >>> model.encode(["a query", "a passage"]).shape              # doctest: +SKIP
+        >>> model = build_model("minilm", head="quantum", dim=128)   # the offline all-MiniLM-L6-v2
+        >>> model.encode(["a query", "a passage"]).shape
         torch.Size([2, 128])
     """
 
@@ -312,8 +312,11 @@ def load_model(
     """Load a model folder written by `qcompress train` (weights via safetensors only, never pickle).
 
     Example:
-        >>> model = load_model("models/qbec")                         # doctest: +SKIP
-        >>> angles = model.encode(["what is a wing?"])                # doctest: +SKIP
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> build_model("minilm", head="quantum", dim=64).save(folder)
+        >>> load_model(folder).encode(["what is a wing?"]).shape
+        torch.Size([1, 64])
     """
     from safetensors.torch import load_file
 
