@@ -344,7 +344,7 @@ def test_resume_with_other_metadata_is_refused_and_no_resume_starts_over(tmp_pat
     with pytest.raises(InputError) as err:
         EmbeddingWriter(out, dim=4, metadata=dict(META, encoder="other"), resume=True)
     message = raises_at(err, partial_path(out), None)
-    assert 'encoder "minilm" vs "other"' in message and "without --resume" in message
+    assert 'encoder "minilm" vs "other"' in message and "start over without resuming" in message
     with pytest.raises(InputError, match="encoding"):
         EmbeddingWriter(out, dim=4, metadata=META, encoding="uint8", resume=True)
     with EmbeddingWriter(out, dim=4, metadata=META) as writer:  # no resume: the old parts are discarded

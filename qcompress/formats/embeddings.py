@@ -94,7 +94,7 @@ def _embedding_files(path: PathLike) -> list[Path]:
             raise InputError("folder holds no *.parquet files; expected embeddings from `qcompress compress`", file=p)
         return files
     if not p.exists():
-        hint = " (an interrupted run left PATH.partial: rerun with --resume)" if partial_path(p).exists() else ""
+        hint = " (an interrupted run left PATH.partial: rerun it and resume)" if partial_path(p).exists() else ""
         raise InputError(f"file not found; check the path{hint}", file=p)
     return [p]
 

@@ -37,6 +37,7 @@ __all__ = ["EmbeddingWriter", "DEFAULT_ROW_GROUP_SIZE"]
 
 DEFAULT_ROW_GROUP_SIZE = 16384
 _PART = re.compile(r"^part-(\d{6})\.parquet$")
+_START_OVER = "delete the folder, or start over without resuming"
 
 
 def _schema(dim: int, encoding: str, column: str, metadata: dict) -> pa.Schema:
@@ -128,9 +129,35 @@ class EmbeddingWriter:
 
     # -- resume ------------------------------------------------------------------------------------------------
     def _recover(self) -> None:
+        """Count the rows of the earlier run's parts, after checking they are complete and of the same settings."""
+        parts = self._earlier_parts()
+        last_part = None
+        for entry in parts:
+            try:
+                info = pq.ParquetFile(entry)
+            except (pa.ArrowException, OSError) as err:
+                raise InputError(f"cannot read part ({err}); {_START_OVER}", file=entry) from None
+            raw = (info.schema_arrow.metadata or {}).get(METADATA_KEY)
+            diff = metadata_differences(json.loads(raw) if raw else {}, self.metadata)
+            if diff:
+                raise InputError(
+                    f"cannot resume: the earlier run wrote different settings ({'; '.join(diff)}). Use the same "
+                    "model and options, or start over without resuming",
+                    file=self.partial,
+                )
+            self.rows_written += info.metadata.num_rows
+            if info.metadata.num_rows:
+                last_part = info
+        if last_part is not None:
+            ids = last_part.read(columns=["id"]).column("id")
+            self.last_id = ids[len(ids) - 1].as_py()
+        self._parts = len(parts)
+
+    def _earlier_parts(self) -> list[Path]:
+        """The part files in `partial`, numbered 0, 1, ... without gaps; half-written temporary files deleted."""
         if not self.partial.is_dir():
             raise InputError(
-                "exists but is not a folder of parts written by qcompress; delete it or run without --resume",
+                "exists but is not a folder of parts written by qcompress; delete it, or start over without resuming",
                 file=self.partial,
             )
         parts = []
@@ -142,40 +169,16 @@ class EmbeddingWriter:
                     entry.unlink(missing_ok=True)
                     continue
                 raise InputError(
-                    f"unexpected file {entry.name!r} in the resume folder; delete the folder or run without --resume",
-                    file=self.partial,
+                    f"unexpected file {entry.name!r} in the resume folder; {_START_OVER}", file=self.partial
                 )
             parts.append((int(match.group(1)), entry))
         for expected, (index, entry) in enumerate(parts):
             if index != expected:
                 raise InputError(
-                    f"part {expected:06d} is missing from the resume folder (found {entry.name}); "
-                    "delete the folder or run without --resume",
+                    f"part {expected:06d} is missing from the resume folder (found {entry.name}); {_START_OVER}",
                     file=self.partial,
                 )
-            try:
-                info = pq.ParquetFile(entry)
-            except (pa.ArrowException, OSError) as err:
-                raise InputError(
-                    f"cannot read part ({err}); delete the folder or run without --resume", file=entry
-                ) from None
-            raw = (info.schema_arrow.metadata or {}).get(METADATA_KEY)
-            found = json.loads(raw) if raw else {}
-            diff = metadata_differences(found, self.metadata)
-            if diff:
-                raise InputError(
-                    "cannot resume: the earlier run wrote different settings ("
-                    + "; ".join(diff)
-                    + "). Use the same model and options, or run without --resume to start over",
-                    file=self.partial,
-                )
-            self.rows_written += info.metadata.num_rows
-            if info.metadata.num_rows:
-                last_part = info
-        if self.rows_written:
-            ids = last_part.read(columns=["id"]).column("id")
-            self.last_id = ids[len(ids) - 1].as_py()
-        self._parts = len(parts)
+        return [entry for _, entry in parts]
 
     # -- writing -----------------------------------------------------------------------------------------------
     def write(self, ids: Sequence[str], values: np.ndarray | Tensor) -> None:
