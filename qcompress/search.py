@@ -1,9 +1,10 @@
 """Exact top-k search by log-fidelity (and by cosine), in memory or streamed from Parquet.
 
 Fidelity is not an inner product, so no vector index ranks by it directly, and evaluating log-fidelity for every
-(query, document) pair costs ~100x a matrix multiply in torch eager. `FidelityIndex` makes exact search cost
-about one matrix multiply by filtering with upper bounds that are inner products (SPEC §2), then settling the
-few survivors with the reference formula (`qcompress.quantum.log_cos2_half`, summed over qubits).
+(query, document) pair in torch eager costs two orders of magnitude more than a matrix multiply. `FidelityIndex`
+makes exact search cost about one matrix multiply by filtering with upper bounds that are inner products (SPEC §2),
+then settling the few survivors with the reference formula (`qcompress.quantum.log_cos2_half`, summed over
+qubits).
 
 How a search works (m queries, N documents, n qubits, k results):
 
@@ -12,8 +13,8 @@ How a search works (m queries, N documents, n qubits, k results):
    sum_i x_i = (n + <f(q), f(x)>)/2 with f(theta) = [cos theta; sin theta]: one (m, 2n) x (2n, N) matmul.
    This is the tightest bound that depends on the inner product alone: a tangent of log at any x0 (SPEC §2 uses
    x0 = 1, i.e. log x <= x - 1) gives n(log x0 - 1) + S/x0, minimised at x0 = S/n, which is this bound; and as it
-   is increasing in the inner product, every tangent ranks documents in the same order. On random angles
-   Jensen needs ~5x fewer candidates than the x0 = 1 tangent.
+   is increasing in the inner product, every tangent ranks documents in the same order. Being tighter, it lets
+   through several times fewer candidates than the x0 = 1 tangent on random angles.
 2. Seed: the top-C documents by inner product (C = max(k, 128)) are scored exactly; the k-th best of them, L,
    is a lower bound of the true k-th score. A document can only make the top-k if its bound reaches L, i.e. if
    its inner product reaches a threshold t(L). For a query whose (C+1)-th inner product is below t(L), the
@@ -32,28 +33,21 @@ Every bound is compared with a safety margin that covers float32 rounding: the w
 result is therefore exactly the one of `brute_force_topk`: same scores bit for bit (the reference formula is
 evaluated per pair, independently of batching) and the same choice among ties (lower index first).
 
-Measured (benchmarks/search.py; 2 CPU cores, torch 2.13, n = 128, 100 queries, k = 10; time of
-`FidelityIndex.search` / time of a flat inner-product search over the same cached 2n float32 features, matmul +
-topk; results identical to brute force in every case):
-                                   N = 100k    N = 1M
-    clustered (realistic)            1.3x       1.0x     every query certified by the seed
-    correlated, one near neighbour   3.5x       1.4x     11% / 2.4% of the pairs refined
-    random angles (worst case)       4.5x       1.7x     19% / 4.7% of the pairs refined
-The refinement shrinks relative to the matmul as N grows: the k-th score rises and fewer documents can reach
-it. 8-bit codes: the same times. One-shot `topk` also computes the features (cos/sin) and refines from the
-angles: 1.5x (clustered) to 3.0x (random) at 1M. The flat inner-product search is not a substitute: its
-top-10 shares only 46-85% with the fidelity top-10 on these data.
+Speed: `benchmarks/search.py` times `FidelityIndex.search` and `topk` against a flat inner-product search over the
+same features, and checks that every result equals `brute_force_topk`'s. The refinement shrinks relative to the
+matmul as N grows: the k-th score rises and fewer documents can reach it. A flat inner-product search is no
+substitute: its top-k is not the fidelity top-k (the benchmark reports its recall).
 
-What lost: plain chunked torch eager (`brute_force_topk`), 130-180x the flat search; torch.compile of the fused
-per-pair kernel, ~25x (after 17 s of compilation, and not bit-identical to eager); the x0 = 1 tangent instead
-of Jensen, ~5x more candidates on random angles; Jensen with per-query or per-document weights on the qubits
-(still one matmul) or per group of 16 qubits (8 matmul outputs), 1.3-1.5x fewer candidates for more work per
-pair. numba was not tried: a fused loop could only speed up the refinement, which is already below the matmul
-at 1M documents, and it would be a new dependency.
+Alternatives that lost when measured: plain chunked torch eager (`brute_force_topk`), two orders of magnitude
+slower than the flat search; torch.compile of the fused per-pair kernel (slow to compile, and not bit-identical to
+eager); weighting the qubits in the Jensen bound per query, per document or per block of 16 qubits (fewer
+candidates, but more work per pair than it saves). numba was not tried: a fused loop could only speed up the
+refinement, which is already cheaper than the matmul at a million documents, and it would be a new dependency.
 
 Contention: the refinement is thousands of small torch ops. On a machine whose cores are all busy with other
-processes, OpenMP's spin-waiting at the end of each parallel op can slow it 10-100x (the matmul barely
-notices); start Python with OMP_WAIT_POLICY=PASSIVE, or use fewer torch threads, on such machines.
+processes, OpenMP's spin-waiting at the end of each parallel op can slow it by one or two orders of magnitude
+(the matmul barely notices); start Python with OMP_WAIT_POLICY=PASSIVE, or use fewer torch threads, on such
+machines.
 
 Memory: the queries' (m, N) inner products, the corpus, its features when cached ((N, 2n) float32, the default
 of `FidelityIndex`; `topk` computes them block by block instead), and temporaries bounded by `chunk_elements`.
@@ -67,17 +61,26 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
-from typing import Iterator
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from qcompress.errors import InputError
+from qcompress.formats.embeddings import scan_embeddings
 from qcompress.quantization import DECODE, decode_codes
 from qcompress.quantum import log_cos2_half, pairwise_log_fidelity
+from qcompress.search_base import (
+    DEFAULT_CHUNK_ELEMENTS,
+    UNIT_ROUNDOFF,
+    append_ragged,
+    check_2d,
+    check_dims,
+    check_finite,
+    check_k,
+    empty_result,
+    rank,
+    select_topk,
+)
+from qcompress.search_cosine import brute_force_topk_cosine, topk_cosine
 
 __all__ = [
     "FidelityIndex",
@@ -92,47 +95,25 @@ __all__ = [
 
 PathLike = str | os.PathLike
 
-_U = 2.0**-24  # unit roundoff of float32
 _BLOCK = 16  # qubits per block: one log per block per pair in the refinement stages
 # Lower clamp of each factor x_i inside a block's product: 16 factors stay >= 2^-112, far from float32 underflow.
 _CLAMP = 2.0**-7
 DEFAULT_CANDIDATES = 128
-DEFAULT_CHUNK_ELEMENTS = 1 << 22
 
 
 # -- validation -------------------------------------------------------------------------------------------------
 
 
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer (the number of results per query), got {k!r}")
-    return k
-
-
-def _check_2d(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 2:
-        hint = "; for a single query use queries[None] or queries.unsqueeze(0)" if x.dim() == 1 else ""
-        raise ValueError(f"{name} must be 2-d (rows, qubits), got shape {tuple(x.shape)}{hint}")
-
-
-def _check_finite(x: Tensor, name: str) -> None:
-    if x.numel() and not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} has {bad} NaN or infinite value(s); every angle must be a finite number")
-
-
-def _float_angles(x: Tensor, name: str, *, check_finite: bool = True) -> Tensor:
+def _float_angles(x: Tensor, name: str, *, require_finite: bool = True) -> Tensor:
     """Float angles as contiguous float32 (other float dtypes are converted: scores are float32)."""
-    _check_2d(x, name)
+    check_2d(x, name)
     if not x.is_floating_point():
         hint = " (8-bit codes are accepted for the corpus only: pass corpus_codes=True)"
         hint = hint if x.dtype == torch.uint8 else ""
         raise ValueError(f"{name} must hold float angles in radians, got dtype {x.dtype}{hint}")
     x = x.detach().to(torch.float32).contiguous()
-    if check_finite:
-        _check_finite(x, name)
+    if require_finite:
+        check_finite(x, name)
     return x
 
 
@@ -153,12 +134,12 @@ def _max_abs(x: Tensor, name: str, chunk_elements: int) -> float:
     return largest
 
 
-def _check_corpus(corpus: Tensor, corpus_codes: bool, *, check_finite: bool = True) -> Tensor:
+def _check_corpus(corpus: Tensor, corpus_codes: bool, *, require_finite: bool = True) -> Tensor:
     if not corpus_codes:
         if isinstance(corpus, Tensor) and corpus.dtype == torch.uint8:
             raise ValueError("corpus is uint8: if it holds 8-bit angle codes, pass corpus_codes=True")
-        return _float_angles(corpus, "corpus", check_finite=check_finite)
-    _check_2d(corpus, "corpus")
+        return _float_angles(corpus, "corpus", require_finite=require_finite)
+    check_2d(corpus, "corpus")
     if corpus.dtype != torch.uint8:
         raise ValueError(
             f"corpus_codes=True expects a uint8 tensor of codes round(theta/pi*255), got dtype {corpus.dtype}"
@@ -166,54 +147,10 @@ def _check_corpus(corpus: Tensor, corpus_codes: bool, *, check_finite: bool = Tr
     return corpus.detach().contiguous()
 
 
-def _check_dims(queries: Tensor, dim: int) -> None:
-    if queries.shape[1] != dim:
-        raise ValueError(
-            f"queries have {queries.shape[1]} qubits but the corpus has {dim}; compare embeddings from the same model"
-        )
-
-
 # -- 8-bit codes ------------------------------------------------------------------------------------------------
 
 # cos and sin of each code's angle (qcompress.quantization.DECODE), for the features of 8-bit corpora.
 _COS, _SIN = torch.cos(DECODE), torch.sin(DECODE)
-
-
-# -- top-k selection with a deterministic tie rule ---------------------------------------------------------------
-
-
-def _rank(scores: Tensor, indices: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The k best of each row, ordered by (score desc, index asc). `indices` must be distinct within a row."""
-    order = indices.argsort(dim=1)
-    scores, indices = scores.gather(1, order), indices.gather(1, order)
-    # A stable sort keeps equal scores in ascending index order: that is the tie rule.
-    order = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
-    return scores.gather(1, order), indices.gather(1, order)
-
-
-def select_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Top-k of a dense (m, L) score matrix (column = index), ties resolved towards the lower index.
-
-    torch.topk picks arbitrarily among equal values at the boundary, so rows whose k-th and (k+1)-th values are
-    equal are redone from all the row's entries equal to the k-th value, lowest indices first.
-    """
-    m, length = scores.shape
-    k = min(k, length)
-    if k == length:
-        return _rank(scores, torch.arange(length).expand(m, length), k)
-    values, indices = scores.topk(k + 1, dim=1)
-    values, indices, boundary = values[:, :k], indices[:, :k].clone(), values[:, k]
-    for row in (boundary == values[:, -1]).nonzero().flatten().tolist():
-        kth = values[row, -1]
-        above = (scores[row] > kth).nonzero().flatten()
-        tied = (scores[row] == kth).nonzero().flatten()[: k - above.numel()]
-        indices[row] = torch.cat([above, tied])
-        values[row] = scores[row, indices[row]]
-    return _rank(values, indices, k)
-
-
-def _empty_result(m: int, k: int) -> tuple[Tensor, Tensor]:
-    return torch.empty(m, k, dtype=torch.float32), torch.empty(m, k, dtype=torch.int64)
 
 
 # -- features and bounds -----------------------------------------------------------------------------------------
@@ -287,7 +224,7 @@ class FidelityIndex:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.codes = bool(corpus_codes)
-        self.corpus = _check_corpus(corpus, self.codes, check_finite=False)  # checked below, in pieces
+        self.corpus = _check_corpus(corpus, self.codes, require_finite=False)  # checked below, in pieces
         self.size, self.dim = self.corpus.shape
         if self.dim == 0:
             raise ValueError("corpus has 0 qubits per row; expected angles of shape (N, n) with n >= 1")
@@ -360,7 +297,7 @@ class FidelityIndex:
     # -- error margins (see the module docstring) --
     def _ip_error(self, max_abs_queries: float) -> float:
         n, r = self.dim, max_abs_queries + self.max_abs
-        return 1.1 * _U * n * (2 * n + 8 + r)
+        return 1.1 * UNIT_ROUNDOFF * n * (2 * n + 8 + r)
 
     def _limit(self, floor: Tensor) -> Tensor:
         """The least computed bound that may still belong to a document scoring `floor` or more.
@@ -368,7 +305,7 @@ class FidelityIndex:
         A bound B and a floor L (both <= 0) are compared as B + c (1 + |B| + |L|) >= L, with c covering float32
         rounding of the bound and of the reference sum (module docstring); solved for B.
         """
-        c = (2 * self.dim + 32) * _U
+        c = (2 * self.dim + 32) * UNIT_ROUNDOFF
         return (floor - c * (1.0 + floor.abs())) / (1.0 - c)
 
     def _ip_threshold(self, floor: Tensor, ip_error: float) -> Tensor:
@@ -388,15 +325,15 @@ class FidelityIndex:
             >>> index.search(torch.tensor([[0.0, 0.1]]), k=2)[1]
             tensor([[0, 2]])
         """
-        k = _check_k(k)
+        k = check_k(k)
         queries = _float_angles(queries, "queries")
-        _check_dims(queries, self.dim)
-        m, n, size = queries.shape[0], self.dim, self.size
+        check_dims(queries, self.dim)
+        m, size = queries.shape[0], self.size
         k = min(k, size)
         stats = self.last_stats = {"queries": m, "documents": size, "seed_certified": 0, "refined_pairs": 0,
                                    "exact_pairs": 0}
         if m == 0 or size == 0:
-            return _empty_result(m, k)
+            return empty_result(m, k)
         query_features = _features(queries)
         ip = self._inner_products(query_features)
         seed = min(size, max(k, self.candidates))
@@ -421,7 +358,7 @@ class FidelityIndex:
         rows, docs = self._refine(queries, query_features, ip, todo, seed_docs, threshold, kth, ip_error)
         stats["exact_pairs"] += rows.numel()
         scores = self._exact(queries, rows, docs)
-        return _rank(*_append_ragged(seed_scores, seed_docs, rows, docs, scores, sentinel=size), k)
+        return rank(*append_ragged(seed_scores, seed_docs, rows, docs, scores, sentinel=size), k)
 
     def _refine(
         self, queries, query_features, ip, todo, seed_docs, threshold, floor, ip_error
@@ -476,7 +413,8 @@ class FidelityIndex:
         n, blocks = self.dim, _blocks(self.dim)
         # The inner product left = matmul value - sum of the per-qubit cosines done: both errors count.
         rest_error = 2 * ip_error
-        delta = (8 + self.max_abs + float(queries.abs().max())) * _U  # error of each x_i, see module docstring
+        # The error of each x_i (module docstring).
+        delta = (8 + self.max_abs + float(queries.abs().max())) * UNIT_ROUNDOFF
         single = isinstance(rows, int)
         limit = self._limit(floor)
         partial = torch.zeros(docs.numel())
@@ -504,27 +442,6 @@ class FidelityIndex:
         return (torch.full((docs.numel(),), rows) if single else rows), docs
 
 
-def _append_ragged(
-    scores: Tensor, indices: Tensor, rows: Tensor, docs: Tensor, extra: Tensor, *, sentinel: int
-) -> tuple[Tensor, Tensor]:
-    """Dense (m, C) scores/indices plus ragged (row, doc, score) triples -> dense (m, C + max extras per row)."""
-    m = scores.shape[0]
-    if rows.numel() == 0:
-        return scores, indices
-    order = rows.argsort(stable=True)
-    rows, docs, extra = rows[order], docs[order], extra[order]
-    counts = torch.bincount(rows, minlength=m)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(rows.numel()) - starts[rows]
-    width = int(counts.max())
-    pad_scores = torch.full((m, width), -math.inf)
-    # Distinct sentinels keep the indices of a row distinct; padding (-inf) is never selected (each row has C >= k).
-    pad_indices = (sentinel + torch.arange(width)).expand(m, width).clone()
-    pad_scores[rows, slot] = extra
-    pad_indices[rows, slot] = docs
-    return torch.cat([scores, pad_scores], 1), torch.cat([indices, pad_indices], 1)
-
-
 def topk(
     queries: Tensor,
     corpus: Tensor,
@@ -546,7 +463,7 @@ def topk(
         >>> indices
         tensor([[0, 2]])
     """
-    k = _check_k(k)
+    k = check_k(k)
     index = FidelityIndex(
         corpus, corpus_codes=corpus_codes, cache_features=False, candidates=candidates, chunk_elements=chunk_elements
     )
@@ -562,155 +479,23 @@ def brute_force_topk(
         >>> brute_force_topk(torch.zeros(1, 2), torch.zeros(3, 2), 2)
         (tensor([[0., 0.]]), tensor([[0, 1]]))
     """
-    k = _check_k(k)
+    k = check_k(k)
     queries = _float_angles(queries, "queries")
     corpus = _check_corpus(corpus, corpus_codes)
-    _check_dims(queries, corpus.shape[1])
+    check_dims(queries, corpus.shape[1])
     m, size = queries.shape[0], corpus.shape[0]
-    best_scores, best_indices = _empty_result(m, 0)
+    best_scores, best_indices = empty_result(m, 0)
     for start in range(0, size, chunk_rows):
         chunk = corpus[start : start + chunk_rows]
         chunk = decode_codes(chunk) if corpus_codes else chunk
         scores, indices = select_topk(pairwise_log_fidelity(queries, chunk, chunk_elements=1 << 17), k)
-        best_scores, best_indices = _rank(
+        best_scores, best_indices = rank(
             torch.cat([best_scores, scores], 1), torch.cat([best_indices, indices + start], 1), k
         )
     return best_scores, best_indices
 
 
-# -- cosine -------------------------------------------------------------------------------------------------------
-
-
-def _cosine_pairs(queries: Tensor, corpus: Tensor, rows: Tensor, docs: Tensor, chunk_elements: int) -> Tensor:
-    """Cosine of the pairs, one row-wise dot product each: the same value wherever the pair sits in a batch."""
-    out = torch.empty(rows.numel(), dtype=torch.float32)
-    step = max(1, chunk_elements // max(1, corpus.shape[1]))
-    for s in range(0, rows.numel(), step):
-        r, d = rows[s : s + step], docs[s : s + step]
-        out[s : s + r.numel()] = (queries[r] * F.normalize(corpus[d], dim=-1)).sum(-1)
-    return out
-
-
-def topk_cosine(
-    queries: Tensor,
-    corpus: Tensor,
-    k: int,
-    *,
-    candidates: int = 32,
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-) -> tuple[Tensor, Tensor]:
-    """Exact top-k by cosine similarity: (scores, indices), (m, min(k, N)), best first, ties to the lower index.
-
-    A blocked matmul finds candidates; their scores are then recomputed one dot product per pair, so that equal
-    rows get bit-identical scores (a matmul's rounding depends on where a row falls in the blocking) and the
-    tie rule holds. The matmul's rounding error is bounded, and every row within it of the k-th score is
-    rescored, so the result is exact for these per-pair scores. Zero vectors score 0 (as in `F.normalize`).
-
-    Example:
-        >>> topk_cosine(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0], [3.0, 0.0], [1.0, 0.0]]), 2)
-        (tensor([[1., 1.]]), tensor([[1, 2]]))
-    """
-    k = _check_k(k)
-    for name, x in (("queries", queries), ("corpus", corpus)):
-        _check_2d(x, name)
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be float vectors, got dtype {x.dtype}")
-    queries, corpus = queries.detach().to(torch.float32), corpus.detach().to(torch.float32)
-    _check_finite(queries, "queries")
-    _check_finite(corpus, "corpus")
-    _check_dims(queries, corpus.shape[1])
-    m, size = queries.shape[0], corpus.shape[0]
-    k = min(k, size)
-    if m == 0 or size == 0:
-        return _empty_result(m, k)
-    queries = F.normalize(queries, dim=-1)
-    sims = torch.empty(m, size)
-    step = max(1, chunk_elements // max(1, corpus.shape[1]))
-    for start in range(0, size, step):
-        sims[:, start : start + step] = queries @ F.normalize(corpus[start : start + step], dim=-1).T
-    seed = min(size, max(k, candidates))
-    if seed == size:
-        rows, docs = torch.arange(m).repeat_interleave(size), torch.arange(size).repeat(m)
-        return select_topk(_cosine_pairs(queries, corpus, rows, docs, chunk_elements).view(m, size), k)
-    top, seed_docs = sims.topk(seed + 1, dim=1)
-    seed_docs = seed_docs[:, :seed]
-    seed_scores = _cosine_pairs(queries, corpus, torch.arange(m).repeat_interleave(seed), seed_docs.flatten(),
-                                chunk_elements).view(m, seed)
-    kth = seed_scores.topk(k, dim=1).values[:, -1]
-    # Both the matmul and the rescoring of unit vectors err by at most ~n u (plus normalisation): 4x that margin.
-    margin = 4 * _U * (corpus.shape[1] + 8)
-    threshold = kth - margin
-    todo = (top[:, seed] >= threshold).nonzero().flatten()
-    rows = docs = torch.empty(0, dtype=torch.int64)
-    if todo.numel():
-        mask = sims[todo] >= threshold[todo, None]
-        mask.scatter_(1, seed_docs[todo], False)
-        local, docs = mask.nonzero(as_tuple=True)
-        rows = todo[local]
-    scores = _cosine_pairs(queries, corpus, rows, docs, chunk_elements)
-    return _rank(*_append_ragged(seed_scores, seed_docs, rows, docs, scores, sentinel=size), k)
-
-
-def brute_force_topk_cosine(queries: Tensor, corpus: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Reference for `topk_cosine`: every pair scored one dot product at a time, then the top-k (same tie rule)."""
-    k = _check_k(k)
-    queries = F.normalize(queries.to(torch.float32), dim=-1)
-    corpus = corpus.to(torch.float32)
-    m, size = queries.shape[0], corpus.shape[0]
-    rows, docs = torch.arange(m).repeat_interleave(size), torch.arange(size).repeat(m)
-    return select_topk(_cosine_pairs(queries, corpus, rows, docs, DEFAULT_CHUNK_ELEMENTS).view(m, size), k)
-
-
 # -- Parquet corpora larger than memory ---------------------------------------------------------------------------
-
-
-def _parquet_files(path: PathLike) -> list[Path]:
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.glob("*.parquet") if f.is_file())
-        if not files:
-            raise InputError("folder holds no *.parquet files; expected embeddings from `qcompress compress`", file=p)
-        return files
-    if not p.exists():
-        raise InputError("file not found; check the path", file=p)
-    return [p]
-
-
-def _parquet_batches(path: PathLike, batch_rows: int) -> tuple[dict, Iterator[tuple[Path, int, object, Tensor]]]:
-    """The dataset's metadata, and (file, first row in the file, id column, values) per batch.
-
-    uint8 codes stay uint8 (decoded only where scored); float values are checked finite, naming the row.
-    """
-    import pyarrow.parquet as pq
-
-    from qcompress.formats import read_embedding_metadata
-
-    files = _parquet_files(path)
-    meta = read_embedding_metadata(path)  # checks that every file has the same model, encoding and dim
-    column, dim = meta["column"], int(meta["dim"])
-    dtype = np.uint8 if meta["encoding"] == "uint8" else np.float32
-
-    def batches() -> Iterator[tuple[Path, int, object, Tensor]]:
-        for file in files:
-            row = 0
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows, columns=["id", column]):
-                ids, values = batch.column(0), batch.column(1)
-                if ids.null_count:
-                    raise InputError(f"{ids.null_count} row(s) have no id", file=file, field="id")
-                flat = values.flatten()
-                if values.null_count or flat.null_count:
-                    raise InputError("missing (null) values; every row needs all its numbers", file=file, field=column)
-                array = np.array(flat.to_numpy(zero_copy_only=False), dtype=dtype).reshape(len(values), dim)
-                if dtype == np.float32 and not np.isfinite(array).all():
-                    bad = int(np.flatnonzero(~np.isfinite(array).all(1))[0])
-                    raise InputError(
-                        f'row {row + bad + 1} (id "{ids[bad].as_py()}") has NaN or infinite values',
-                        file=file, field=column,
-                    )
-                yield file, row, ids, torch.from_numpy(array)
-                row += len(values)
-
-    return meta, batches()
 
 
 def search_parquet(
@@ -726,31 +511,31 @@ def search_parquet(
     Angles (`angles` column, float32 or uint8 codes) are ranked by log-fidelity, vectors (`vectors`) by cosine.
     Returns (scores (m, min(k, N)), ids: one list of document id strings per query), best first; ties go to the
     row that comes first (files in name order), so the result is `topk`'s on the whole dataset read in order.
-    Memory: one batch of `batch_rows` rows, its features and its (m, batch_rows) scores.
+    Memory: one batch of `batch_rows` rows, its features and its (m, batch_rows) scores. The file is checked as
+    it is read (`qcompress.formats.scan_embeddings`): bad rows raise `InputError` naming the file, row and id.
 
     Example:
         >>> import tempfile, pathlib
         >>> from qcompress.formats import EmbeddingWriter
         >>> out = pathlib.Path(tempfile.mkdtemp()) / "emb.parquet"
         >>> with EmbeddingWriter(out, dim=2, metadata={"similarity": "fidelity"}) as w:
-        ...     w.write(["a", "b", "c"], np.array([[0.0, 0.0], [3.0, 3.0], [0.1, 0.0]], dtype=np.float32))
+        ...     w.write(["a", "b", "c"], torch.tensor([[0.0, 0.0], [3.0, 3.0], [0.1, 0.0]]))
         >>> search_parquet(torch.tensor([[0.0, 0.1]]), out, 2)[1]
         [['a', 'c']]
     """
-    k = _check_k(k)
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
-        raise ValueError(f"batch_rows must be a positive integer, got {batch_rows!r}")
-    meta, batches = _parquet_batches(path, batch_rows)
+    k = check_k(k)
+    meta, batches = scan_embeddings(path, batch_rows=batch_rows, keep_codes=True)
     cosine, codes = meta["column"] == "vectors", meta["encoding"] == "uint8"
-    _check_2d(queries, "queries")
+    check_2d(queries, "queries")
     if not cosine:
         queries = _float_angles(queries, "queries")
-    _check_dims(queries, int(meta["dim"]))
+    check_dims(queries, int(meta["dim"]))
     m = queries.shape[0]
-    best_scores, best_positions = _empty_result(m, 0)
+    best_scores, best_positions = empty_result(m, 0)
     id_of: dict[int, str] = {}
     offset = 0
-    for _file, _first_row, ids, values in batches:
+    for batch in batches:
+        ids, values = batch.ids, batch.values
         floor = best_scores[:, -1] if best_scores.shape[1] == k else None
         if cosine:
             scores, local = topk_cosine(queries, values, k)
@@ -760,7 +545,7 @@ def search_parquet(
         positions = local + offset
         for position, doc_id in zip(positions.flatten().tolist(), ids.take(local.flatten().numpy()).to_pylist()):
             id_of[position] = doc_id
-        best_scores, best_positions = _rank(
+        best_scores, best_positions = rank(
             torch.cat([best_scores, scores], 1), torch.cat([best_positions, positions], 1), k
         )
         id_of = {p: id_of[p] for p in best_positions.flatten().tolist()}  # only the current winners' ids

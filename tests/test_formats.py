@@ -28,6 +28,7 @@ from qcompress.formats import (
     read_qrels,
     read_run,
     read_texts,
+    scan_embeddings,
     write_run,
 )
 
@@ -343,7 +344,7 @@ def test_resume_with_other_metadata_is_refused_and_no_resume_starts_over(tmp_pat
     with pytest.raises(InputError) as err:
         EmbeddingWriter(out, dim=4, metadata=dict(META, encoder="other"), resume=True)
     message = raises_at(err, partial_path(out), None)
-    assert 'encoder "minilm" vs "other"' in message and "without --resume" in message
+    assert 'encoder "minilm" vs "other"' in message and "start over without resuming" in message
     with pytest.raises(InputError, match="encoding"):
         EmbeddingWriter(out, dim=4, metadata=META, encoding="uint8", resume=True)
     with EmbeddingWriter(out, dim=4, metadata=META) as writer:  # no resume: the old parts are discarded
@@ -451,6 +452,49 @@ def test_read_rejects_wrong_column_type_nan_and_range(tmp_path):
     with pytest.raises(InputError) as err:
         read_embeddings(path)
     raises_at(err, path, None, "vectors")
+
+
+def test_range_error_names_the_row_and_id(tmp_path):
+    meta = dict(META, dim=2, encoding="float32", column="angles")
+    big = pa.FixedSizeListArray.from_arrays(pa.array([0.1, 0.2, 0.3, 0.4, 0.5, -0.5], pa.float32()), 2)
+    path = tmp_path / "range.parquet"
+    pq.write_table(qcompress_table(big, meta=meta), path, row_group_size=2)
+    with pytest.raises(InputError) as err:
+        read_embeddings(path)
+    assert 'row 3 (id "2"): angles must be radians in [0, pi], found -0.5' in raises_at(err, path, None, "angles")
+
+
+def test_null_id_names_the_row(tmp_path):
+    meta = dict(META, dim=1, encoding="float32", column="angles")
+    values = pa.FixedSizeListArray.from_arrays(pa.array([0.1, 0.2, 0.3], pa.float32()), 1)
+    table = pa.table({"id": pa.array(["a", "b", None]), "angles": values})
+    path = tmp_path / "null.parquet"
+    pq.write_table(table.replace_schema_metadata({b"qcompress": json.dumps(meta)}), path)
+    with pytest.raises(InputError) as err:
+        read_embeddings(path)
+    assert "row 3 has no id" in raises_at(err, path, None, "id")
+
+
+def test_scan_embeddings_batches_and_codes(tmp_path):
+    out = tmp_path / "emb8.parquet"
+    values = angles(7, 3)
+    ids = [f"d{i}" for i in range(7)]
+    with EmbeddingWriter(out, dim=3, metadata=META, encoding="uint8", row_group_size=4) as writer:
+        writer.write(ids, values)
+    meta, batches = scan_embeddings(out, batch_rows=3, keep_codes=True)
+    batches = list(batches)
+    assert meta["encoding"] == "uint8"
+    assert [(b.file, b.first_row, b.ids.to_pylist()) for b in batches] == [
+        (out, 0, ids[:3]), (out, 3, ids[3:6]), (out, 6, ids[6:])
+    ]
+    codes = torch.cat([b.values for b in batches])
+    assert codes.dtype == torch.uint8 and torch.equal(codes, quantize_angles(values))
+    _, decoded = scan_embeddings(out)  # one batch per row group, codes decoded
+    decoded = list(decoded)
+    assert [len(b.ids) for b in decoded] == [4, 3]
+    assert torch.equal(torch.cat([b.values for b in decoded]), dequantize_angles(codes))
+    with pytest.raises(ValueError, match="batch_rows"):
+        scan_embeddings(out, batch_rows=0)
 
 
 def test_check_same_model():

@@ -3,6 +3,8 @@
 import math
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -261,13 +263,11 @@ def test_search_parquet_errors(tmp_path):
         search_parquet(torch.zeros(1, 4), tmp_path / "e.parquet", 0)
 
 
-def test_search_parquet_names_the_row_with_nan(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+@pytest.mark.parametrize("bad, words", [(math.nan, "has NaN"), (3.5, "angles must be radians in \\[0, pi\\]")])
+def test_search_parquet_names_the_bad_row(tmp_path, bad, words):
     write_embeddings(tmp_path / "ok.parquet", ["a", "b", "c"], np.zeros((3, 2), dtype=np.float32))
     table = pq.read_table(tmp_path / "ok.parquet")
-    values = pa.array([[0.0, 0.0], [0.0, 0.0], [math.nan, 0.0]], type=table.schema.field("angles").type)
+    values = pa.array([[0.0, 0.0], [0.0, 0.0], [bad, 0.0]], type=table.schema.field("angles").type)
     pq.write_table(table.set_column(1, table.schema.field("angles"), values), tmp_path / "bad.parquet")
-    with pytest.raises(InputError, match='bad.parquet.*row 3 \\(id "c"\\) has NaN'):
+    with pytest.raises(InputError, match=f'bad.parquet.*row 3 \\(id "c"\\).*{words}'):
         search_parquet(torch.zeros(1, 2), tmp_path / "bad.parquet", 1)

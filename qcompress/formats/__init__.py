@@ -1,0 +1,57 @@
+"""Every file format at qcompress's edges: input texts and pairs, embedding Parquet, TREC runs and qrels.
+
+One module per format; this package re-exports their public names, so `from qcompress.formats import X` works
+for all of them:
+
+    texts       (id, text) records from JSONL, TSV, stdin or Parquet; (query, passage) pairs
+    embeddings  the embedding Parquet format (SPEC §6) and its reader, `scan_embeddings`, that every read uses
+    writer      `EmbeddingWriter`: writes embedding Parquet, crash-safe and resumable
+    trec        TREC run files and TREC/BEIR qrels
+    lines       numbered lines of a file or stdin, shared by the line-based readers
+
+Readers raise `qcompress.errors.InputError` naming the file, the 1-based line (or row) and the field, so that the
+CLI prints one line and exits 1. Writers never leave a partial file at the final path.
+"""
+
+from qcompress.formats.embeddings import (
+    METADATA_KEY,
+    MODEL_FIELDS,
+    EmbeddingBatch,
+    Embeddings,
+    check_same_model,
+    iter_embedding_batches,
+    partial_path,
+    read_embedding_metadata,
+    read_embeddings,
+    scan_embeddings,
+)
+from qcompress.formats.texts import iter_texts, read_pairs, read_parquet_texts, read_texts
+from qcompress.formats.trec import iter_qrels, read_qrels, read_run, write_run
+from qcompress.formats.writer import EmbeddingWriter
+
+# The 8-bit codes live in qcompress.quantization; re-exported here, where they were first defined.
+from qcompress.quantization import dequantize_angles, quantize_angles
+
+__all__ = [
+    "iter_texts",
+    "read_texts",
+    "read_parquet_texts",
+    "read_pairs",
+    "METADATA_KEY",
+    "MODEL_FIELDS",
+    "EmbeddingWriter",
+    "Embeddings",
+    "EmbeddingBatch",
+    "partial_path",
+    "scan_embeddings",
+    "read_embeddings",
+    "read_embedding_metadata",
+    "iter_embedding_batches",
+    "quantize_angles",
+    "dequantize_angles",
+    "check_same_model",
+    "write_run",
+    "read_run",
+    "read_qrels",
+    "iter_qrels",
+]

@@ -1,0 +1,372 @@
+"""The embedding Parquet format (SPEC §6), and its one reader: a stream of checked batches.
+
+An embedding file is Parquet with an `id` string column and either `angles` (fixed-size list of float32 radians in
+[0, pi], or of uint8 codes round(theta/pi*255), see `qcompress.quantization`) or `vectors` (float32, cosine
+models). The file's key-value metadata holds, under the key `qcompress`, a JSON object naming the model (encoder,
+head, dim, similarity, ...) and the encoding, so that two files from different models are never scored against
+each other. A dataset is one such file, or a folder of them (read in name order) with the same metadata.
+
+Every read goes through `scan_embeddings`, which checks the metadata up front and each batch as it is read (null
+ids or values, NaN or infinite numbers, angles outside [0, pi]), naming the file, the row and the id.
+`read_embeddings` (all in memory), `iter_embedding_batches` and `qcompress.search.search_parquet` use it.
+`qcompress.formats.writer.EmbeddingWriter` writes the format.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> import pyarrow as pa, pyarrow.parquet as pq
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "emb.parquet"
+    >>> angles = pa.FixedSizeListArray.from_arrays(pa.array([0.0, 1.5, 3.0, 0.5], pa.float32()), 2)
+    >>> meta = {"encoder": "minilm", "head": "quantum", "dim": 2, "similarity": "fidelity",
+    ...         "encoding": "float32", "column": "angles"}
+    >>> table = pa.table({"id": ["a", "b"], "angles": angles})
+    >>> pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
+    >>> read_embeddings(path).values
+    tensor([[0.0000, 1.5000],
+            [3.0000, 0.5000]])
+    >>> meta, batches = scan_embeddings(path, batch_rows=1)
+    >>> [(batch.first_row, batch.ids.to_pylist()) for batch in batches]
+    [(0, ['a']), (1, ['b'])]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+
+from qcompress.errors import InputError
+from qcompress.formats.lines import PathLike
+from qcompress.quantization import ENCODINGS, dequantize_angles
+
+__all__ = [
+    "METADATA_KEY",
+    "MODEL_FIELDS",
+    "COLUMNS",
+    "EmbeddingBatch",
+    "Embeddings",
+    "partial_path",
+    "scan_embeddings",
+    "read_embeddings",
+    "read_embedding_metadata",
+    "iter_embedding_batches",
+    "check_same_model",
+]
+
+METADATA_KEY = b"qcompress"
+COLUMNS = ("angles", "vectors")
+# The fields that identify the model that produced a file; two files are comparable only if these agree.
+MODEL_FIELDS = ("encoder", "head", "dim", "similarity")
+ANGLE_TOLERANCE = 1e-4  # float32 rounding of tanh*pi/2+pi/2 can step a hair outside [0, pi]
+
+
+def partial_path(path: PathLike) -> Path:
+    """Where `EmbeddingWriter` keeps its finished parts until `close()`: the folder `PATH.partial`."""
+    return Path(str(path) + ".partial")
+
+
+def value_type(encoding: str) -> pa.DataType:
+    """The Arrow type of one stored number: uint8 codes or float32."""
+    return pa.uint8() if encoding == "uint8" else pa.float32()
+
+
+def metadata_differences(a: Mapping, b: Mapping, keys: Iterable[str] | None = None) -> list[str]:
+    """`key a vs b` for each key whose values differ (all keys of either by default), for error messages."""
+    keys = sorted(set(a) | set(b)) if keys is None else list(keys)
+    return [f'{k} {json.dumps(a.get(k))} vs {json.dumps(b.get(k))}' for k in keys if a.get(k) != b.get(k)]
+
+
+# -- the dataset's files and metadata ----------------------------------------------------------------------------
+
+
+def _embedding_files(path: PathLike) -> list[Path]:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.glob("*.parquet") if f.is_file())
+        if not files:
+            raise InputError("folder holds no *.parquet files; expected embeddings from `qcompress compress`", file=p)
+        return files
+    if not p.exists():
+        hint = " (an interrupted run left PATH.partial: rerun it and resume)" if partial_path(p).exists() else ""
+        raise InputError(f"file not found; check the path{hint}", file=p)
+    return [p]
+
+
+def _file_metadata(file: Path) -> dict:
+    try:
+        schema = pq.read_schema(file)
+    except (pa.ArrowException, OSError) as err:
+        raise InputError(f"not a readable Parquet file ({err})", file=file) from None
+    meta = _metadata_object(schema, file)
+    _check_schema(schema, meta, file)
+    return meta
+
+
+def _metadata_object(schema: pa.Schema, file: Path) -> dict:
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise InputError(
+            "has no qcompress metadata: it was not written by `qcompress compress`, so the model that made it "
+            "is unknown; compress the texts with qcompress",
+            file=file,
+        )
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise InputError(
+            "qcompress metadata is not valid JSON; rewrite the file with `qcompress compress`", file=file
+        ) from None
+    if not isinstance(meta, dict):
+        raise InputError(
+            "qcompress metadata is not a JSON object; rewrite the file with `qcompress compress`", file=file
+        )
+    return meta
+
+
+def _check_schema(schema: pa.Schema, meta: dict, file: Path) -> None:
+    """The metadata names a known encoding, column and dim, and the columns have the types it implies."""
+    encoding, column, dim = meta.get("encoding"), meta.get("column"), meta.get("dim")
+    if encoding not in ENCODINGS:
+        raise InputError(
+            f"unknown encoding {encoding!r} in metadata; expected one of {', '.join(ENCODINGS)}",
+            file=file,
+            field="encoding",
+        )
+    if column not in COLUMNS:
+        raise InputError(
+            f"unknown column {column!r} in metadata; expected one of {', '.join(COLUMNS)}", file=file, field="column"
+        )
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+        raise InputError(f"dim in metadata must be a positive integer, got {dim!r}", file=file, field="dim")
+    names = schema.names
+    id_type = schema.field("id").type if "id" in names else None
+    if id_type is None or not (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+        raise InputError("missing or non-string `id` column; expected id: string", file=file, field="id")
+    if column not in names:
+        raise InputError(f"missing column `{column}` named by the metadata", file=file, field=column)
+    expected = value_type(encoding)
+    found = schema.field(column).type
+    if not (pa.types.is_fixed_size_list(found) and found.list_size == dim and found.value_type == expected):
+        raise InputError(
+            f"wrong column type {found}; expected fixed_size_list<{expected}>[{dim}] for {encoding} encoding",
+            file=file,
+            field=column,
+        )
+
+
+def _dataset_metadata(files: list[Path]) -> dict:
+    first = _file_metadata(files[0])
+    for file in files[1:]:
+        meta = _file_metadata(file)
+        diff = metadata_differences(
+            {k: v for k, v in first.items() if k != "qcompress_version"},
+            {k: v for k, v in meta.items() if k != "qcompress_version"},
+        )
+        if diff:
+            raise InputError(
+                f"metadata differs from {files[0].name} ({'; '.join(diff)}); a folder must hold files of one "
+                "model and encoding",
+                file=file,
+            )
+    return first
+
+
+def read_embedding_metadata(path: PathLike) -> dict:
+    """The `qcompress` metadata of an embedding file or folder (checked identical across the folder's files)."""
+    return _dataset_metadata(_embedding_files(path))
+
+
+# -- the rows, batch by batch ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbeddingBatch:
+    """Consecutive rows of one file of an embedding dataset, checked."""
+
+    file: Path
+    first_row: int  # 0-based position of the batch's first row in `file`
+    ids: pa.Array  # Arrow strings (`ids.to_pylist()` makes Python strings; searches only convert the winners)
+    values: Tensor  # (rows, dim) float32, or the stored uint8 codes when scanned with keep_codes=True
+
+
+def scan_embeddings(
+    path: PathLike, *, batch_rows: int | None = None, keep_codes: bool = False
+) -> tuple[dict, Iterator[EmbeddingBatch]]:
+    """The metadata of an embedding file or folder (checked now) and its rows as checked batches (read lazily).
+
+    Files come in name order; a batch holds `batch_rows` rows, or one Parquet row group when `batch_rows` is None.
+    uint8 codes are decoded to float32 angles (`qcompress.quantization.DECODE`) unless `keep_codes=True`, which
+    leaves them uint8 for a reader that decodes only what it uses. Raises `InputError` naming the file, row and id
+    for null ids or values, NaN or infinite numbers and angles outside [0, pi]; ids are not checked for
+    duplicates (`read_embeddings` does). The module docstring shows an example.
+    """
+    if batch_rows is not None and (isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1):
+        raise ValueError(f"batch_rows must be a positive integer or None, got {batch_rows!r}")
+    files = _embedding_files(path)
+    meta = _dataset_metadata(files)
+    return meta, _scan(files, meta, batch_rows, keep_codes)
+
+
+def _scan(files: list[Path], meta: dict, batch_rows: int | None, keep_codes: bool) -> Iterator[EmbeddingBatch]:
+    for file in files:
+        row = 0
+        for ids, values in _arrow_batches(file, meta["column"], batch_rows):
+            yield EmbeddingBatch(file, row, ids, _decode(ids, values, meta, file, row, keep_codes))
+            row += len(ids)
+
+
+def _arrow_batches(file: Path, column: str, batch_rows: int | None) -> Iterator[tuple[pa.Array, pa.Array]]:
+    """(ids, values) Arrow arrays of `file`, `batch_rows` rows at a time or one row group at a time."""
+    reader = pq.ParquetFile(file)
+    columns = ["id", column]
+    if batch_rows is not None:
+        for batch in reader.iter_batches(batch_size=batch_rows, columns=columns):
+            yield batch.column("id"), batch.column(column)
+        return
+    for group in range(reader.num_row_groups):
+        table = reader.read_row_group(group, columns=columns)
+        yield table.column("id").combine_chunks(), table.column(column).combine_chunks()
+
+
+def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: int, keep_codes: bool) -> Tensor:
+    """The batch's values as a (rows, dim) tensor, checked; `first_row` places the batch in the file."""
+    column, dim = meta["column"], int(meta["dim"])
+    if ids.null_count:
+        row = first_row + int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0]) + 1
+        raise InputError(f"row {row} has no id (null); every row needs one", file=file, field="id")
+    flat = values.flatten()
+    if values.null_count or flat.null_count:
+        raise InputError("missing (null) values; every row needs all its numbers", file=file, field=column)
+    array = flat.to_numpy(zero_copy_only=False).reshape(len(values), dim)
+    if meta["encoding"] == "uint8":
+        return torch.from_numpy(np.array(array, dtype=np.uint8) if keep_codes else dequantize_angles(array))
+    decoded = torch.from_numpy(np.array(array, dtype=np.float32))
+    finite = torch.isfinite(decoded).all(dim=1)
+    if not finite.all():
+        row = int((~finite).nonzero()[0])
+        raise InputError(
+            f'row {first_row + row + 1} (id "{ids[row].as_py()}") has NaN or infinite values', file=file, field=column
+        )
+    if column == "angles" and decoded.numel():
+        _check_angle_range(decoded, ids, file, first_row)
+    return decoded
+
+
+def _check_angle_range(angles: Tensor, ids: pa.Array, file: Path, first_row: int) -> None:
+    low, high = (float(x) for x in torch.aminmax(angles))
+    if low >= -ANGLE_TOLERANCE and high <= math.pi + ANGLE_TOLERANCE:
+        return
+    wide = angles.double()  # the bounds compared in float64, as for low and high above
+    outside = (wide < -ANGLE_TOLERANCE) | (wide > math.pi + ANGLE_TOLERANCE)
+    row, col = (int(i) for i in outside.nonzero()[0])
+    raise InputError(
+        f'row {first_row + row + 1} (id "{ids[row].as_py()}"): angles must be radians in [0, pi], '
+        f"found {float(angles[row, col]):.4g}",
+        file=file,
+        field="angles",
+    )
+
+
+# -- readers -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Embeddings:
+    """Embeddings read from a qcompress Parquet file: ids, float32 values (angles decoded), the file's metadata."""
+
+    ids: list[str]
+    values: Tensor
+    metadata: dict
+    encoding: str
+
+    @property
+    def dim(self) -> int:
+        return int(self.metadata["dim"])
+
+    @property
+    def column(self) -> str:
+        return self.metadata["column"]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def iter_embedding_batches(path: PathLike) -> Iterator[tuple[list[str], Tensor]]:
+    """Stream (ids, float32 values) one Parquet row group at a time, file by file (a folder: sorted by name).
+
+    For corpora larger than memory. The metadata is checked up front (use `read_embedding_metadata` to see it);
+    ids are not checked for duplicates across batches (`read_embeddings` does).
+    """
+    _, batches = scan_embeddings(path)
+    return ((batch.ids.to_pylist(), batch.values) for batch in batches)
+
+
+def read_embeddings(path: PathLike) -> Embeddings:
+    """Read a qcompress embedding file, or a folder of them (one dataset, files sorted by name), into memory.
+
+    Angles stored as uint8 codes are decoded to float32 code/255*pi. Raises `InputError` for files not written by
+    qcompress, wrong column types, NaN values, angles outside [0, pi], differing metadata in a folder, and
+    duplicate ids.
+    """
+    meta, batches = scan_embeddings(path)
+    ids: list[str] = []
+    chunks: list[Tensor] = []
+    seen: dict[str, tuple[Path, int]] = {}
+    for batch in batches:
+        batch_ids = batch.ids.to_pylist()
+        for row, doc_id in enumerate(batch_ids, batch.first_row + 1):
+            if doc_id in seen:
+                where = seen[doc_id]
+                raise InputError(
+                    f'duplicate id "{doc_id}" in row {row} (first in {where[0].name}, row {where[1]}); '
+                    "ids must be unique",
+                    file=batch.file,
+                    field="id",
+                )
+            seen[doc_id] = (batch.file, row)
+        ids.extend(batch_ids)
+        chunks.append(batch.values)
+    values = torch.cat(chunks) if chunks else torch.empty(0, int(meta["dim"]))
+    return Embeddings(ids=ids, values=values, metadata=meta, encoding=meta["encoding"])
+
+
+def check_same_model(
+    meta_a: Mapping[str, Any], meta_b: Mapping[str, Any], *, what: str = "the two embedding files"
+) -> None:
+    """Raise `InputError` unless both metadata name the same model (encoder, head, dim, similarity, model_id).
+
+    `model_id` is compared only when both have one; encoding and qcompress version may differ (a uint8 file
+    compares fine with a float32 file of the same model).
+
+    Example:
+        >>> m = {"encoder": "minilm", "head": "quantum", "dim": 128, "similarity": "fidelity"}
+        >>> check_same_model(m, dict(m, encoding="uint8"))
+        >>> check_same_model(m, dict(m, dim=64))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        qcompress.errors.InputError: field "dim": the two embedding files come from different models (dim 128 ...
+    """
+    keys = list(MODEL_FIELDS)
+    if "model_id" in meta_a and "model_id" in meta_b:
+        keys.append("model_id")
+    norm_a = {k: _normalise(k, meta_a.get(k)) for k in keys}
+    norm_b = {k: _normalise(k, meta_b.get(k)) for k in keys}
+    diff = [k for k in keys if norm_a[k] != norm_b[k]]
+    if diff:
+        details = "; ".join(f"{k} {json.dumps(meta_a.get(k))} vs {json.dumps(meta_b.get(k))}" for k in diff)
+        raise InputError(
+            f"{what} come from different models ({details}); compress both with the same model", field=diff[0]
+        )
+
+
+def _normalise(key: str, value: Any) -> Any:
+    if key == "dim" and isinstance(value, (int, float, str)) and str(value).isdigit():
+        return int(value)
+    return value

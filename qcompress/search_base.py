@@ -1,0 +1,109 @@
+"""What the exact searches share: the top-k tie rule, merging extra candidates, and their argument checks.
+
+Every top-k in qcompress (fidelity in `qcompress.search`, cosine in `qcompress.search_cosine`, and whoever ranks
+with `select_topk`) orders results by (score desc, index asc), so that equal scores always resolve the same way.
+
+Example:
+    >>> select_topk(torch.tensor([[1.0, 3.0, 2.0, 3.0]]), 3)
+    (tensor([[3., 3., 2.]]), tensor([[1, 3, 2]]))
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["select_topk"]
+
+UNIT_ROUNDOFF = 2.0**-24  # of float32: the unit of every error margin in the searches
+DEFAULT_CHUNK_ELEMENTS = 1 << 22  # numbers per temporary, by default
+
+
+# -- argument checks ---------------------------------------------------------------------------------------------
+
+
+def check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer (the number of results per query), got {k!r}")
+    return k
+
+
+def check_2d(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        hint = "; for a single query use queries[None] or queries.unsqueeze(0)" if x.dim() == 1 else ""
+        raise ValueError(f"{name} must be 2-d (rows, qubits), got shape {tuple(x.shape)}{hint}")
+
+
+def check_finite(x: Tensor, name: str) -> None:
+    if x.numel() and not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} has {bad} NaN or infinite value(s); every angle must be a finite number")
+
+
+def check_dims(queries: Tensor, dim: int) -> None:
+    if queries.shape[1] != dim:
+        raise ValueError(
+            f"queries have {queries.shape[1]} qubits but the corpus has {dim}; compare embeddings from the same model"
+        )
+
+
+# -- top-k selection with a deterministic tie rule ---------------------------------------------------------------
+
+
+def rank(scores: Tensor, indices: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k best of each row, ordered by (score desc, index asc). `indices` must be distinct within a row."""
+    order = indices.argsort(dim=1)
+    scores, indices = scores.gather(1, order), indices.gather(1, order)
+    # A stable sort keeps equal scores in ascending index order: that is the tie rule.
+    order = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+    return scores.gather(1, order), indices.gather(1, order)
+
+
+def select_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k of a dense (m, L) score matrix (column = index), ties resolved towards the lower index.
+
+    torch.topk picks arbitrarily among equal values at the boundary, so rows whose k-th and (k+1)-th values are
+    equal are redone from all the row's entries equal to the k-th value, lowest indices first.
+    """
+    m, length = scores.shape
+    k = min(k, length)
+    if k == length:
+        return rank(scores, torch.arange(length).expand(m, length), k)
+    values, indices = scores.topk(k + 1, dim=1)
+    values, indices, boundary = values[:, :k], indices[:, :k].clone(), values[:, k]
+    for row in (boundary == values[:, -1]).nonzero().flatten().tolist():
+        kth = values[row, -1]
+        above = (scores[row] > kth).nonzero().flatten()
+        tied = (scores[row] == kth).nonzero().flatten()[: k - above.numel()]
+        indices[row] = torch.cat([above, tied])
+        values[row] = scores[row, indices[row]]
+    return rank(values, indices, k)
+
+
+def empty_result(m: int, k: int) -> tuple[Tensor, Tensor]:
+    return torch.empty(m, k, dtype=torch.float32), torch.empty(m, k, dtype=torch.int64)
+
+
+def append_ragged(
+    scores: Tensor, indices: Tensor, rows: Tensor, docs: Tensor, extra: Tensor, *, sentinel: int
+) -> tuple[Tensor, Tensor]:
+    """Dense (m, C) scores/indices plus ragged (row, doc, score) triples -> dense (m, C + max extras per row)."""
+    m = scores.shape[0]
+    if rows.numel() == 0:
+        return scores, indices
+    order = rows.argsort(stable=True)
+    rows, docs, extra = rows[order], docs[order], extra[order]
+    counts = torch.bincount(rows, minlength=m)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(rows.numel()) - starts[rows]
+    width = int(counts.max())
+    pad_scores = torch.full((m, width), -math.inf)
+    # Distinct sentinels keep the indices of a row distinct; padding (-inf) is never selected (each row has C >= k).
+    pad_indices = (sentinel + torch.arange(width)).expand(m, width).clone()
+    pad_scores[rows, slot] = extra
+    pad_indices[rows, slot] = docs
+    return torch.cat([scores, pad_scores], 1), torch.cat([indices, pad_indices], 1)
