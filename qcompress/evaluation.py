@@ -279,7 +279,7 @@ def default_protocol(dataset: str | None) -> str:
         ('full', 'judged')
     """
     from qcompress.data import BUNDLED
-    from qcompress.trecdl import EVALUATION_SETS
+    from qcompress.data.trecdl import EVALUATION_SETS
 
     if dataset in EVALUATION_SETS:
         return "rerank"
@@ -290,7 +290,7 @@ def default_protocol(dataset: str | None) -> str:
 
 def doc_texts(corpus: Mapping[str, str], doc_ids: Sequence[str], name: str, *, judged: bool) -> dict[str, str]:
     """{doc id: text} of the candidates. Judged documents without text are left out (a pool of passages, such
-    as qcompress.trecdl's, need not hold every judged one); a first-stage document without text is an error."""
+    as qcompress.data.trecdl's, need not hold every judged one); a first-stage document without text is an error."""
     # ir_datasets corpora look many documents up in one docstore call; plain dicts one by one.
     get_many = getattr(corpus, "get_many", None)
     found = get_many(doc_ids) if get_many is not None else {d: corpus[d] for d in doc_ids if d in corpus}

@@ -157,4 +157,4 @@ def test_train_on_dl21_from_a_local_trec_folder(tiny_encoder, cache, tmp_path):
 
     result = runner.invoke(app, ["train", "--encoder", tiny_encoder, "--dataset", "trec-dl-21", "-o",
                                  str(tmp_path / "n")], env={"QCOMPRESS_TREC_DIR": ""})
-    assert result.exit_code == 1 and "--trec-dir" in result.stderr and not (tmp_path / "n").exists()
+    assert result.exit_code == 1 and "QCOMPRESS_TREC_DIR" in result.stderr and not (tmp_path / "n").exists()

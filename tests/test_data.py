@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qcompress import data
-from qcompress.data import Collection, bundled_path, load_collection, positives
+from qcompress.data import Collection, bundled_path, irds, load_collection, positives
 from qcompress.errors import InputError
 
 
@@ -250,7 +249,7 @@ def test_ir_datasets_docpairs_become_lazy_hard_negatives(monkeypatch):
         DocPair("2", "c", "b"),  # beyond max_docpairs
     ]
     fake = FakeDataset(pairs)
-    monkeypatch.setattr(data, "_ir_datasets_load", lambda dataset_id: fake)
+    monkeypatch.setattr(irds, "_ir_datasets_load", lambda dataset_id: fake)
     c = load_collection("msmarco-passage/train/judged", split="ignored", max_docpairs=5)
     assert c.relevance_level == 1 and c.split == "msmarco-passage/train/judged"
     assert c.queries == {"1": "first", "2": "second"}  # judged queries only, qrels of unknown queries dropped
@@ -262,12 +261,12 @@ def test_ir_datasets_docpairs_become_lazy_hard_negatives(monkeypatch):
     assert fake.docpairs_reads == 1
 
     fake = FakeDataset([DocPair("1", "b", "a")])  # the "negative" is judged relevant: dropped
-    monkeypatch.setattr(data, "_ir_datasets_load", lambda dataset_id: fake)
+    monkeypatch.setattr(irds, "_ir_datasets_load", lambda dataset_id: fake)
     assert dict(load_collection("some/dataset").hard_negatives) == {}
 
 
 def test_ir_datasets_download_failure(monkeypatch):
-    monkeypatch.setattr(data, "_ir_datasets_load", lambda dataset_id: FakeDataset(fail=True))
+    monkeypatch.setattr(irds, "_ir_datasets_load", lambda dataset_id: FakeDataset(fail=True))
     with pytest.raises(InputError) as err:
         load_collection("msmarco-passage/trec-dl-2020/judged")
     message = str(err.value)

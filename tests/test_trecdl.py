@@ -12,6 +12,7 @@ import pytest
 import pytrec_eval
 
 from qcompress.data import load_collection
+from qcompress.data.trecdl import EVALUATION_SETS, EVALUATION_YEARS, TREC_DL, trec_dl_dataset
 from qcompress.errors import InputError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl"
@@ -65,7 +66,7 @@ def test_env_variable_and_slice(tmp_path, monkeypatch):
 
 def test_missing_folder_and_files(tmp_path, monkeypatch):
     monkeypatch.delenv("QCOMPRESS_TREC_DIR", raising=False)
-    with pytest.raises(InputError, match="--trec-dir"):
+    with pytest.raises(InputError, match=r"name one \(trec_dir\) or set QCOMPRESS_TREC_DIR"):
         load_collection("trec-dl-2019")
     with pytest.raises(InputError, match="missing file collection.tsv"):
         load_collection("trec-dl-2019", trec_dir=tmp_path)
@@ -81,3 +82,11 @@ def test_query_count_is_checked(tmp_path):
     (folder / "qrels.dl19-passage.txt").write_text("\n".join(qrels) + "\n")
     with pytest.raises(InputError, match="expected 43 judged queries"):
         load_collection("trec-dl-2019", trec_dir=folder)
+
+
+def test_evaluation_names_local_and_ir_datasets():
+    assert [trec_dl_dataset(y, local=True) for y in EVALUATION_YEARS] == list(EVALUATION_SETS)
+    assert all(name in TREC_DL for name in EVALUATION_SETS)
+    assert trec_dl_dataset("2019", local=False) == "msmarco-passage/trec-dl-2019/judged"
+    with pytest.raises(InputError, match="choose 2019 or 2020"):
+        trec_dl_dataset("2021", local=False)

@@ -16,7 +16,6 @@ from qcompress.cli._common import (
 )
 
 
-_TREC_DL = {"2019": "msmarco-passage/trec-dl-2019/judged", "2020": "msmarco-passage/trec-dl-2020/judged"}
 _PROTOCOL_NOTES = {
     "judged": "judged-only re-ranking: each query's judged documents, as in the paper; not comparable with "
     "full-corpus retrieval or BM25 re-ranking",
@@ -61,7 +60,7 @@ def evaluate_command(
     trec: Optional[str] = typer.Option(
         None, "--trec",
         help="2019 or 2020: the judged queries of TREC DL passage. From the local folder --trec-dir (or "
-        "$QCOMPRESS_TREC_DIR; its passage pool need not hold every judged passage, see qcompress.trecdl) where "
+        "$QCOMPRESS_TREC_DIR; its passage pool need not hold every judged passage, see qcompress.data.trecdl) where "
         "one is given, else ir_datasets msmarco-passage/trec-dl-YEAR/judged (needs the MS MARCO corpus). "
         "Default protocol: rerank with --trec-dir (its BM25 top 100), judged with ir_datasets.",
     ),
@@ -129,19 +128,19 @@ def evaluate_command(
         METRICS, check_protocol, default_protocol, evaluate, paired_randomization_test, paired_t_test,
     )
     from qcompress.formats import read_run, write_run
-    from qcompress.trecdl import EVALUATION_SETS
+    from qcompress.data.trecdl import EVALUATION_SETS, EVALUATION_YEARS, trec_dl_dataset
 
     check_model_options(encoder, head, similarity)
     if not model_dirs and encoder is None:
         raise ValueError("name a model: --model DIR (repeatable) or --encoder NAME --head none")
     if trec is not None and dataset is not None:
         raise ValueError("--trec and --dataset both name the collection; give one")
-    if trec is not None and trec not in _TREC_DL:
+    if trec is not None and trec not in EVALUATION_YEARS:
         raise ValueError(f"--trec {trec}: choose 2019 or 2020")
     if first_stage is not None and protocol is None:
         protocol = "rerank"
     if trec is not None:
-        dataset_id = f"trec-dl-{trec}" if trec_dir is not None else _TREC_DL[trec]
+        dataset_id = trec_dl_dataset(trec, local=trec_dir is not None)
     else:
         dataset_id = dataset or "cranfield"
     local_trec = dataset_id in EVALUATION_SETS

@@ -59,7 +59,7 @@ def train_command(
     trec_dir: Optional[str] = typer.Option(
         None, "--trec-dir", envvar="QCOMPRESS_TREC_DIR",
         help="Local TREC DL folder for --dataset trec-dl-21: (query, grade >= 2 passage, judged-0 passages as hard "
-        "negatives) from the DL21 judgements (see qcompress.trecdl).",
+        "negatives) from the DL21 judgements (see qcompress.data.trecdl).",
     ),
     split: str = typer.Option("train", "--split", help="Qrels split to train on."),
     eval_split: Optional[str] = typer.Option(

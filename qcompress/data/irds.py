@@ -1,164 +1,26 @@
-"""Collections for training and evaluation: the bundled Cranfield sample, BEIR folders, and ir_datasets ids.
+"""Collections named by an ir_datasets id (e.g. msmarco-passage/trec-dl-2019/judged), read through ir_datasets.
 
-`load_collection` returns a `Collection`: the corpus (doc id -> text), the queries of one split that have
-judgements, their qrels, and the relevance level that RR/recall/MAP count as relevant. Texts follow BEIR's
-rule: title + " " + text, stripped.
-
-For ir_datasets ids the corpus is a lazy mapping backed by ir_datasets' docstore: MS MARCO has 8.8M passages,
-which must never be loaded into a dict. Hard negatives (from the dataset's docpairs) are read on first use.
+The corpus is a lazy mapping backed by ir_datasets' docstore: MS MARCO has 8.8M passages, which must never be
+loaded into a dict. Hard negatives (from the dataset's docpairs) are read on first use. ir_datasets is optional
+(and may download on first use): it is imported only when an id is loaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import ItemsView, Iterator, Mapping, ValuesView
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
+from qcompress.data.collection import Collection
+from qcompress.data.trecdl import IR_DATASETS_PREFIXES, RELEVANCE_LEVEL
 from qcompress.errors import InputError
-from qcompress.formats import iter_qrels, iter_texts
 
-__all__ = [
-    "Collection",
-    "load_collection",
-    "bundled_path",
-    "positives",
-    "IRDatasetsCorpus",
-    "DocpairNegatives",
-    "BUNDLED",
-    "DEFAULT_MAX_DOCPAIRS",
-]
+__all__ = ["DEFAULT_MAX_DOCPAIRS", "IRDatasetsCorpus", "DocpairNegatives", "load_ir_datasets"]
 
-BUNDLED = ("cranfield",)
 DEFAULT_MAX_DOCPAIRS = 1_000_000
-# TREC DL passage judgements are graded 0-3 and count 2+ as relevant for RR, MAP and recall (SPEC §6).
-_LEVEL_2_PREFIXES = ("msmarco-passage/trec-dl", "msmarco-passage-v2/trec-dl")
-
-
-@dataclass
-class Collection:
-    """A corpus, the judged queries of one split, and their judgements.
-
-    Example:
-        >>> c = load_collection("cranfield", split="test")
-        >>> len(c.corpus), len(c.queries), c.relevance_level
-        (1398, 112, 1)
-    """
-
-    name: str  # "cranfield", a folder path, or an ir_datasets id
-    corpus: Mapping[str, str]  # doc id -> text (title + " " + text, stripped)
-    queries: dict[str, str]  # query id -> text (only queries of this split with judgements)
-    qrels: dict[str, dict[str, int]]  # query id -> {doc id: grade}, this split only
-    split: str
-    relevance_level: int = 1  # min grade counted relevant by RR/recall/MAP (2 for TREC DL passage)
-    hard_negatives: Mapping[str, list[str]] | None = None  # qid -> negative doc ids, when the dataset ships them
-    first_stage: dict[str, dict[str, float]] | None = None  # a run shipped with the collection (TREC DL: BM25)
-
-
-def positives(qrels_for_query: Mapping[str, int], level: int = 1) -> list[str]:
-    """Doc ids judged at least `level` for one query, in judgement order (grades <= 0 are judged non-relevant).
-
-    Training uses only queries with at least one positive.
-
-    Example:
-        >>> positives({"d1": 0, "d2": 3, "d3": 1}, level=2)
-        ['d2']
-    """
-    return [doc_id for doc_id, grade in qrels_for_query.items() if grade >= level]
-
-
-def bundled_path(name: str) -> Path:
-    """The folder of a collection shipped inside the package (BEIR layout).
-
-    Example:
-        >>> (bundled_path("cranfield") / "corpus.jsonl").is_file()
-        True
-    """
-    if name not in BUNDLED:
-        raise InputError(f"no bundled collection {name!r}; bundled: {', '.join(BUNDLED)}")
-    # A plain path next to this module: the package is installed as files (also editable), never zipped.
-    return Path(__file__).resolve().parent / "data" / name
-
-
-def load_collection(
-    dataset: str | None = None,
-    split: str = "test",
-    *,
-    max_docpairs: int | None = DEFAULT_MAX_DOCPAIRS,
-    trec_dir: str | Path | None = None,
-) -> Collection:
-    """Load a collection: None or "cranfield" (bundled), a BEIR folder, or an ir_datasets id.
-
-    A BEIR folder holds corpus.jsonl (`_id`, `title`, `text`), queries.jsonl (`_id`, `text`) and
-    qrels/<split>.tsv (header `query-id corpus-id score`). For an ir_datasets id (e.g.
-    "msmarco-passage/trec-dl-2019/judged") `split` is ignored: the id names the split. Hard negatives come from
-    the dataset's docpairs (the second doc of each pair), reading at most `max_docpairs` pairs (None: all) on
-    first use. Only queries with judgements in the split are kept. "trec-dl-2019", "trec-dl-2020" and
-    "trec-dl-21" read the local TREC DL folder `trec_dir` (or $QCOMPRESS_TREC_DIR): see `qcompress.trecdl`.
-    """
-    if dataset in ("trec-dl-2019", "trec-dl-2020", "trec-dl-21"):
-        from qcompress.trecdl import load_trec_dl
-
-        return load_trec_dl(dataset, trec_dir)
-    if dataset is None or dataset in BUNDLED:
-        name = dataset or "cranfield"
-        return _load_beir_folder(bundled_path(name), split, name)
-    if Path(dataset).is_dir():
-        return _load_beir_folder(Path(dataset), split, dataset)
-    return _load_ir_datasets(dataset, max_docpairs)
-
-
-# -- BEIR folders ----------------------------------------------------------------------------------------------
-
-
-def _load_beir_folder(folder: Path, split: str, name: str) -> Collection:
-    corpus_file, queries_file = folder / "corpus.jsonl", folder / "queries.jsonl"
-    qrels_dir = folder / "qrels"
-    qrels_file = qrels_dir / f"{split}.tsv"
-    splits = sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
-    layout = "a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/<split>.tsv"
-    for required in (corpus_file, queries_file):
-        if not required.is_file():
-            raise InputError(f"missing {required.name}: {layout}", file=required)
-    if not qrels_file.is_file():
-        available = ", ".join(splits) if splits else "none (the qrels folder is missing or empty)"
-        raise InputError(f"no judgements for split {split!r}; available splits: {available}", file=qrels_file)
-
-    # Empty texts are allowed here: an empty document is still a document that can be retrieved (or not).
-    corpus = dict(iter_texts(corpus_file, allow_empty=True))
-    if not corpus:
-        raise InputError("corpus is empty; it needs at least one document", file=corpus_file)
-    all_queries = dict(iter_texts(queries_file, allow_empty=True))
-
-    qrels: dict[str, dict[str, int]] = {}
-    for qid, doc_id, grade, line in iter_qrels(qrels_file):
-        if qid not in all_queries:
-            raise InputError(
-                f'query id "{qid}" is not in {queries_file.name}; judgements must name known queries',
-                file=qrels_file,
-                line=line,
-                field="query-id",
-            )
-        if doc_id not in corpus:
-            raise InputError(
-                f'doc id "{doc_id}" is not in {corpus_file.name}; judgements must name known documents',
-                file=qrels_file,
-                line=line,
-                field="corpus-id",
-            )
-        qrels.setdefault(qid, {})[doc_id] = grade
-    if not qrels:
-        raise InputError(f"split {split!r} has no judgements; the file holds no qrels lines", file=qrels_file)
-    queries = {qid: text for qid, text in all_queries.items() if qid in qrels}
-    qrels = {qid: qrels[qid] for qid in queries}  # queries-file order, for deterministic iteration
-    return Collection(name=name, corpus=corpus, queries=queries, qrels=qrels, split=split)
-
-
-# -- ir_datasets -----------------------------------------------------------------------------------------------
 
 
 def _ir_datasets_load(dataset_id: str) -> Any:
-    """`ir_datasets.load`, with its errors turned into InputError (tests replace this function)."""
+    """`ir_datasets.load`, with its errors turned into InputError."""
     try:
         import ir_datasets
     except ImportError:
@@ -203,7 +65,12 @@ def _query_text(query: Any) -> str:
     return text.strip() if isinstance(text, str) else str(query.default_text()).strip()
 
 
-def _load_ir_datasets(dataset_id: str, max_docpairs: int | None) -> Collection:
+def load_ir_datasets(dataset_id: str, max_docpairs: int | None = DEFAULT_MAX_DOCPAIRS) -> Collection:
+    """The judged queries of an ir_datasets id (the id names the split), with a lazy corpus.
+
+    Hard negatives come from the dataset's docpairs (the second doc of each pair), reading at most `max_docpairs`
+    pairs (None: all) on first use. TREC DL passage ids count grades >= 2 as relevant.
+    """
     dataset = _ir_datasets_load(dataset_id)
     for kind in ("docs", "queries", "qrels"):
         if not _has(dataset, kind):
@@ -225,7 +92,7 @@ def _load_ir_datasets(dataset_id: str, max_docpairs: int | None) -> Collection:
     if not queries:
         raise InputError(f"ir_datasets dataset {dataset_id!r} has no judged queries; choose a split with judgements")
     qrels = {qid: qrels[qid] for qid in queries}
-    level = 2 if dataset_id.startswith(_LEVEL_2_PREFIXES) else 1
+    level = RELEVANCE_LEVEL if dataset_id.startswith(IR_DATASETS_PREFIXES) else 1
     negatives = DocpairNegatives(dataset, dataset_id, qrels, max_docpairs) if _has(dataset, "docpairs") else None
     return Collection(
         name=dataset_id,
@@ -324,6 +191,13 @@ class DocpairNegatives(Mapping):
     """qid -> hard negative doc ids, from the dataset's docpairs (query_id, doc_id_a, doc_id_b): doc_id_b is the
     negative. Read on first use, at most `max_docpairs` pairs (None: all; MS MARCO train has ~400M), keeping
     only judged queries, dropping negatives that are judged relevant, and removing repeats (first seen first).
+
+    Example (a stand-in for an ir_datasets dataset: only `docpairs_iter` is used):
+        >>> from types import SimpleNamespace as Pair
+        >>> pairs = [Pair(query_id="q1", doc_id_a="d1", doc_id_b=d) for d in ("d3", "d1", "d3", "d2")]
+        >>> dataset = Pair(docpairs_iter=lambda: iter(pairs))
+        >>> dict(DocpairNegatives(dataset, "some/id", {"q1": {"d1": 1, "d2": 0}}, max_docpairs=None))
+        {'q1': ['d3', 'd2']}
     """
 
     def __init__(
