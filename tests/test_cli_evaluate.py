@@ -105,7 +105,7 @@ def test_several_models_one_table_with_p_values(models, folder, tmp_path, tiny_e
 
 
 def trec_dl_folder(root):
-    """A local TREC DL 2019 folder as qcompress.trecdl reads it: 43 judged queries, a passage pool without some
+    """A local TREC DL 2019 folder as qcompress.data.trecdl reads it: 43 judged queries, a passage pool without some
     judged passages, a BM25 run."""
     root.mkdir()
     (root / "queries.dl19.tsv").write_text("".join(f"{i}\tquery {i} about the wing flow\n" for i in range(43)))
