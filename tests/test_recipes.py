@@ -290,6 +290,21 @@ def test_peer_representations_sizes_and_scores():
         peers.representation("zip", docs)
 
 
+def test_rank_with_breaks_ties_at_the_cut_towards_the_lower_index():
+    """Full ranking keeps the best top_k as qcompress.evaluation.rank does: equal scores go to the lower index."""
+    from qcompress.evaluation import Texts
+
+    docs = torch.tensor([[0.0, 1.0]] + [[1.0, 0.0]] * 6 + [[0.6, 0.8]])
+    ids = [f"d{i}" for i in range(len(docs))]
+    texts = Texts(["q"], ["query"], ids, ids, pools=None)
+    rep = peers.representation("binary", docs)  # Hamming scores: d1..d6 tie at 0
+    for k in (1, 3, 6):
+        run = peers.rank_with(rep, texts, torch.tensor([[1.0, -1.0]]), docs, top_k=k)
+        assert list(run["q"]) == ids[1 : k + 1]
+    with pytest.raises(ValueError, match="top_k"):
+        peers.rank_with(rep, texts, docs[:1], docs, top_k=0)
+
+
 def test_uint8_angles_are_close_to_float_angles():
     theta = torch.rand(20, 16) * torch.pi
     a, u = peers.representation("angles", theta), peers.representation("uint8 angles", theta)

@@ -18,8 +18,9 @@ into stored document vectors of a known size, plus a way to score a query agains
                the query stays float32
 Vectors compared by cosine are L2-normalised first, as sentence-transformers' all-MiniLM-L6-v2 pipeline does.
 
-`rank_with` ranks a collection under one protocol (full / judged / rerank, as qcompress.evaluation) with any of
-these representations; `representation(...)` builds them by name.
+`rank_with` ranks a collection under one protocol (full / judged / rerank) with any of these representations, by
+the rules of `qcompress.evaluation.rank` (full ranking: the best `top_k`, ties to the lower index, as
+`qcompress.search`); `representation(...)` builds them by name.
 
 Example:
     >>> import torch
@@ -42,6 +43,7 @@ from torch import Tensor
 from qcompress.evaluation import Texts
 from qcompress.quantization import dequantize_angles, quantize_angles
 from qcompress.quantum import pairwise_log_fidelity
+from qcompress.search import select_topk
 
 __all__ = [
     "PEER_METHODS",
@@ -234,7 +236,8 @@ def _query_rows(q: object, row: int) -> object:
 def rank_with(
     rep: Representation, texts: Texts, query_emb: Tensor, doc_emb: Tensor, *, top_k: int = 1000
 ) -> dict[str, dict[str, float]]:
-    """A run {qid: {doc id: score}}: the best `top_k` of the corpus (full), or every candidate of each query.
+    """A run {qid: {doc id: score}}: the best `top_k` of the corpus (full; ties to the lower index), or every
+    candidate of each query.
 
     Example:
         >>> texts = Texts(["q1"], ["a query"], ["d1", "d2", "d3"], ["x", "y", "z"], pools=None)
@@ -248,8 +251,7 @@ def rank_with(
     queries = rep.queries(query_emb)
     run: dict[str, dict[str, float]] = {}
     if texts.pools is None:
-        scores = rep.score(queries, stored)
-        values, indices = torch.topk(scores, min(top_k, scores.shape[1]), dim=1)
+        values, indices = select_topk(rep.score(queries, stored), top_k)
         for row, qid in enumerate(texts.qids):
             run[qid] = {texts.doc_ids[j]: s for j, s in zip(indices[row].tolist(), values[row].tolist())}
         return run
