@@ -35,6 +35,7 @@ Output (OUT defaults to runs/recipes):
                                                    resume); removed once the run's JSON is written
     OUT/cache/                                     pooled encoder outputs and mined negatives, shared by all runs
 A run whose JSON exists is skipped, so an interrupted job continues where it stopped when started again.
+
 Modules: config (recipe files, profiles, overrides, the expanded runs), runner (one result JSON per run: running,
 resuming, reusing), report (tables, paired tests, plots), peers (the baselines), __main__ (the command line).
 """
