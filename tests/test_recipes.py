@@ -1,6 +1,6 @@
 """The recipes (issue 5): every recipe file parses and expands; the `paper` profile's first steps run offline against
 a tiny stand-in (a tiny random BERT, a few queries); the offline runner resumes, reuses identical runs across recipes,
-and aggregates into tables with paired tests and PNG plots; the peer methods of qcompress.peers behave."""
+and aggregates into tables with paired tests and PNG plots; the peer methods of qcompress.recipes.peers behave."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import WORDS, make_tiny_bert
-from qcompress import peers, recipes
+from qcompress import recipes
+from qcompress.recipes import peers, runner
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
 
@@ -230,7 +231,7 @@ def test_interrupted_run_leaves_no_result_and_continues(tiny_bert4, tiny_beir, t
                                       runs=SIZE_RUNS))
     recipe = recipes.load_recipe(toml)
     cfg = recipes.profile_config(recipe, "offline")
-    real = recipes.run_one
+    real = runner.run_one
     calls = []
 
     def flaky(spec, *args, **kwargs):
@@ -239,11 +240,11 @@ def test_interrupted_run_leaves_no_result_and_continues(tiny_bert4, tiny_beir, t
             raise KeyboardInterrupt
         return real(spec, *args, **kwargs)
 
-    monkeypatch.setattr(recipes, "run_one", flaky)
+    monkeypatch.setattr(runner, "run_one", flaky)
     with pytest.raises(KeyboardInterrupt):
         recipes.run_recipe(recipe, "offline", cfg, tmp_path / "out", log=lambda m: None)
     assert len(list((tmp_path / "out/r/offline/results").glob("*.json"))) == 2
-    monkeypatch.setattr(recipes, "run_one", real)
+    monkeypatch.setattr(runner, "run_one", real)
     logs: list[str] = []
     recipes.run_recipe(recipe, "offline", cfg, tmp_path / "out", log=logs.append)
     assert sum("skipped" in line for line in logs) == 2
@@ -289,6 +290,21 @@ def test_peer_representations_sizes_and_scores():
         peers.representation("zip", docs)
 
 
+def test_rank_with_breaks_ties_at_the_cut_towards_the_lower_index():
+    """Full ranking keeps the best top_k as qcompress.evaluation.rank does: equal scores go to the lower index."""
+    from qcompress.evaluation import Texts
+
+    docs = torch.tensor([[0.0, 1.0]] + [[1.0, 0.0]] * 6 + [[0.6, 0.8]])
+    ids = [f"d{i}" for i in range(len(docs))]
+    texts = Texts(["q"], ["query"], ids, ids, pools=None)
+    rep = peers.representation("binary", docs)  # Hamming scores: d1..d6 tie at 0
+    for k in (1, 3, 6):
+        run = peers.rank_with(rep, texts, torch.tensor([[1.0, -1.0]]), docs, top_k=k)
+        assert list(run["q"]) == ids[1 : k + 1]
+    with pytest.raises(ValueError, match="top_k"):
+        peers.rank_with(rep, texts, docs[:1], docs, top_k=0)
+
+
 def test_uint8_angles_are_close_to_float_angles():
     theta = torch.rand(20, 16) * torch.pi
     a, u = peers.representation("angles", theta), peers.representation("uint8 angles", theta)
@@ -307,13 +323,13 @@ def test_last_layer_trained_runs_are_evaluated_through_the_frozen_prefix(tiny_be
     from qcompress.evaluation import evaluate
     from qcompress.model import load_model
 
-    monkeypatch.setattr(recipes, "_PREFIXES", None)
+    monkeypatch.setattr(runner, "_PREFIXES", None)
     root = Path(__file__).resolve().parents[1]
     overrides = _stand_in(tiny_bert4, tiny_beir, seeds="[42]") + ["encoder_layers=1"]
     code = recipes.main([str(root / "recipes" / "variants.toml"), "--profile", "paper", "--out", str(tmp_path),
                          "--keep-models", "--only", "QBEC"] + [x for o in overrides for x in ("--set", o)])
     assert code == 0
-    prefixes = recipes._PREFIXES
+    prefixes = runner._PREFIXES
     assert prefixes is not None and prefixes.bytes > 0 and list(prefixes._replay_ok.values()) == [True]
     out = tmp_path / "variants" / "paper"
     result = json.loads((out / "results" / "train-variant=QBEC-seed=42.json").read_text())

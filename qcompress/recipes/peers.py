@@ -18,22 +18,22 @@ into stored document vectors of a known size, plus a way to score a query agains
                the query stays float32
 Vectors compared by cosine are L2-normalised first, as sentence-transformers' all-MiniLM-L6-v2 pipeline does.
 
-`rank_with` ranks a collection under one protocol (full / judged / rerank, as qcompress.evaluation) with any of
-these representations; `representation(...)` builds them by name.
+`rank_with` ranks a collection under one protocol (full / judged / rerank) with any of these representations, by
+the rules of `qcompress.evaluation.rank` (full ranking: the best `top_k`, ties to the lower index, as
+`qcompress.search`); `representation(...)` builds them by name.
 
 Example:
     >>> import torch
     >>> docs, queries = torch.randn(50, 16), torch.randn(3, 16)
     >>> rep = representation("pca", docs, dim=4)
     >>> rep.bytes_per_vector, rep.score(rep.queries(queries), rep.documents(docs)).shape
-    (16, torch.Size([3, 50]))
+    (16.0, torch.Size([3, 50]))
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -41,9 +41,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qcompress.evaluation import Texts
+from qcompress.quantization import dequantize_angles, quantize_angles
+from qcompress.quantum import pairwise_log_fidelity
+from qcompress.search import select_topk
 
 __all__ = [
     "PEER_METHODS",
+    "ANGLE_METHODS",
+    "DEFAULT_RESCORE_K",
     "Representation",
     "representation",
     "quantize",
@@ -51,7 +56,7 @@ __all__ = [
 ]
 
 PEER_METHODS = ("float32", "truncate", "pca", "int8", "int8+rescore", "binary", "binary+rescore")
-ANGLE_STORAGES = ("float32", "uint8")
+ANGLE_METHODS = ("angles", "uint8 angles")
 DEFAULT_RESCORE_K = 100
 
 
@@ -65,7 +70,6 @@ class Representation:
     queries: Callable[[Tensor], object]  # embeddings (m, dim) -> query form
     score: Callable[[object, object], Tensor]  # (query form, stored docs) -> (m, n) float scores, higher better
     fitted_parameters: int = 0  # numbers fit on data (PCA components, calibration ranges), not trained
-    notes: dict = field(default_factory=dict)
 
     def subset(self, stored: object, index: Sequence[int]) -> object:
         """The stored rows `index` (stored forms are numpy arrays or tensors)."""
@@ -114,6 +118,82 @@ def _rescored(first: Tensor, exact: Callable[[int, Tensor], Tensor], k: int) -> 
     return out
 
 
+def _angles(method: str, n_dim: int) -> Representation:
+    """Angle embeddings by log-fidelity: float32, or the documents as 8-bit codes (the query stays float32)."""
+    if method == "angles":
+        return Representation(method, 4.0 * n_dim, lambda d: d.float(), lambda q: q.float(),
+                              lambda q, d: pairwise_log_fidelity(q, d))
+    return Representation(
+        method, float(n_dim), lambda d: quantize_angles(d.float()),
+        lambda q: q.float(), lambda q, codes: pairwise_log_fidelity(q, dequantize_angles(codes).float()),
+    )
+
+
+def _check_dim(method: str, dim: int | None, n_dim: int) -> int:
+    if dim is None or not 0 < dim <= n_dim:
+        raise ValueError(f"{method} needs 0 < dim <= {n_dim}, got {dim}")
+    return dim
+
+
+def _pca(reference: Tensor, dim: int) -> Representation:
+    """PCA to `dim` dimensions, fit on the L2-normalised reference embeddings (centred)."""
+    x = F.normalize(reference.double(), dim=-1)
+    mean = x.mean(dim=0, keepdim=True)
+    # Principal axes from the SVD of the centred reference embeddings (deterministic, exact).
+    _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    components = vh[:dim].T  # (n_dim, dim)
+
+    def project(e: Tensor) -> Tensor:
+        return ((F.normalize(e.double(), dim=-1) - mean) @ components).float()
+
+    return Representation("pca", 4.0 * dim, project, project, _cosine,
+                          fitted_parameters=int(components.numel() + mean.numel()))
+
+
+def _int8(method: str, reference: Tensor) -> Representation:
+    """int8 codes of the normalised documents, ranges calibrated on the reference; the query int8 too (`int8`)
+    or float32 (`int8+rescore`)."""
+    n_dim = int(reference.shape[1])
+    unit = F.normalize(reference.float(), dim=-1)
+    ranges = 2 * n_dim
+
+    def docs_int8(d: Tensor) -> np.ndarray:
+        return quantize(F.normalize(d.float(), dim=-1), "int8", calibration=unit)
+
+    if method == "int8":
+        def score(q: np.ndarray, d: np.ndarray) -> Tensor:
+            return torch.from_numpy(q.astype(np.int32) @ d.astype(np.int32).T).float()
+
+        return Representation(method, float(n_dim), docs_int8, docs_int8, score, fitted_parameters=ranges)
+
+    def score_rescore(q: Tensor, d: np.ndarray) -> Tensor:
+        return q @ torch.from_numpy(d.astype(np.float32)).T
+
+    return Representation(method, float(n_dim), docs_int8, lambda q: F.normalize(q.float(), dim=-1),
+                          score_rescore, fitted_parameters=ranges)
+
+
+def _binary(method: str, n_dim: int, rescore_k: int) -> Representation:
+    """Packed sign bits by Hamming distance (`binary`), the best `rescore_k` re-ranked by the float query's dot
+    product with their +-1 bits (`binary+rescore`)."""
+    def docs_bits(d: Tensor) -> np.ndarray:
+        return quantize(d.float(), "ubinary")
+
+    if method == "binary":
+        return Representation(method, n_dim / 8.0, docs_bits, docs_bits, _hamming_scores)
+
+    def queries_both(q: Tensor) -> tuple[Tensor, np.ndarray]:
+        return F.normalize(q.float(), dim=-1), quantize(q.float(), "ubinary")
+
+    def score_binary_rescore(q: tuple[Tensor, np.ndarray], d: np.ndarray) -> Tensor:
+        q_float, q_bits = q
+        first = _hamming_scores(q_bits, d)
+        signs = torch.from_numpy(np.unpackbits(d, axis=1)[:, :n_dim].astype(np.float32) * 2 - 1)
+        return _rescored(first, lambda row, idx: signs[idx] @ q_float[row], rescore_k)
+
+    return Representation(method, n_dim / 8.0, docs_bits, queries_both, score_binary_rescore)
+
+
 def representation(
     method: str,
     reference: Tensor,
@@ -124,81 +204,27 @@ def representation(
 ) -> Representation:
     """Build a representation by name, fit/calibrated on `reference` (the documents' embeddings).
 
-    `method` is one of PEER_METHODS (for vectors compared by cosine), or "angles" / "uint8 angles" (for angle
+    `method` is one of PEER_METHODS (for vectors compared by cosine), or one of ANGLE_METHODS (for angle
     embeddings compared by fidelity). `dim` applies to truncate and pca; the others keep the full size.
     """
     n_dim = int(reference.shape[1])
-    if method in ("angles", "uint8 angles"):
-        from qcompress.quantization import dequantize_angles, quantize_angles
-        from qcompress.quantum import pairwise_log_fidelity
-
-        if method == "angles":
-            return Representation(method, 4.0 * n_dim, lambda d: d.float(), lambda q: q.float(),
-                                  lambda q, d: pairwise_log_fidelity(q, d))
-        return Representation(
-            method, float(n_dim), lambda d: quantize_angles(d.float()),
-            lambda q: q.float(), lambda q, codes: pairwise_log_fidelity(q, dequantize_angles(codes).float()),
-        )
+    if method in ANGLE_METHODS:
+        return _angles(method, n_dim)
     if similarity != "cosine":
         raise ValueError(f"peer method {method!r} compares vectors by cosine, not {similarity}")
     if method == "float32":
         return Representation(method, 4.0 * n_dim, lambda d: d.float(), lambda q: q.float(), _cosine)
     if method == "truncate":
-        if dim is None or not 0 < dim <= n_dim:
-            raise ValueError(f"truncate needs 0 < dim <= {n_dim}, got {dim}")
+        dim = _check_dim(method, dim, n_dim)
         return Representation(method, 4.0 * dim, lambda d: d[:, :dim].float(), lambda q: q[:, :dim].float(),
                               _cosine)
     if method == "pca":
-        if dim is None or not 0 < dim <= n_dim:
-            raise ValueError(f"pca needs 0 < dim <= {n_dim}, got {dim}")
-        x = F.normalize(reference.double(), dim=-1)
-        mean = x.mean(dim=0, keepdim=True)
-        # Principal axes from the SVD of the centred reference embeddings (deterministic, exact).
-        _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
-        components = vh[:dim].T  # (n_dim, dim)
-
-        def project(e: Tensor) -> Tensor:
-            return ((F.normalize(e.double(), dim=-1) - mean) @ components).float()
-
-        return Representation(method, 4.0 * dim, project, project, _cosine,
-                              fitted_parameters=int(components.numel() + mean.numel()))
-    unit = F.normalize(reference.float(), dim=-1)
+        return _pca(reference, _check_dim(method, dim, n_dim))
     if method in ("int8", "int8+rescore"):
-        ranges = 2 * n_dim
-
-        def docs_int8(d: Tensor) -> np.ndarray:
-            return quantize(F.normalize(d.float(), dim=-1), "int8", calibration=unit)
-
-        if method == "int8":
-            def score(q: np.ndarray, d: np.ndarray) -> Tensor:
-                return torch.from_numpy(q.astype(np.int32) @ d.astype(np.int32).T).float()
-
-            return Representation(method, float(n_dim), docs_int8, docs_int8, score, fitted_parameters=ranges)
-
-        def score_rescore(q: Tensor, d: np.ndarray) -> Tensor:
-            return q @ torch.from_numpy(d.astype(np.float32)).T
-
-        return Representation(method, float(n_dim), docs_int8, lambda q: F.normalize(q.float(), dim=-1),
-                              score_rescore, fitted_parameters=ranges)
+        return _int8(method, reference)
     if method in ("binary", "binary+rescore"):
-        def docs_bits(d: Tensor) -> np.ndarray:
-            return quantize(d.float(), "ubinary")
-
-        if method == "binary":
-            return Representation(method, n_dim / 8.0, docs_bits, docs_bits, _hamming_scores)
-
-        def queries_both(q: Tensor) -> tuple[Tensor, np.ndarray]:
-            return F.normalize(q.float(), dim=-1), quantize(q.float(), "ubinary")
-
-        def score_binary_rescore(q: tuple[Tensor, np.ndarray], d: np.ndarray) -> Tensor:
-            q_float, q_bits = q
-            first = _hamming_scores(q_bits, d)
-            signs = torch.from_numpy(np.unpackbits(d, axis=1)[:, :n_dim].astype(np.float32) * 2 - 1)
-            return _rescored(first, lambda row, idx: signs[idx] @ q_float[row], rescore_k)
-
-        return Representation(method, n_dim / 8.0, docs_bits, queries_both, score_binary_rescore,
-                              notes={"rescore_k": rescore_k})
-    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(PEER_METHODS)}, angles, uint8 angles")
+        return _binary(method, n_dim, rescore_k)
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(PEER_METHODS + ANGLE_METHODS)}")
 
 
 def _query_rows(q: object, row: int) -> object:
@@ -210,29 +236,32 @@ def _query_rows(q: object, row: int) -> object:
 def rank_with(
     rep: Representation, texts: Texts, query_emb: Tensor, doc_emb: Tensor, *, top_k: int = 1000
 ) -> dict[str, dict[str, float]]:
-    """A run {qid: {doc id: score}}: the best `top_k` of the corpus (full), or every candidate of each query."""
+    """A run {qid: {doc id: score}}: the best `top_k` of the corpus (full; ties to the lower index), or every
+    candidate of each query.
+
+    Example:
+        >>> texts = Texts(["q1"], ["a query"], ["d1", "d2", "d3"], ["x", "y", "z"], pools=None)
+        >>> docs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+        >>> rank_with(representation("float32", docs), texts, torch.tensor([[1.0, 0.0]]), docs, top_k=1)
+        {'q1': {'d1': 1.0}}
+    """
+    if top_k <= 0:
+        raise ValueError(f"top_k must be positive, got {top_k}")
     stored = rep.documents(doc_emb)
     queries = rep.queries(query_emb)
     run: dict[str, dict[str, float]] = {}
     if texts.pools is None:
-        scores = rep.score(queries, stored)
-        k = min(top_k, scores.shape[1])
-        values, indices = torch.topk(scores, k, dim=1)
+        values, indices = select_topk(rep.score(queries, stored), top_k)
         for row, qid in enumerate(texts.qids):
-            run[qid] = {texts.doc_ids[j]: float(s) for j, s in zip(indices[row].tolist(), values[row].tolist())}
+            run[qid] = {texts.doc_ids[j]: s for j, s in zip(indices[row].tolist(), values[row].tolist())}
         return run
     position = {d: i for i, d in enumerate(texts.doc_ids)}
     for row, qid in enumerate(texts.qids):
         pool = texts.pools[qid]
         if not pool:
-            run[qid] = {}
+            run[qid] = {}  # nothing to rank: evaluate_run scores this query 0
             continue
         sub = rep.subset(stored, [position[d] for d in pool])
         scores = rep.score(_query_rows(queries, row), sub)[0]
-        run[qid] = dict(zip(pool, (float(s) for s in scores.tolist())))
+        run[qid] = dict(zip(pool, scores.tolist()))
     return run
-
-
-def bytes_label(n: float) -> str:
-    return f"{int(n)}" if float(n).is_integer() else f"{n:g}"
-
