@@ -108,7 +108,7 @@ def _rescored(first: Tensor, exact: Callable[[int, Tensor], Tensor], k: int) -> 
     k = min(k, first.shape[1])
     if k == 0:
         return out
-    top = torch.topk(first, k, dim=1).indices
+    top = select_topk(first, k)[1]  # ties at the cut go to the lower index, as everywhere in qcompress
     floor = first.min() - 1.0
     for row in range(first.shape[0]):
         values = exact(row, top[row])
