@@ -91,7 +91,7 @@ SIMILARITY_HELP = (
 )
 
 
-def load_cli_model(
+def cli_model_spec(
     model_dir: Optional[str],
     encoder: Optional[str],
     head: Optional[str],
@@ -99,7 +99,7 @@ def load_cli_model(
     max_length: Optional[int],
     trust_remote_code: bool,
 ):
-    """The model named by --model DIR, or by --encoder NAME --head none --similarity S."""
+    """The `ModelSpec` named by --model DIR, or by --encoder NAME --head none --similarity S (not loaded)."""
     from qcompress.model import ModelSpec
 
     if model_dir is not None and (encoder is not None or head is not None or similarity is not None):
@@ -116,7 +116,19 @@ def load_cli_model(
     if max_length is not None and max_length <= 0:
         raise ValueError(f"--max-length must be positive, got {max_length}")
     return ModelSpec(model_dir=model_dir, encoder=encoder, similarity=similarity, max_length=max_length,
-                     trust_remote_code=trust_remote_code).load()
+                     trust_remote_code=trust_remote_code)
+
+
+def load_cli_model(
+    model_dir: Optional[str],
+    encoder: Optional[str],
+    head: Optional[str],
+    similarity: Optional[str],
+    max_length: Optional[int],
+    trust_remote_code: bool,
+):
+    """The model named by --model DIR, or by --encoder NAME --head none --similarity S."""
+    return cli_model_spec(model_dir, encoder, head, similarity, max_length, trust_remote_code).load()
 
 
 def check_model_options(encoder: Optional[str], head: Optional[str], similarity: Optional[str]) -> None:
