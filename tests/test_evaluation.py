@@ -1,22 +1,28 @@
 """Protocols, metrics and significance tests of qcompress.evaluation, on small hand-computable examples."""
 
 import math
+import warnings
 
 import pytest
 import torch
 
 from qcompress.data import Collection
+from qcompress.errors import InputError
 from qcompress.evaluation import (
     METRICS,
     candidates,
+    choose_protocol,
+    compare,
     cut_run,
     evaluate,
     evaluate_run,
     exact_topk,
     paired_randomization_test,
     paired_t_test,
+    paired_test,
     rank,
 )
+from qcompress.model import ModelSpec
 
 LOG2_3 = math.log2(3)
 
@@ -70,7 +76,7 @@ def test_judged_protocol_reranks_only_judged_documents():
     assert result.per_query["q2"]["ndcg_cut_10"] == pytest.approx(1.0)
     assert result.metrics["ndcg_cut_10"] == pytest.approx((Q1_JUDGED + 1.0) / 2)
     assert result.metrics["recip_rank_10"] == pytest.approx((1 / 1 + 1 / 1) / 2)  # level 1: d3 counts
-    assert result.queries == 2 and result.empty_queries == []
+    assert len(result.per_query) == 2 and result.empty_queries == []
 
 
 def test_full_protocol_ranks_the_whole_corpus():
@@ -95,12 +101,16 @@ def test_rerank_protocol_uses_first_stage_candidates_and_scores_missing_queries_
 
 
 def test_rerank_needs_a_first_stage_and_known_documents():
-    with pytest.raises(ValueError, match="needs --first-stage"):
+    # Library errors name the parameter at fault (InputError.field); the CLI words them with its flags.
+    with pytest.raises(InputError, match="needs a first-stage run") as err:
         rank(TableModel(VECTORS), hand_collection(), "rerank")
-    with pytest.raises(ValueError, match="only used by --protocol rerank"):
+    assert err.value.field == "first_stage"
+    with pytest.raises(InputError, match="only used by protocol rerank") as err:
         candidates({"q": {}}, "judged", first_stage={})
-    with pytest.raises(ValueError, match="unknown protocol"):
+    assert err.value.field == "first_stage"
+    with pytest.raises(InputError, match="unknown protocol") as err:
         candidates({"q": {}}, "bm25")
+    assert err.value.field == "protocol"
     with pytest.raises(ValueError, match=r"1 candidate document\(s\) are not in the corpus of hand \(e.g. 'zz'\)"):
         rank(TableModel(VECTORS), hand_collection(), "rerank", first_stage={"q1": {"zz": 1.0}})
 
@@ -188,3 +198,64 @@ def test_rerank_defaults_to_the_collections_own_first_stage():
     collection.first_stage = {"q1": {"d1": 2.0, "d3": 1.0}, "q2": {"d2": 1.0}}
     result = evaluate(TableModel(VECTORS), collection, "rerank")
     assert list(cut_run(result.run, 5)["q1"]) == ["d3", "d1"] and result.empty_queries == []
+
+
+def test_choose_protocol_defaults_and_refusals():
+    assert choose_protocol("cranfield") == "full" and choose_protocol(None) == "full"
+    assert choose_protocol("cranfield", first_stage="bm25.trec") == "rerank"  # a first stage implies rerank
+    assert choose_protocol("msmarco-passage/trec-dl-2019/judged") == "judged"
+    assert choose_protocol("trec-dl-2019") == "rerank" and choose_protocol("trec-dl-2020", "pool") == "pool"
+    assert choose_protocol("cranfield", "rerank") == "rerank"  # the collection may ship its first stage
+    for args, kwargs, field in [
+        (("cranfield", "bm25"), {}, "protocol"),
+        (("cranfield", "pool"), {}, "dataset"),  # pool only stands for a local TREC DL passage pool
+        (("cranfield", "judged"), {"first_stage": "bm25.trec"}, "first_stage"),
+    ]:
+        with pytest.raises(InputError) as err:
+            choose_protocol(*args, **kwargs)
+        assert err.value.field == field and "--" not in str(err.value)  # no CLI flags in library messages
+
+
+def test_paired_t_test_is_quiet_when_differences_are_equal_up_to_rounding():
+    a = [0.3, 0.7, 0.45, 0.9, 0.11]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t, p = paired_t_test(a, [x - 0.1 for x in a])
+    assert t > 1e6 and p < 1e-20
+
+
+def test_paired_test_difference_is_the_difference_of_the_reported_means():
+    qrels = {f"q{i}": {"d1": 1} for i in range(50)}
+    # d1, the one relevant document, ranked 1st, 2nd or 3rd by a (AP 1, 1/2, 1/3) and always 3rd by b.
+    a = {q: {"d1": (0.9, 0.55, 0.1)[i % 3], "d2": 0.6, "d3": 0.5} for i, q in enumerate(qrels)}
+    b = {q: {"d1": 0.1, "d2": 0.6, "d3": 0.5} for q in qrels}
+    mean_a, per_a = evaluate_run(a, qrels)
+    mean_b, per_b = evaluate_run(b, qrels)
+    test = paired_test([per_a[q]["map"] for q in qrels], [per_b[q]["map"] for q in qrels], permutations=100)
+    assert test.difference == mean_a["map"] - mean_b["map"]  # bit for bit: same order of summation
+    assert test.permutations == 100 and 0 < test.randomization_p <= 1 and test.t_p < 0.05
+
+
+def test_compare_labels_models_uniquely_and_tests_each_against_the_first(tiny_encoder, tmp_path):
+    specs = [ModelSpec(encoder=tiny_encoder, max_length=16), ModelSpec(encoder=tiny_encoder + "/", max_length=16)]
+    seen = []
+    result = compare(specs, hand_collection(), "judged", permutations=50, cache_dir=tmp_path,
+                     progress=lambda what, total: seen.append(what) or (lambda n: None))
+    name = tiny_encoder.rstrip("/").split("/")[-1]
+    assert [m.label for m in result.models] == [f"{name}:cosine", f"{name}:cosine#2"]
+    assert [m.tag for m in result.models] == [f"{name}_cosine", f"{name}_cosine_2"]
+    assert set(result.significance) == {f"{name}:cosine#2"} and result.significance[f"{name}:cosine#2"].t_p == 1.0
+    assert result.models[0].bytes_per_vector == {"float32": 4 * 32, "uint8": None}
+    assert result.qids == ["q1", "q2"] and result.judged_without_text == 0 and result.notes == []
+    assert seen[:2] == [f"{name}:cosine: encoding queries", f"{name}:cosine: encoding documents"]
+    assert any(tmp_path.iterdir())  # the pooled outputs were cached
+
+
+def test_compare_checks_its_arguments_before_loading_a_model():
+    never = ModelSpec(model_dir="/no/such/model")
+    with pytest.raises(ValueError, match="permutations must be positive"):
+        compare([never], hand_collection(), permutations=0)
+    with pytest.raises(InputError, match="needs a first-stage run"):
+        compare([never], hand_collection(), "rerank")
+    with pytest.raises(ValueError, match="specs is empty"):
+        compare([], hand_collection())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,9 +10,14 @@ import typer
 from rich.table import Table
 
 from qcompress.cli._common import (
-    ENCODER_HELP, HEAD_HELP, SIMILARITY_HELP, app, check_model_options, cli_errors, load_cli_model, print_json,
+    ENCODER_HELP, HEAD_HELP, SIMILARITY_HELP, app, check_model_options, cli_errors, model_spec, print_json,
     print_table, progress_bars, stderr,
 )
+from qcompress.data import Collection, load_collection
+from qcompress.data.trecdl import EVALUATION_YEARS, trec_dl_dataset
+from qcompress.errors import InputError
+from qcompress.evaluation import METRICS, SIGNIFICANCE_METRIC, Comparison, choose_protocol, compare
+from qcompress.formats import read_run, write_run
 
 
 _PROTOCOL_NOTES = {
@@ -26,23 +30,134 @@ _PROTOCOL_NOTES = {
 }
 
 
-def _encoder_label(name: str) -> str:
-    from qcompress.encoder import offline_minilm_path, resolve_encoder
-
-    offline = offline_minilm_path()
-    if offline is not None and resolve_encoder(name) == str(offline):
-        return "all-MiniLM-L6-v2"
-    return Path(name.rstrip("/")).name or name
-
-
-def _tag(label: str) -> str:
-    """A model label as a TREC run tag and file-name part: no whitespace or path characters."""
-    return re.sub(r"[^\w.+-]", "_", label)
+def _collection_and_protocol(
+    trec: Optional[str], trec_dir: Optional[Path], dataset: Optional[str], protocol: Optional[str],
+    first_stage: Optional[Path],
+) -> tuple[str, str]:
+    """(dataset id, protocol) named by --trec/--trec-dir or --dataset, --protocol and --first-stage."""
+    if trec is not None and dataset is not None:
+        raise ValueError("--trec and --dataset both name the collection; give one")
+    if trec is not None and trec not in EVALUATION_YEARS:
+        raise ValueError(f"--trec {trec}: choose 2019 or 2020")
+    if trec is not None:
+        dataset_id = trec_dl_dataset(trec, local=trec_dir is not None)
+    else:
+        dataset_id = dataset or "cranfield"
+    try:
+        return dataset_id, choose_protocol(dataset_id, protocol, first_stage=first_stage)
+    except InputError as err:  # the library names the parameter at fault; a user of this command typed flags
+        if err.field == "dataset":
+            raise ValueError("--protocol pool ranks the passage pool of a local TREC DL folder (--trec YEAR "
+                             "--trec-dir DIR); use --protocol full to rank a whole corpus") from None
+        if err.field == "first_stage":
+            raise ValueError(f"--first-stage is only used by --protocol rerank, not {protocol}") from None
+        raise ValueError(err.reason) from None
 
 
 def _run_path(path: Path, tag: str, several: bool) -> Path:
     # One model: exactly --run-out; several: one file each, the model's tag before the suffix.
     return path.with_name(f"{path.stem}.{tag}{path.suffix}") if several else path
+
+
+def _write_runs(comparison: Comparison, run_out: Path) -> dict[str, str]:
+    """Each model's TREC run, tagged with its label's tag: {label: path written}."""
+    written = {}
+    for m in comparison.models:
+        path = _run_path(run_out, m.tag, len(comparison.models) > 1)
+        write_run(path, m.evaluation.run, m.tag)
+        written[m.label] = str(path)
+    return written
+
+
+def _finite(x: float) -> Optional[float]:
+    return x if math.isfinite(x) else None  # JSON has no inf/NaN: None where a test is undefined
+
+
+def _json_output(comparison: Comparison, collection: Collection, *, top_k: int, first_stage: Optional[str],
+                 run_files: dict[str, str], per_query: bool) -> dict:
+    models, protocol = comparison.models, comparison.protocol
+    rows = []
+    for m in models:
+        rows.append({"label": m.label, "tag": m.tag, "model": m.description, "head_parameters": m.head_parameters,
+                     "bytes_per_vector": m.bytes_per_vector, "empty_queries": len(m.evaluation.empty_queries)})
+        if m.label in run_files:
+            rows[-1]["run_out"] = run_files[m.label]
+    out: dict = {
+        "dataset": collection.name,
+        "split": collection.split,
+        "protocol": protocol,
+        "queries": len(comparison.qids),
+        "relevance_level": collection.relevance_level,
+        "top_k": top_k if protocol != "judged" else None,
+        "first_stage": first_stage,
+        "judged_without_text": comparison.judged_without_text,
+        "models": rows,
+        "metrics": {m.label: m.evaluation.metrics for m in models},
+    }
+    if comparison.significance:
+        out["significance"] = {
+            label: {"against": models[0].label, "metric": SIGNIFICANCE_METRIC, "difference": test.difference,
+                    "randomization_p": test.randomization_p, "permutations": test.permutations, "seed": test.seed,
+                    "t": _finite(test.t), "t_test_p": _finite(test.t_p)}
+            for label, test in comparison.significance.items()
+        }
+    if len(models) == 1:
+        out.update(models[0].evaluation.metrics)  # flat metric keys, e.g. "ndcg_cut_10", for one model
+    if per_query:
+        out["per_query"] = {m.label: m.evaluation.per_query for m in models}
+    return out
+
+
+def _caption(comparison: Comparison, collection: Collection, *, top_k: int, first_stage: Optional[str],
+             permutations: int) -> str:
+    protocol, unranked = comparison.protocol, comparison.judged_without_text
+    return (
+        _PROTOCOL_NOTES[protocol]
+        + (f" ({first_stage}, top {top_k} per query)" if protocol == "rerank" else "")
+        + (f"; {unranked:,} judgements without text could not be ranked" if unranked else "")
+        + f"; relevance level {collection.relevance_level}"
+        + (f"; p: paired randomization test on NDCG@10 vs {comparison.models[0].label} ({permutations} "
+           "permutations)" if comparison.significance else "")
+    )
+
+
+def _results_table(comparison: Comparison, collection: Collection, caption: str) -> Table:
+    table = Table(
+        title=f"{collection.name} ({collection.split}), protocol {comparison.protocol}: "
+        f"{len(comparison.qids)} queries",
+        caption=caption,
+    )
+    table.add_column("model")
+    for col in ("head", "dim", "head params", "bytes/vector", *METRICS.values()):
+        table.add_column(col, justify="right")
+    if comparison.significance:
+        table.add_column("p", justify="right")
+    for m in comparison.models:
+        size = m.bytes_per_vector
+        cells = [
+            m.label, m.description["head"], str(m.description["dim"]), f"{m.head_parameters:,}",
+            f"{size['float32']:,}" + (f" (u8 {size['uint8']:,})" if size["uint8"] else ""),
+            *(f"{m.evaluation.metrics[k]:.4f}" for k in METRICS),
+        ]
+        if comparison.significance:
+            test = comparison.significance.get(m.label)
+            cells.append(f"{test.randomization_p:.4f}" if test else "-")
+        table.add_row(*cells)
+    return table
+
+
+def _per_query_table(comparison: Comparison) -> Table:
+    """One model: every metric per query; several: NDCG@10 per query and model."""
+    models = comparison.models
+    detail = Table(title=f"Per query, protocol {comparison.protocol}")
+    detail.add_column("query")
+    metrics = list(METRICS) if len(models) == 1 else ["ndcg_cut_10"]
+    for m in models:
+        for k in metrics:
+            detail.add_column(METRICS[k] if len(models) == 1 else f"{m.label} NDCG@10", justify="right")
+    for q in comparison.qids:
+        detail.add_row(q, *(f"{m.evaluation.per_query[q][k]:.4f}" for m in models for k in metrics))
+    return detail
 
 
 @app.command("evaluate")
@@ -123,34 +238,10 @@ def evaluate_command(
         qcompress evaluate --model models/bec --model models/qbec --trec 2019 --json
         qcompress evaluate --model models/qbec --trec 2020 --protocol rerank --first-stage bm25.trec
     """
-    from qcompress.data import load_collection
-    from qcompress.evaluation import (
-        METRICS, check_protocol, default_protocol, evaluate, paired_randomization_test, paired_t_test,
-    )
-    from qcompress.formats import read_run, write_run
-    from qcompress.data.trecdl import EVALUATION_SETS, EVALUATION_YEARS, trec_dl_dataset
-
     check_model_options(encoder, head, similarity)
     if not model_dirs and encoder is None:
         raise ValueError("name a model: --model DIR (repeatable) or --encoder NAME --head none")
-    if trec is not None and dataset is not None:
-        raise ValueError("--trec and --dataset both name the collection; give one")
-    if trec is not None and trec not in EVALUATION_YEARS:
-        raise ValueError(f"--trec {trec}: choose 2019 or 2020")
-    if first_stage is not None and protocol is None:
-        protocol = "rerank"
-    if trec is not None:
-        dataset_id = trec_dl_dataset(trec, local=trec_dir is not None)
-    else:
-        dataset_id = dataset or "cranfield"
-    local_trec = dataset_id in EVALUATION_SETS
-    if protocol is None:
-        protocol = default_protocol(dataset_id)
-    if protocol == "pool" and not local_trec:
-        raise ValueError("--protocol pool ranks the passage pool of a local TREC DL folder (--trec YEAR --trec-dir "
-                         "DIR); use --protocol full to rank a whole corpus")
-    if protocol != "rerank":  # rerank's first stage is checked once the collection (which may ship one) is loaded
-        check_protocol(protocol, first_stage)
+    dataset_id, protocol = _collection_and_protocol(trec, trec_dir, dataset, protocol, first_stage)
     for name, value in (("--top-k", top_k), ("--batch-size", batch_size), ("--permutations", permutations)):
         if value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
@@ -164,140 +255,26 @@ def evaluate_command(
                 f"--protocol rerank needs --first-stage RUN (a TREC run file, e.g. BM25 top-1000); "
                 f"{collection.name} ships no first-stage run"
             )
-        first, first_stage_name = collection.first_stage, f"{collection.name} first stage (shipped)"
-    cache_root = cache_dir if cache_dir is not None and str(cache_dir).strip() else None
-
-    specs: list[tuple[Optional[str], Optional[str]]] = ([(None, encoder)] if encoder is not None else [])
-    specs += [(d, None) for d in model_dirs]
-    rows: list[dict] = []
-    results = []
-    labels: set[str] = set()
+        first_stage_name = f"{collection.name} first stage (shipped)"
+    specs = []
+    if encoder is not None:  # the baseline: first
+        specs.append(model_spec(None, encoder, head, similarity, max_length, trust_remote_code))
+    specs += [model_spec(d, None, None, None, max_length, trust_remote_code) for d in model_dirs]
     with progress_bars() as start:
-        for model_dir, enc in specs:
-            model = load_cli_model(model_dir, enc, head if enc else None, similarity if enc else None,
-                                    max_length, trust_remote_code)
-            if model_dir is not None:
-                label = Path(model_dir.rstrip("/")).name or model_dir
-            else:
-                label = f"{_encoder_label(enc)}:{model.similarity}"
-            base, n = label, 2
-            while label in labels or _tag(label) in {_tag(x) for x in labels}:  # tags name the run files
-                label, n = f"{base}#{n}", n + 1
-            labels.add(label)
-            cache = None
-            if cache_root is not None:
-                from qcompress.cache import PooledCache
-
-                cache = PooledCache(cache_root, model)
-            result = evaluate(
-                model, collection, protocol, first_stage=first, top_k=top_k, batch_size=batch_size, cache=cache,
-                progress=lambda what, total, label=label: start(f"{label}: {what}", total),
-            )
-            head_params = sum(p.numel() for p in model.head.parameters()) if model.head is not None else 0
-            rows.append({
-                "label": label,
-                "tag": _tag(label),
-                "model": model.describe(),
-                "head_parameters": head_params,
-                "bytes_per_vector": {
-                    "float32": 4 * model.dim,
-                    "uint8": model.dim if model.output_kind == "angles" else None,
-                },
-                "empty_queries": len(result.empty_queries),
-            })
-            results.append(result)
-            del model
-
-    n_queries = len(collection.qrels)
-    if run_out is not None:
-        for row, result in zip(rows, results):
-            path = _run_path(run_out, row["tag"], len(rows) > 1)
-            write_run(path, result.run, row["tag"])
-            row["run_out"] = str(path)
-    significance = {}
-    qids = list(collection.qrels)
-    base_ndcg = [results[0].per_query[q]["ndcg_cut_10"] for q in qids]
-    for row, result in zip(rows[1:], results[1:]):
-        ndcg = [result.per_query[q]["ndcg_cut_10"] for q in qids]
-        t, t_p = paired_t_test(ndcg, base_ndcg)
-        significance[row["label"]] = {
-            "against": rows[0]["label"],
-            "metric": "ndcg_cut_10",
-            "difference": result.metrics["ndcg_cut_10"] - results[0].metrics["ndcg_cut_10"],
-            "randomization_p": paired_randomization_test(ndcg, base_ndcg, n=permutations, seed=seed),
-            "permutations": permutations,
-            "seed": seed,
-            "t": t if math.isfinite(t) else None,  # JSON has no inf/NaN: None where the test is undefined
-            "t_test_p": t_p if math.isfinite(t_p) else None,
-        }
-    if protocol == "judged" and results[0].judged_without_text:
-        total = sum(len(docs) for docs in collection.qrels.values())
-        stderr.print(
-            f"note: {results[0].judged_without_text:,} of {total:,} judgements name documents without text in "
-            f"{collection.name}; they cannot be ranked (NDCG's ideal ranking still counts them)",
-            highlight=False, markup=False, soft_wrap=True,
+        comparison = compare(
+            specs, collection, protocol, first_stage=first, top_k=top_k, batch_size=batch_size,
+            cache_dir=cache_dir if cache_dir is not None and str(cache_dir).strip() else None,
+            permutations=permutations, seed=seed, progress=start,
         )
-    for row in rows:
-        if row["empty_queries"]:
-            stderr.print(f"{row['label']}: {row['empty_queries']} of {n_queries} judged queries had no candidates "
-                         "and score 0", highlight=False, markup=False, soft_wrap=True)
 
+    run_files = _write_runs(comparison, run_out) if run_out is not None else {}
+    for note in comparison.notes:
+        stderr.print(note, highlight=False, markup=False, soft_wrap=True)
     if as_json:
-        out: dict = {
-            "dataset": collection.name,
-            "split": collection.split,
-            "protocol": protocol,
-            "queries": n_queries,
-            "relevance_level": collection.relevance_level,
-            "top_k": top_k if protocol != "judged" else None,
-            "first_stage": first_stage_name,
-            "judged_without_text": results[0].judged_without_text if protocol == "judged" else None,
-            "models": rows,
-            "metrics": {row["label"]: result.metrics for row, result in zip(rows, results)},
-        }
-        if significance:
-            out["significance"] = significance
-        if len(rows) == 1:
-            out.update(results[0].metrics)  # flat metric keys, e.g. "ndcg_cut_10", for one model
-        if per_query:
-            out["per_query"] = {row["label"]: result.per_query for row, result in zip(rows, results)}
-        print_json(out)
+        print_json(_json_output(comparison, collection, top_k=top_k, first_stage=first_stage_name,
+                                run_files=run_files, per_query=per_query))
         return
-
-    table = Table(
-        title=f"{collection.name} ({collection.split}), protocol {protocol}: {n_queries} queries",
-        caption=_PROTOCOL_NOTES[protocol]
-        + (f" ({first_stage_name}, top {top_k} per query)" if protocol == "rerank" else "")
-        + (f"; {results[0].judged_without_text:,} judgements without text could not be ranked"
-           if protocol == "judged" and results[0].judged_without_text else "")
-        + f"; relevance level {collection.relevance_level}"
-        + (f"; p: paired randomization test on NDCG@10 vs {rows[0]['label']} ({permutations} permutations)"
-           if significance else ""),
-    )
-    table.add_column("model")
-    for col in ("head", "dim", "head params", "bytes/vector", *METRICS.values()):
-        table.add_column(col, justify="right")
-    if significance:
-        table.add_column("p", justify="right")
-    for row, result in zip(rows, results):
-        size = row["bytes_per_vector"]
-        cells = [
-            row["label"], row["model"]["head"], str(row["model"]["dim"]), f"{row['head_parameters']:,}",
-            f"{size['float32']:,}" + (f" (u8 {size['uint8']:,})" if size["uint8"] else ""),
-            *(f"{result.metrics[m]:.4f}" for m in METRICS),
-        ]
-        if significance:
-            sig = significance.get(row["label"])
-            cells.append(f"{sig['randomization_p']:.4f}" if sig else "-")
-        table.add_row(*cells)
-    print_table(table)
+    caption = _caption(comparison, collection, top_k=top_k, first_stage=first_stage_name, permutations=permutations)
+    print_table(_results_table(comparison, collection, caption))
     if per_query:
-        detail = Table(title=f"Per query, protocol {protocol}")
-        detail.add_column("query")
-        metrics = list(METRICS) if len(rows) == 1 else ["ndcg_cut_10"]
-        for row in rows:
-            for m in metrics:
-                detail.add_column(METRICS[m] if len(rows) == 1 else f"{row['label']} NDCG@10", justify="right")
-        for q in qids:
-            detail.add_row(q, *(f"{r.per_query[q][m]:.4f}" for r in results for m in metrics))
-        print_table(detail)
+        print_table(_per_query_table(comparison))

@@ -1,0 +1,151 @@
+"""Several models on one collection under one protocol: what each costs, how each ranks, and paired tests.
+
+`compare` is what `qcompress evaluate` runs: each model is loaded in turn (one in memory at a time), labelled
+uniquely (labels double as TREC run tags and file names), evaluated through the pooled-output cache, and tested
+against the first model query by query (`stats.paired_test` on NDCG@10).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from qcompress.cache import PooledCache
+from qcompress.encoder import offline_minilm_path, resolve_encoder
+from qcompress.evaluation.protocols import check_protocol
+from qcompress.evaluation.ranking import Evaluation, Progress, evaluate
+from qcompress.evaluation.stats import PairedTest, paired_test
+from qcompress.model import ModelSpec, QCompressModel
+
+__all__ = ["SIGNIFICANCE_METRIC", "ModelResult", "Comparison", "compare", "run_tag"]
+
+SIGNIFICANCE_METRIC = "ndcg_cut_10"  # the per-query metric the paired tests compare
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model of a comparison: its unique label, what it is, what it stores, how it ranked."""
+
+    label: str  # unique within the comparison
+    tag: str  # the label as a TREC run tag and file-name part (`run_tag`)
+    description: dict  # qcompress.model.ModelConfig.describe()
+    head_parameters: int
+    bytes_per_vector: dict[str, int | None]  # "float32", and "uint8" (None for vectors: only angles have codes)
+    evaluation: Evaluation
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The models of one `compare` call, in order, and each later model's paired test against the first."""
+
+    protocol: str
+    qids: list[str]  # the judged queries, in the collection's order: the pairing of the tests
+    models: list[ModelResult]
+    significance: dict[str, PairedTest]  # label -> test on SIGNIFICANCE_METRIC against models[0]
+    notes: list[str]  # what a reader should know about the numbers: judged documents without text, empty queries
+
+    @property
+    def judged_without_text(self) -> int | None:
+        """`judged` protocol: the judgements that could not be ranked (no text); None under other protocols."""
+        return self.models[0].evaluation.judged_without_text if self.protocol == "judged" else None
+
+
+def run_tag(label: str) -> str:
+    """A model label as a TREC run tag and file-name part: no whitespace or path characters.
+
+    Example:
+        >>> run_tag("all-MiniLM-L6-v2:cosine")
+        'all-MiniLM-L6-v2_cosine'
+    """
+    return re.sub(r"[^\w.+-]", "_", label)
+
+
+def _encoder_name(encoder: str) -> str:
+    offline = offline_minilm_path()
+    if offline is not None and resolve_encoder(encoder) == str(offline):
+        return "all-MiniLM-L6-v2"
+    return Path(encoder.rstrip("/")).name or encoder
+
+
+def _unique_label(spec: ModelSpec, model: QCompressModel, taken: Sequence[str]) -> str:
+    """The folder's name, or encoder:similarity; `name#2`, `name#3`... where a label or its tag is taken."""
+    label = spec.label if spec.model_dir is not None else f"{_encoder_name(spec.encoder)}:{model.similarity}"
+    base, n = label, 2
+    while label in taken or run_tag(label) in {run_tag(x) for x in taken}:  # tags name the run files
+        label, n = f"{base}#{n}", n + 1
+    return label
+
+
+def _evaluate_spec(spec: ModelSpec, taken: Sequence[str], collection, protocol: str, *, cache_dir,
+                   progress: Progress | None, **options) -> ModelResult:
+    model = spec.load()
+    label = _unique_label(spec, model, taken)
+    cache = PooledCache(cache_dir, model) if cache_dir is not None else None
+    labelled = None if progress is None else (lambda what, total: progress(f"{label}: {what}", total))
+    result = evaluate(model, collection, protocol, cache=cache, progress=labelled, **options)
+    return ModelResult(
+        label=label,
+        tag=run_tag(label),
+        description=model.describe(),
+        head_parameters=model.head_parameters(),
+        bytes_per_vector={"float32": 4 * model.dim, "uint8": model.dim if model.output_kind == "angles" else None},
+        evaluation=result,
+    )
+
+
+def _notes(collection, protocol: str, models: list[ModelResult]) -> list[str]:
+    notes = []
+    unranked = models[0].evaluation.judged_without_text
+    if protocol == "judged" and unranked:
+        total = sum(len(docs) for docs in collection.qrels.values())
+        notes.append(f"note: {unranked:,} of {total:,} judgements name documents without text in "
+                     f"{collection.name}; they cannot be ranked (NDCG's ideal ranking still counts them)")
+    for m in models:
+        if m.evaluation.empty_queries:
+            notes.append(f"{m.label}: {len(m.evaluation.empty_queries)} of {len(collection.qrels)} judged queries "
+                         "had no candidates and score 0")
+    return notes
+
+
+def compare(
+    specs: Sequence[ModelSpec],
+    collection,
+    protocol: str = "full",
+    *,
+    first_stage: Mapping[str, Mapping[str, float]] | None = None,
+    top_k: int = 1000,
+    batch_size: int = 64,
+    cache_dir: str | Path | None = None,
+    permutations: int = 10_000,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Comparison:
+    """Evaluate each model of `specs` on `collection` (a `qcompress.data.Collection`) under `protocol` and test
+    every later model against the first on per-query NDCG@10 (`paired_test` with `permutations` and `seed`).
+
+    `first_stage`, `top_k`, `batch_size` and `progress` are `rank`'s; `rerank` without `first_stage` uses the
+    collection's own. `cache_dir` holds pooled encoder outputs (`qcompress.cache.PooledCache`), None for none.
+    The arguments are checked before any model is loaded.
+    """
+    if not specs:
+        raise ValueError("specs is empty: name at least one model")
+    for name, value in (("top_k", top_k), ("batch_size", batch_size), ("permutations", permutations)):
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    shipped = getattr(collection, "first_stage", None) if protocol == "rerank" else None
+    check_protocol(protocol, first_stage if first_stage is not None else shipped)
+
+    models: list[ModelResult] = []
+    for spec in specs:
+        models.append(_evaluate_spec(spec, [m.label for m in models], collection, protocol, cache_dir=cache_dir,
+                                     progress=progress, first_stage=first_stage, top_k=top_k, batch_size=batch_size))
+    qids = list(collection.qrels)
+    base = [models[0].evaluation.per_query[q][SIGNIFICANCE_METRIC] for q in qids]
+    significance = {
+        m.label: paired_test([m.evaluation.per_query[q][SIGNIFICANCE_METRIC] for q in qids], base,
+                             permutations=permutations, seed=seed)
+        for m in models[1:]
+    }
+    return Comparison(protocol, qids, models, significance, _notes(collection, protocol, models))
