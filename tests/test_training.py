@@ -26,7 +26,7 @@ from qcompress.training import (
     train,
 )
 from qcompress.training.config import resolve
-from qcompress.training.loop import in_batch_mask
+from qcompress.training.step import in_batch_mask
 
 DOCS = {
     "d1": "the flow on a wing", "d2": "heat transfer in a boundary layer", "d3": "pressure of the flow",

@@ -58,7 +58,7 @@ def train_command(*, as_json: bool, **arguments: object) -> None:
     try:
         folder = _train_with_progress(arguments)
     except ArgumentError as err:
-        fail(err.render(_FLAG.__getitem__))
+        fail(err.render(lambda name: _FLAG.get(name, name)))
     except TrainingInterrupted as stop:
         where = f"checkpoint of step {stop.step} in {stop.checkpoint}" if stop.checkpoint else "no checkpoint yet"
         stderr.print(f"qcompress: interrupted; {where}; rerun the same command with --resume to continue",

@@ -4,6 +4,7 @@
                     variants, the checks and defaults that make the run's recipe
     negatives.py    examples (query, positive, N hard negatives): the dataset's negatives or mined ones
     loop.py         train(): prepare the data, build the optimizer, run the epochs, write the model folder
+    step.py         the loss of one batch (SPEC §5) and its gradients
     checkpoint.py   OUT.ckpt/step-<N>/: save, load, the latest; what a resume checks
     distributed.py  data-parallel training under torchrun (a no-op without it)
     plots.py        train_curve.png

@@ -65,8 +65,8 @@ class TrainConfig:
     Example:
         >>> TrainConfig(output="models/qbfec", variant="QBFEC").batch_size
         16
-        >>> TrainConfig.__dataclass_fields__["dim"].metadata["help"][:26]
-        'Output size of the head. D'
+        >>> [f.metadata["help"] for f in dataclasses.fields(TrainConfig) if f.name == "split"]
+        ['Qrels split to train on.']
     """
 
     output: str = _arg(

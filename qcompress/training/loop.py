@@ -1,10 +1,6 @@
-"""The training loop (SPEC §5): `train()` and its step.
-
-One training example is (query, one positive, N hard negatives); the loss is cross-entropy over the N + 1 logits
-`logit_scale x similarity` with the positive first, where similarity is the fidelity itself for angle models
-(the authors' 20 x fidelity) and cosine for vector models. `in_batch_negatives` adds every other document of
-the batch as an extra column (documents judged relevant to the query are masked out). With train_layers 0 the
-pooled encoder outputs are computed once (and cached) and only the head trains on them.
+"""The training loop: `train()` prepares the data, builds the optimizer, runs the epochs (the loss of a batch is
+qcompress.training.step's) and writes the model folder. With train_layers 0 the pooled encoder outputs are
+computed once (and cached) and only the head trains on them.
 
 Everything is deterministic given the seed: the head is initialised after torch.manual_seed(seed), epoch e
 visits the examples in torch.randperm order from a generator seeded with (seed, e), and dropout draws from the
@@ -25,7 +21,6 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from qcompress.atomic import atomic_dir
@@ -35,7 +30,6 @@ from qcompress.encoder import count_encoder_parameters, set_trainable_layers
 from qcompress.errors import InputError
 from qcompress.evaluation import default_protocol, evaluate
 from qcompress.model import build_model
-from qcompress.similarity import paired_scores, pairwise_scores
 from qcompress.training import distributed
 from qcompress.training.checkpoint import (
     check_output, check_same_recipe, checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint,
@@ -48,6 +42,7 @@ from qcompress.training.negatives import (
     ENCODE_BATCH, Examples, build_examples, dataset_negatives, no_examples_error, pooled_outputs,
 )
 from qcompress.training.plots import plot_training
+from qcompress.training.step import forward_backward
 
 __all__ = ["TrainingInterrupted", "train", "summary"]
 
@@ -62,70 +57,10 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step, self.checkpoint = step, checkpoint
 
 
-# -- the step ------------------------------------------------------------------------------------------------------
-
-
 def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
     """The order in which epoch `epoch` visits the `n` examples."""
     # One generator per (seed, epoch): resuming mid-epoch needs only the epoch number and the position.
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-
-
-def _logits(model, cfg: TrainConfig, eq: Tensor, ed: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-    """(logits, target) for queries eq (B, d) and their documents ed (B, 1+N, d), positive first."""
-    B, cols = ed.shape[0], ed.shape[1]
-    if not cfg.in_batch_negatives:
-        sim = paired_scores(eq[:, None, :], ed, model.similarity, log=False)  # fidelity itself, or cosine
-        return cfg.logit_scale * sim, torch.zeros(B, dtype=torch.long, device=eq.device)
-    sim = pairwise_scores(eq, ed.reshape(B * cols, -1), model.similarity)  # log-fidelity or cosine
-    if model.similarity == "fidelity":
-        sim = torch.exp(sim)
-    logits = (cfg.logit_scale * sim).masked_fill(mask, float("-inf"))
-    return logits, torch.arange(B, device=eq.device) * cols
-
-
-def in_batch_mask(examples: Examples, qi: Tensor, di: Tensor) -> Tensor:
-    """(B, B*(1+N)) True where a column is another copy of a document judged relevant to the row's query."""
-    cols = di.reshape(-1).tolist()
-    mask = torch.zeros(len(qi), len(cols), dtype=torch.bool)
-    for row, q in enumerate(qi.tolist()):
-        relevant = examples.relevant[q]
-        for j, d in enumerate(cols):
-            if j != row * di.shape[1] and examples.doc_ids[d] in relevant:
-                mask[row, j] = True
-    return mask
-
-
-def forward_backward(model, cfg: TrainConfig, examples: Examples, batch: Tensor, pooled) -> tuple[float, float]:
-    """Loss of one batch of examples, with gradients accumulated; returns (loss, seconds of head fwd + bwd).
-
-    `pooled` is (query vectors, document vectors) for a frozen encoder, or None to run the encoder. Each
-    distinct text of the batch is encoded once (a query with several positives appears several times).
-    """
-    qi, di = examples.ex_query[batch], examples.ex_docs[batch]
-    uq, q_inv = torch.unique(qi, return_inverse=True)
-    ud, d_inv = torch.unique(di.reshape(-1), return_inverse=True)
-    device = model.device
-    if pooled is not None:
-        pq, pd = pooled[0][uq.to(device)], pooled[1][ud.to(device)]
-    else:
-        pq = model.pool([examples.query_texts[i] for i in uq.tolist()])
-        pd = model.pool([examples.doc_texts[i] for i in ud.tolist()])
-    start = time.perf_counter()
-    # The head runs on detached pooled outputs so that its forward + backward can be timed on its own; the
-    # encoder's backward then continues from their gradients (the same gradients as one backward pass).
-    trains_encoder = pooled is None
-    hq, hd = pq.detach().requires_grad_(trains_encoder), pd.detach().requires_grad_(trains_encoder)
-    eq = model.project(hq)[q_inv.to(device)]
-    ed = model.project(hd)[d_inv.to(device)].reshape(di.shape[0], di.shape[1], -1)
-    mask = in_batch_mask(examples, qi, di).to(device) if cfg.in_batch_negatives else None
-    logits, target = _logits(model, cfg, eq, ed, mask)
-    loss = F.cross_entropy(logits, target)
-    loss.backward()
-    head_seconds = time.perf_counter() - start
-    if trains_encoder:
-        torch.autograd.backward([pq, pd], [hq.grad, hd.grad])
-    return loss.item(), head_seconds
 
 
 def _validate(model, collection, frozen: bool, cache_dir: Path | None, progress: Progress | None) -> tuple[float, str]:
