@@ -61,7 +61,7 @@ def test_help_documents_the_variants_and_the_authors_off_by_one():
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
     assert "off-by-one" in text and "layer[0]" in text
-    assert "BT, QBT" in text and "QBFEC" in text and "--stop-after-steps" not in text
+    assert "BT, QBT" in text and "QBFEC" in text
 
 
 def test_ctrl_c_exits_130_with_a_checkpoint_and_resume_finishes(tiny_encoder, beir, cache, tmp_path):
