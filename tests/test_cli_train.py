@@ -72,12 +72,15 @@ def test_ctrl_c_exits_130_with_a_checkpoint_and_resume_finishes(tiny_encoder, be
     process = subprocess.Popen([sys.executable, "-m", "qcompress", *long_run], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    live_log, deadline = checkpoint_dir(out) / "train_log.jsonl", time.monotonic() + 300
-    while not (live_log.is_file() and '"kind": "step"' in live_log.read_text()):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=300)
+    try:
+        live_log, deadline = checkpoint_dir(out) / "train_log.jsonl", time.monotonic() + 300
+        while not (live_log.is_file() and '"kind": "step"' in live_log.read_text()):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()  # a no-op once it has exited
     assert process.returncode == 130, stderr
     assert "--resume" in stderr and stdout == ""
     assert not out.exists() and checkpoint_dir(out).is_dir()
