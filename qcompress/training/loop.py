@@ -23,6 +23,7 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor
 
+import qcompress.training.distributed as distributed
 from qcompress.atomic import atomic_dir
 from qcompress.cache import PooledCache, resolve_cache_dir
 from qcompress.data import load_collection, positives
@@ -30,7 +31,6 @@ from qcompress.encoder import count_encoder_parameters, set_trainable_layers
 from qcompress.errors import InputError
 from qcompress.evaluation import default_protocol, evaluate
 from qcompress.model import build_model
-from qcompress.training import distributed
 from qcompress.training.checkpoint import (
     check_output, check_same_recipe, checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint,
     trainable_state,
