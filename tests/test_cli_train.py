@@ -1,6 +1,11 @@
 """`qcompress train`: success with --json, Ctrl-C and --resume, and one clear line for every kind of bad input."""
 
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,20 +61,36 @@ def test_help_documents_the_variants_and_the_authors_off_by_one():
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
     assert "off-by-one" in text and "layer[0]" in text
-    assert "BT, QBT" in text and "QBFEC" in text and "--stop-after-steps" not in text
+    assert "BT, QBT" in text and "QBFEC" in text
 
 
 def test_ctrl_c_exits_130_with_a_checkpoint_and_resume_finishes(tiny_encoder, beir, cache, tmp_path):
+    """A real SIGINT to `python -m qcompress train` once its live log shows a step."""
     out = tmp_path / "m"
-    result = runner.invoke(app, args(tiny_encoder, beir, cache, out, "--stop-after-steps", "2"))
-    assert result.exit_code == 130
-    assert "--resume" in result.stderr and result.stdout == ""
+    long_run = args(tiny_encoder, beir, cache, out, "--epochs", "1000", "--save-every", "1")
+    # SIGINT as a terminal's Ctrl-C delivers it, also when this test runs where SIGINT is ignored (then inherited).
+    process = subprocess.Popen([sys.executable, "-m", "qcompress", *long_run], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        live_log, deadline = checkpoint_dir(out) / "train_log.jsonl", time.monotonic() + 300
+        while not (live_log.is_file() and '"kind": "step"' in live_log.read_text()):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()  # a no-op once it has exited
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr and stdout == ""
     assert not out.exists() and checkpoint_dir(out).is_dir()
-    again = runner.invoke(app, args(tiny_encoder, beir, cache, out, "--lr", "1e-3", "--resume"))
+    step = int(re.search(r"checkpoint of step (\d+) in ", stderr)[1])
+    assert step >= 1 and (checkpoint_dir(out) / f"step-{step:09d}").is_dir()
+    again = runner.invoke(app, [*long_run, "--lr", "1e-3", "--resume"])
     assert again.exit_code == 1 and "differ: lr" in again.stderr
-    again = runner.invoke(app, args(tiny_encoder, beir, cache, out, "--resume", "--json"))
+    again = runner.invoke(app, [*long_run, "--resume", "--max-steps", str(step + 1), "--json"])
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["steps"] == 3 and not checkpoint_dir(out).exists()
+    assert json.loads(again.stdout)["steps"] == step + 1 and not checkpoint_dir(out).exists()
 
 
 def _folder(tmp_path: Path, **change) -> Path:

@@ -190,14 +190,34 @@ def train_args(tiny_encoder, beir, cache, out, *extra) -> list[str]:
             "--epochs", "2", "--seed", "7", "--variant", "QBFEC", *extra]
 
 
-def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
+# `qcompress` with Ctrl-C after N steps in every process at once (a real SIGINT reaches the processes at different
+# points): the step of qcompress.training.loop is wrapped.
+CTRL_C_AFTER = """
+import sys
+from qcompress.cli import app
+from qcompress.training import loop
+
+steps, step = int(sys.argv[1]), loop._Run.step
+
+def step_then_ctrl_c(run, batch):
+    step(run, batch)
+    if run.state["step"] == steps:
+        raise KeyboardInterrupt
+
+loop._Run.step = step_then_ctrl_c
+app(sys.argv[2:], prog_name="qcompress")
+"""
+
+
+def torchrun(args: list[str], nproc: int = 2, ctrl_c_after: Path | None = None) -> subprocess.CompletedProcess:
+    """`torchrun -m qcompress ARGS`, or with `ctrl_c_after` (a script of CTRL_C_AFTER) that script ARGS."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "qcompress", *args]
+               *(["-m", "qcompress"] if ctrl_c_after is None else [str(ctrl_c_after)]), *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_torchrun_two_processes_match_one_and_resume(tiny_encoder, tmp_path):
+def test_torchrun_two_processes_match_one_and_resume(tiny_encoder, tmp_path, tmp_path_factory):
     beir = write_beir(tmp_path / "beir", splits={"train": "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td5\t1\n"
                                                  "q2\td2\t1\nq3\td4\t3\nq4\td8\t1\nq4\td5\t2\nq5\td6\t1\n"})
     cache = tmp_path / "cache"
@@ -208,7 +228,9 @@ def test_torchrun_two_processes_match_one_and_resume(tiny_encoder, tmp_path):
     assert single["examples"] == 7 and single["steps"] == 4
 
     # 2 processes, interrupted after 3 steps (rank 0 checkpoints), then resumed to the end.
-    stopped = torchrun(train_args(tiny_encoder, beir, cache, two, "--stop-after-steps", "3"))
+    script = tmp_path_factory.mktemp("scripts") / "ctrl_c_after.py"
+    script.write_text(CTRL_C_AFTER)
+    stopped = torchrun(["3", *train_args(tiny_encoder, beir, cache, two)], ctrl_c_after=script)
     assert stopped.returncode != 0 and "--resume" in stopped.stderr, stopped.stderr[-2000:]
     assert not two.exists() and (checkpoint_dir(two) / "step-000000003").is_dir()
     assert (checkpoint_dir(two) / "rng-rank1.safetensors").is_file()
@@ -233,6 +255,6 @@ def test_torchrun_refuses_in_batch_negatives(tiny_encoder, tmp_path, monkeypatch
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    with pytest.raises(ValueError, match="in-batch-negatives under torchrun"):
+    with pytest.raises(ValueError, match="in_batch_negatives under torchrun"):
         train({"output": str(tmp_path / "m"), "encoder": tiny_encoder, "in_batch_negatives": True,
                "head": "quantum", "dim": 8, "device": "cpu"})

@@ -18,8 +18,6 @@ from qcompress.training import (
     Examples,
     TrainConfig,
     TrainingInterrupted,
-    _in_batch_mask,
-    _resolve,
     build_examples,
     checkpoint_dir,
     default_dim,
@@ -27,6 +25,8 @@ from qcompress.training import (
     resolve_variant,
     train,
 )
+from qcompress.training.config import resolve
+from qcompress.training.step import in_batch_mask
 
 DOCS = {
     "d1": "the flow on a wing", "d2": "heat transfer in a boundary layer", "d3": "pressure of the flow",
@@ -82,15 +82,15 @@ def test_variants_follow_the_spec_table():
 
 def test_explicit_flags_override_the_variant_and_dim_defaults_to_a_third():
     assert default_dim(768) == 256 and default_dim(384) == 128
-    cfg = _resolve(TrainConfig(output="x", variant="qbec"), in_dim=384)
+    cfg = resolve(TrainConfig(output="x", variant="qbec"), in_dim=384)
     assert (cfg.variant, cfg.head, cfg.similarity, cfg.train_layers, cfg.dim, cfg.normalize) == (
         "QBEC", "quantum", "fidelity", 4, 128, False)
-    cfg = _resolve(TrainConfig(output="x", variant="BEC", train_layers=1, dim=16), in_dim=384)
+    cfg = resolve(TrainConfig(output="x", variant="BEC", train_layers=1, dim=16), in_dim=384)
     assert (cfg.head, cfg.similarity, cfg.train_layers, cfg.dim) == ("linear", "cosine", 1, 16)
-    assert _resolve(TrainConfig(output="x", head="quantum"), in_dim=32).similarity == "fidelity"
-    assert _resolve(TrainConfig(output="x", variant="QBFEC", normalize=False), in_dim=32).normalize is False
+    assert resolve(TrainConfig(output="x", head="quantum"), in_dim=32).similarity == "fidelity"
+    assert resolve(TrainConfig(output="x", variant="QBFEC", normalize=False), in_dim=32).normalize is False
     with pytest.raises(ValueError, match="nothing to train"):
-        _resolve(TrainConfig(output="x", head="none", train_layers=0), in_dim=32)
+        resolve(TrainConfig(output="x", head="none", train_layers=0), in_dim=32)
 
 
 # -- data ----------------------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_in_batch_mask_hides_other_copies_of_relevant_documents():
     ex = Examples(query_ids=["q1", "q2"], query_texts=["a", "b"], doc_ids=["p1", "p2", "n1", "p3"],
                   doc_texts=["", "", "", ""], ex_query=torch.tensor([0, 0, 1]),
                   ex_docs=torch.tensor([[0, 2], [1, 2], [3, 0]]), relevant=[{"p1", "p2"}, {"p3"}])
-    mask = _in_batch_mask(ex, ex.ex_query, ex.ex_docs)
+    mask = in_batch_mask(ex, ex.ex_query, ex.ex_docs)
     # columns: p1 n1 | p2 n1 | p3 p1
     assert mask.tolist() == [
         [False, False, True, False, False, True],  # q1: own p1 kept, p2 and the other copy of p1 masked
@@ -269,21 +269,33 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_encoder, be
     assert not checkpoint_dir(out).exists()
 
 
-def test_cli_style_interruption_and_changed_arguments(tiny_encoder, beir, cache, tmp_path):
+def ctrl_c_after(steps: int):
+    """A callback that interrupts like Ctrl-C once `steps` steps of this call have been logged."""
+    done = []
+
+    def callback(row):
+        done.extend([row["step"]] if row["kind"] == "step" else [])
+        if len(done) == steps:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+def test_interruption_resume_and_changed_arguments(tiny_encoder, beir, cache, tmp_path):
     out = tmp_path / "m"
     with pytest.raises(TrainingInterrupted):
-        train(config(tiny_encoder, beir, cache, out, stop_after_steps=2, save_every=1))
-    with pytest.raises(FileExistsError, match="--resume"):
+        train(config(tiny_encoder, beir, cache, out, save_every=1), callback=ctrl_c_after(2))
+    with pytest.raises(FileExistsError, match="pass resume to continue it, or overwrite to start over"):
         train(config(tiny_encoder, beir, cache, out))
     with pytest.raises(ValueError, match=r"differ: lr: 2e-05 -> 0\.001"):
         train(config(tiny_encoder, beir, cache, out, resume=True, lr=1e-3))
     # how long to run may change; a second interruption continues from the latest checkpoint
     with pytest.raises(TrainingInterrupted) as info:
-        train(config(tiny_encoder, beir, cache, out, resume=True, stop_after_steps=1, epochs=3))
+        train(config(tiny_encoder, beir, cache, out, resume=True, epochs=3), callback=ctrl_c_after(1))
     assert info.value.step == 3
     train(config(tiny_encoder, beir, cache, out, resume=True, epochs=3, max_steps=7))
     assert json.loads((out / "qcompress.json").read_text())["training_result"]["steps"] == 7
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="exists and is not empty; pass overwrite to replace it"):
         train(config(tiny_encoder, beir, cache, out))
     with pytest.raises(ValueError, match="no checkpoint"):
         train(config(tiny_encoder, beir, cache, tmp_path / "other", resume=True))
@@ -332,8 +344,9 @@ def test_max_steps_mid_epoch_still_validates(tiny_encoder, beir, cache, tmp_path
 
 def test_bad_arguments(tiny_encoder, beir, cache, tmp_path):
     for kw, message in [
-        (dict(train_fraction=0.0), "--train-fraction"), (dict(train_fraction=1.5), "--train-fraction"),
-        (dict(variant="XYZ"), "unknown variant"), (dict(negatives=0), "--in-batch-negatives"),
+        (dict(train_fraction=0.0), r"train_fraction must be in \(0, 1\], got 0.0"),
+        (dict(train_fraction=1.5), "train_fraction must be in"),
+        (dict(variant="XYZ"), "unknown variant"), (dict(negatives=0), "add in_batch_negatives"),
         (dict(negatives=20), "fewer than 20 negatives"), (dict(optimizer="sgd"), "adam or adamw"),
         (dict(nonsense=1), "unknown training argument"),
     ]:

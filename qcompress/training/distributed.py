@@ -5,7 +5,7 @@ MASTER_ADDR/PORT); `setup` reads it and joins the process group: gloo on CPUs, n
 cuda:LOCAL_RANK). Without torchrun (WORLD_SIZE unset or 1) every function here is a no-op, so one code path
 serves both.
 
-How a step runs on N processes (qcompress.training):
+How a step runs on N processes (qcompress.training.loop):
     - every process builds the same model (same seed) and walks the same seeded order of examples; the global
       batch of --batch-size examples is cut into N contiguous shards (`shard`), one per process;
     - each process computes the mean loss over its shard and its gradients; `reduce_gradients` then sums, over
@@ -42,7 +42,11 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from qcompress.atomic import atomic_file
 
 __all__ = ["Context", "context", "setup", "barrier", "main_first", "shard", "reduce_gradients", "save_rng",
            "load_rng"]
@@ -86,8 +90,6 @@ def setup(device: str | None) -> tuple[Context, str | None]:
     ctx = context()
     if not ctx.active:
         return ctx, device
-    import torch.distributed as dist
-
     if device in (None, "cuda"):
         device = f"cuda:{ctx.local_rank}" if torch.cuda.is_available() else "cpu"
     on_gpu = torch.device(device).type == "cuda"
@@ -100,16 +102,12 @@ def setup(device: str | None) -> tuple[Context, str | None]:
 
 
 def _destroy() -> None:
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
 def barrier(ctx: Context) -> None:
     if ctx.active:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
@@ -145,8 +143,6 @@ def reduce_gradients(params: Sequence[torch.nn.Parameter], local_n: int, global_
     """
     if not ctx.active:
         return loss
-    import torch.distributed as dist
-
     params = list(params)
     device = params[0].device
     weight = local_n / global_n
@@ -170,10 +166,6 @@ def save_rng(root: Path, step: int, ctx: Context) -> None:
     """Ranks other than 0 keep their random-number state beside rank 0's checkpoint (rank 0's is in it)."""
     if not ctx.active or ctx.is_main:
         return
-    from safetensors.torch import save_file
-
-    from qcompress.atomic import atomic_file
-
     state = {"torch": torch.get_rng_state(), "step": torch.tensor([step])}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
@@ -190,8 +182,6 @@ def load_rng(root: Path, step: int, ctx: Context) -> None:
     """
     if not ctx.active or ctx.is_main:
         return
-    from safetensors.torch import load_file
-
     path = _rng_file(root, ctx.rank)
     if not path.is_file():
         return

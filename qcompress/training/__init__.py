@@ -1,0 +1,47 @@
+"""Training: any Hugging Face encoder with no head, the classical head or the quantum head (SPEC §4-5).
+
+    config.py       TrainConfig (every argument, with the documentation `qcompress train` shows), the six
+                    variants, the checks and defaults that make the run's recipe
+    negatives.py    examples (query, positive, N hard negatives): the dataset's negatives or mined ones
+    loop.py         train(): prepare the data, build the optimizer, run the epochs, write the model folder
+    step.py         the loss of one batch (SPEC §5) and its gradients
+    checkpoint.py   OUT.ckpt/step-<N>/: save, load, the latest; what a resume checks
+    distributed.py  data-parallel training under torchrun (a no-op without it)
+    plots.py        train_curve.png
+
+Files (OUT is the output folder):
+    OUT/                model folder (QCompressModel.save) + train_log.jsonl + train_curve.png, appears only when
+                        training has finished (built in a temporary folder beside it, then renamed)
+    OUT.ckpt/           while training: step-<N>/ (the latest checkpoint: state.json, weights.safetensors,
+                        optimizer.safetensors, rng.safetensors, best.safetensors) and the live train_log.jsonl;
+                        removed after success. safetensors + JSON only: nothing is ever unpickled.
+    CACHE/negatives/    mined negatives (JSON), keyed by encoder weights, max length, dataset, split, N
+    CACHE/<encoder>/    pooled encoder outputs (qcompress.cache.PooledCache), shared with `qcompress evaluate`
+
+`train`'s docstring has an example that trains and loads a model.
+"""
+
+from qcompress.training.checkpoint import OutputInTheWay, checkpoint_dir
+from qcompress.training.config import (
+    DEFAULT_HEAD_LR, VARIANTS, ArgumentError, TrainConfig, default_dim, resolve_variant,
+)
+from qcompress.training.loop import TrainingInterrupted, summary, train
+from qcompress.training.negatives import Examples, build_examples, mine_negatives, pooled_outputs
+
+__all__ = [
+    "VARIANTS",
+    "TrainConfig",
+    "TrainingInterrupted",
+    "train",
+    "resolve_variant",
+    "default_dim",
+    "mine_negatives",
+    "build_examples",
+    "Examples",
+    "checkpoint_dir",
+    "summary",
+    "DEFAULT_HEAD_LR",
+    "pooled_outputs",
+    "ArgumentError",
+    "OutputInTheWay",
+]

@@ -1,0 +1,78 @@
+"""The loss of one batch and its gradients (SPEC §5).
+
+One training example is (query, one positive, N hard negatives); the loss is cross-entropy over the N + 1 logits
+`logit_scale x similarity` with the positive first, where similarity is the fidelity itself for angle models
+(the authors' 20 x fidelity) and cosine for vector models. `in_batch_negatives` adds every other document of
+the batch as an extra column (documents judged relevant to the query are masked out).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from qcompress.similarity import paired_scores, pairwise_scores
+from qcompress.training.config import TrainConfig
+from qcompress.training.negatives import Examples
+
+__all__ = ["forward_backward", "in_batch_mask"]
+
+
+def _logits(model, cfg: TrainConfig, eq: Tensor, ed: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(logits, target) for queries eq (B, d) and their documents ed (B, 1+N, d), positive first."""
+    B, cols = ed.shape[0], ed.shape[1]
+    if not cfg.in_batch_negatives:
+        sim = paired_scores(eq[:, None, :], ed, model.similarity, log=False)  # fidelity itself, or cosine
+        return cfg.logit_scale * sim, torch.zeros(B, dtype=torch.long, device=eq.device)
+    sim = pairwise_scores(eq, ed.reshape(B * cols, -1), model.similarity)  # log-fidelity or cosine
+    if model.similarity == "fidelity":
+        sim = torch.exp(sim)
+    logits = (cfg.logit_scale * sim).masked_fill(mask, float("-inf"))
+    return logits, torch.arange(B, device=eq.device) * cols
+
+
+def in_batch_mask(examples: Examples, qi: Tensor, di: Tensor) -> Tensor:
+    """(B, B*(1+N)) True where a column is another copy of a document judged relevant to the row's query."""
+    cols = di.reshape(-1).tolist()
+    mask = torch.zeros(len(qi), len(cols), dtype=torch.bool)
+    for row, q in enumerate(qi.tolist()):
+        relevant = examples.relevant[q]
+        for j, d in enumerate(cols):
+            if j != row * di.shape[1] and examples.doc_ids[d] in relevant:
+                mask[row, j] = True
+    return mask
+
+
+def forward_backward(model, cfg: TrainConfig, examples: Examples, batch: Tensor, pooled) -> tuple[float, float]:
+    """Loss of one batch of examples, with gradients accumulated; returns (loss, seconds of head fwd + bwd).
+
+    `pooled` is (query vectors, document vectors) for a frozen encoder, or None to run the encoder. Each
+    distinct text of the batch is encoded once (a query with several positives appears several times).
+    """
+    qi, di = examples.ex_query[batch], examples.ex_docs[batch]
+    uq, q_inv = torch.unique(qi, return_inverse=True)
+    ud, d_inv = torch.unique(di.reshape(-1), return_inverse=True)
+    device = model.device
+    if pooled is not None:
+        pq, pd = pooled[0][uq.to(device)], pooled[1][ud.to(device)]
+    else:
+        pq = model.pool([examples.query_texts[i] for i in uq.tolist()])
+        pd = model.pool([examples.doc_texts[i] for i in ud.tolist()])
+    start = time.perf_counter()
+    # The head runs on detached pooled outputs so that its forward + backward can be timed on its own; the
+    # encoder's backward then continues from their gradients (the same gradients as one backward pass).
+    trains_encoder = pooled is None
+    hq, hd = pq.detach().requires_grad_(trains_encoder), pd.detach().requires_grad_(trains_encoder)
+    eq = model.project(hq)[q_inv.to(device)]
+    ed = model.project(hd)[d_inv.to(device)].reshape(di.shape[0], di.shape[1], -1)
+    mask = in_batch_mask(examples, qi, di).to(device) if cfg.in_batch_negatives else None
+    logits, target = _logits(model, cfg, eq, ed, mask)
+    loss = F.cross_entropy(logits, target)
+    loss.backward()
+    head_seconds = time.perf_counter() - start
+    if trains_encoder:
+        torch.autograd.backward([pq, pd], [hq.grad, hd.grad])
+    return loss.item(), head_seconds
