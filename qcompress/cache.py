@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from qcompress.atomic import atomic_file
@@ -110,8 +111,6 @@ class PooledCache:
 
     def _load(self) -> dict[bytes, Tensor]:
         if self._index is None:
-            from safetensors.torch import load_file
-
             self._index = {}
             if self.folder.is_dir():
                 for shard in sorted(self.folder.glob("shard-*.safetensors")):
@@ -129,8 +128,6 @@ class PooledCache:
 
     def add(self, keys: Sequence[bytes], pooled: Tensor) -> None:
         """Store new (key, pooled row) entries as one shard."""
-        from safetensors.torch import save_file
-
         if not keys:
             return
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_MAX_LENGTH = 256  # tokens per text; longer texts are truncated
@@ -43,9 +45,6 @@ def load_encoder(name: str | None, *, trust_remote_code: bool = False) -> tuple[
 
     `trust_remote_code` stays off unless the user asks: it runs code shipped with the model.
     """
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()  # our own progress bars own stderr
     source = resolve_encoder(name)
     try:
@@ -115,8 +114,6 @@ def set_trainable_layers(model: nn.Module, n: int) -> list[str]:
 
 def count_encoder_parameters(name: str | None, *, trust_remote_code: bool = False) -> tuple[int, int]:
     """(parameter count, hidden size) of an encoder, built on the meta device so no weights are loaded."""
-    from transformers import AutoConfig, AutoModel
-
     source = resolve_encoder(name)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from qcompress._version import __version__
@@ -254,8 +255,6 @@ class QCompressModel(nn.Module):
     # -- persistence -------------------------------------------------------------------------------------------------
     def save(self, folder: str | Path, *, save_encoder: bool | None = None) -> None:
         """Write the model folder (into an existing, preferably temporary, folder: callers rename it into place)."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if save_encoder is None:
@@ -318,8 +317,6 @@ def load_model(
         >>> load_model(folder).encode(["what is a wing?"]).shape
         torch.Size([1, 64])
     """
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     config = read_config(folder)
     config_path = folder / CONFIG_NAME

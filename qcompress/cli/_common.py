@@ -82,15 +82,9 @@ def print_json(obj: object) -> None:
 
 # -- shared by compress, score and evaluate: model options, model loading, progress bars on stderr --------------
 
-MODEL_HELP = "A model folder written by `qcompress train`."
 ENCODER_HELP = (
     "Instead of --model: an encoder without a trained head (hub id, local folder, or 'minilm' for the offline "
     "all-MiniLM-L6-v2); mean pooling, no normalisation."
-)
-HEAD_HELP = "With --encoder: only 'none' (a head must be trained first: `qcompress train`, then --model)."
-SIMILARITY_HELP = (
-    "With --encoder: 'cosine' (store and compare the pooled vectors; the paper's BT) or 'fidelity' (store the "
-    "encoded qubit angles tanh(u)*pi/2+pi/2 and compare by fidelity; the paper's QBT). Default cosine."
 )
 
 

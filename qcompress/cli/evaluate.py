@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich.table import Table
 
 from qcompress.cli._common import (
-    ENCODER_HELP, HEAD_HELP, SIMILARITY_HELP, app, check_model_options, cli_errors, model_spec, print_json,
-    print_table, progress_bars, stderr,
+    ENCODER_HELP, app, check_model_options, cli_errors, model_spec, print_json, print_table, progress_bars, stderr,
+)
+from qcompress.cli.options import (
+    DEFAULT_BATCH_SIZE, AsJson, BatchSize, CacheDir, Head, MaxLength, Similarity, TrustRemoteCode,
 )
 from qcompress.data import Collection, load_collection
 from qcompress.data.trecdl import EVALUATION_YEARS, trec_dl_dataset
@@ -160,68 +162,67 @@ def _per_query_table(comparison: Comparison) -> Table:
     return detail
 
 
+# -- the command's own options (the shared ones are in qcompress.cli.options) ------------------------------------
+ModelDirs = Annotated[List[str], typer.Option(
+    "--model", help="A model folder from `qcompress train`; repeat to compare several (p-values against the first).")]
+BaselineEncoder = Annotated[Optional[str], typer.Option(
+    "--encoder", help=ENCODER_HELP + " Placed first (the baseline) when combined with --model.")]
+Trec = Annotated[Optional[str], typer.Option(
+    "--trec",
+    help="2019 or 2020: the judged queries of TREC DL passage. From the local folder --trec-dir (or "
+    "$QCOMPRESS_TREC_DIR; its passage pool need not hold every judged passage, see qcompress.data.trecdl) where "
+    "one is given, else ir_datasets msmarco-passage/trec-dl-YEAR/judged (needs the MS MARCO corpus). "
+    "Default protocol: rerank with --trec-dir (its BM25 top 100), judged with ir_datasets.")]
+TrecDir = Annotated[Optional[Path], typer.Option(
+    "--trec-dir", envvar="QCOMPRESS_TREC_DIR",
+    help="Local TREC DL folder (qrels, queries, passage pool, BM25 runs) used by --trec.")]
+Dataset = Annotated[Optional[str], typer.Option(
+    "--dataset",
+    help="'cranfield' (bundled; the default), a BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or "
+    "an ir_datasets id. Default protocol: full for cranfield and folders, judged for ir_datasets ids.")]
+Split = Annotated[str, typer.Option(
+    "--split", help="Qrels split of a BEIR folder or cranfield (ignored for ir_datasets ids).")]
+Protocol = Annotated[Optional[str], typer.Option(
+    "--protocol",
+    help="judged: re-rank each query's judged documents (the paper's protocol; NOT comparable with full "
+    "ranking). full: rank the whole corpus. pool: rank the whole passage pool of a local TREC DL folder "
+    "(optimistic against the full MS MARCO corpus: for relative comparisons). rerank: re-rank a "
+    "--first-stage run's top --top-k per query (default first stage: the collection's own, e.g. the local "
+    "TREC DL BM25 run).")]
+FirstStage = Annotated[Optional[Path], typer.Option(
+    "--first-stage", help="TREC run whose candidates are re-ranked (e.g. BM25 top-1000); implies --protocol rerank.")]
+TopK = Annotated[int, typer.Option(
+    "--top-k", help="full: documents kept per query; rerank: first-stage candidates per query.")]
+PerQuery = Annotated[bool, typer.Option("--per-query", help="Also print every query's values.")]
+RunOut = Annotated[Optional[Path], typer.Option(
+    "--run-out", help="Write each model's TREC run; with several models FILE gets the model's tag before its suffix.")]
+Permutations = Annotated[int, typer.Option("--permutations", help="Permutations of the paired randomization test.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the randomization test.")]
+
+
 @app.command("evaluate")
 @cli_errors
 def evaluate_command(
-    model_dirs: List[str] = typer.Option(
-        [], "--model",
-        help="A model folder from `qcompress train`; repeat to compare several (p-values against the first).",
-    ),
-    encoder: Optional[str] = typer.Option(
-        None, "--encoder", help=ENCODER_HELP + " Placed first (the baseline) when combined with --model."
-    ),
-    head: Optional[str] = typer.Option(None, "--head", help=HEAD_HELP),
-    similarity: Optional[str] = typer.Option(None, "--similarity", help=SIMILARITY_HELP),
-    trec: Optional[str] = typer.Option(
-        None, "--trec",
-        help="2019 or 2020: the judged queries of TREC DL passage. From the local folder --trec-dir (or "
-        "$QCOMPRESS_TREC_DIR; its passage pool need not hold every judged passage, see qcompress.data.trecdl) where "
-        "one is given, else ir_datasets msmarco-passage/trec-dl-YEAR/judged (needs the MS MARCO corpus). "
-        "Default protocol: rerank with --trec-dir (its BM25 top 100), judged with ir_datasets.",
-    ),
-    trec_dir: Optional[Path] = typer.Option(
-        None, "--trec-dir", envvar="QCOMPRESS_TREC_DIR",
-        help="Local TREC DL folder (qrels, queries, passage pool, BM25 runs) used by --trec.",
-    ),
-    dataset: Optional[str] = typer.Option(
-        None, "--dataset",
-        help="'cranfield' (bundled; the default), a BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or "
-        "an ir_datasets id. Default protocol: full for cranfield and folders, judged for ir_datasets ids.",
-    ),
-    split: str = typer.Option(
-        "test", "--split", help="Qrels split of a BEIR folder or cranfield (ignored for ir_datasets ids)."
-    ),
-    protocol: Optional[str] = typer.Option(
-        None, "--protocol",
-        help="judged: re-rank each query's judged documents (the paper's protocol; NOT comparable with full "
-        "ranking). full: rank the whole corpus. pool: rank the whole passage pool of a local TREC DL folder "
-        "(optimistic against the full MS MARCO corpus: for relative comparisons). rerank: re-rank a "
-        "--first-stage run's top --top-k per query (default first stage: the collection's own, e.g. the local "
-        "TREC DL BM25 run).",
-    ),
-    first_stage: Optional[Path] = typer.Option(
-        None, "--first-stage",
-        help="TREC run whose candidates are re-ranked (e.g. BM25 top-1000); implies --protocol rerank.",
-    ),
-    top_k: int = typer.Option(
-        1000, "--top-k", help="full: documents kept per query; rerank: first-stage candidates per query."
-    ),
-    batch_size: int = typer.Option(64, "--batch-size", help="Texts per encoder batch."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per text. Default: the model's (256)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-    per_query: bool = typer.Option(False, "--per-query", help="Also print every query's values."),
-    run_out: Optional[Path] = typer.Option(
-        None, "--run-out",
-        help="Write each model's TREC run; with several models FILE gets the model's tag before its suffix.",
-    ),
-    cache_dir: Optional[Path] = typer.Option(
-        None, "--cache", envvar="QCOMPRESS_CACHE",
-        help="Folder caching pooled encoder outputs per (encoder weights, max length, text): a repeated evaluation "
-        "with the same encoder skips the encoder. Default: $QCOMPRESS_CACHE, else no cache.",
-    ),
-    permutations: int = typer.Option(10000, "--permutations", help="Permutations of the paired randomization test."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the randomization test."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code shipped with the encoder."),
+    model_dirs: ModelDirs = [],  # noqa: B006 - typer reads the default; it is never mutated
+    encoder: BaselineEncoder = None,
+    head: Head = None,
+    similarity: Similarity = None,
+    trec: Trec = None,
+    trec_dir: TrecDir = None,
+    dataset: Dataset = None,
+    split: Split = "test",
+    protocol: Protocol = None,
+    first_stage: FirstStage = None,
+    top_k: TopK = 1000,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    max_length: MaxLength = None,
+    as_json: AsJson = False,
+    per_query: PerQuery = False,
+    run_out: RunOut = None,
+    cache_dir: CacheDir = None,
+    permutations: Permutations = 10000,
+    seed: Seed = 0,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Rank a test collection with one or more models and report NDCG@10, RR@10, R@100, R@1000 and MAP.
 

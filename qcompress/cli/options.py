@@ -12,16 +12,14 @@ from typing import Annotated, Optional
 import typer
 
 from qcompress.batching import DEFAULT_BATCH_SIZE
+from qcompress.cli._common import ENCODER_HELP
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ModelDir", "Encoder", "Head", "Similarity", "MaxLength", "BatchSize",
            "TrustRemoteCode", "CacheDir", "AsJson"]
 
 ModelDir = Annotated[Optional[str], typer.Option(
     "--model", help="A model folder written by `qcompress train`.")]
-Encoder = Annotated[Optional[str], typer.Option(
-    "--encoder",
-    help="Instead of --model: an encoder without a trained head (hub id, local folder, or 'minilm' for the offline "
-    "all-MiniLM-L6-v2); mean pooling, no normalisation.")]
+Encoder = Annotated[Optional[str], typer.Option("--encoder", help=ENCODER_HELP)]
 Head = Annotated[Optional[str], typer.Option(
     "--head", help="With --encoder: only 'none' (a head must be trained first: `qcompress train`, then --model).")]
 Similarity = Annotated[Optional[str], typer.Option(

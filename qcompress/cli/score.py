@@ -8,9 +8,9 @@ from typing import Optional
 
 import typer
 
-from qcompress.cli._common import (
-    ENCODER_HELP, HEAD_HELP, MODEL_HELP, SIMILARITY_HELP, app, check_model_options, cli_errors, load_cli_model,
-    progress_bars, stderr,
+from qcompress.cli._common import app, check_model_options, cli_errors, load_cli_model, progress_bars, stderr
+from qcompress.cli.options import (
+    DEFAULT_BATCH_SIZE, BatchSize, Encoder, Head, MaxLength, ModelDir, Similarity, TrustRemoteCode,
 )
 
 
@@ -53,18 +53,18 @@ def score_command(
         help="Instead of QUERIES CORPUS: (query, passage) pairs, TSV `query<TAB>passage` or JSONL "
         "(`query`, `passage`), or - for stdin. Prints one score per line, in order. Needs a model.",
     ),
-    model_dir: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP + " With --pairs."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", help=ENCODER_HELP + " With --pairs."),
-    head: Optional[str] = typer.Option(None, "--head", help=HEAD_HELP),
-    similarity: Optional[str] = typer.Option(None, "--similarity", help=SIMILARITY_HELP),
+    model_dir: ModelDir = None,
+    encoder: Encoder = None,
+    head: Head = None,
+    similarity: Similarity = None,
     fidelity: bool = typer.Option(
         False, "--fidelity",
         help="With --pairs and an angle model: print the fidelity itself, in [0, 1] (underflows to 0 for "
         "unrelated texts), instead of the log-fidelity.",
     ),
-    batch_size: int = typer.Option(64, "--batch-size", help="Texts per encoder batch (with --pairs)."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per text (with --pairs)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code shipped with the encoder."),
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    max_length: MaxLength = None,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Rank a corpus for each query (exact top-k) into a TREC run, or score (query, passage) pairs.
 
@@ -73,7 +73,8 @@ def score_command(
     closer) or cosines. Both files must come from the same model (their metadata is compared); uint8 codes
     compare fine with float32 angles of the same model.
 
-    With --pairs and a model: one score per pair and line, in input order: log-fidelity for fidelity models
+    With --pairs and a model (--model, or --encoder and --similarity; --batch-size and --max-length apply to
+    it): one score per pair and line, in input order: log-fidelity for fidelity models
     (--fidelity for the fidelity itself), cosine for cosine models.
 
     Examples:
