@@ -82,9 +82,6 @@ def score_command(
         qcompress score queries.parquet corpus.parquet --top-k 100 -o run.trec --tag qbec
         printf 'what is lift\\tLift is a force.\\n' | qcompress score --pairs - --model models/qbec
     """
-    from qcompress.formats import check_same_model, read_embedding_metadata, read_embeddings, write_run
-    from qcompress.search import search_parquet
-
     check_model_options(encoder, head, similarity)
     if batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {batch_size}")
@@ -108,6 +105,13 @@ def score_command(
         )
     if top_k <= 0:
         raise ValueError(f"--top-k must be positive, got {top_k}")
+    _score_files(queries, corpus, top_k, output, tag)
+
+
+def _score_files(queries: Path, corpus: Path, top_k: int, output: Optional[str], tag: str) -> None:
+    from qcompress.formats import check_same_model, read_embedding_metadata, read_embeddings, write_run
+    from qcompress.search import search_parquet
+
     q = read_embeddings(queries)
     check_same_model(q.metadata, read_embedding_metadata(corpus), what=f"{queries} and {corpus}")
     # The corpus is streamed batch by batch: memory stays bounded for corpora larger than memory.
