@@ -15,7 +15,15 @@ from qcompress.search import select_topk
 
 from conftest import WORDS, make_tiny_bert
 from qcompress import recipes
+from qcompress.errors import InputError
 from qcompress.recipes import peers, runner
+
+
+@pytest.fixture(autouse=True)
+def clean_checkout(monkeypatch):
+    """Runs record the checkout's commit and whether it had uncommitted changes; the tests must not depend on the
+    state of the developer's working tree."""
+    monkeypatch.setattr(runner, "git_state", lambda: ("0000000", False))
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
 
@@ -197,6 +205,8 @@ def test_offline_runner_resumes_reuses_and_aggregates(tiny_bert4, tiny_beir, tmp
     assert "BFEC d=16 (ref)" in text and " ± " in text and "Runs finished: 18 of 18" in text
     assert "| QBFEC d=8 vs BFEC d=8 |" in text and "no such row" not in text
     assert (out / "tinypeers" / "offline" / "bytes.png").read_bytes()[:4] == b"\x89PNG"
+    first = json.loads(next((out / "tinypeers" / "offline" / "results").glob("*.json")).read_text())
+    assert first["git_commit"] == "0000000" and first["git_dirty"] is False
     summary = {r["label"]: r for r in json.loads((out / "tinypeers/offline/summary.json").read_text())}
     assert summary["binary"]["bytes_per_vector"] == 6 and summary["int8"]["bytes_per_vector"] == 48
     assert summary["QBFEC d=8 uint8"]["bytes_per_vector"] == 8 and summary["QBFEC d=8"]["bytes_per_vector"] == 32
@@ -340,3 +350,17 @@ def test_last_layer_trained_runs_are_evaluated_through_the_frozen_prefix(tiny_be
     plain = evaluate(model, load_collection(str(tiny_beir), "test"), "full", top_k=100)
     replayed = result["rows"][0]["metrics"]["tiny test"]["per_query_ndcg_cut_10"]
     assert replayed == pytest.approx({q: v["ndcg_cut_10"] for q, v in plain.per_query.items()}, abs=1e-9)
+
+
+def test_runs_from_uncommitted_code_are_not_aggregated_unless_asked(tiny_bert4, tiny_beir, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "git_state", lambda: ("abc1234", True))
+    toml = tmp_path / "p.toml"
+    toml.write_text(TINY_PEERS.format(name="dirty", encoder=tiny_bert4, folder=tiny_beir, reference="enc cosine",
+                                      runs='[[profiles.offline.runs]]\nkind = "encoder"\nsimilarity = "cosine"\n'
+                                           'label = "enc cosine"\n'))
+    recipe = recipes.load_recipe(toml)
+    cfg = recipes.profile_config(recipe, "offline")
+    recipes.run_recipe(recipe, "offline", cfg, tmp_path / "out", log=lambda m: None)
+    with pytest.raises(InputError, match="uncommitted changes .on commit abc1234"):
+        recipes.aggregate(recipe, "offline", cfg, tmp_path / "out")
+    assert recipes.aggregate(recipe, "offline", cfg, tmp_path / "out", allow_dirty=True).is_file()

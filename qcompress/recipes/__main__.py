@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                         "freshly aggregated one")
     parser.add_argument("--export", metavar="DIR", help="also write every finished run's JSON, one per line, to "
                         "DIR/<recipe>-<profile>.jsonl (small enough to commit beside the tables built from it)")
+    parser.add_argument("--allow-dirty", action="store_true", help="aggregate runs computed from a working tree "
+                        "with uncommitted changes (refused by default: no commit holds the code that made them)")
     return parser
 
 
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         if not args.aggregate_only:
             run_recipe(recipe, args.profile, cfg, out_root, only=args.only, keep_models=args.keep_models, log=_log)
-        written = aggregate(recipe, args.profile, cfg, out_root, command=command)
+        written = aggregate(recipe, args.profile, cfg, out_root, command=command, allow_dirty=args.allow_dirty)
         if args.export:
             export(recipe, args.profile, cfg, out_root, Path(args.export))
         if args.update_doc and written is not None:

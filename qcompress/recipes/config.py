@@ -26,6 +26,7 @@ import string
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from qcompress._version import __version__
 from qcompress.errors import InputError
 from qcompress.training import resolve_variant
 
@@ -201,5 +202,6 @@ def config_key(spec: RunSpec, cfg: dict) -> str:
     if spec.kind != "train" or any("rescore" in s for s in spec.storages):
         keys.append("rescore_k")
     decisive = {k: cfg.get(k) for k in keys}  # which rows (storages) a run evaluates: see runner._relabel
-    decisive.update(kind=spec.kind, params=spec.params, seed=spec.seed)
+    # The code version is part of it: results of another qcompress version are computed again, never mixed in.
+    decisive.update(kind=spec.kind, params=spec.params, seed=spec.seed, qcompress_version=__version__)
     return hashlib.blake2b(json.dumps(decisive, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()

@@ -10,9 +10,9 @@ Example:
     >>> rows = collect_rows([result])
     >>> significance(rows, {"reference": "pca d=32"})
     >>> print(table(rows, {"evaluate": [{"name": "test"}]}))
-    | method | bytes/vector | head params | seeds | test NDCG@10 | Δ vs ref | p (rand.) | p (t) |
-    |---|--:|--:|--:|--:|--:|--:|--:|
-    | pca d=32 (ref) | 128 | 12,320 (fit) | deterministic | 0.5000 |  |  |  |
+    | method | bytes/vector | head params | seeds | test NDCG@10 | Δ vs ref | p per seed | p (seeds) | p Holm |
+    |---|--:|--:|--:|--:|--:|--:|--:|--:|
+    | pca d=32 (ref) | 128 | 12,320 (fit) | deterministic | 0.5000 |  |  |  |  |
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
+
 from qcompress.atomic import atomic_file
-from qcompress.evaluation import paired_test
+from qcompress.errors import InputError
+from qcompress.evaluation import paired_t_test
+from qcompress.evaluation.seed_stats import holm, seed_aware_test
 from qcompress.recipes.config import METRIC, eval_sets, expand_runs, format_template
 from qcompress.recipes.runner import current_result
 
@@ -89,28 +93,44 @@ def _reference_label(cfg: dict, row: dict) -> str | None:
         return None
 
 
-def _paired_p(first: dict, second: dict) -> tuple[float, float]:
-    """Randomization and t-test p-values of two rows' evaluation entries, paired by their common queries
-    (per-query NDCG@10 averaged over each row's seeds)."""
-    qids = sorted(set(first["per_query_mean"]) & set(second["per_query_mean"]))
-    test = paired_test([first["per_query_mean"][q] for q in qids], [second["per_query_mean"][q] for q in qids])
-    return test.randomization_p, test.t_p
+def _matrix(e: dict, qids: list[str]) -> np.ndarray:
+    """An evaluation entry's per-query NDCG@10 as a (seeds x queries) matrix over `qids`."""
+    return np.array([[e["per_query"][q][i] for q in qids] for i in range(len(e["values"]))])
+
+
+def _compare(first: dict, second: dict, first_seeds: list, second_seeds: list) -> dict:
+    """Δ of mean NDCG@10, the per-seed paired t-tests over queries, and the seed-aware test of two rows' entries.
+
+    Per seed: each run of `first` against the run of `second` with the same seed, or against `second`'s only run
+    when that one is deterministic (otherwise no per-seed test)."""
+    qids = sorted(set(first["per_query"]) & set(second["per_query"]))
+    a, b = _matrix(first, qids), _matrix(second, qids)
+    per_seed = []
+    for i, seed in enumerate(first_seeds):
+        j = 0 if second_seeds == [None] else (second_seeds.index(seed) if seed in second_seeds else None)
+        per_seed.append(None if j is None else paired_t_test(a[i], b[j])[1])
+    test = seed_aware_test(a, b)
+    return {"delta": first["mean"] - second["mean"], "p_per_seed": per_seed, "p_seeds": test.p,
+            "seed_test": {"t": test.t, "df": test.df, "seeds": list(test.seeds), "queries": test.queries,
+                          "seed_variance": list(test.seed_variance), "query_variance": test.query_variance}}
 
 
 def significance(rows: list[dict], cfg: dict) -> None:
-    """Add, per row and evaluation set, the difference of mean NDCG@10 to the profile's reference row and the
-    paired randomization and t-test p-values against it (per-query NDCG@10 averaged over each row's seeds)."""
+    """Add, per row and evaluation set, the comparison with the profile's reference row (`_compare`), and the
+    Holm adjustment of the seed-aware p-values over the whole table."""
     by_label = {r["label"]: r for r in rows}
+    tested = []
     for row in rows:
         ref = by_label.get(_reference_label(cfg, row) or "")
         row["reference"] = ref["label"] if ref is not None else None
         for name, e in row["evals"].items():
-            e["p_randomization"] = e["p_t"] = e["delta"] = None
+            e.update(delta=None, p_per_seed=None, p_seeds=None, p_holm=None)
             if ref is None or ref is row or name not in ref["evals"]:
                 continue
-            r = ref["evals"][name]
-            e["delta"] = e["mean"] - r["mean"]
-            e["p_randomization"], e["p_t"] = _paired_p(e, r)
+            e.update(_compare(e, ref["evals"][name], row["seeds"], ref["seeds"]))
+            tested.append(e)
+    for e, adjusted in zip(tested, holm([e["p_seeds"] for e in tested])):
+        e["p_holm"] = adjusted
 
 
 def _fmt_bytes(n: float) -> str:
@@ -137,12 +157,27 @@ def _table_cells(row: dict, evals: list[str]) -> list[str]:
     for name in evals:
         e = row["evals"].get(name)
         if e is None:
-            cells += ["", "", "", ""]
+            cells += [""] * len(_COLUMNS)
             continue
         value = f"{e['mean']:.4f}" + (f" ± {e['std']:.4f}" if n > 1 else "")
-        delta = "" if e.get("delta") is None else f"{e['delta']:+.4f}"
-        cells += [value, delta, _fmt_p(e.get("p_randomization")), _fmt_p(e.get("p_t"))]
+        cells += [value, *_test_cells(e)]
     return cells
+
+
+_COLUMNS = ("NDCG@10", "Δ", "p per seed", "p (seeds)", "p Holm")
+
+
+def _test_cells(e: dict) -> list[str]:
+    """Δ, the per-seed p-values (their range when there are several), the seed-aware and the Holm p."""
+    if e.get("delta") is None:
+        return ["", "", "", ""]
+    per_seed = [p for p in e["p_per_seed"] if p is not None]
+    if len(per_seed) > 1:
+        low, high = min(per_seed), max(per_seed)
+        seeds = f"{_fmt_p(low)}–{_fmt_p(high)}" if _fmt_p(low) != _fmt_p(high) else _fmt_p(low)
+    else:
+        seeds = _fmt_p(per_seed[0]) if per_seed else ""
+    return [f"{e['delta']:+.4f}", seeds, _fmt_p(e["p_seeds"]), _fmt_p(e.get("p_holm"))]
 
 
 def table(rows: list[dict], cfg: dict) -> str:
@@ -151,31 +186,37 @@ def table(rows: list[dict], cfg: dict) -> str:
     evals = [item["name"] for item in eval_sets(cfg)]
     head = ["method", "bytes/vector", "head params", "seeds"]
     for name in evals:
-        head += [f"{name} NDCG@10", "Δ vs ref", "p (rand.)", "p (t)"]
+        head += [f"{name} {_COLUMNS[0]}", *(f"{c} vs ref" if c == "Δ" else c for c in _COLUMNS[1:])]
     lines = _markdown_head(head)
     lines += ["| " + " | ".join(_table_cells(row, evals)) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def pairs_table(rows: list[dict], cfg: dict) -> str:
-    """The profile's `pairs` ([first label, second label]) as a markdown table of paired tests; pairs naming a
-    row the results lack are left out."""
+    """The profile's `pairs` ([first label, second label]) as a markdown table of comparisons (`_compare`, Holm over
+    the table); pairs naming a row the results lack are left out."""
     evals = [item["name"] for item in eval_sets(cfg)]
     by_label = {r["label"]: r for r in rows}
-    head = ["comparison"] + [f"{name} {col}" for name in evals for col in ("Δ NDCG@10", "p (rand.)", "p (t)")]
-    lines = _markdown_head(head)
+    head = ["comparison"] + [f"{name} {col}" for name in evals for col in _COLUMNS[1:]]
+    cells_of, tested = [], []
     for first, second in cfg["pairs"]:
         a, b = by_label.get(first), by_label.get(second)
         if a is None or b is None:
             continue
-        cells = [f"{first} vs {second}"]
+        entries = []
         for name in evals:
-            if name not in a["evals"] or name not in b["evals"]:
-                cells += ["", "", ""]
-                continue
-            ea, eb = a["evals"][name], b["evals"][name]
-            p_randomization, p_t = _paired_p(ea, eb)
-            cells += [f"{ea['mean'] - eb['mean']:+.4f}", _fmt_p(p_randomization), _fmt_p(p_t)]
+            if name in a["evals"] and name in b["evals"]:
+                entry = _compare(a["evals"][name], b["evals"][name], a["seeds"], b["seeds"])
+                tested.append(entry)
+            else:
+                entry = None
+            entries.append(entry)
+        cells_of.append((f"{first} vs {second}", entries))
+    for entry, adjusted in zip(tested, holm([t["p_seeds"] for t in tested])):
+        entry["p_holm"] = adjusted
+    lines = _markdown_head(head)
+    for label, entries in cells_of:
+        cells = [label] + [c for entry in entries for c in (_test_cells(entry) if entry else ["", "", "", ""])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -254,25 +295,35 @@ def _report(recipe: dict, profile: str, cfg: dict, rows: list[dict], done: int, 
         lines += [" ".join(str(cfg["about"]).split()), ""]
     protocols = ", ".join(f"{it['name']}: {it['protocol']}" for it in eval_sets(cfg))
     lines += [f"Runs finished: {done} of {runs}. Encoder: {cfg.get('encoder') or 'minilm'}, max length "
-              f"{cfg['max_length']}. Evaluation ({protocols}); NDCG@10 mean ± standard deviation over seeds; "
-              f"Δ and paired p-values (randomization test, 10,000 sign flips; t-test) against the reference row, "
-              f"per query, each query's NDCG@10 averaged over seeds.", "",
+              f"{cfg['max_length']}. Evaluation ({protocols}); NDCG@10 mean ± standard deviation over seeds. "
+              f"Against the reference row: Δ of the means; p per seed: paired t-tests over queries, each seed's run "
+              f"against the reference's run of the same seed (or its only run), the range over seeds; p (seeds): "
+              f"a t-test whose unit includes the seeds (query and seed effects, qcompress.evaluation.seed_stats); "
+              f"p Holm: that p adjusted over every test of the table.", "",
               table(rows, cfg), ""]
     if cfg.get("pairs"):
-        lines += ["Paired comparisons (Δ = first − second; per-query NDCG@10 averaged over seeds; randomization "
-                  "test and t-test):", "", pairs_table(rows, cfg), ""]
+        lines += ["Paired comparisons (Δ = first − second; the same tests, Holm over this table):", "",
+                  pairs_table(rows, cfg), ""]
     return "\n".join(lines)
 
 
-def aggregate(recipe: dict, profile: str, cfg: dict, out_root: Path, *, command: str | None = None) -> Path | None:
+def aggregate(recipe: dict, profile: str, cfg: dict, out_root: Path, *, command: str | None = None,
+              allow_dirty: bool = False) -> Path | None:
     """Aggregate the profile's result JSONs (those of its current runs) into results.md, summary.json and its
-    plots; returns the path of results.md, or None when no run has finished."""
+    plots; returns the path of results.md, or None when no run has finished.
+
+    Runs computed from a working tree with uncommitted changes (`git_dirty`) are refused unless `allow_dirty`:
+    their numbers could come from code that no commit holds."""
     out = out_root / recipe["name"] / profile
     specs = expand_runs(cfg)
     results = []
     for spec in specs:
         result = current_result(out / "results" / f"{spec.id}.json", spec, cfg)  # stale results are left out
         if result is not None:
+            if result.get("git_dirty") and not allow_dirty:
+                raise InputError(f"run {spec.id} was computed from uncommitted changes (on commit "
+                                 f"{result.get('git_commit')}); commit and run it again, or allow dirty runs "
+                                 "(allow_dirty) to aggregate it anyway", file=out / "results" / f"{spec.id}.json")
             results.append(result)
     if not results:
         return None

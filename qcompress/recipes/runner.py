@@ -221,12 +221,22 @@ def _run_first_stage(spec: RunSpec, cfg: dict) -> dict:
 # -- result files: provenance, resuming, reuse -----------------------------------------------------------------------
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+def git_state() -> tuple[str | None, bool | None]:
+    """(short commit, whether tracked files differ from it) of the checkout qcompress runs from; (None, None)
+    outside a git checkout (an installed package)."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=here, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit is None:
+        return None, None
+    return commit, bool(git("status", "--porcelain", "--untracked-files=no"))
 
 
 def _write_json(path: Path, result: dict) -> None:
@@ -249,7 +259,8 @@ def run_one(spec: RunSpec, recipe: dict, profile: str, cfg: dict, out: Path, cac
     result.update(config_key=config_key(spec, cfg), recipe=recipe["name"], profile=profile, run=spec.id,
                   kind=spec.kind, seed=spec.seed, params=spec.params, label=spec.label, series=spec.series,
                   encoder=cfg.get("encoder") or "minilm", max_length=cfg["max_length"],
-                  seconds=time.perf_counter() - t0, qcompress_version=__version__, git_commit=_git_commit(),
+                  seconds=time.perf_counter() - t0, qcompress_version=__version__,
+                  **dict(zip(("git_commit", "git_dirty"), git_state())),
                   host={"python": platform.python_version(), "cpus": os.cpu_count()})
     _write_json(path, result)
     return path
