@@ -73,9 +73,10 @@ class EncoderSource:
     revision: str | None = None  # the commit of a Hub snapshot
 
 
-def locate_encoder(name: str | None, revision: str | None = None) -> EncoderSource:
+def locate_encoder(name: str | None, revision: str | None = None, *, folders: bool = True) -> EncoderSource:
     """The local folder of an encoder named by a user (a folder, a Hub id, an alias), fetched from the Hub (or its
-    local cache) when it is not a folder; with its Hub id and commit where they are known.
+    local cache) when it is not a folder; with its Hub id and commit where they are known. `folders=False` reads
+    `name` as a Hub id (or alias) only, never as a folder of the current directory.
 
     Example:
         >>> locate_encoder("minilm").hub_id
@@ -85,7 +86,9 @@ def locate_encoder(name: str | None, revision: str | None = None) -> EncoderSour
         MPNET_ENCODER if name in _MPNET_ALIASES else None)
     # A revision names a Hub snapshot: an alias then means its Hub id, not the offline copy.
     resolved = alias_of if revision is not None and alias_of is not None else resolve_encoder(name)
-    if os.path.isdir(resolved):
+    if not folders and alias_of is None:
+        resolved = name
+    elif os.path.isdir(resolved):
         if revision is not None:
             raise InputError("a revision applies to a Hub id, not to a local folder", file=resolved)
         path = Path(resolved)

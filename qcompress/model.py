@@ -259,8 +259,8 @@ def _folder_encoder(folder: Path, config: ModelConfig) -> EncoderSource:
     candidate = (folder / config.encoder).resolve()
     if not Path(config.encoder).is_absolute() and candidate.is_relative_to(folder.resolve()) and candidate.is_dir():
         return EncoderSource(candidate, config.base_model, config.base_model_revision)
-    if is_hub_id(config.encoder):
-        return locate_encoder(config.encoder, config.encoder_revision)
+    if is_hub_id(config.encoder):  # a Hub id, never a folder of the current directory that has its name
+        return locate_encoder(config.encoder, config.encoder_revision, folders=False)
     raise InputError(f"{config.encoder!r} is neither a Hugging Face Hub id nor a folder inside the model folder; a "
                      "model folder may not point elsewhere on this machine. If you trust that encoder, name it "
                      "yourself (--encoder PATH)", file=config_path, field="encoder")

@@ -170,6 +170,15 @@ def test_an_encoder_outside_the_model_folder_is_refused_unless_named_on_the_comm
     escaping = copy_with(quantum_folder, tmp_path / "dots", encoder="../../etc")
     one_line_error(compress(docs, "--model", str(escaping)), 'field "encoder"', "'../../etc'")
 
+    # A Hub id is a Hub id: not a folder of the current directory that happens to have its name.
+    hub_named = copy_with(quantum_folder, tmp_path / "hub", encoder="tiny-bert")
+    shutil.rmtree(hub_named / "encoder")
+    shutil.copytree(tiny_encoder, tmp_path / "tiny-bert")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        with pytest.raises(InputError, match="tiny-bert: no such folder, and the Hub model is not in the Hugging"):
+            load_model(hub_named)
+
     inside = copy_with(quantum_folder, tmp_path / "inside", encoder="weights/bert")
     (inside / "weights").mkdir()
     (inside / "encoder").rename(inside / "weights" / "bert")
@@ -255,3 +264,22 @@ def test_mpnet_is_used_as_its_sentence_transformers_configuration_says(mpnet_pat
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     head = build_model(str(mpnet_path), head="quantum", dim=256, device="cpu")
     assert head.head_parameters() == 6144  # the paper's 768 -> 256 head
+
+
+@pytest.mark.integration
+def test_a_recipe_runs_on_mpnet_by_name(mpnet_path, tmp_path):
+    """`--set encoder=mpnet`: the paper's 768-d heads (768 -> 256) in a recipe, on a tiny stand-in collection."""
+    from qcompress import recipes
+    from test_training import write_beir
+
+    folder = write_beir(tmp_path / "beir")
+    evaluate = f'[{{name = "tiny test", dataset = "{folder}", split = "test", protocol = "full", top_k = 100}}]'
+    overrides = ["encoder=mpnet", f"train.dataset={folder}", "train.epochs=1", "train.batch_size=4",
+                 "train.negatives=2", "max_length=32", "seeds=[42]", f"evaluate={evaluate}"]
+    argv = [str(Path(__file__).resolve().parents[1] / "recipes" / "variants.toml"), "--profile", "offline",
+            "--out", str(tmp_path / "out"), "--only", "QBFEC", *[x for o in overrides for x in ("--set", o)]]
+    assert recipes.main(argv) == 0
+    results = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("results/*.json")]
+    qbfec = [r for r in results if r["label"] == "QBFEC"]
+    assert qbfec and qbfec[0]["encoder"] == "mpnet"
+    assert qbfec[0]["rows"][0]["dim"] == 256 and qbfec[0]["rows"][0]["head_parameters"] == 6144
