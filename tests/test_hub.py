@@ -68,6 +68,11 @@ def test_load_model_by_hub_id_and_revision_from_the_cache(model_folder, cache_di
         load_model("org/other")
     with pytest.raises(InputError, match="revision applies to a Hub id"):
         load_model(model_folder, revision="main")
+    # ... and sentence-transformers finds the same model there
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer("org/qmodel", revision=COMMIT, trust_remote_code=True, device="cpu")
+    torch.testing.assert_close(st.encode(texts, convert_to_tensor=True), expected, atol=1e-5, rtol=0)
 
 
 def test_cli_model_by_hub_id_with_revision_in_a_fresh_process(model_folder, tmp_path):
