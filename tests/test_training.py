@@ -390,7 +390,7 @@ def test_qbec_and_bec_train_on_cranfield_with_minilm(minilm_path, tmp_path_facto
         assert model.encode(["what is a wing?"]).shape == (1, 128)
         torch.manual_seed(42)  # the untrained model of the same run: same seed, same head initialisation
         untrained = build_model(minilm_path, head=model.config.head, dim=128, similarity=model.similarity,
-                                max_length=64)
+                                max_length=64, normalize=model.config.normalize)  # the variant's, not MiniLM's own
         negatives = mine_negatives(untrained, collection, 3, cache_dir=cache)
         before, after = _fixed_loss(untrained, collection, negatives), _fixed_loss(model, collection, negatives)
         assert after < before, (variant, before, after)
