@@ -45,7 +45,7 @@ def main() -> None:
         model = load_model(args.model)
         label = args.model
     else:
-        model = build_model("minilm", head="none", similarity="fidelity")
+        model = build_model("minilm", head="none", similarity="fidelity", normalize=False)  # QBT: no normalisation
         label = "minilm QBT"
     if args.max_length:
         model.config = model.config.replace(max_length=args.max_length)

@@ -1,9 +1,11 @@
 """Pooled encoder outputs cached on disk, so that repeated work never re-runs the encoder on a text.
 
-What is cached is the mean-pooled encoder output (before any head), keyed by the encoder itself and the text:
+What is cached is the pooled encoder output (before any head), keyed by the encoder itself and the text:
     CACHE/<encoder key>/shard-<random>.safetensors    tensors "keys" (n, 16) uint8 and "pooled" (n, in_dim) float32
 The encoder key is a hash of the encoder's weights (so a fine-tuned encoder never reuses the outputs of its
-base), its tokenizer, the max length and the pooling; a text's key is a hash of its UTF-8 bytes. Heads are
+base), its tokenizer, the max length and the pooling mode; a text's key is a hash of its UTF-8 bytes as the
+encoder sees them, with the model's query or document prompt before it (`pool_texts(..., role=)`). Heads, and the
+normalisation before them, are
 cheap and are applied afterwards, so every model on the same encoder (BT/QBT, BFEC/QBFEC of SPEC §4, any
 similarity) shares one cache entry per text. Each call that computes new outputs adds one shard holding them,
 written atomically under a unique name: readers never see half a shard and concurrent runs do not clash. Delete
@@ -89,7 +91,8 @@ def text_key(text: str) -> bytes:
 
 
 def encoder_key(model) -> str:
-    """Everything that decides the pooled output of a QCompressModel: encoder weights, tokenizer, max length."""
+    """Everything but the text that decides the pooled output of a QCompressModel: encoder weights, tokenizer, max
+    length, pooling mode. (Prompts are part of the texts the cache keys.)"""
     tok = model.tokenizer
     return weights_digest(
         model.encoder,
@@ -150,14 +153,17 @@ def pool_texts(
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[int], None] | None = None,
     pool_batch: Callable[[list[str]], Tensor] | None = None,
+    role: str | None = None,
 ) -> Tensor:
     """Pooled encoder outputs (len(texts), in_dim), float32 on the CPU, in input order, in eval mode.
 
-    With a `cache`, only the texts it lacks run through the encoder (each distinct text once) and their outputs
-    are added to it. `pool_batch` replaces `model.pool` as the function of one batch (the frozen-prefix replay);
-    `on_batch(n)` reports progress in texts.
+    `role` ("query" or "document") puts the model's prompt for it before each text. With a `cache`, only the
+    texts it lacks run through the encoder (each distinct text once) and their outputs are added to it.
+    `pool_batch` replaces `model.pool` as the function of one batch (the frozen-prefix replay); `on_batch(n)`
+    reports progress in texts.
     """
     pool_batch = pool_batch or model.pool
+    texts = model.prompted(texts, role) if role is not None else texts
     with eval_mode(model):
         if cache is None:
             return map_batches(pool_batch, texts, batch_size, width=model.in_dim, on_batch=on_batch)
@@ -188,14 +194,17 @@ def encode(
     batch_size: int = DEFAULT_BATCH_SIZE,
     cache: PooledCache | None = None,
     on_batch: Callable[[int], None] | None = None,
+    role: str | None = None,
 ) -> Tensor:
-    """`model.encode(texts)`, with the encoder run only on texts the cache does not hold (None: no cache).
+    """`model.encode(texts, role=role)`, with the encoder run only on texts the cache does not hold (None: no
+    cache).
 
     Returns float32 (len(texts), dim) on the CPU, in input order; `on_batch(n)` reports progress in texts.
     """
     if cache is None:
-        return model.encode(texts, batch_size=batch_size, on_batch=on_batch)
-    return project_pooled(model, pool_texts(model, texts, cache=cache, batch_size=batch_size, on_batch=on_batch))
+        return model.encode(texts, role=role, batch_size=batch_size, on_batch=on_batch)
+    return project_pooled(model, pool_texts(model, texts, cache=cache, batch_size=batch_size, on_batch=on_batch,
+                                            role=role))
 
 
 def project_pooled(model, outputs: Tensor) -> Tensor:

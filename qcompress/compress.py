@@ -38,13 +38,16 @@ def model_id(model) -> str:
     """
     tok = model.tokenizer
     config = model.config
-    fields = [config.head, config.dim, config.similarity, config.pooling, config.max_length, config.normalize]
+    fields = [config.head, config.dim, config.similarity, config.pooling, config.max_length, config.normalize,
+              config.query_prompt, config.document_prompt]
     return weights_digest(model, type(tok).__name__, len(tok), *fields)
 
 
-def embedding_metadata(model) -> dict:
-    """The model-identifying metadata of an embedding file: `model.describe()`, `model_id`, qcompress version."""
-    return dict(model.describe(), model_id=model_id(model), qcompress_version=__version__)
+def embedding_metadata(model, role: str | None = None) -> dict:
+    """The metadata of an embedding file: `model.describe()` (encoder, pooling, prompts...), `model_id`, the role
+    its texts were encoded as and the prompt that put before them, qcompress version."""
+    return dict(model.describe(), model_id=model_id(model), role=role, prompt=model.prompt(role),
+                qcompress_version=__version__)
 
 
 def compress(
@@ -58,6 +61,7 @@ def compress(
     chunk_size: int = DEFAULT_CHUNK,
     cache=None,
     on_batch: Callable[[int], None] | None = None,
+    role: str | None = "document",
 ) -> int:
     """Encode (id, text) records with `model` and write them to the Parquet file `out`; return the rows encoded
     by this call (fewer than len(records) when resuming).
@@ -65,11 +69,12 @@ def compress(
     Angle models write `angles` (float32, or 8-bit codes with encoding="uint8"); cosine models write float32
     `vectors`. `on_batch(n)` is called as rows are done (first with the rows skipped by `resume`). `cache`, a
     `qcompress.cache.PooledCache`, skips the encoder for texts it holds and keeps the new pooled outputs (so a
-    later `evaluate --cache` of the same encoder does not encode the corpus again).
+    later `evaluate --cache` of the same encoder does not encode the corpus again). `role` ("document" or
+    "query") chooses the model's prompt put before each text, and is recorded in the file's metadata.
     """
     column = model.output_kind
     check_encoding(encoding, column)
-    metadata = embedding_metadata(model)
+    metadata = embedding_metadata(model, role)
     with EmbeddingWriter(
         out, dim=model.dim, metadata=metadata, encoding=encoding, column=column, resume=resume,
         row_group_size=chunk_size,
@@ -87,6 +92,7 @@ def compress(
                 on_batch(start)
         for first in range(start, len(records), chunk_size):
             chunk = records[first : first + chunk_size]
-            values = encode(model, [text for _, text in chunk], batch_size=batch_size, cache=cache, on_batch=on_batch)
+            values = encode(model, [text for _, text in chunk], batch_size=batch_size, cache=cache, on_batch=on_batch,
+                            role=role)
             writer.write([doc_id for doc_id, _ in chunk], values)
     return len(records) - start

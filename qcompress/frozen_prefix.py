@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from qcompress.cache import pool_texts, weights_digest
-from qcompress.encoder import mean_pool, transformer_layers
+from qcompress.encoder import transformer_layers
 
 __all__ = ["FrozenPrefixCache", "frozen_digest"]
 
@@ -137,4 +137,4 @@ class FrozenPrefixCache:
         finally:
             layers._modules = saved
             handle.remove()
-        return mean_pool(hidden, batch["attention_mask"])
+        return model.pool_hidden(hidden, batch["attention_mask"])

@@ -1,171 +1,68 @@
-"""A qcompress model: encoder + mean pooling + optional head, saved as a folder (config JSON + safetensors).
+"""A qcompress model: encoder + pooling + optional head, saved as a folder that qcompress and sentence-transformers
+both load.
 
 Folder layout (what `QCompressModel.save` writes and `load_model` reads):
-    qcompress.json         `ModelConfig` (encoder, head, dims, similarity, pooling, max length, version, training)
+    qcompress.json         `ModelConfig` (qcompress.model_config): encoder, pooling, prompts, head, dims,
+                           similarity, max length, the base model, the training run
     head.safetensors       head weights (absent for head "none")
-    encoder/               the fine-tuned encoder and its tokenizer (save_pretrained), only when layers were trained
+    encoder/               the encoder and its tokenizer (trained or frozen: a folder never points elsewhere)
+    modules.json, ...      the same model as sentence-transformers modules (qcompress.st_folder)
+    README.md              the model card, with the Hub's YAML header (qcompress.model_card)
 
-`ModelConfig` is immutable and checked field by field, both when a model is built and when a folder is loaded, so
-a hand-edited `qcompress.json` fails with one line naming the file and the field instead of giving wrong results.
+A model is named by a folder or by a Hugging Face Hub id (with a revision): `load_model` fetches a Hub model
+through huggingface_hub (qcompress.hub), so its cache and HF_HUB_OFFLINE apply. The `encoder` field of a
+folder's qcompress.json is a Hub id or a folder inside the model folder; anything else is refused unless the user
+names the encoder (`load_model(..., encoder=PATH)`, `--encoder PATH`). Weights are read as safetensors only.
 `ModelSpec` is the one place where a model is chosen from user arguments (a folder, or an encoder without a head).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from transformers.utils import logging as hf_logging
 
-from qcompress._version import __version__
 from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
-from qcompress.encoder import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH, load_encoder, mean_pool, resolve_encoder
+from qcompress.encoder import DEFAULT_MAX_LENGTH, EncoderSource, load_encoder, locate_encoder, position_limit
 from qcompress.errors import InputError
-from qcompress.heads import HEAD_KINDS, build_head
+from qcompress.heads import build_head
+from qcompress.hub import download, is_hub_id
+from qcompress.model_card import model_card, read_license
+from qcompress.model_config import CONFIG_NAME, DEFAULT_SIMILARITY, ModelConfig, _positive_int, read_config
+from qcompress.pooling import POOLINGS, ROLES, EncoderSettings, pool_hidden
 from qcompress.quantum import encode_angles
-from qcompress.similarity import SIMILARITIES
+from qcompress.st_folder import write_st_files
 
 __all__ = ["ModelConfig", "QCompressModel", "ModelSpec", "build_model", "load_model", "default_device",
-           "CONFIG_NAME", "HEAD_WEIGHTS", "ENCODER_DIR", "DEFAULT_SIMILARITY"]
+           "read_config", "model_folder", "CONFIG_NAME", "HEAD_WEIGHTS", "ENCODER_DIR", "DEFAULT_SIMILARITY"]
 
-CONFIG_NAME = "qcompress.json"
 HEAD_WEIGHTS = "head.safetensors"
 ENCODER_DIR = "encoder"
-DEFAULT_SIMILARITY = {"quantum": "fidelity", "linear": "cosine", "none": "cosine"}
-POOLINGS = ("mean",)
-# The fields that identify what a model computes (Parquet metadata, result tables).
-DESCRIBE_FIELDS = ("encoder", "head", "in_dim", "dim", "similarity", "pooling", "max_length", "normalize")
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """What a model is, as plain values (the contents of qcompress.json). Immutable: use `replace`.
-
-    Example:
-        >>> c = ModelConfig.create(encoder="minilm", head="quantum", in_dim=384, dim=128)
-        >>> c.similarity, c.replace(max_length=128).max_length
-        ('fidelity', 128)
-    """
-
-    encoder: str
-    head: str
-    in_dim: int
-    dim: int
-    similarity: str
-    pooling: str = "mean"
-    max_length: int = DEFAULT_MAX_LENGTH
-    normalize: bool = False
-    encoder_trained: bool = False
-    training: dict | None = None  # the resolved training arguments (qcompress.training.TrainConfig)
-    training_result: dict | None = None  # steps, losses, validation of the run that trained it
-    qcompress_version: str = __version__
-
-    def __post_init__(self) -> None:
-        problem = self._problem()
-        if problem is not None:
-            field, message = problem
-            raise ValueError(f"{field}: {message}")
-
-    def _problem(self) -> tuple[str, str] | None:
-        """(field, what is wrong) for the first invalid field, or None."""
-        if not isinstance(self.encoder, str) or not self.encoder:
-            return "encoder", f"must be a non-empty string (a Hub id or a folder), got {self.encoder!r}"
-        if self.head not in HEAD_KINDS:
-            return "head", f"unknown head {self.head!r}; choose one of {', '.join(HEAD_KINDS)}"
-        for name in ("in_dim", "dim", "max_length"):
-            if not _positive_int(getattr(self, name)):
-                return name, f"must be a positive integer, got {getattr(self, name)!r}"
-        if self.similarity not in SIMILARITIES:
-            return "similarity", f"unknown similarity {self.similarity!r}; choose one of {', '.join(SIMILARITIES)}"
-        if self.head == "quantum" and self.similarity != "fidelity":
-            return "similarity", "a quantum head outputs qubit angles, which are compared by fidelity, not cosine"
-        if self.head == "none" and self.dim != self.in_dim:
-            return "dim", f"is {self.dim}, but without a head the output is the encoder's {self.in_dim} dimensions"
-        if self.dim > self.in_dim:
-            return "dim", f"is {self.dim}, larger than in_dim {self.in_dim}: a head compresses"
-        if self.pooling not in POOLINGS:
-            return "pooling", f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}"
-        for name in ("normalize", "encoder_trained"):
-            if not isinstance(getattr(self, name), bool):
-                return name, f"must be true or false, got {getattr(self, name)!r}"
-        for name in ("training", "training_result"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
-                return name, f"must be an object or null, got {getattr(self, name)!r}"
-        if not isinstance(self.qcompress_version, str):
-            return "qcompress_version", f"must be a string, got {self.qcompress_version!r}"
-        return None
-
-    @classmethod
-    def create(
-        cls,
-        *,
-        encoder: str | None,
-        head: str = "none",
-        in_dim: int,
-        dim: int | None = None,
-        similarity: str | None = None,
-        max_length: int = DEFAULT_MAX_LENGTH,
-        normalize: bool = False,
-    ) -> "ModelConfig":
-        """A new model's config: `dim` defaults to in_dim without a head, `similarity` to the head's own."""
-        if head not in HEAD_KINDS:
-            raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEAD_KINDS)}")
-        if head == "none" and dim is None:
-            dim = in_dim
-        if dim is None:
-            raise ValueError(f"a {head} head needs an output size (dim)")
-        return cls(encoder=encoder or DEFAULT_ENCODER, head=head, in_dim=in_dim, dim=dim,
-                   similarity=similarity or DEFAULT_SIMILARITY[head], max_length=max_length, normalize=normalize)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, file: str | Path | None = None) -> "ModelConfig":
-        """Check and read a config as stored in qcompress.json; errors name the file and the field."""
-        if not isinstance(data, Mapping):
-            raise InputError(f"expected a JSON object, got {type(data).__name__}", file=file)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise InputError("unknown field (written by a newer qcompress?)", file=file, field=unknown[0])
-        required = [name for name, f in fields.items() if f.default is dataclasses.MISSING]
-        missing = [name for name in required if name not in data]
-        if missing:
-            raise InputError("missing field", file=file, field=missing[0])
-        config = cls.__new__(cls)
-        for name in fields:
-            object.__setattr__(config, name, data.get(name, fields[name].default))
-        problem = config._problem()
-        if problem is not None:
-            raise InputError(problem[1], file=file, field=problem[0])
-        return config
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> "ModelConfig":
-        return dataclasses.replace(self, **changes)
-
-    def describe(self) -> dict:
-        """The model-identifying fields, as written into Parquet metadata and result tables."""
-        return {k: getattr(self, k) for k in DESCRIBE_FIELDS}
+def check_max_length(encoder: nn.Module, max_length: int, name: str) -> None:
+    """Refuse a max length beyond the encoder's position embeddings (it would fail deep inside the forward pass)."""
+    limit = position_limit(encoder)
+    if limit is not None and max_length > limit:
+        raise InputError(f"{max_length} tokens is more than the {limit} positions the encoder {name} has; choose "
+                         f"at most {limit}", field="max_length")
 
 
 class QCompressModel(nn.Module):
-    """Encoder, mean pooling, then an optional head; `encode` gives angles (fidelity) or vectors (cosine).
+    """Encoder, pooling, then an optional head; `encode` gives angles (fidelity) or vectors (cosine).
 
     Example:
         >>> model = build_model("minilm", head="quantum", dim=128)   # the offline all-MiniLM-L6-v2
@@ -210,22 +107,41 @@ class QCompressModel(nn.Module):
     def describe(self) -> dict:
         return self.config.describe()
 
+    def prompt(self, role: str | None) -> str:
+        """The text put before every text of a role: "query", "document", or None (no prompt)."""
+        if role is None:
+            return ""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)} (or None), got {role!r}")
+        return self.config.query_prompt if role == "query" else self.config.document_prompt
+
+    def prompted(self, texts: Sequence[str], role: str | None) -> list[str]:
+        """`texts` with the role's prompt before each (what the encoder then sees)."""
+        prompt = self.prompt(role)
+        return [prompt + t for t in texts] if prompt else list(texts)
+
     # -- forward pieces --------------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> dict:
         return self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
 
+    def pool_hidden(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        """The model's pooling of token vectors (B, T, in_dim) -> (B, in_dim)."""
+        return pool_hidden(hidden, attention_mask, self.config.pooling)
+
     def pool(self, texts: Sequence[str]) -> Tensor:
-        """Mean-pooled encoder output (B, in_dim), with gradients where the encoder has trainable layers."""
+        """Pooled encoder output (B, in_dim) of texts as given (prompts already in them), with gradients where the
+        encoder has trainable layers."""
         batch = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
         hidden = self.encoder(**batch).last_hidden_state
-        return mean_pool(hidden, batch["attention_mask"]).float()
+        return self.pool_hidden(hidden, batch["attention_mask"]).float()
 
     def project(self, pooled: Tensor) -> Tensor:
         """Pooled encoder output (B, in_dim) -> embeddings (B, dim): angles for fidelity, vectors for cosine."""
         if self.config.normalize:
-            # The authors' frozen quantum variant L2-normalises before the tanh of the angle encoding.
+            # The authors' frozen quantum variant L2-normalises before the tanh of the angle encoding; so does every
+            # encoder whose sentence-transformers pipeline ends with Normalize.
             pooled = F.normalize(pooled, dim=-1)
         kind = self.config.head
         if kind == "quantum":
@@ -242,73 +158,145 @@ class QCompressModel(nn.Module):
         self,
         texts: Sequence[str],
         *,
+        role: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_batch: Callable[[int], None] | None = None,
     ) -> Tensor:
         """Embeddings (len(texts), dim) as float32 on the CPU, in input order, in eval mode (no dropout).
 
-        Batches are formed longest-first (qcompress.batching); `on_batch(n)` is called after each batch.
+        `role` ("query" or "document") puts the model's prompt for it before each text. Batches are formed
+        longest-first (qcompress.batching); `on_batch(n)` is called after each batch.
         """
+        texts = self.prompted(texts, role)
         with eval_mode(self):
             return map_batches(self.forward, texts, batch_size, width=self.dim, on_batch=on_batch)
 
     # -- persistence -------------------------------------------------------------------------------------------------
-    def save(self, folder: str | Path, *, save_encoder: bool | None = None) -> None:
-        """Write the model folder (into an existing, preferably temporary, folder: callers rename it into place)."""
+    def save(self, folder: str | Path, *, name: str | None = None) -> None:
+        """Write the model folder (into an existing, preferably temporary, folder: callers rename it into place):
+        qcompress's files, the encoder, the same model as sentence-transformers modules, and the model card
+        (`name`: what the card calls the model, by default the folder's name)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        if save_encoder is None:
-            save_encoder = self.config.encoder_trained
-        config = self.config.replace(encoder_trained=save_encoder)
+        config = self.config.replace(encoder=ENCODER_DIR, encoder_revision=None)
+        state = None
         if self.head is not None:
             state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
             save_file(state, str(folder / HEAD_WEIGHTS))
-        if save_encoder:
-            self.encoder.save_pretrained(folder / ENCODER_DIR, safe_serialization=True)
-            self.tokenizer.save_pretrained(folder / ENCODER_DIR)
+        hf_logging.disable_progress_bar()  # our own progress bars own stderr (loading a model turns it back on)
+        self.encoder.save_pretrained(folder / ENCODER_DIR, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder / ENCODER_DIR)
+        write_st_files(folder, config, ENCODER_DIR, state)
+        (folder / "README.md").write_text(model_card(config, name or Path(folder).name))
         (folder / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def build_model(
     encoder: str | None = None,
     *,
+    revision: str | None = None,
     head: str = "none",
     dim: int | None = None,
     similarity: str | None = None,
-    max_length: int = DEFAULT_MAX_LENGTH,
-    normalize: bool = False,
+    max_length: int | None = None,
+    normalize: bool | None = None,
+    pooling: str | None = None,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
     trust_remote_code: bool = False,
     device: str | torch.device | None = None,
 ) -> QCompressModel:
-    """A new model: the encoder (hub id, local folder, or None for the offline all-MiniLM-L6-v2) and a fresh head."""
-    enc, tokenizer = load_encoder(encoder, trust_remote_code=trust_remote_code)
+    """A new model: the encoder (Hub id at `revision`, local folder, or None for the offline all-MiniLM-L6-v2) and
+    a fresh head.
+
+    `pooling`, `normalize`, `query_prompt` and `document_prompt` left as None come from the encoder's own
+    sentence-transformers configuration (`qcompress.pooling.EncoderSettings`), else mean pooling, no
+    normalisation and no prompts. `max_length` None: 256 tokens, or fewer if the encoder has fewer positions; a
+    larger value than it has is refused.
+    """
+    if pooling is not None and pooling not in POOLINGS:
+        raise InputError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}", field="pooling")
+    source = locate_encoder(encoder, revision)
+    settings = EncoderSettings.read(source.path, pooling_given=pooling is not None)
+    enc, tokenizer = load_encoder(str(source.path), trust_remote_code=trust_remote_code)
+    limit = position_limit(enc)
+    if max_length is None:
+        max_length = min(DEFAULT_MAX_LENGTH, limit or DEFAULT_MAX_LENGTH)
+    check_max_length(enc, max_length, str(encoder or source.hub_id))
     in_dim = int(enc.config.hidden_size)
     config = ModelConfig.create(
-        encoder=encoder if encoder is None or not Path(encoder).is_dir() else resolve_encoder(encoder),
-        head=head, in_dim=in_dim, dim=dim, similarity=similarity, max_length=max_length, normalize=normalize,
+        encoder=str(source.path), head=head, in_dim=in_dim, dim=dim, similarity=similarity, max_length=max_length,
+        normalize=settings.normalize if normalize is None else normalize,
+        pooling=pooling or settings.pooling,
+        query_prompt=settings.query_prompt if query_prompt is None else query_prompt,
+        document_prompt=settings.document_prompt if document_prompt is None else document_prompt,
+        base_model=source.hub_id, base_model_revision=source.revision, base_model_license=read_license(source.path),
     )
     model = QCompressModel(enc, tokenizer, build_head(head, in_dim, config.dim), config)
     return model.to(device or default_device())
 
 
-def read_config(folder: str | Path) -> ModelConfig:
-    """The checked `ModelConfig` of a model folder."""
-    folder = Path(folder)
-    path = folder / CONFIG_NAME
-    if not path.is_file():
-        raise InputError(f"not a qcompress model folder (no {CONFIG_NAME}); train one with qcompress train",
-                         file=folder)
+def model_folder(name: str | Path, revision: str | None = None) -> Path:
+    """The local folder of a model named by a folder or a Hub id (fetched into the Hugging Face cache)."""
+    path = Path(name)
+    if path.is_dir():
+        if revision is not None:
+            raise InputError("a revision applies to a Hub id, not to a local folder", file=path)
+        return path
+    if not is_hub_id(str(name)):
+        raise InputError("not a qcompress model folder (no such folder, and not a Hugging Face Hub id)", file=path)
+    return download(str(name), revision)
+
+
+def _folder_encoder(folder: Path, config: ModelConfig) -> EncoderSource:
+    """Where a model folder's encoder is: its subfolder, or a Hub id (never a path elsewhere on this machine)."""
+    config_path = folder / CONFIG_NAME
+    if config.encoder_trained or config.encoder == ENCODER_DIR:  # earlier versions kept trained encoders only
+        inside = folder / ENCODER_DIR
+        if not inside.is_dir():
+            raise InputError(f"the model's encoder folder {ENCODER_DIR}/ is missing", file=folder)
+        return EncoderSource(inside, config.base_model, config.base_model_revision)
+    candidate = (folder / config.encoder).resolve()
+    if not Path(config.encoder).is_absolute() and candidate.is_relative_to(folder.resolve()) and candidate.is_dir():
+        return EncoderSource(candidate, config.base_model, config.base_model_revision)
+    if is_hub_id(config.encoder):  # a Hub id, never a folder of the current directory that has its name
+        return locate_encoder(config.encoder, config.encoder_revision, folders=False)
+    raise InputError(f"{config.encoder!r} is neither a Hugging Face Hub id nor a folder inside the model folder; a "
+                     "model folder may not point elsewhere on this machine. If you trust that encoder, name it "
+                     "yourself (--encoder PATH)", file=config_path, field="encoder")
+
+
+def _load_head(folder: Path, config: ModelConfig) -> nn.Module | None:
+    head = build_head(config.head, config.in_dim, config.dim)
+    if head is None:
+        return None
+    weights = folder / HEAD_WEIGHTS
+    if not weights.is_file():
+        raise InputError(f"missing {HEAD_WEIGHTS} for the {config.head} head", file=folder)
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"invalid JSON ({err})", file=path) from None
-    return ModelConfig.from_dict(data, file=path)
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as err:
+        raise InputError(f"not a readable safetensors file ({err})", file=weights) from None
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as err:
+        reason = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise InputError(f"weights do not fit the {config.head} head of {CONFIG_NAME} ({reason})",
+                         file=weights) from None
+    return head
 
 
 def load_model(
-    folder: str | Path, *, trust_remote_code: bool = False, device: str | torch.device | None = None
+    name: str | Path,
+    *,
+    revision: str | None = None,
+    encoder: str | None = None,
+    trust_remote_code: bool = False,
+    device: str | torch.device | None = None,
 ) -> QCompressModel:
-    """Load a model folder written by `qcompress train` (weights via safetensors only, never pickle).
+    """Load a model folder written by `qcompress train`, or a Hub id at `revision` (weights via safetensors only).
+
+    `encoder` replaces the folder's own encoder (a folder or Hub id the user vouches for).
 
     Example:
         >>> import tempfile
@@ -317,32 +305,28 @@ def load_model(
         >>> load_model(folder).encode(["what is a wing?"]).shape
         torch.Size([1, 64])
     """
-    folder = Path(folder)
+    folder = model_folder(name, revision)
     config = read_config(folder)
-    config_path = folder / CONFIG_NAME
-    source = str(folder / ENCODER_DIR) if config.encoder_trained else config.encoder
-    enc, tokenizer = load_encoder(source, trust_remote_code=trust_remote_code)
+    source = locate_encoder(encoder) if encoder is not None else _folder_encoder(folder, config)
+    enc, tokenizer = load_encoder(str(source.path), trust_remote_code=trust_remote_code)
     if int(enc.config.hidden_size) != config.in_dim:
-        raise InputError(f"encoder {source!r} has hidden size {enc.config.hidden_size}, the model expects "
-                         f"{config.in_dim}", file=config_path, field="in_dim")
-    head = build_head(config.head, config.in_dim, config.dim)
-    if head is not None:
-        weights = folder / HEAD_WEIGHTS
-        if not weights.is_file():
-            raise InputError(f"missing {HEAD_WEIGHTS} for the {config.head} head", file=folder)
-        try:
-            head.load_state_dict(load_file(str(weights)))
-        except RuntimeError as err:
-            raise InputError(f"weights do not fit the {config.head} head in the config: {err}", file=weights) from None
-    model = QCompressModel(enc, tokenizer, head, config)
+        raise InputError(f"the encoder {source.path} has hidden size {enc.config.hidden_size}, the model expects "
+                         f"{config.in_dim}", file=folder / CONFIG_NAME, field="in_dim")
+    try:
+        check_max_length(enc, config.max_length, str(source.path))
+    except InputError as err:
+        raise InputError(err.reason, file=folder / CONFIG_NAME, field="max_length") from None
+    model = QCompressModel(enc, tokenizer, _load_head(folder, config), config)
     return model.to(device or default_device())
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model to use, as a user names it: a model folder, or an encoder without a head (and a similarity).
+    """Which model to use, as a user names it: a model folder or Hub id (`model_dir`, at `revision`), or an encoder
+    without a head (and a similarity, pooling and prompts; None: the encoder's own configuration).
 
-    `max_length` overrides the model's own. The same spec loads the same model anywhere (the CLI, Ray workers).
+    `max_length` overrides the model's own; `encoder` with a model folder replaces the folder's encoder. The same
+    spec loads the same model anywhere (the CLI, Ray workers).
 
     Example:
         >>> ModelSpec(encoder="minilm", similarity="fidelity").label
@@ -354,10 +338,16 @@ class ModelSpec:
     similarity: str | None = None
     max_length: int | None = None
     trust_remote_code: bool = False
+    revision: str | None = None
+    pooling: str | None = None
+    query_prompt: str | None = None
+    document_prompt: str | None = None
 
     def __post_init__(self) -> None:
-        if self.model_dir is not None and (self.encoder is not None or self.similarity is not None):
-            raise ValueError("a model folder names its own encoder and similarity; give a folder or an encoder")
+        chosen = (self.similarity, self.pooling, self.query_prompt, self.document_prompt)
+        if self.model_dir is not None and any(value is not None for value in chosen):
+            raise ValueError("a model folder names its own similarity, pooling and prompts; give a folder or an "
+                             "encoder")
         if self.model_dir is None and self.encoder is None:
             raise ValueError("name a model: a model folder, or an encoder (used without a head)")
         if self.max_length is not None and not _positive_int(self.max_length):
@@ -372,10 +362,13 @@ class ModelSpec:
 
     def load(self, device: str | torch.device | None = None) -> QCompressModel:
         if self.model_dir is not None:
-            model = load_model(self.model_dir, trust_remote_code=self.trust_remote_code, device=device)
+            model = load_model(self.model_dir, revision=self.revision, encoder=self.encoder,
+                               trust_remote_code=self.trust_remote_code, device=device)
             if self.max_length is not None:
+                check_max_length(model.encoder, self.max_length, model.describe()["encoder"])
                 model.config = model.config.replace(max_length=self.max_length)
             return model
-        return build_model(self.encoder, head="none", similarity=self.similarity,
-                           max_length=self.max_length or DEFAULT_MAX_LENGTH,
+        return build_model(self.encoder, revision=self.revision, head="none", similarity=self.similarity,
+                           max_length=self.max_length, pooling=self.pooling,
+                           query_prompt=self.query_prompt, document_prompt=self.document_prompt,
                            trust_remote_code=self.trust_remote_code, device=device)

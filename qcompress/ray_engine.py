@@ -93,7 +93,7 @@ class _EncodeActor:
     """One model per actor; each call encodes one block of rows and writes it as one Parquet file."""
 
     def __init__(self, spec: ModelSpec, out_dir: str, metadata: dict, encoding: str, batch_size: int,
-                 threads: int | None) -> None:
+                 threads: int | None, role: str | None = None) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.model = spec.load("cuda" if torch.cuda.is_available() else "cpu")
@@ -102,14 +102,14 @@ class _EncodeActor:
             raise RuntimeError(f"this worker loaded a different model (id {found}, the driver's "
                                f"{metadata['model_id']}); the model must be the same files on every node")
         self.out_dir, self.metadata = Path(out_dir), metadata
-        self.encoding, self.batch_size = encoding, batch_size
+        self.encoding, self.batch_size, self.role = encoding, batch_size, role
 
     def __call__(self, batch: dict) -> dict:
         """`batch`: chunks of rows (`first` row number, `ids`, `texts`); one Parquet file per chunk."""
         done: dict[str, list] = {"first": [], "rows": [], "file": []}
         for first, ids, texts in zip(batch["first"], batch["ids"], batch["texts"]):
             ids, texts = [str(x) for x in ids], [str(t) for t in texts]
-            values = self.model.encode(texts, batch_size=self.batch_size)
+            values = self.model.encode(texts, role=self.role, batch_size=self.batch_size)
             name = _part_name(int(first))
             with EmbeddingWriter(self.out_dir / name, dim=self.model.dim, metadata=self.metadata,
                                  encoding=self.encoding, column=self.model.output_kind,
@@ -175,6 +175,7 @@ def compress_ray(
     encoding: str = "float32",
     chunk_size: int | None = None,
     on_rows: Callable[[int], None] | None = None,
+    role: str | None = "document",
 ) -> RayCompressResult:
     """Encode `records` with an actor pool and write the Parquet folder `output`; return what ran and how long.
 
@@ -187,7 +188,7 @@ def compress_ray(
     if num_workers is not None and num_workers <= 0:
         raise ValueError(f"num_workers must be positive, got {num_workers}")
     check_encoding(encoding, model.output_kind)
-    metadata = embedding_metadata(model)
+    metadata = embedding_metadata(model, role)
     ray = require_ray()
     t0 = time.perf_counter()
     started = _init_ray(ray, ray_address)
@@ -200,7 +201,7 @@ def compress_ray(
             t1 = time.perf_counter()
             if records:
                 actor_args = dict(spec=_absolute(spec), out_dir=str(tmp.absolute()), metadata=metadata,
-                                  encoding=encoding, batch_size=batch_size,
+                                  encoding=encoding, batch_size=batch_size, role=role,
                                   threads=None if pool.gpus_per_worker else pool.cpus_per_worker)
                 _run_pool(ray, records, chunk, pool, actor_args, output, on_rows)
             else:
@@ -299,7 +300,8 @@ def _absolute(spec: ModelSpec) -> ModelSpec:
     """Workers do not share the driver's working directory: local model paths become absolute."""
     return dataclasses.replace(
         spec,
-        model_dir=os.path.abspath(spec.model_dir) if spec.model_dir else None,
+        model_dir=os.path.abspath(spec.model_dir) if spec.model_dir and os.path.isdir(spec.model_dir) else (
+            spec.model_dir),  # a Hub id stays an id
         encoder=os.path.abspath(spec.encoder) if spec.encoder and os.path.isdir(spec.encoder) else spec.encoder,
     )
 

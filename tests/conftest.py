@@ -17,8 +17,9 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = "the of a and in to is for flow on with at by from wing boundary layer pressure heat what are".split()
 
 
-def make_tiny_bert(folder: Path, *, seed: int = 0, layers: int = 3, hidden: int = 32) -> Path:
-    """A randomly initialised BERT (hidden 32, `layers` layers) with a character-level WordPiece vocabulary."""
+def make_tiny_bert(folder: Path, *, seed: int = 0, layers: int = 3, hidden: int = 32, positions: int = 128) -> Path:
+    """A randomly initialised BERT (hidden 32, `layers` layers, `positions` token positions) with a character-level
+    WordPiece vocabulary."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -33,7 +34,7 @@ def make_tiny_bert(folder: Path, *, seed: int = 0, layers: int = 3, hidden: int 
     tokenizer.save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        intermediate_size=64, max_position_embeddings=positions,
     )
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder, safe_serialization=True)

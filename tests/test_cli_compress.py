@@ -169,7 +169,7 @@ def test_compress_usage_errors(quantum_model, tiny_encoder, tmp_path):
         (["-o", "-", "--model", quantum_model], "Parquet cannot be streamed to stdout"),
         (["-o", str(tmp_path / "x.parquet")], "name a model: --model DIR"),
         (["-o", str(tmp_path / "x.parquet"), "--encoder", tiny_encoder, "--head", "quantum"], "untrained, random head"),
-        (["-o", str(tmp_path / "x.parquet"), "--model", quantum_model, "--encoder", tiny_encoder], "already names"),
+        (["-o", str(tmp_path / "x.parquet"), "--model", quantum_model, "--similarity", "cosine"], "already names"),
         (["-o", str(tmp_path / "x.parquet"), "--model", str(tmp_path / "nope")], "not a qcompress model folder"),
     ]
     for args, message in cases:

@@ -7,6 +7,7 @@ tests start 2 CPU processes with the tiny random BERT.
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,17 +135,23 @@ def test_a_killed_actor_is_restarted_and_no_row_is_lost(ray_cluster, tiny_encode
     assert np.abs(codes - np.rint(expected.numpy() / math.pi * 255)).max() <= 1
 
 
-def test_a_failing_model_fails_the_job_in_one_line(ray_cluster, tiny_encoder, tmp_path):
-    """The tiny BERT has 128 positions: --max-length 256 makes every worker call raise. Not retried (it would
-    raise again), reported with its cause, and no output."""
+def test_a_failing_model_fails_the_job_in_one_line(ray_cluster, tiny_encoder, tmp_path, tmp_path_factory):
+    """A tokenizer word without an embedding row makes every worker call raise. Not retried (it would raise again),
+    reported with its cause, and no output."""
+    from transformers import AutoTokenizer
+
+    broken = shutil.copytree(tiny_encoder, tmp_path_factory.mktemp("broken") / "encoder")
+    tokenizer = AutoTokenizer.from_pretrained(broken)
+    tokenizer.add_tokens(["zzzz"])  # id = the vocabulary size: past the end of the embedding table
+    tokenizer.save_pretrained(broken)
     corpus = tmp_path / "c.jsonl"
-    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": "wing " * 200}) + "\n" for i in range(4)))
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": "zzzz wing"}) + "\n" for i in range(4)))
     out = tmp_path / "out"
-    result = runner.invoke(app, ["compress", str(corpus), "--encoder", tiny_encoder, "--head", "none",
-                                 "--max-length", "256", "-o", str(out), "--engine", "ray", "--num-workers", "1"])
+    result = runner.invoke(app, ["compress", str(corpus), "--encoder", str(broken), "--head", "none",
+                                 "-o", str(out), "--engine", "ray", "--num-workers", "1"])
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("qcompress: error:")]
-    assert len(errors) == 1 and "the Ray job failed after 0 of 4 rows (RuntimeError: The size of tensor" in errors[0]
+    assert len(errors) == 1 and "the Ray job failed after 0 of 4 rows (IndexError: index out of range" in errors[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
 
 

@@ -21,13 +21,16 @@ UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageE
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"```(?:bash|sh|shell|console)?\n(.*?)```", re.S)
+# A fenced block, opening fence to closing fence (line by line: a closing fence never opens a block); group 1 is the
+# language, group 2 the body.
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```[ \t]*$", re.S | re.M)
+SHELL = ("", "bash", "sh", "shell", "console")
 
 
 def command_lines(text: str) -> list[str]:
     """The qcompress invocations of a markdown text's shell blocks, one string each (continuations joined)."""
     found = []
-    for block in FENCE.findall(text):
+    for block in (body for language, body in FENCE.findall(text) if language in SHELL):
         for line in block.replace("\\\n", " ").splitlines():
             line = re.sub(r"(^|\s)#.*$", "", line).strip()  # shell comments
             for part in re.split(r"\|\||&&|\||;", line):

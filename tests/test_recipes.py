@@ -30,8 +30,9 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"
 
 @pytest.fixture(scope="module")
 def tiny_bert4(tmp_path_factory) -> str:
-    """A tiny random BERT with 4 layers (the paper trains the last 4) and hidden size 48 (heads 48 -> 16)."""
-    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny-bert4"), layers=4, hidden=48))
+    """A tiny random BERT with 4 layers (the paper trains the last 4), hidden size 48 (heads 48 -> 16) and the 256
+    positions of the recipes' max length."""
+    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny-bert4"), layers=4, hidden=48, positions=256))
 
 
 @pytest.fixture(scope="module")

@@ -190,8 +190,10 @@ def test_in_batch_mask_hides_other_copies_of_relevant_documents():
 def test_training_writes_a_loadable_model_folder(tiny_encoder, beir, cache, tmp_path):
     out = train(config(tiny_encoder, beir, cache, tmp_path / "qbfec", variant="QBFEC", head=None, train_layers=None,
                        in_batch_negatives=True))
+    # qcompress's files, and the same model for sentence-transformers
     assert sorted(p.name for p in out.iterdir()) == [
-        "head.safetensors", "qcompress.json", "train_curve.png", "train_log.jsonl"]
+        "1_Pooling", "3_AngleEncoding", "4_QuantumHead", "README.md", "config_sentence_transformers.json",
+        "encoder", "head.safetensors", "modules.json", "qcompress.json", "train_curve.png", "train_log.jsonl"]
     assert not checkpoint_dir(out).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["qbfec"]
     cfg = json.loads((out / "qcompress.json").read_text())
     assert (cfg["head"], cfg["dim"], cfg["similarity"], cfg["normalize"], cfg["encoder_trained"]) == (
@@ -220,7 +222,9 @@ def test_same_seed_same_weights_other_seed_other_weights(tiny_encoder, beir, cac
 def test_no_head_variant_fine_tunes_the_encoder(tiny_encoder, beir, cache, tmp_path):
     out = train(config(tiny_encoder, beir, cache, tmp_path / "qbt", variant="qbt", head=None, dim=None,
                        train_layers=1, lr=1e-3, epochs=1))
-    assert sorted(p.name for p in out.iterdir()) == ["encoder", "qcompress.json", "train_curve.png", "train_log.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "1_Pooling", "2_AngleEncoding", "README.md", "config_sentence_transformers.json", "encoder", "modules.json",
+        "qcompress.json", "train_curve.png", "train_log.jsonl"]
     model = load_model(out)
     assert (model.config.head, model.similarity, model.dim, model.config.encoder_trained) == (
         "none", "fidelity", 32, True)
@@ -386,7 +390,7 @@ def test_qbec_and_bec_train_on_cranfield_with_minilm(minilm_path, tmp_path_facto
         assert model.encode(["what is a wing?"]).shape == (1, 128)
         torch.manual_seed(42)  # the untrained model of the same run: same seed, same head initialisation
         untrained = build_model(minilm_path, head=model.config.head, dim=128, similarity=model.similarity,
-                                max_length=64)
+                                max_length=64, normalize=model.config.normalize)  # the variant's, not MiniLM's own
         negatives = mine_negatives(untrained, collection, 3, cache_dir=cache)
         before, after = _fixed_loss(untrained, collection, negatives), _fixed_loss(model, collection, negatives)
         assert after < before, (variant, before, after)

@@ -84,7 +84,8 @@ def print_json(obj: object) -> None:
 
 ENCODER_HELP = (
     "Instead of --model: an encoder without a trained head (hub id, local folder, or 'minilm' for the offline "
-    "all-MiniLM-L6-v2); mean pooling, no normalisation."
+    "all-MiniLM-L6-v2), pooled, normalised and prompted as its sentence-transformers configuration says (else "
+    "mean pooling). With --model: the encoder to use instead of the folder's own."
 )
 
 
@@ -95,14 +96,14 @@ def model_spec(
     similarity: Optional[str],
     max_length: Optional[int],
     trust_remote_code: bool,
+    revision: Optional[str] = None,
 ) -> "ModelSpec":
-    """The model named by --model DIR, or by --encoder NAME --head none --similarity S (checked, not loaded)."""
+    """The model named by --model DIR (or Hub id; --encoder replaces its encoder), or by --encoder NAME --head none
+    --similarity S (checked, not loaded)."""
     from qcompress.model import ModelSpec
 
-    if model_dir is not None and (encoder is not None or head is not None or similarity is not None):
-        raise ValueError(
-            "--model DIR already names its encoder, head and similarity; drop --encoder/--head/--similarity"
-        )
+    if model_dir is not None and (head is not None or similarity is not None):
+        raise ValueError("--model DIR already names its head and similarity; drop --head/--similarity")
     if encoder is None and (head is not None or similarity is not None):
         raise ValueError("--head and --similarity go with --encoder NAME (a --model folder names its own)")
     if model_dir is None and encoder is None:
@@ -115,7 +116,7 @@ def model_spec(
     if max_length is not None and max_length <= 0:
         raise ValueError(f"--max-length must be positive, got {max_length}")
     return ModelSpec(model_dir=model_dir, encoder=encoder, similarity=similarity, max_length=max_length,
-                     trust_remote_code=trust_remote_code)
+                     trust_remote_code=trust_remote_code, revision=revision)
 
 
 def load_cli_model(
@@ -125,9 +126,10 @@ def load_cli_model(
     similarity: Optional[str],
     max_length: Optional[int],
     trust_remote_code: bool,
+    revision: Optional[str] = None,
 ):
     """The model named by the model options, loaded."""
-    return model_spec(model_dir, encoder, head, similarity, max_length, trust_remote_code).load()
+    return model_spec(model_dir, encoder, head, similarity, max_length, trust_remote_code, revision).load()
 
 
 def check_model_options(encoder: Optional[str], head: Optional[str], similarity: Optional[str]) -> None:

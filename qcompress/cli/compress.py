@@ -9,7 +9,8 @@ import typer
 
 from qcompress.cli._common import app, cli_errors, model_spec, progress_bars, stderr
 from qcompress.cli.options import (
-    DEFAULT_BATCH_SIZE, BatchSize, CacheDir, Encoder, Head, MaxLength, ModelDir, Similarity, TrustRemoteCode,
+    DEFAULT_BATCH_SIZE, BatchSize, CacheDir, Encoder, Head, MaxLength, ModelDir, Revision, Similarity,
+    TrustRemoteCode,
 )
 
 
@@ -26,9 +27,15 @@ def compress_command(
         help="Parquet file to write (`id` + `angles` or `vectors`). A file path: Parquet cannot stream to stdout.",
     ),
     model_dir: ModelDir = None,
+    revision: Revision = None,
     encoder: Encoder = None,
     head: Head = None,
     similarity: Similarity = None,
+    role: str = typer.Option(
+        "document", "--role",
+        help="document or query: the texts are encoded with the model's prompt for that role (e5: 'passage: ' / "
+        "'query: '), recorded in the file's metadata. Compress queries with --role query.",
+    ),
     uint8: bool = typer.Option(
         False, "--uint8",
         help="Store angles as 8-bit codes round(theta/pi*255) (1 byte per qubit instead of 4). Angle models only.",
@@ -76,7 +83,9 @@ def compress_command(
         raise ValueError(f"--engine must be local or ray, got {engine!r}")
     if batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {batch_size}")
-    spec = model_spec(model_dir, encoder, head, similarity, max_length, trust_remote_code)
+    if role not in ("document", "query"):
+        raise ValueError(f"--role must be document or query, got {role!r}")
+    spec = model_spec(model_dir, encoder, head, similarity, max_length, trust_remote_code, revision)
     encoding = "uint8" if uint8 else "float32"
     if engine == "ray":
         if cache_dir is not None:  # often set for everything through $QCOMPRESS_CACHE: say so, do not fail
@@ -84,16 +93,16 @@ def compress_command(
                          "may run on other machines", highlight=False, markup=False, soft_wrap=True)
         if resume:
             raise ValueError("--resume is for the local engine; --engine ray writes the whole folder again")
-        return _compress_ray(input_path, output, spec, encoding, batch_size, num_workers, ray_address)
+        return _compress_ray(input_path, output, spec, encoding, batch_size, num_workers, ray_address, role)
     if num_workers is not None or ray_address is not None:
         raise ValueError("--num-workers and --ray-address go with --engine ray")
     if output.is_dir():
         raise ValueError(f"-o {output}: is a folder; give a file path such as {output / 'embeddings.parquet'}")
-    _compress_local(input_path, output, spec, encoding, batch_size, resume, cache_dir)
+    _compress_local(input_path, output, spec, encoding, batch_size, resume, cache_dir, role)
 
 
 def _compress_local(input_path: str, output: Path, spec, encoding: str, batch_size: int, resume: bool,
-                    cache_dir: Optional[Path]) -> None:
+                    cache_dir: Optional[Path], role: str) -> None:
     from qcompress.cache import PooledCache
     from qcompress.compress import compress
     from qcompress.formats import read_texts
@@ -105,7 +114,7 @@ def _compress_local(input_path: str, output: Path, spec, encoding: str, batch_si
     cache = PooledCache(cache_dir, model) if cache_dir is not None else None
     with progress_bars() as start:
         done = compress(records, output, model, batch_size=batch_size, encoding=encoding, resume=resume,
-                        cache=cache, on_batch=start("compressing", len(records)))
+                        cache=cache, on_batch=start("compressing", len(records)), role=role)
     earlier = f" ({len(records) - done:,} from the earlier run)" if done < len(records) else ""
     stderr.print(f"wrote {len(records):,} rows of {model.dim} {_kind(encoding, model)} to {output}{earlier}",
                  highlight=False, markup=False, soft_wrap=True)
@@ -116,7 +125,7 @@ def _kind(encoding: str, model) -> str:
 
 
 def _compress_ray(input_path: str, output: Path, spec, encoding: str, batch_size: int,
-                  num_workers: Optional[int], ray_address: Optional[str]) -> None:
+                  num_workers: Optional[int], ray_address: Optional[str], role: str) -> None:
     """`compress --engine ray`: see qcompress.ray_engine."""
     from qcompress.ray_engine import compress_ray, read_records, require_ray
 
@@ -126,7 +135,7 @@ def _compress_ray(input_path: str, output: Path, spec, encoding: str, batch_size
     with progress_bars() as start:
         result = compress_ray(records, output, model, spec, num_workers=num_workers, ray_address=ray_address,
                               batch_size=batch_size, encoding=encoding,
-                              on_rows=start("compressing (ray)", len(records)))
+                              on_rows=start("compressing (ray)", len(records)), role=role)
     gpus = ", 1 GPU each" if result.gpus_per_worker else ""
     stderr.print(
         f"wrote {result.rows:,} rows of {model.dim} {_kind(encoding, model)} to {output}/ ({result.files} files, "

@@ -13,7 +13,7 @@ from qcompress.cli._common import (
     ENCODER_HELP, app, check_model_options, cli_errors, model_spec, print_json, print_table, progress_bars, stderr,
 )
 from qcompress.cli.options import (
-    DEFAULT_BATCH_SIZE, AsJson, BatchSize, CacheDir, Head, MaxLength, Similarity, TrustRemoteCode,
+    DEFAULT_BATCH_SIZE, AsJson, BatchSize, CacheDir, Head, MaxLength, Revision, Similarity, TrustRemoteCode,
 )
 from qcompress.data import Collection, load_collection
 from qcompress.data.trecdl import EVALUATION_YEARS, trec_dl_dataset
@@ -204,6 +204,7 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed of the randomization tes
 @cli_errors
 def evaluate_command(
     model_dirs: ModelDirs = [],  # noqa: B006 - typer reads the default; it is never mutated
+    revision: Revision = None,
     encoder: BaselineEncoder = None,
     head: Head = None,
     similarity: Similarity = None,
@@ -260,7 +261,9 @@ def evaluate_command(
     specs = []
     if encoder is not None:  # the baseline: first
         specs.append(model_spec(None, encoder, head, similarity, max_length, trust_remote_code))
-    specs += [model_spec(d, None, None, None, max_length, trust_remote_code) for d in model_dirs]
+    if revision is not None and len(model_dirs) != 1:
+        raise ValueError("--revision goes with one --model (a Hub id)")
+    specs += [model_spec(d, None, None, None, max_length, trust_remote_code, revision) for d in model_dirs]
     with progress_bars() as start:
         comparison = compare(
             specs, collection, protocol, first_stage=first, top_k=top_k, batch_size=batch_size,

@@ -15,10 +15,14 @@ from qcompress.batching import DEFAULT_BATCH_SIZE
 from qcompress.cli._common import ENCODER_HELP
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ModelDir", "Encoder", "Head", "Similarity", "MaxLength", "BatchSize",
-           "TrustRemoteCode", "CacheDir", "AsJson"]
+           "TrustRemoteCode", "CacheDir", "AsJson", "Revision"]
 
 ModelDir = Annotated[Optional[str], typer.Option(
-    "--model", help="A model folder written by `qcompress train`.")]
+    "--model", help="A model folder written by `qcompress train`, or its Hugging Face Hub id (see --revision).")]
+Revision = Annotated[Optional[str], typer.Option(
+    "--revision",
+    help="With a Hub id (--model, or --encoder): the branch, tag or commit to use. Default: main. Offline "
+    "(HF_HUB_OFFLINE=1) it must be in the local Hugging Face cache.")]
 Encoder = Annotated[Optional[str], typer.Option("--encoder", help=ENCODER_HELP)]
 Head = Annotated[Optional[str], typer.Option(
     "--head", help="With --encoder: only 'none' (a head must be trained first: `qcompress train`, then --model).")]

@@ -10,7 +10,7 @@ import typer
 
 from qcompress.cli._common import app, check_model_options, cli_errors, load_cli_model, progress_bars, stderr
 from qcompress.cli.options import (
-    DEFAULT_BATCH_SIZE, BatchSize, Encoder, Head, MaxLength, ModelDir, Similarity, TrustRemoteCode,
+    DEFAULT_BATCH_SIZE, BatchSize, Encoder, Head, MaxLength, ModelDir, Revision, Similarity, TrustRemoteCode,
 )
 
 
@@ -21,13 +21,16 @@ def _score_pairs(pairs: list[tuple[str, str]], model, fidelity: bool, batch_size
 
     if fidelity and model.similarity != "fidelity":
         raise ValueError(f"--fidelity needs an angle model; this one compares by {model.similarity}")
-    # Each distinct text is encoded once, however often it appears (one query against many passages).
-    texts = list(dict.fromkeys(t for pair in pairs for t in pair))
-    row = {t: i for i, t in enumerate(texts)}
+    # Each distinct text is encoded once per role, however often it appears (one query against many passages).
+    queries = list(dict.fromkeys(a for a, _ in pairs))
+    passages = list(dict.fromkeys(b for _, b in pairs))
     with progress_bars() as start:
-        emb = model.encode(texts, batch_size=batch_size, on_batch=start("encoding", len(texts)))
-    q = emb[[row[a] for a, _ in pairs]]
-    p = emb[[row[b] for _, b in pairs]]
+        advance = start("encoding", len(queries) + len(passages))
+        q_emb = model.encode(queries, role="query", batch_size=batch_size, on_batch=advance)
+        p_emb = model.encode(passages, role="document", batch_size=batch_size, on_batch=advance)
+    q_row, p_row = {t: i for i, t in enumerate(queries)}, {t: i for i, t in enumerate(passages)}
+    q = q_emb[[q_row[a] for a, _ in pairs]]
+    p = p_emb[[p_row[b] for _, b in pairs]]
     scores = paired_scores(q, p, model.similarity, log=not fidelity) if pairs else q.new_empty(0)
     # str(float32): the shortest text that reads back as the same float32 value.
     sys.stdout.write("".join(str(np.float32(s)) + "\n" for s in scores.tolist()))
@@ -54,6 +57,7 @@ def score_command(
         "(`query`, `passage`), or - for stdin. Prints one score per line, in order. Needs a model.",
     ),
     model_dir: ModelDir = None,
+    revision: Revision = None,
     encoder: Encoder = None,
     head: Head = None,
     similarity: Similarity = None,
@@ -91,17 +95,17 @@ def score_command(
         from qcompress.formats import read_pairs
 
         records = read_pairs(pairs)  # all of it, validated, before the model is loaded
-        model = load_cli_model(model_dir, encoder, head, similarity, max_length, trust_remote_code)
+        model = load_cli_model(model_dir, encoder, head, similarity, max_length, trust_remote_code, revision)
         _score_pairs(records, model, fidelity, batch_size)
         return
     if queries is None or corpus is None:
         raise ValueError(
             "give QUERIES and CORPUS Parquet files (from `qcompress compress`), or --pairs FILE --model DIR"
         )
-    if model_dir is not None or encoder is not None or fidelity:
+    if model_dir is not None or encoder is not None or fidelity or revision is not None:
         raise ValueError(
-            "QUERIES CORPUS are scored with the model named in their metadata; --model/--encoder/--fidelity "
-            "go with --pairs"
+            "QUERIES CORPUS are scored with the model named in their metadata; --model/--revision/--encoder/"
+            "--fidelity go with --pairs"
         )
     if top_k <= 0:
         raise ValueError(f"--top-k must be positive, got {top_k}")

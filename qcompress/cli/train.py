@@ -46,8 +46,8 @@ def train_command(*, as_json: bool, **arguments: object) -> None:
     Each example is (query, a judged-relevant document, N hard negatives); the loss is cross-entropy over
     logit-scale x similarity, as the authors train (SPEC §5). Deterministic given --seed. Ctrl-C saves a
     checkpoint and exits 130; rerun with --resume. The output folder holds the model (qcompress.json with every
-    resolved argument under "training", head.safetensors, encoder/ when layers trained), train_log.jsonl and
-    train_curve.png.
+    resolved argument under "training", head.safetensors, encoder/), the same model as sentence-transformers
+    modules, a model card (README.md), train_log.jsonl and train_curve.png.
 
     Examples:
 

@@ -58,7 +58,8 @@ def rank(
     candidates (see `protocols.candidates`); judged documents that the corpus has no text for cannot be ranked
     and are left out (NDCG's ideal ranking still counts them). `rerank` without `first_stage` uses the
     collection's own first stage where it ships one (TREC DL's BM25 run). `model` is a
-    `qcompress.model.QCompressModel` (or anything with `similarity` and `encode`); `cache` is a
+    `qcompress.model.QCompressModel` (or anything with `similarity` and `encode`: queries are encoded with
+    role="query", documents with role="document", so each gets the model's prompt); `cache` is a
     `qcompress.cache.PooledCache` or None; `progress(description, total)` returns a callback advanced by the
     number of texts encoded.
 
@@ -67,7 +68,7 @@ def rank(
         >>> from qcompress.data import Collection
         >>> class Letters:
         ...     similarity = "cosine"
-        ...     def encode(self, texts, *, batch_size, on_batch):
+        ...     def encode(self, texts, *, role, batch_size, on_batch):
         ...         return torch.tensor([[t.count("w"), t.count("h")] for t in texts], dtype=torch.float32)
         >>> c = Collection(name="tiny", corpus={"d1": "wing", "d2": "heat"}, queries={"q1": "wing?"},
         ...                qrels={"q1": {"d1": 1}}, split="test")
@@ -79,9 +80,9 @@ def rank(
     progress = progress or _no_progress
     gathered = collection_texts(collection, protocol, first_stage=first_stage, top_k=top_k)
     qids, doc_ids, pools = gathered.qids, gathered.doc_ids, gathered.pools
-    queries = encode(model, gathered.query_texts, batch_size=batch_size, cache=cache,
+    queries = encode(model, gathered.query_texts, batch_size=batch_size, cache=cache, role="query",
                      on_batch=progress("encoding queries", len(qids)))
-    docs = encode(model, gathered.doc_texts, batch_size=batch_size, cache=cache,
+    docs = encode(model, gathered.doc_texts, batch_size=batch_size, cache=cache, role="document",
                   on_batch=progress("encoding documents", len(doc_ids)))
 
     run: Run = {}

@@ -342,8 +342,9 @@ def check_same_model(
 ) -> None:
     """Raise `InputError` unless both metadata name the same model (encoder, head, dim, similarity, model_id).
 
-    `model_id` is compared only when both have one; encoding and qcompress version may differ (a uint8 file
-    compares fine with a float32 file of the same model).
+    Where both have a `model_id` (a digest of the weights and of everything that decides the outputs) it is the
+    model's identity, and the encoder's name is not compared: `minilm` and its full Hub id are one model. Encoding,
+    role and qcompress version may differ (a uint8 file compares fine with a float32 file of the same model).
 
     Example:
         >>> m = {"encoder": "minilm", "head": "quantum", "dim": 128, "similarity": "fidelity"}
@@ -355,7 +356,7 @@ def check_same_model(
     """
     keys = list(MODEL_FIELDS)
     if "model_id" in meta_a and "model_id" in meta_b:
-        keys.append("model_id")
+        keys = [k for k in keys if k != "encoder"] + ["model_id"]
     norm_a = {k: _normalise(k, meta_a.get(k)) for k in keys}
     norm_b = {k: _normalise(k, meta_b.get(k)) for k in keys}
     diff = [k for k in keys if norm_a[k] != norm_b[k]]

@@ -61,10 +61,12 @@ def _collection(dataset: str | None, split: str, trec: str | None):
     return _COLLECTIONS[key]
 
 
-def _pooled(model, texts: Sequence[str], cache_dir: Path | None, top_layers: int = 0) -> Tensor:
-    """Pooled outputs: from the disk cache for a frozen encoder (cache_dir), else by running only the trained top
-    layers on the frozen layers' stored outputs (top_layers > 0), else by running the encoder."""
+def _pooled(model, texts: Sequence[str], role: str, cache_dir: Path | None, top_layers: int = 0) -> Tensor:
+    """Pooled outputs of queries or documents (`role`: the model's prompt for them): from the disk cache for a
+    frozen encoder (cache_dir), else by running only the trained top layers on the frozen layers' stored outputs
+    (top_layers > 0), else by running the encoder."""
     global _PREFIXES
+    texts = model.prompted(texts, role)
     if cache_dir is None and 0 < top_layers < len(transformer_layers(model.encoder)):
         _PREFIXES = _PREFIXES or FrozenPrefixCache()
         return _PREFIXES.pool(model, list(texts), top_layers)
@@ -108,8 +110,8 @@ def _evaluate_rows(spec: RunSpec, cfg: dict, model, frozen: bool, cache_dir: Pat
         collection = _collection(item.get("dataset"), item["split"], trec_dir(cfg))
         texts = collection_texts(collection, item["protocol"], top_k=int(item["top_k"]))
         cache = cache_dir if frozen else None
-        q = transform(_pooled(model, texts.query_texts, cache, top_layers))
-        d = transform(_pooled(model, texts.doc_texts, cache, top_layers))
+        q = transform(_pooled(model, texts.query_texts, "query", cache, top_layers))
+        d = transform(_pooled(model, texts.doc_texts, "document", cache, top_layers))
         for row, (_, method, _) in zip(rows, reps):
             rep = representation(method, d, dim=row["params"].get("dim"), similarity=similarity,
                                  rescore_k=int(cfg.get("rescore_k", DEFAULT_RESCORE_K)))

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 from qcompress.encoder import DEFAULT_MAX_LENGTH
 from qcompress.errors import InputError
 from qcompress.model import DEFAULT_SIMILARITY
+from qcompress.pooling import POOLINGS
 
 __all__ = ["VARIANTS", "DEFAULT_HEAD_LR", "TrainConfig", "ArgumentError", "resolve_variant", "default_dim",
            "as_config", "check_values", "resolve", "recipe_of", "Progress"]
@@ -82,7 +83,24 @@ class TrainConfig:
         "--normalize override it.",
     )
     encoder: str | None = _arg(
-        None, "Hugging Face id or local model folder (mean pooling). Default: the offline all-MiniLM-L6-v2."
+        None,
+        "Hugging Face id or local model folder; its sentence-transformers configuration (pooling, normalisation, "
+        "prompts) is used unless overridden. Default: the offline all-MiniLM-L6-v2.",
+    )
+    pooling: str | None = _arg(
+        None,
+        f"How token vectors become one vector: {', '.join(POOLINGS)}. Default: the encoder's own (its "
+        "sentence-transformers Pooling module), else mean.",
+    )
+    query_prompt: str | None = _arg(
+        None,
+        "Text put before every query (e.g. 'query: ' for e5). Default: the encoder's own 'query' prompt "
+        "(config_sentence_transformers.json), else none; '' for none.",
+    )
+    document_prompt: str | None = _arg(
+        None,
+        "Text put before every document (e.g. 'passage: '). Default: the encoder's own 'document' (or 'passage') "
+        "prompt, else none; '' for none.",
     )
     head: str | None = _arg(None, "none, linear (Linear + tanh) or quantum. Default: none.")
     dim: int | None = _arg(
@@ -93,9 +111,16 @@ class TrainConfig:
     similarity: str | None = _arg(None, "cosine or fidelity. Default: fidelity for the quantum head, else cosine.")
     train_layers: int | None = _arg(None, _TRAIN_LAYERS_HELP)
     normalize: bool | None = _arg(
-        None, "L2-normalise pooled outputs before the head. Default: on for QBFEC.", "--normalize/--no-normalize"
+        None,
+        "L2-normalise pooled outputs before the head. Default: the variant's (on for QBFEC, off for the others, as "
+        "the paper trains them), else the encoder's own configuration (a Normalize module), else off.",
+        "--normalize/--no-normalize",
     )
-    max_length: int = _arg(DEFAULT_MAX_LENGTH, "Tokens per text (longer texts are truncated).")
+    max_length: int | None = _arg(
+        None,
+        f"Tokens per text (longer texts are truncated). Refused above the encoder's position limit. Default: "
+        f"{DEFAULT_MAX_LENGTH}, or the encoder's limit where it is lower.",
+    )
     trust_remote_code: bool = _arg(False, "Allow code shipped with the encoder.")
     dataset: str | None = _arg(
         None,
@@ -224,10 +249,10 @@ def check_values(cfg: TrainConfig) -> None:
         resolve_variant(cfg.variant)
     if not 0.0 < cfg.train_fraction <= 1.0:
         raise ArgumentError("{train_fraction} must be in (0, 1], got {got}", got=cfg.train_fraction)
-    for name in ("batch_size", "epochs", "max_length"):
+    for name in ("batch_size", "epochs"):
         if getattr(cfg, name) <= 0:
             raise ArgumentError(f"{{{name}}} must be positive, got {{got}}", got=getattr(cfg, name))
-    for name in ("max_steps", "save_every"):
+    for name in ("max_steps", "save_every", "max_length"):
         value = getattr(cfg, name)
         if value is not None and value <= 0:
             raise ArgumentError(f"{{{name}}} must be positive, got {{got}}", got=value)
@@ -237,6 +262,9 @@ def check_values(cfg: TrainConfig) -> None:
         raise ArgumentError("{negatives} 0 leaves nothing to contrast the positive with; add {in_batch_negatives}")
     if cfg.train_layers is not None and cfg.train_layers < 0:
         raise ArgumentError("{train_layers} must be >= 0, got {got}", got=cfg.train_layers)
+    if cfg.pooling is not None and cfg.pooling not in POOLINGS:
+        raise ArgumentError("{pooling} must be one of {choices}, got {got}", choices=", ".join(POOLINGS),
+                            got=cfg.pooling)
     if cfg.optimizer not in ("adam", "adamw"):
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam or adamw")
     for name in ("lr", "head_lr", "logit_scale"):
@@ -248,6 +276,7 @@ def check_values(cfg: TrainConfig) -> None:
 
 def resolve(cfg: TrainConfig, in_dim: int) -> TrainConfig:
     """Fill head/similarity/train_layers/normalize/dim from the variant and the defaults (a new TrainConfig).
+    normalize stays None without a variant: the encoder's own configuration decides it when the model is built.
 
     Example:
         >>> c = resolve(TrainConfig(output="m", variant="qbec"), in_dim=384)
@@ -259,7 +288,7 @@ def resolve(cfg: TrainConfig, in_dim: int) -> TrainConfig:
     cfg.head = cfg.head if cfg.head is not None else base.get("head", "none")
     cfg.similarity = cfg.similarity or base.get("similarity") or DEFAULT_SIMILARITY.get(cfg.head, "cosine")
     cfg.train_layers = cfg.train_layers if cfg.train_layers is not None else base.get("train_layers", 0)
-    cfg.normalize = cfg.normalize if cfg.normalize is not None else base.get("normalize", False)
+    cfg.normalize = cfg.normalize if cfg.normalize is not None else base.get("normalize")
     if cfg.dim is None and cfg.head != "none":
         cfg.dim = default_dim(in_dim)
     if cfg.head == "none" and cfg.train_layers == 0:

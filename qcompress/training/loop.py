@@ -154,9 +154,14 @@ def _build_model(cfg: TrainConfig) -> tuple[TrainConfig, object]:
     cfg = resolve(cfg, in_dim)
     torch.manual_seed(cfg.seed)  # before the head is built: its initialisation is part of the run
     model = build_model(cfg.encoder, head=cfg.head, dim=cfg.dim, similarity=cfg.similarity,
-                        max_length=cfg.max_length, normalize=cfg.normalize,
+                        max_length=cfg.max_length, normalize=cfg.normalize, pooling=cfg.pooling,
+                        query_prompt=cfg.query_prompt, document_prompt=cfg.document_prompt,
                         trust_remote_code=cfg.trust_remote_code, device=cfg.device)
     set_trainable_layers(model.encoder, cfg.train_layers)
+    # What was left to the encoder's own configuration is recorded as resolved (the recipe a resume checks).
+    mc = model.config
+    cfg = dataclasses.replace(cfg, normalize=mc.normalize, pooling=mc.pooling, query_prompt=mc.query_prompt,
+                              document_prompt=mc.document_prompt, max_length=mc.max_length)
     return cfg, model
 
 
@@ -183,9 +188,10 @@ def _prepare_data(model, cfg: TrainConfig, collection, ctx: distributed.Context,
         if cfg.train_layers == 0:  # the encoder never changes: train the head on the vectors
             noop = (lambda d, t: None)
             pooled = tuple(
-                pooled_outputs(model, texts, cache_dir, (progress or noop)(f"encoding training {what}", len(texts)))
-                .to(model.device)
-                for what, texts in (("queries", examples.query_texts), ("documents", examples.doc_texts))
+                pooled_outputs(model, texts, cache_dir, (progress or noop)(f"encoding training {what}", len(texts)),
+                               role=role).to(model.device)
+                for what, texts, role in (("queries", examples.query_texts, "query"),
+                                          ("documents", examples.doc_texts, "document"))
             )
     return _Data(examples, pooled, source)
 
@@ -361,6 +367,8 @@ def _finish(run: _Run) -> Path:
         "baseline_ndcg_cut_10": next((r["ndcg_cut_10"] for r in log if r["kind"] == "validation" and r["step"] == 0),
                                      None),  # the untrained model, for comparison
         "validation_split": cfg.eval_split,
+        "validation_dataset": run.eval_collection.name if run.eval_collection is not None else None,
+        "validation_protocol": next((r["protocol"] for r in log if r["kind"] == "validation"), None),
     })
     output = Path(cfg.output)
     distributed.barrier(run.ctx)  # every rank has written its last files under OUT.ckpt/
@@ -368,7 +376,7 @@ def _finish(run: _Run) -> Path:
         distributed.barrier(run.ctx)  # rank 0 writes the model folder
         return output
     with atomic_dir(output, overwrite=output.exists()) as tmp:
-        model.save(tmp)
+        model.save(tmp, name=output.name)
         (tmp / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in log))
         plot_training(log, tmp / "train_curve.png", title=_title(cfg))
     shutil.rmtree(run.ckpt_root, ignore_errors=True)

@@ -3,12 +3,12 @@
     positives   documents judged >= the collection's relevance level; one example per (query, positive) pair
     negatives   the dataset's own hard negatives where it ships them (ir_datasets docpairs, TREC DL's judged-0
                 passages), topped up or replaced, for an in-memory corpus, by MINED ones: the top-ranked documents
-                of the corpus by cosine of the untrained encoder's mean-pooled outputs that are not judged relevant
+                of the corpus by cosine of the untrained encoder's pooled outputs that are not judged relevant
                 (grade > 0) for the query. Mining uses the encoder alone, never the random head, so every variant
                 on one encoder trains on the same negatives (a fair comparison). Queries with fewer than N
                 negatives are left out (and counted).
-    cache       mined negatives under CACHE/negatives/ (JSON), keyed by encoder weights, max length, dataset,
-                split, judgements and N; pooled encoder outputs in qcompress.cache.PooledCache
+    cache       mined negatives under CACHE/negatives/ (JSON), keyed by encoder weights, pooling, prompts, max
+                length, dataset, split, judgements and N; pooled encoder outputs in qcompress.cache.PooledCache
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ class Examples:
         return int(self.ex_query.shape[0])
 
 
-def pooled_outputs(model, texts: Sequence[str], cache_dir: Path | None, on_batch=None) -> Tensor:
-    """Mean-pooled encoder outputs (len(texts), in_dim), read from / added to the pooled cache when given."""
+def pooled_outputs(model, texts: Sequence[str], cache_dir: Path | None, on_batch=None, *, role: str) -> Tensor:
+    """Pooled encoder outputs (len(texts), in_dim) of queries or documents (`role`: the model's prompt for it),
+    read from / added to the pooled cache when given."""
     cache = PooledCache(cache_dir, model) if cache_dir is not None else None
-    return pool_texts(model, list(texts), cache=cache, batch_size=ENCODE_BATCH, on_batch=on_batch)
+    return pool_texts(model, list(texts), cache=cache, batch_size=ENCODE_BATCH, on_batch=on_batch, role=role)
 
 
 def _relevant(judged: Mapping[str, int]) -> set[str]:
@@ -68,7 +69,9 @@ def _negatives_key(model, collection, n: int) -> str:
     name = str(Path(collection.name).resolve()) if Path(collection.name).is_dir() else collection.name
     # The judgements themselves are part of the key: editing a qrels file must not reuse stale negatives.
     qrels = json.dumps(collection.qrels, sort_keys=True)
-    parts = (encoder_key(model), name, collection.split, n, collection.relevance_level, len(collection.corpus), qrels)
+    prompts = (model.config.query_prompt, model.config.document_prompt)  # they change the pooled outputs
+    parts = (encoder_key(model), *prompts, name, collection.split, n, collection.relevance_level,
+             len(collection.corpus), qrels)
     for part in parts:
         h.update(repr(part).encode() + b"\0")
     return h.hexdigest()
@@ -91,9 +94,10 @@ def mine_negatives(
     items = list(collection.corpus.items())
     doc_ids, texts = [d for d, _ in items], [t for _, t in items]
     qids = list(collection.queries)
-    docs = pooled_outputs(model, texts, cache_dir, progress("mining negatives: encoding corpus", len(texts)))
+    docs = pooled_outputs(model, texts, cache_dir, progress("mining negatives: encoding corpus", len(texts)),
+                          role="document")
     queries = pooled_outputs(model, [collection.queries[q] for q in qids], cache_dir,
-                             progress("mining negatives: encoding queries", len(qids)))
+                             progress("mining negatives: encoding queries", len(qids)), role="query")
     found: dict[str, list[str]] = {}
     for start in range(0, len(qids), MINING_BLOCK):
         block = qids[start : start + MINING_BLOCK]

@@ -59,8 +59,8 @@ def forward_backward(model, cfg: TrainConfig, examples: Examples, batch: Tensor,
     if pooled is not None:
         pq, pd = pooled[0][uq.to(device)], pooled[1][ud.to(device)]
     else:
-        pq = model.pool([examples.query_texts[i] for i in uq.tolist()])
-        pd = model.pool([examples.doc_texts[i] for i in ud.tolist()])
+        pq = model.pool(model.prompted([examples.query_texts[i] for i in uq.tolist()], "query"))
+        pd = model.pool(model.prompted([examples.doc_texts[i] for i in ud.tolist()], "document"))
     start = time.perf_counter()
     # The head runs on detached pooled outputs so that its forward + backward can be timed on its own; the
     # encoder's backward then continues from their gradients (the same gradients as one backward pass).

@@ -1,0 +1,119 @@
+"""The sentence-transformers modules of a qcompress model folder: the angle encoding and the quantum head.
+
+`SentenceTransformer(folder, trust_remote_code=True)` imports these classes by the names in the folder's
+modules.json (sentence-transformers 6 asks for trust_remote_code before it imports any module class outside its
+own package; the encoder, pooling, normalisation and the linear head are its own modules). They compute exactly
+what `qcompress.model.QCompressModel.project` computes, with qcompress's own functions.
+
+A model's similarity: sentence-transformers 6 accepts only cosine, dot, euclidean and manhattan as
+`similarity_fn_name` and has no public way to add one. Log-fidelity (SPEC §2) is none of them, so
+`AngleEncoding.on_model_ready` (the hook sentence-transformers calls once the model is built) sets the model's
+similarity functions to log-fidelity directly, under the name "log_fidelity": `model.similarity(a, b)` then
+ranks angles as qcompress does. tests/test_sentence_transformers.py checks it against qcompress.
+
+This module imports sentence-transformers (several seconds): nothing else in qcompress imports it; model folders
+are written by `qcompress.st_folder` without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from qcompress.quantum import QuantumHead, encode_angles, log_fidelity, pairwise_log_fidelity
+
+try:
+    from sentence_transformers.base.modules import Module
+except ImportError as err:  # sentence-transformers 5 and older: no Module base class, no on_model_ready hook
+    raise ImportError("qcompress model folders load with sentence-transformers 6 or later "
+                      "(pip install -U sentence-transformers)") from err
+
+__all__ = ["LOG_FIDELITY", "AngleEncoding", "QuantumHeadModule", "log_fidelity_similarity",
+           "log_fidelity_similarity_pairwise"]
+
+LOG_FIDELITY = "log_fidelity"
+_EMBEDDING = "sentence_embedding"
+
+
+def _as_batch(x: Any) -> Tensor:
+    """What sentence-transformers' similarity functions accept (tensors, arrays, lists of either) as (n, dim)."""
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], (Tensor, np.ndarray)):
+        x = torch.stack([torch.as_tensor(v) for v in x])
+    x = torch.as_tensor(x)
+    return x.unsqueeze(0) if x.dim() == 1 else x
+
+
+def log_fidelity_similarity(a: Any, b: Any) -> Tensor:
+    """All-pairs log-fidelity (len(a), len(b)) of angle embeddings: the similarity of a qcompress angle model."""
+    a, b = _as_batch(a), _as_batch(b)
+    return pairwise_log_fidelity(a, b.to(a.device))
+
+
+def log_fidelity_similarity_pairwise(a: Any, b: Any) -> Tensor:
+    """Log-fidelity of each row of `a` with the same row of `b`."""
+    a, b = _as_batch(a), _as_batch(b)
+    return log_fidelity(a, b.to(a.device))
+
+
+class AngleEncoding(Module):
+    """theta = tanh(u) * pi/2 + pi/2 (SPEC §1) on the sentence embedding; makes log-fidelity the model's similarity."""
+
+    config_keys = ["dim"]
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = int(dim)
+
+    def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
+        features[_EMBEDDING] = encode_angles(features[_EMBEDDING])
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.dim
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        self.save_config(output_path)
+
+    def on_model_ready(self, model) -> None:
+        # sentence-transformers' similarity_fn_name setter refuses names it does not know; these are the attributes
+        # its similarity() and similarity_pairwise() call.
+        model._similarity_fn_name = LOG_FIDELITY
+        model._similarity = log_fidelity_similarity
+        model._similarity_pairwise = log_fidelity_similarity_pairwise
+
+
+class QuantumHeadModule(Module):
+    """The quantum compression head (qcompress.quantum.QuantumHead) as a sentence-transformers module: angles in,
+    angles out. Weights: model.safetensors (`head.raw`)."""
+
+    config_keys = ["in_dim", "out_dim"]
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.in_dim, self.out_dim = int(in_dim), int(out_dim)
+        self.head = QuantumHead(self.in_dim, self.out_dim)
+
+    def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
+        features[_EMBEDDING] = self.head(features[_EMBEDDING])
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.out_dim
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        self.save_config(output_path)
+        self.save_torch_weights(output_path, safe_serialization=True)  # safetensors only, never a pickle
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
+             cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
+             **kwargs) -> "QuantumHeadModule":
+        hub = dict(subfolder=subfolder, token=token, cache_folder=cache_folder, revision=revision,
+                   local_files_only=local_files_only)
+        module = cls(**cls.load_config(model_name_or_path, **hub))
+        if cls.load_file_path(model_name_or_path, filename="model.safetensors", **hub) is None:
+            raise ValueError(f"{model_name_or_path}: {subfolder}/model.safetensors is missing (the head's weights)")
+        return cls.load_torch_weights(model_name_or_path, model=module, **hub)
