@@ -5,7 +5,7 @@ import torch
 
 from qcompress import frozen_prefix
 from qcompress.encoder import transformer_layers
-from qcompress.frozen_prefix import FrozenPrefixCache, frozen_digest
+from qcompress.frozen_prefix import FrozenPrefix, FrozenPrefixCache, frozen_digest
 from qcompress.model import build_model
 
 TEXTS = ["the wing flow", "heat transfer in a boundary layer at high speed", "pressure", "the wing flow",
@@ -96,14 +96,18 @@ def test_distilbert_layout_and_left_padding(tmp_path, tiny_encoder):
         assert torch.allclose(left[longest], trained.pool([TEXTS[longest]])[0], atol=1e-5)
 
 
-def test_falls_back_to_the_full_pass_when_replay_disagrees_or_memory_runs_out(tiny_encoder, monkeypatch):
+def test_falls_back_to_the_full_pass_when_replay_disagrees_and_recomputes_beyond_memory(tiny_encoder, monkeypatch):
     model = _model(tiny_encoder)
     expected = _full(model)
-    assert torch.allclose(FrozenPrefixCache(max_bytes=0).pool(model, TEXTS, 1), expected, atol=1e-6)
+    full = FrozenPrefixCache(max_bytes=0)  # nothing fits: the frozen layers run again on every call
+    assert torch.allclose(full.pool(model, TEXTS, 1), expected, atol=1e-6)
+    bottom = _counting(transformer_layers(model.encoder)[0])
+    assert torch.allclose(full.pool(model, TEXTS, 1), expected, atol=1e-6)
+    assert full.bytes == 0 and len(bottom) == len(set(TEXTS))  # each distinct text on its own
     monkeypatch.setattr(frozen_prefix, "REPLAY_TOLERANCE", -1.0)  # every replay "disagrees"
     replays = []
-    replay = FrozenPrefixCache._replay
-    monkeypatch.setattr(FrozenPrefixCache, "_replay", staticmethod(lambda *a: replays.append(1) or replay(*a)))
+    replay = FrozenPrefix._replay
+    monkeypatch.setattr(FrozenPrefix, "_replay", lambda *a: replays.append(1) or replay(*a))
     cache = FrozenPrefixCache(batch_size=2)  # the batches after the first failed check run in full too
     assert torch.allclose(cache.pool(model, TEXTS, 1), expected, atol=1e-6)
     assert cache._replay_ok == {frozen_digest(model, 1): False}

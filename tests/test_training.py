@@ -295,7 +295,7 @@ def test_interruption_resume_and_changed_arguments(tiny_encoder, beir, cache, tm
     assert info.value.step == 3
     train(config(tiny_encoder, beir, cache, out, resume=True, epochs=3, max_steps=7))
     assert json.loads((out / "qcompress.json").read_text())["training_result"]["steps"] == 7
-    with pytest.raises(FileExistsError, match="exists and is not empty; pass overwrite to replace it"):
+    with pytest.raises(FileExistsError, match="holds a model; pass overwrite to replace it"):
         train(config(tiny_encoder, beir, cache, out))
     with pytest.raises(ValueError, match="no checkpoint"):
         train(config(tiny_encoder, beir, cache, tmp_path / "other", resume=True))
