@@ -395,6 +395,7 @@ def _finish(run: _Run) -> Path:
         "queries": len(run.data.examples.query_ids),
         "queries_without_enough_negatives": run.data.examples.dropped_queries,
         "negatives_source": run.data.negatives_source,
+        "frozen_prefix": run.data.prefix is not None,  # the trained layers ran on stored frozen-layer outputs
         "final_loss": steps[-1]["loss"] if steps else None,
         "best_epoch": state["best_epoch"],
         "best_ndcg_cut_10": state["best_ndcg_cut_10"],
