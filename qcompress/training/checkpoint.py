@@ -9,6 +9,10 @@ unpickled).
     best.safetensors        the best validated weights so far, when validating
 
 Under torchrun, ranks other than 0 keep their random-number state beside it (qcompress.training.distributed).
+
+What a run may replace (`check_output`): a qcompress model folder at OUT (with overwrite), and OUT.ckpt when it
+holds nothing but a run's own files: its checkpoint with overwrite, or, when the run was killed before its first
+checkpoint, without any flag (there is nothing to lose). Any other folder is refused, whatever the flags.
 """
 
 from __future__ import annotations
@@ -28,9 +32,8 @@ from qcompress.model import CONFIG_NAME
 from qcompress.training.config import RESUMABLE_CHANGES, ArgumentError, TrainConfig
 
 __all__ = ["OutputInTheWay", "checkpoint_dir", "check_output", "is_checkpoint_folder", "checkpoint_step",
-           "latest_checkpoint", "check_same_recipe",
-           "trainable_state", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint"]
-
+           "latest_checkpoint", "check_same_recipe", "trainable_state", "rng_state", "set_rng_state",
+           "save_checkpoint", "load_checkpoint"]
 
 # What a run writes under OUT.ckpt/ (qcompress.atomic writes under ".NAME.<random>.tmp" first, and renames the
 # replaced folder ".NAME.old").

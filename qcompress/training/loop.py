@@ -40,8 +40,7 @@ from qcompress.frozen_prefix import FrozenPrefix, FrozenPrefixCache
 from qcompress.model import build_model
 from qcompress.training.checkpoint import (
     check_output, check_same_recipe, checkpoint_dir, checkpoint_step, latest_checkpoint, load_checkpoint, rng_state,
-    save_checkpoint,
-    set_rng_state, trainable_state,
+    save_checkpoint, set_rng_state, trainable_state,
 )
 from qcompress.training.config import (
     ArgumentError, Progress, TrainConfig, as_config, check_values, recipe_of, resolve,
