@@ -189,8 +189,9 @@ class FrozenPrefix:
             captured.append(args[0] if args else kwargs["hidden_states"])
             raise _Stop
 
-        handle = self.layers[len(self.layers) - self.top_layers].register_forward_pre_hook(hook, with_kwargs=True)
-        try:
+        first_top, handle = self.layers[len(self.layers) - self.top_layers], None
+        try:  # a Ctrl-C anywhere in here leaves the model as it was
+            handle = first_top.register_forward_pre_hook(hook, with_kwargs=True)
             with _all_eval(model.encoder), torch.no_grad():
                 for text in texts:
                     batch = {k: v.to(model.device) for k, v in model.tokenize([text]).items()}
@@ -199,7 +200,8 @@ class FrozenPrefix:
                     except _Stop:
                         pass
         finally:
-            handle.remove()
+            if handle is not None:
+                handle.remove()
         return [hidden[0].float().cpu().clone() for hidden in captured]
 
     def _replay(self, batch: dict, prefix: Tensor) -> Tensor:
@@ -214,11 +216,13 @@ class FrozenPrefix:
                 return (prefix,) + tuple(args[1:]), kwargs
             return args, dict(kwargs, hidden_states=prefix)
 
-        handle = top[0].register_forward_pre_hook(hook, with_kwargs=True)
-        layers._modules = OrderedDict((str(i), m) for i, m in enumerate(top))
-        try:
+        handle = None
+        try:  # a Ctrl-C anywhere in here leaves the model as it was
+            handle = top[0].register_forward_pre_hook(hook, with_kwargs=True)
+            layers._modules = OrderedDict((str(i), m) for i, m in enumerate(top))
             hidden = model.encoder(**batch).last_hidden_state
         finally:
             layers._modules = saved
-            handle.remove()
+            if handle is not None:
+                handle.remove()
         return mean_pool(hidden, batch["attention_mask"]).float()
