@@ -1,6 +1,8 @@
 """`qcompress train`: success with --json, Ctrl-C and --resume, and one clear line for every kind of bad input."""
 
 import json
+import os
+import random
 import re
 import signal
 import subprocess
@@ -9,12 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from qcompress import load_model
 from qcompress.cli import app
 from qcompress.training import checkpoint_dir
 
+from conftest import make_tiny_bert
 from test_training import TEST, TRAIN, write_beir
 
 runner = CliRunner()
@@ -141,17 +146,147 @@ def test_bad_input_one_line_exit_1_and_no_output_folder(tiny_encoder, cache, tmp
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
-def test_existing_output_is_refused_without_overwrite(tiny_encoder, beir, cache, tmp_path):
+def one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("qcompress: error: "), result.output
+    return lines[0]
+
+
+def test_overwrite_replaces_only_a_model_folder_or_a_checkpoint_folder(tiny_encoder, beir, cache, tmp_path):
+    """Issue 14 item 7: --overwrite used to delete whatever the output folder held."""
     out = tmp_path / "m"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = runner.invoke(app, args(tiny_encoder, beir, cache, out, "--max-steps", "1"))
-    assert result.exit_code == 1 and "--overwrite" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert (out / "keep.txt").read_text() == "mine"
-    result = runner.invoke(app, args(tiny_encoder, beir, cache, out, "--max-steps", "1", "--overwrite"))
-    assert result.exit_code == 0, result.output
-    assert not (out / "keep.txt").exists() and (out / "qcompress.json").is_file()
+    for extra in ([], ["--overwrite"]):
+        line = one_error_line(runner.invoke(app, args(tiny_encoder, beir, cache, out, "--max-steps", "1", *extra)))
+        assert "is not a qcompress model folder (no qcompress.json); it is never replaced" in line
+    assert (out / "keep.txt").read_text() == "mine" and not checkpoint_dir(out).exists()
 
+    model = tmp_path / "model"
+    assert runner.invoke(app, args(tiny_encoder, beir, cache, model, "--max-steps", "1")).exit_code == 0
+    line = one_error_line(runner.invoke(app, args(tiny_encoder, beir, cache, model, "--max-steps", "1")))
+    assert "holds a model; pass --overwrite to replace it" in line
+    result = runner.invoke(app, args(tiny_encoder, beir, cache, model, "--max-steps", "2", "--overwrite", "--json"))
+    assert result.exit_code == 0 and json.loads(result.stdout)["steps"] == 2
+
+    # The checkpoint folder beside the output: replaced only when it holds nothing but a run's files.
+    ckpt = checkpoint_dir(tmp_path / "n")
+    ckpt.mkdir()
+    (ckpt / "notes.txt").write_text("mine")
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        line = one_error_line(runner.invoke(app, args(tiny_encoder, beir, cache, tmp_path / "n", *extra)))
+        assert f"{ckpt} is where this run keeps its checkpoints, and it holds other files; it is never replaced" in line
+    assert (ckpt / "notes.txt").read_text() == "mine" and not (tmp_path / "n").exists()
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over(wide_encoder, long_beir, cache, tmp_path):
+    """Issue 14 item 8: after a SIGKILL before the first checkpoint, `train` said "pass --resume" and
+    `train --resume` said "run without --resume"."""
+    out = tmp_path / "m"
+    command = slow_args(wide_encoder, long_beir, cache, out, "--epochs", "1000")
+    process = start(command)
+    try:
+        wait_for(process, lambda: (checkpoint_dir(out) / "train_log.jsonl").is_file(), poll=0.005)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert checkpoint_dir(out).is_dir() and not list(checkpoint_dir(out).glob("step-*/state.json"))
+    line = one_error_line(runner.invoke(app, [*command, "--resume"]))
+    assert "no checkpoint in" in line and "(the run stopped before its first); run without --resume to start" in line
+    result = runner.invoke(app, [*command, "--max-steps", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == 1 and not checkpoint_dir(out).exists()
+
+
+# -- Ctrl-C at any moment of a step ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wide_encoder(tmp_path_factory) -> str:
+    """A random BERT with hidden size 256: steps long enough (~0.3 s on one core) for a signal to land inside."""
+    return str(make_tiny_bert(tmp_path_factory.mktemp("wide-bert"), hidden=256, layers=3))
+
+
+@pytest.fixture(scope="module")
+def long_beir(tmp_path_factory) -> Path:
+    """24 queries, each with one of 60 documents of 40-60 words: 3 steps of 8 examples per epoch."""
+    rng = random.Random(0)
+    words = [*"the of a and in to is for flow on with at by from wing boundary layer pressure heat".split(),
+             *"lift drag shock mach vortex laminar turbulent nozzle airfoil supersonic".split()]
+    docs = {f"d{i}": " ".join(rng.choice(words) for _ in range(40 + i % 20)) for i in range(60)}
+    queries = {f"q{i}": " ".join(rng.choice(words) for _ in range(6)) for i in range(24)}
+    qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{(i * 7) % 60}\t1\n" for i in range(24))
+    return write_beir(tmp_path_factory.mktemp("long") / "beir", docs=docs, queries=queries, splits={"train": qrels})
+
+
+def slow_args(encoder, dataset, cache, out, *extra) -> list[str]:
+    """Two of three layers train (through the frozen prefix, the default), with dropout; a linear head."""
+    return ["train", "--encoder", encoder, "--dataset", str(dataset), "--cache-dir", str(cache), "-o", str(out),
+            "--head", "linear", "--dim", "16", "--train-layers", "2", "--lr", "1e-3", "--max-length", "128",
+            "--negatives", "5", "--batch-size", "8", "--seed", "3", *extra]
+
+
+def start(command: list[str]) -> subprocess.Popen:
+    """`python -m qcompress COMMAND` with this process's number of threads (the same float sums: bit-equal runs).
+    SIGINT acts as a terminal's Ctrl-C, also where this test runs with SIGINT ignored (then inherited)."""
+    threads = str(torch.get_num_threads())
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    return subprocess.Popen([sys.executable, "-m", "qcompress", *command], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for(process: subprocess.Popen, condition, timeout: float = 300, poll: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(poll)
+
+
+def step_rows(folder: Path) -> list[dict]:
+    path = folder / "train_log.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")] if path.is_file() else []
+    return [r for r in rows if r["kind"] == "step"]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return {f"{path.relative_to(folder)}:{k}": v for path in sorted(folder.rglob("*.safetensors"))
+            for k, v in load_file(str(path)).items()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(wide_encoder, long_beir, cache, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted") / "m"
+    result = runner.invoke(app, slow_args(wide_encoder, long_beir, cache, out, "--epochs", "2"))  # 6 steps
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.7], ids=["at-the-boundary", "early-in-a-step", "late-in-a-step"])
+def test_ctrl_c_at_any_moment_of_a_step_resumes_to_the_same_model(wide_encoder, long_beir, cache, uninterrupted,
+                                                                   tmp_path, fraction):
+    """Issue 14 item 4: a real SIGINT `fraction` of a step's duration after step 2 was logged (so inside step 3,
+    in its forward or backward pass, or at its start); the resumed run must equal an uninterrupted one bit for
+    bit: weights and every logged loss. Before, the checkpoint held the random-number state of the cut step."""
+    full, out, stop = uninterrupted, tmp_path / "resumed", ["--epochs", "2"]
+    process = start(slow_args(wide_encoder, long_beir, cache, out, *stop))
+    try:
+        wait_for(process, lambda: len(step_rows(checkpoint_dir(out))) >= 2)
+        time.sleep(fraction * step_rows(checkpoint_dir(out))[1]["seconds"])
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    step = int(re.search(r"checkpoint of step (\d+) in ", stderr)[1])
+    assert 2 <= step < 6
+    result = runner.invoke(app, slow_args(wide_encoder, long_beir, cache, out, *stop, "--resume"))
+    assert result.exit_code == 0, result.output
+    a, b = weights(full), weights(out)
+    assert a.keys() == b.keys() and any(k.startswith("encoder/") for k in a)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert [r["loss"] for r in step_rows(out)] == [r["loss"] for r in step_rows(full)]
 
 
 def test_train_on_dl21_from_a_local_trec_folder(tiny_encoder, cache, tmp_path):

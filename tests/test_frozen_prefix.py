@@ -5,7 +5,7 @@ import torch
 
 from qcompress import frozen_prefix
 from qcompress.encoder import transformer_layers
-from qcompress.frozen_prefix import FrozenPrefixCache, frozen_digest
+from qcompress.frozen_prefix import FrozenPrefix, FrozenPrefixCache, frozen_digest
 from qcompress.model import build_model
 
 TEXTS = ["the wing flow", "heat transfer in a boundary layer at high speed", "pressure", "the wing flow",
@@ -96,14 +96,18 @@ def test_distilbert_layout_and_left_padding(tmp_path, tiny_encoder):
         assert torch.allclose(left[longest], trained.pool([TEXTS[longest]])[0], atol=1e-5)
 
 
-def test_falls_back_to_the_full_pass_when_replay_disagrees_or_memory_runs_out(tiny_encoder, monkeypatch):
+def test_falls_back_to_the_full_pass_when_replay_disagrees_and_recomputes_beyond_memory(tiny_encoder, monkeypatch):
     model = _model(tiny_encoder)
     expected = _full(model)
-    assert torch.allclose(FrozenPrefixCache(max_bytes=0).pool(model, TEXTS, 1), expected, atol=1e-6)
+    full = FrozenPrefixCache(max_bytes=0)  # nothing fits: the frozen layers run again on every call
+    assert torch.allclose(full.pool(model, TEXTS, 1), expected, atol=1e-6)
+    bottom = _counting(transformer_layers(model.encoder)[0])
+    assert torch.allclose(full.pool(model, TEXTS, 1), expected, atol=1e-6)
+    assert full.bytes == 0 and len(bottom) == len(set(TEXTS))  # each distinct text on its own
     monkeypatch.setattr(frozen_prefix, "REPLAY_TOLERANCE", -1.0)  # every replay "disagrees"
     replays = []
-    replay = FrozenPrefixCache._replay
-    monkeypatch.setattr(FrozenPrefixCache, "_replay", staticmethod(lambda *a: replays.append(1) or replay(*a)))
+    replay = FrozenPrefix._replay
+    monkeypatch.setattr(FrozenPrefix, "_replay", lambda *a: replays.append(1) or replay(*a))
     cache = FrozenPrefixCache(batch_size=2)  # the batches after the first failed check run in full too
     assert torch.allclose(cache.pool(model, TEXTS, 1), expected, atol=1e-6)
     assert cache._replay_ok == {frozen_digest(model, 1): False}
@@ -113,3 +117,54 @@ def test_falls_back_to_the_full_pass_when_replay_disagrees_or_memory_runs_out(ti
 def test_top_layers_must_leave_a_frozen_layer(tiny_encoder):
     with pytest.raises(ValueError, match="top_layers must be between 1 and 2"):
         FrozenPrefixCache().pool(_model(tiny_encoder), TEXTS, 3)
+
+
+def _frozen_eval_top_train(model, top_layers: int) -> None:
+    """What training does: the top layers train (dropout), the rest runs in eval mode."""
+    model.eval()
+    for layer in list(transformer_layers(model.encoder))[-top_layers:]:
+        layer.train()
+        for p in layer.parameters():
+            p.requires_grad_(True)
+
+
+@pytest.mark.parametrize("top_layers", [1, 2])
+def test_a_bound_prefix_gives_the_loss_and_gradients_of_a_full_pass_with_dropout(tiny_encoder, top_layers):
+    model = _model(tiny_encoder)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    _frozen_eval_top_train(model, top_layers)
+    prefix = FrozenPrefixCache().bind(model, top_layers)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for pool in (model.pool, prefix.pool, prefix.pool):  # full; replay computing the states; replay reading them
+        torch.manual_seed(0)  # the same dropout masks: they are drawn in the top layers only, over the same shapes
+        loss = (pool(TEXTS) ** 2).mean()
+        results.append((loss.detach(), torch.autograd.grad(loss, trained)))
+    (full_loss, full_grads), *replays = results
+    assert torch.equal(replays[0][0], replays[1][0])
+    for loss, grads in replays:
+        assert torch.allclose(loss, full_loss, atol=1e-6, rtol=1e-6)
+        assert all(torch.allclose(g, f, atol=1e-5, rtol=1e-4) for g, f in zip(grads, full_grads))
+    torch.manual_seed(1)
+    assert not torch.allclose(prefix.pool(TEXTS), model.pool(TEXTS), atol=1e-3)  # other masks: dropout is on
+
+
+def test_stored_states_do_not_depend_on_which_texts_shared_a_batch(tiny_encoder):
+    """Each text's frozen layers run on that text alone: the bits a resumed run or another process recomputes."""
+    model = _model(tiny_encoder)
+    together, apart = FrozenPrefixCache().bind(model, 1), FrozenPrefixCache().bind(model, 1)
+    states = together.states(TEXTS)
+    again = [apart.states([t])[0] for t in reversed(TEXTS)][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(states, again))
+    assert [s.shape[0] for s in states] == [len(model.tokenizer(t)["input_ids"]) for t in TEXTS]
+
+
+def test_states_on_disk_are_read_back_by_another_cache(tiny_encoder, tmp_path):
+    model = _model(tiny_encoder)
+    first = FrozenPrefixCache(folder=tmp_path).bind(model, 1)
+    states = first.states(TEXTS)
+    assert len(list(tmp_path.glob("*/*.safetensors"))) == len(set(TEXTS))
+    bottom = _counting(transformer_layers(model.encoder)[0])
+    again = FrozenPrefixCache(max_bytes=0, folder=tmp_path).bind(model, 1).states(TEXTS)
+    assert bottom == [] and all(torch.equal(a, b) for a, b in zip(states, again))

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer
 
 from qcompress import load_model
 from qcompress.data import Collection, load_collection
@@ -299,7 +300,7 @@ def test_interruption_resume_and_changed_arguments(tiny_encoder, beir, cache, tm
     assert info.value.step == 3
     train(config(tiny_encoder, beir, cache, out, resume=True, epochs=3, max_steps=7))
     assert json.loads((out / "qcompress.json").read_text())["training_result"]["steps"] == 7
-    with pytest.raises(FileExistsError, match="exists and is not empty; pass overwrite to replace it"):
+    with pytest.raises(FileExistsError, match="holds a model; pass overwrite to replace it"):
         train(config(tiny_encoder, beir, cache, out))
     with pytest.raises(ValueError, match="no checkpoint"):
         train(config(tiny_encoder, beir, cache, tmp_path / "other", resume=True))
@@ -323,6 +324,80 @@ def test_train_layers_trains_exactly_the_last_layers(tiny_encoder, beir, cache, 
     with pytest.raises(ValueError, match="more than the 3 layers"):
         train(config(tiny_encoder, beir, cache, tmp_path / "x", train_layers=4))
     assert not (tmp_path / "x").exists() and not checkpoint_dir(tmp_path / "x").exists()
+
+
+def _layer0_calls_in_steps(monkeypatch) -> list[int]:
+    """Batch sizes of the calls of the encoder's first layer made inside training steps (not by mining or checks)."""
+    from qcompress.encoder import transformer_layers
+    from qcompress.training import loop
+
+    calls, in_step, build, step = [], [], loop.build_model, loop._Run.step
+
+    def build_counting(*args, **kw):
+        model = build(*args, **kw)
+        layer = transformer_layers(model.encoder)[0]
+        layer.register_forward_pre_hook(lambda m, a, k: calls.append(len((a or (k["hidden_states"],))[0]))
+                                        if in_step else None, with_kwargs=True)
+        return model
+
+    def counted_step(run, batch):
+        in_step.append(1)
+        try:
+            step(run, batch)
+        finally:
+            in_step.clear()
+
+    monkeypatch.setattr(loop, "build_model", build_counting)
+    monkeypatch.setattr(loop._Run, "step", counted_step)
+    return calls
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("dropout", [True, False], ids=["dropout", "no-dropout"])
+def test_training_through_the_frozen_prefix_equals_full_steps(tiny_encoder, beir, cache, tmp_path, monkeypatch,
+                                                              layers, dropout):
+    """Issue 17: with frozen_prefix the frozen layers run once per text (alone) and steps run only the trained
+    layers; the weights after 6 steps equal those of full forward passes within float round-off."""
+    encoder = tiny_encoder
+    if not dropout:
+        encoder = str(tmp_path / "no-dropout")
+        AutoModel.from_pretrained(tiny_encoder, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0) \
+            .save_pretrained(encoder)
+        AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(encoder)
+    calls = _layer0_calls_in_steps(monkeypatch)
+    kw = dict(encoder=encoder, head="linear", train_layers=layers, lr=1e-3, epochs=2, batch_size=2)
+    with_prefix = train(config(tiny_encoder, beir, cache, tmp_path / "prefix", **kw))
+    stored = list(calls)
+    calls.clear()
+    full = train(config(tiny_encoder, beir, cache, tmp_path / "full", frozen_prefix="off", **kw))
+    assert set(stored) == {1} and len(stored) <= len(DOCS) + len(QUERIES)  # each text alone, at most once
+    assert len(calls) == 2 * 6 and min(calls) > 1  # a batch of queries and one of documents per step
+
+    result = lambda p: json.loads((p / "qcompress.json").read_text())["training_result"]  # noqa: E731
+    assert result(with_prefix)["frozen_prefix"] is True and result(full)["frozen_prefix"] is False
+    # The attention key bias has a zero gradient up to round-off (softmax ignores a per-query constant), which
+    # Adam scales to steps of size lr whatever its sign: it is left out.
+    key_bias = "attention.self.key.bias"
+    a, b = ({k: v for k, v in _weights(p).items() if not k.endswith(key_bias)} for p in (with_prefix, full))
+    moved = _weights(train(config(tiny_encoder, beir, cache, tmp_path / "other", seed=8, **kw)))
+    tolerance = 1e-6
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=tolerance, rtol=0) for k in a)
+    assert not all(torch.allclose(a[k], moved[k], atol=tolerance, rtol=0) for k in a)  # the tolerance can fail
+    losses = lambda p: [json.loads(x)["loss"] for x in (p / "train_log.jsonl").read_text().splitlines()]  # noqa
+    assert losses(with_prefix) == pytest.approx(losses(full), rel=1e-5)  # logits are 20 x similarity
+
+
+def test_frozen_prefix_on_disk_is_reused_by_a_later_run(tiny_encoder, beir, tmp_path, monkeypatch):
+    kw = dict(head="linear", train_layers=1, lr=1e-3, epochs=1, frozen_prefix="disk")
+    cache = tmp_path / "cache"
+    first = train(config(tiny_encoder, beir, cache, tmp_path / "a", **kw))
+    files = list((cache / "prefix").glob("*/*.safetensors"))
+    assert 0 < len(files) <= len(DOCS) + len(QUERIES)
+    calls = _layer0_calls_in_steps(monkeypatch)
+    again = train(config(tiny_encoder, beir, cache, tmp_path / "b", **kw))
+    assert calls == []  # every text's frozen-layer output came from disk
+    a, b = _weights(first), _weights(again)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_validation_keeps_the_best_epoch(tiny_encoder, beir, cache, tmp_path):

@@ -9,12 +9,17 @@ unpickled).
     best.safetensors        the best validated weights so far, when validating
 
 Under torchrun, ranks other than 0 keep their random-number state beside it (qcompress.training.distributed).
+
+What a run may replace (`check_output`): a qcompress model folder at OUT (with overwrite), and OUT.ckpt when it
+holds nothing but a run's own files: its checkpoint with overwrite, or, when the run was killed before its first
+checkpoint, without any flag (there is nothing to lose). Any other folder is refused, whatever the flags.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -23,10 +28,17 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from qcompress.atomic import atomic_dir
+from qcompress.model import CONFIG_NAME
 from qcompress.training.config import RESUMABLE_CHANGES, ArgumentError, TrainConfig
 
-__all__ = ["OutputInTheWay", "checkpoint_dir", "check_output", "latest_checkpoint", "check_same_recipe",
-           "trainable_state", "save_checkpoint", "load_checkpoint"]
+__all__ = ["OutputInTheWay", "checkpoint_dir", "check_output", "is_checkpoint_folder", "checkpoint_step",
+           "latest_checkpoint", "check_same_recipe", "trainable_state", "rng_state", "set_rng_state",
+           "save_checkpoint", "load_checkpoint"]
+
+# What a run writes under OUT.ckpt/ (qcompress.atomic writes under ".NAME.<random>.tmp" first, and renames the
+# replaced folder ".NAME.old").
+_RUN_FILE = re.compile(r"step-\d+|train_log\.jsonl|rng-rank\d+\.safetensors|\.(step-\d+|train_log\.jsonl|"
+                       r"rng-rank\d+\.safetensors)\.(\w+\.tmp|old)")
 
 
 class OutputInTheWay(ArgumentError, FileExistsError):
@@ -45,17 +57,47 @@ def checkpoint_dir(output: str | os.PathLike) -> Path:
 
 
 def check_output(cfg: TrainConfig) -> None:
-    """Refuse to replace a model folder or an interrupted run's checkpoint unless asked to (overwrite, resume)."""
+    """Refuse to replace anything but a qcompress model folder (with overwrite) or an interrupted run's checkpoint
+    (with overwrite or resume); a checkpoint folder without a complete checkpoint (the run was killed before its
+    first) holds nothing to lose: the run starts over."""
     out, ckpt = Path(cfg.output), checkpoint_dir(cfg.output)
     if out.exists() and not out.is_dir():
         raise ArgumentError("{output} {path} is a file; give a folder path", path=out)
-    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
-        raise OutputInTheWay("{output} {path} exists and is not empty; pass {overwrite} to replace it", path=out)
-    if cfg.resume and latest_checkpoint(ckpt) is None:
-        raise ArgumentError("{resume}: no checkpoint in {path} to continue from; run without {resume}", path=ckpt)
-    if not cfg.resume and ckpt.exists() and not cfg.overwrite:
-        raise OutputInTheWay("{path} holds the checkpoint of an interrupted run: pass {resume} to continue it, or "
-                             "{overwrite} to start over", path=ckpt)
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / CONFIG_NAME).is_file():
+            raise OutputInTheWay("{output} {path} is not empty and is not a qcompress model folder (no "
+                                 f"{CONFIG_NAME}); it is never replaced: choose another {{output}}", path=out)
+        if not cfg.overwrite:
+            raise OutputInTheWay("{output} {path} holds a model; pass {overwrite} to replace it", path=out)
+    if ckpt.exists() and not is_checkpoint_folder(ckpt):
+        raise OutputInTheWay("{path} is where this run keeps its checkpoints, and it holds other files; it is "
+                             "never replaced: move it, or choose another {output}", path=ckpt)
+    latest = latest_checkpoint(ckpt)
+    if cfg.resume and latest is None:
+        why = "the run stopped before its first" if ckpt.exists() else "the folder does not exist"
+        raise ArgumentError("{resume}: no checkpoint in {path} to continue from ({why}); run without {resume} to "
+                            "start over", path=ckpt, why=why)
+    if not cfg.resume and latest is not None and not cfg.overwrite:
+        raise OutputInTheWay("{path} holds the checkpoint of step {step} of an interrupted run: pass {resume} to "
+                             "continue it, or {overwrite} to start over", path=ckpt, step=checkpoint_step(latest))
+
+
+def is_checkpoint_folder(root: Path) -> bool:
+    """Whether `root` is a folder holding only what a training run writes there (checkpoints, the live log, other
+    ranks' random-number states, and the temporary names of files being written): safe to replace."""
+    if not root.is_dir():
+        return False
+    return all(_RUN_FILE.fullmatch(entry.name) for entry in root.iterdir())
+
+
+def checkpoint_step(folder: Path) -> int:
+    """The step of a step-<N> checkpoint folder.
+
+    Example:
+        >>> checkpoint_step(Path("m.ckpt/step-000000012"))
+        12
+    """
+    return int(folder.name.split("-")[1])
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -80,7 +122,8 @@ def trainable_state(model) -> dict[str, Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _rng_state() -> dict[str, Tensor]:
+def rng_state() -> dict[str, Tensor]:
+    """The torch random-number state (CPU, and every CUDA device's): what dropout draws from."""
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -88,10 +131,12 @@ def _rng_state() -> dict[str, Tensor]:
     return rng
 
 
-def _set_rng_state(rng: dict[str, Tensor]) -> None:
+def set_rng_state(rng: dict[str, Tensor]) -> None:
+    """Restore a state from `rng_state`."""
     torch.set_rng_state(rng["torch"])
     if torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([rng[k] for k in sorted(k for k in rng if k.startswith("cuda"))])
+        devices = sorted((k for k in rng if k.startswith("cuda")), key=lambda k: int(k[4:]))
+        torch.cuda.set_rng_state_all([rng[k] for k in devices])
 
 
 def save_checkpoint(root: Path, model, optimizer, state: dict, best: dict[str, Tensor] | None) -> Path:
@@ -105,7 +150,7 @@ def save_checkpoint(root: Path, model, optimizer, state: dict, best: dict[str, T
                 tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{index}.{key}"] = value
-    rng = _rng_state()
+    rng = rng_state()
     root.mkdir(parents=True, exist_ok=True)
     with atomic_dir(folder, overwrite=True) as tmp:
         save_file({k: v.contiguous() for k, v in trainable_state(model).items()}, str(tmp / "weights.safetensors"))
@@ -143,6 +188,6 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[dict, dict[str, Ten
     for group in groups:
         group["betas"] = tuple(group["betas"])
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-    _set_rng_state(load_file(str(folder / "rng.safetensors")))
+    set_rng_state(load_file(str(folder / "rng.safetensors")))
     best_path = folder / "best.safetensors"
     return state, (load_file(str(best_path)) if best_path.is_file() else None)

@@ -15,8 +15,8 @@ from qcompress.errors import InputError
 from qcompress.model import DEFAULT_SIMILARITY
 from qcompress.pooling import POOLINGS
 
-__all__ = ["VARIANTS", "DEFAULT_HEAD_LR", "TrainConfig", "ArgumentError", "resolve_variant", "default_dim",
-           "as_config", "check_values", "resolve", "recipe_of", "Progress"]
+__all__ = ["VARIANTS", "DEFAULT_HEAD_LR", "FROZEN_PREFIX", "TrainConfig", "ArgumentError", "resolve_variant",
+           "default_dim", "as_config", "check_values", "resolve", "recipe_of", "Progress"]
 
 # SPEC §4. "Last 4 layers" is what the authors meant; their loop trained layer 0 plus the last 3 (see --help).
 VARIANTS: dict[str, dict] = {
@@ -53,6 +53,16 @@ _TRAIN_LAYERS_HELP = (
     "(SPEC §4): the authors' loop unfroze layer[-i] for i in 0..3, i.e. layer 0 plus the last 3 (an "
     "off-by-one, layer[-0] is layer[0]); qcompress trains the last 4, as they intended. Default: the variant's, "
     "else 0."
+)
+
+FROZEN_PREFIX = ("memory", "disk", "off")
+_FROZEN_PREFIX_HELP = (
+    "With --train-layers L between 0 and the encoder's layers: memory (the default) runs the frozen layers once "
+    "per text and keeps the hidden states entering the trained layers in memory (up to 2 GiB; beyond, they are "
+    "computed again), so that a step runs only the L trained layers; disk also keeps them in CACHE/prefix/ for "
+    "later runs; off runs the whole encoder every step. The same loss either way (to float round-off): the "
+    "frozen layers never use dropout. Used where replay matches a full pass (checked before training; not with "
+    "left padding)."
 )
 
 
@@ -110,6 +120,7 @@ class TrainConfig:
     )
     similarity: str | None = _arg(None, "cosine or fidelity. Default: fidelity for the quantum head, else cosine.")
     train_layers: int | None = _arg(None, _TRAIN_LAYERS_HELP)
+    frozen_prefix: str = _arg("memory", _FROZEN_PREFIX_HELP)
     normalize: bool | None = _arg(
         None,
         "L2-normalise pooled outputs before the head. Default: the variant's (on for QBFEC, off for the others, as "
@@ -265,6 +276,9 @@ def check_values(cfg: TrainConfig) -> None:
     if cfg.pooling is not None and cfg.pooling not in POOLINGS:
         raise ArgumentError("{pooling} must be one of {choices}, got {got}", choices=", ".join(POOLINGS),
                             got=cfg.pooling)
+    if cfg.frozen_prefix not in FROZEN_PREFIX:
+        raise ArgumentError("{frozen_prefix} must be one of {choices}, got {got!r}", choices=", ".join(FROZEN_PREFIX),
+                            got=cfg.frozen_prefix)
     if cfg.optimizer not in ("adam", "adamw"):
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam or adamw")
     for name in ("lr", "head_lr", "logit_scale"):

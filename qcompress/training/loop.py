@@ -1,11 +1,17 @@
 """The training loop: `train()` prepares the data, builds the optimizer, runs the epochs (the loss of a batch is
-qcompress.training.step's) and writes the model folder. With train_layers 0 the pooled encoder outputs are
-computed once (and cached) and only the head trains on them.
+qcompress.training.step's) and writes the model folder.
+
+What runs per step: with train_layers 0 the pooled encoder outputs are computed once (and cached) and only the
+head trains on them. With 0 < train_layers < the encoder's layers, the frozen layers below are a fixed function
+of the text: the hidden states entering the trained layers are computed once per text (qcompress.frozen_prefix,
+unless frozen_prefix is "off") and a step runs only the trained layers, forward and backward. Dropout acts in
+the trained layers (and the head) only; the embeddings and frozen layers always run in eval mode, so that both
+ways compute the same loss.
 
 Everything is deterministic given the seed: the head is initialised after torch.manual_seed(seed), epoch e
 visits the examples in torch.randperm order from a generator seeded with (seed, e), and dropout draws from the
-global torch RNG, which checkpoints save. A run interrupted and resumed with `resume=True` ends with exactly the
-weights of an uninterrupted run.
+global torch RNG, which checkpoints save. A run interrupted (Ctrl-C at any moment: qcompress.training.interrupts)
+and resumed with `resume=True` ends with exactly the weights of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -27,13 +33,14 @@ import qcompress.training.distributed as distributed
 from qcompress.atomic import atomic_dir
 from qcompress.cache import PooledCache, resolve_cache_dir
 from qcompress.data import load_collection, positives
-from qcompress.encoder import count_encoder_parameters, set_trainable_layers
+from qcompress.encoder import count_encoder_parameters, set_trainable_layers, transformer_layers
 from qcompress.errors import InputError
 from qcompress.evaluation import default_protocol, evaluate
+from qcompress.frozen_prefix import FrozenPrefix, FrozenPrefixCache
 from qcompress.model import build_model
 from qcompress.training.checkpoint import (
-    check_output, check_same_recipe, checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint,
-    trainable_state,
+    check_output, check_same_recipe, checkpoint_dir, checkpoint_step, latest_checkpoint, load_checkpoint, rng_state,
+    save_checkpoint, set_rng_state, trainable_state,
 )
 from qcompress.training.config import (
     ArgumentError, Progress, TrainConfig, as_config, check_values, recipe_of, resolve,
@@ -41,12 +48,15 @@ from qcompress.training.config import (
 from qcompress.training.negatives import (
     ENCODE_BATCH, Examples, build_examples, dataset_negatives, no_examples_error, pooled_outputs,
 )
+from qcompress.training.interrupts import deferred_interrupts
 from qcompress.training.plots import plot_training
 from qcompress.training.step import forward_backward
 
 __all__ = ["TrainingInterrupted", "train", "summary"]
 
 VALIDATION_TOP_K = 100  # documents ranked per query for validation NDCG@10
+PREFIX_MAX_BYTES = 2 << 30  # frozen-prefix hidden states kept in memory; beyond, recomputed (or read from disk)
+REPLAY_CHECK_TEXTS = 8  # queries and documents on which replaying the trained layers is checked before training
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -170,6 +180,7 @@ class _Data:
     examples: Examples
     pooled: tuple[Tensor, Tensor] | None  # (queries, documents) pooled once when the encoder is frozen
     negatives_source: str  # "mined", "dataset" or "dataset+mined"
+    prefix: FrozenPrefix | None = None  # the frozen layers' outputs, when only the top layers run per step
 
 
 def _prepare_data(model, cfg: TrainConfig, collection, ctx: distributed.Context, cache_dir: Path,
@@ -193,7 +204,19 @@ def _prepare_data(model, cfg: TrainConfig, collection, ctx: distributed.Context,
                 for what, texts, role in (("queries", examples.query_texts, "query"),
                                           ("documents", examples.doc_texts, "document"))
             )
-    return _Data(examples, pooled, source)
+    return _Data(examples, pooled, source, _frozen_prefix(model, cfg, examples, cache_dir))
+
+
+def _frozen_prefix(model, cfg: TrainConfig, examples: Examples, cache_dir: Path) -> FrozenPrefix | None:
+    """The frozen layers' outputs per text, when the trained layers can be replayed on them: 0 < train_layers <
+    layers, frozen_prefix not "off", right padding, and a replay of the first training texts that matches a full
+    pass (checked here, before training, with the weights as loaded: the same decision when a run resumes)."""
+    if cfg.frozen_prefix == "off" or not 0 < cfg.train_layers < len(transformer_layers(model.encoder)):
+        return None
+    folder = cache_dir / "prefix" if cfg.frozen_prefix == "disk" else None
+    prefix = FrozenPrefixCache(PREFIX_MAX_BYTES, folder=folder).bind(model, cfg.train_layers)
+    sample = examples.query_texts[:REPLAY_CHECK_TEXTS] + examples.doc_texts[:REPLAY_CHECK_TEXTS]
+    return prefix if prefix is not None and prefix.replays(sample) else None
 
 
 class _Run:
@@ -215,7 +238,9 @@ class _Run:
         self.state = {"step": 0, "epoch": 0, "position": 0, "pending_validation": False, "log": [],
                       "best_epoch": None, "best_ndcg_cut_10": None, "recipe": recipe}
         self.best: dict[str, Tensor] | None = None
-        self.updating = False  # True while optimizer.step() changes the weights: an interrupt there cannot be saved
+        # The random-number state before the step in progress (None between steps): a Ctrl-C before the step's
+        # update restores it, so that the checkpoint holds the state of the last completed step.
+        self.uncommitted_rng: dict[str, Tensor] | None = None
         self.advance: Callable[[int], None] = lambda k: None
 
     @property
@@ -256,36 +281,41 @@ class _Run:
             return
         ndcg, protocol = _validate(self.model, self.eval_collection, self.frozen, self.cache_dir, self.progress)
         epoch = state["epoch"] if state["position"] == 0 else round(state["step"] / self.steps_per_epoch, 3)
-        # Epoch 0 (before any step) is logged as the baseline, never kept as "the best": the run must train.
-        if state["step"] > 0 and (state["best_ndcg_cut_10"] is None or ndcg > state["best_ndcg_cut_10"]):
-            state["best_ndcg_cut_10"], state["best_epoch"] = ndcg, epoch
-            self.best = trainable_state(self.model)
-        state["pending_validation"] = False
-        self.emit({"kind": "validation", "step": state["step"], "epoch": epoch, "ndcg_cut_10": ndcg,
-                   "split": self.cfg.eval_split, "protocol": protocol})
+        with deferred_interrupts():  # the best weights, the state and the log row change together
+            # Epoch 0 (before any step) is logged as the baseline, never kept as "the best": the run must train.
+            if state["step"] > 0 and (state["best_ndcg_cut_10"] is None or ndcg > state["best_ndcg_cut_10"]):
+                state["best_ndcg_cut_10"], state["best_epoch"] = ndcg, epoch
+                self.best = trainable_state(self.model)
+            state["pending_validation"] = False
+            self.emit({"kind": "validation", "step": state["step"], "epoch": epoch, "ndcg_cut_10": ndcg,
+                       "split": self.cfg.eval_split, "protocol": protocol})
 
     def step(self, batch: Tensor) -> None:
         """One optimizer step on a global batch of example indices, its log row, and the periodic checkpoint."""
-        cfg, state = self.cfg, self.state
+        cfg, state, data = self.cfg, self.state, self.data
         t0 = time.perf_counter()
+        self.uncommitted_rng = rng_state()
+        _train_mode(self.model)
         self.optimizer.zero_grad(set_to_none=True)
         local = distributed.shard(batch, self.ctx)  # the whole batch in one process
-        loss, head_seconds = (forward_backward(self.model, cfg, self.data.examples, local, self.data.pooled)
+        pool = data.prefix.pool if data.prefix is not None else None
+        loss, head_seconds = (forward_backward(self.model, cfg, data.examples, local, data.pooled, pool=pool)
                               if len(local) else (0., 0.))
         loss = distributed.reduce_gradients(self.trainable, len(local), len(batch), loss, self.ctx)
-        self.updating = True
-        self.optimizer.step()
-        state["step"] += 1
-        state["position"] += len(batch)
-        self.updating = False
-        t3 = time.perf_counter()
-        self.advance(1)
-        self.emit({"kind": "step", "step": state["step"], "epoch": state["epoch"] + 1, "loss": loss,
-                   "lr": cfg.lr if self.trains_encoder else None, "head_lr": cfg.head_lr if self.model.head else None,
-                   "examples_per_s": len(batch) / (t3 - t0), "head_share": head_seconds / (t3 - t0),
-                   "seconds": t3 - t0})
-        if cfg.save_every and state["step"] % cfg.save_every == 0:
-            self.checkpoint()
+        with deferred_interrupts():  # the update, the step count and the log row: all of them or none
+            self.optimizer.step()
+            state["step"] += 1
+            state["position"] += len(batch)
+            self.uncommitted_rng = None
+            t3 = time.perf_counter()
+            self.advance(1)
+            self.emit({"kind": "step", "step": state["step"], "epoch": state["epoch"] + 1, "loss": loss,
+                       "lr": cfg.lr if self.trains_encoder else None,
+                       "head_lr": cfg.head_lr if self.model.head else None,
+                       "examples_per_s": len(batch) / (t3 - t0), "head_share": head_seconds / (t3 - t0),
+                       "seconds": t3 - t0})
+            if cfg.save_every and state["step"] % cfg.save_every == 0:
+                self.checkpoint()
 
     def run_epochs(self) -> None:
         """The epochs, from where the state stands; Ctrl-C checkpoints and raises TrainingInterrupted."""
@@ -297,14 +327,13 @@ class _Run:
         deterministic = (torch.are_deterministic_algorithms_enabled(),
                          torch.is_deterministic_algorithms_warn_only_enabled())
         torch.use_deterministic_algorithms(True, warn_only=True)
-        self.model.train()
         try:
             self._loop()
         except KeyboardInterrupt:
-            # Mid-update the weights are half-changed: the last complete checkpoint is what a resume continues from.
-            saved_at = latest_checkpoint(self.ckpt_root) if self.updating else self.checkpoint()
-            step = int(saved_at.name.split("-")[1]) if saved_at is not None else 0
-            raise TrainingInterrupted(step, saved_at) from None
+            if self.uncommitted_rng is not None:  # within a step, before its update: only dropout's RNG moved
+                set_rng_state(self.uncommitted_rng)
+            saved_at = self.checkpoint()
+            raise TrainingInterrupted(checkpoint_step(saved_at), saved_at) from None
         finally:
             torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
 
@@ -330,6 +359,16 @@ class _Run:
             r["kind"] == "validation" and r["step"] == state["step"] for r in self.log
         ):
             self.validate()  # stopped mid-epoch by max_steps: still report a validation number
+
+
+def _train_mode(model) -> None:
+    """Train mode (dropout) for the head and the encoder's trainable layers; eval mode for everything frozen."""
+    model.train()
+    model.encoder.eval()
+    for module in model.encoder.modules():
+        params = list(module.parameters())
+        if params and all(p.requires_grad for p in params):  # a trained layer: its dropout too
+            module.train()
 
 
 def _build_optimizer(model, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, bool]:
@@ -361,6 +400,7 @@ def _finish(run: _Run) -> Path:
         "queries": len(run.data.examples.query_ids),
         "queries_without_enough_negatives": run.data.examples.dropped_queries,
         "negatives_source": run.data.negatives_source,
+        "frozen_prefix": run.data.prefix is not None,  # the trained layers ran on stored frozen-layer outputs
         "final_loss": steps[-1]["loss"] if steps else None,
         "best_epoch": state["best_epoch"],
         "best_ndcg_cut_10": state["best_ndcg_cut_10"],

@@ -9,6 +9,7 @@ the batch as an extra column (documents judged relevant to the query are masked 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -46,11 +47,14 @@ def in_batch_mask(examples: Examples, qi: Tensor, di: Tensor) -> Tensor:
     return mask
 
 
-def forward_backward(model, cfg: TrainConfig, examples: Examples, batch: Tensor, pooled) -> tuple[float, float]:
+def forward_backward(model, cfg: TrainConfig, examples: Examples, batch: Tensor, pooled,
+                     pool: Callable[[list[str]], Tensor] | None = None) -> tuple[float, float]:
     """Loss of one batch of examples, with gradients accumulated; returns (loss, seconds of head fwd + bwd).
 
-    `pooled` is (query vectors, document vectors) for a frozen encoder, or None to run the encoder. Each
-    distinct text of the batch is encoded once (a query with several positives appears several times).
+    `pooled` is (query vectors, document vectors) for a frozen encoder, or None to run the encoder: `pool`
+    (default `model.pool`; qcompress.frozen_prefix runs only the trained layers) turns one batch of texts into
+    pooled outputs with gradients. Each distinct text of the batch is encoded once (a query with several
+    positives appears several times).
     """
     qi, di = examples.ex_query[batch], examples.ex_docs[batch]
     uq, q_inv = torch.unique(qi, return_inverse=True)
@@ -59,8 +63,9 @@ def forward_backward(model, cfg: TrainConfig, examples: Examples, batch: Tensor,
     if pooled is not None:
         pq, pd = pooled[0][uq.to(device)], pooled[1][ud.to(device)]
     else:
-        pq = model.pool(model.prompted([examples.query_texts[i] for i in uq.tolist()], "query"))
-        pd = model.pool(model.prompted([examples.doc_texts[i] for i in ud.tolist()], "document"))
+        pool = pool or model.pool
+        pq = pool(model.prompted([examples.query_texts[i] for i in uq.tolist()], "query"))
+        pd = pool(model.prompted([examples.doc_texts[i] for i in ud.tolist()], "document"))
     start = time.perf_counter()
     # The head runs on detached pooled outputs so that its forward + backward can be timed on its own; the
     # encoder's backward then continues from their gradients (the same gradients as one backward pass).
