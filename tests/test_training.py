@@ -376,11 +376,13 @@ def test_training_through_the_frozen_prefix_equals_full_steps(tiny_encoder, beir
     result = lambda p: json.loads((p / "qcompress.json").read_text())["training_result"]  # noqa: E731
     assert result(with_prefix)["frozen_prefix"] is True and result(full)["frozen_prefix"] is False
     # The attention key bias has a zero gradient up to round-off (softmax ignores a per-query constant), which
-    # Adam scales to steps of size lr whatever its sign: it is left out.
+    # Adam scales to steps of size lr whatever its sign: it is left out. Other elements with tiny gradients get the
+    # same amplification of round-off (batched vs one-text frozen layers, thread-count-dependent reductions): seen
+    # up to 1.2e-5 with 2 threads, against 1e-2 moved by another seed. The tolerance sits between the two.
     key_bias = "attention.self.key.bias"
     a, b = ({k: v for k, v in _weights(p).items() if not k.endswith(key_bias)} for p in (with_prefix, full))
     moved = _weights(train(config(tiny_encoder, beir, cache, tmp_path / "other", seed=8, **kw)))
-    tolerance = 1e-6
+    tolerance = 2e-4
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=tolerance, rtol=0) for k in a)
     assert not all(torch.allclose(a[k], moved[k], atol=tolerance, rtol=0) for k in a)  # the tolerance can fail
     losses = lambda p: [json.loads(x)["loss"] for x in (p / "train_log.jsonl").read_text().splitlines()]  # noqa
