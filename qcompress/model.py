@@ -5,6 +5,7 @@ Folder layout (what `QCompressModel.save` writes and `load_model` reads):
     qcompress.json         `ModelConfig` (qcompress.model_config): encoder, pooling, prompts, head, dims,
                            similarity, max length, the base model, the training run
     head.safetensors       head weights (absent for head "none")
+    mixing.safetensors     the fitted input mixing before a quantum head (qcompress.mixing; absent for "none")
     encoder/               the encoder and its tokenizer (trained or frozen: a folder never points elsewhere)
     modules.json, ...      the same model as sentence-transformers modules (qcompress.st_folder)
     README.md              the model card, with the Hub's YAML header (qcompress.model_card)
@@ -36,6 +37,7 @@ from qcompress.encoder import DEFAULT_MAX_LENGTH, EncoderSource, load_encoder, l
 from qcompress.errors import InputError
 from qcompress.heads import build_head
 from qcompress.hub import download, is_hub_id
+from qcompress.mixing import InputMixing
 from qcompress.model_card import model_card, read_license
 from qcompress.model_config import CONFIG_NAME, DEFAULT_SIMILARITY, ModelConfig, _positive_int, read_config
 from qcompress.pooling import POOLINGS, ROLES, EncoderSettings, pool_hidden
@@ -46,6 +48,7 @@ __all__ = ["ModelConfig", "QCompressModel", "ModelSpec", "build_model", "load_mo
            "read_config", "model_folder", "CONFIG_NAME", "HEAD_WEIGHTS", "ENCODER_DIR", "DEFAULT_SIMILARITY"]
 
 HEAD_WEIGHTS = "head.safetensors"
+MIXING_WEIGHTS = "mixing.safetensors"
 ENCODER_DIR = "encoder"
 
 
@@ -70,9 +73,13 @@ class QCompressModel(nn.Module):
         torch.Size([2, 128])
     """
 
-    def __init__(self, encoder: nn.Module, tokenizer: Any, head: nn.Module | None, config: ModelConfig) -> None:
+    def __init__(self, encoder: nn.Module, tokenizer: Any, head: nn.Module | None, config: ModelConfig,
+                 mixing: InputMixing | None = None) -> None:
         super().__init__()
-        self.encoder, self.tokenizer, self.head = encoder, tokenizer, head
+        if (mixing is None) != (config.mixing == "none") or (mixing is not None and mixing.kind != config.mixing):
+            raise ValueError(f"the config's mixing {config.mixing!r} and the mixing module "
+                             f"{getattr(mixing, 'kind', None)!r} differ")
+        self.encoder, self.tokenizer, self.head, self.mixing = encoder, tokenizer, head, mixing
         self.config = config
 
     # -- what the model is -------------------------------------------------------------------------------------
@@ -143,6 +150,8 @@ class QCompressModel(nn.Module):
             # The authors' frozen quantum variant L2-normalises before the tanh of the angle encoding; so does every
             # encoder whose sentence-transformers pipeline ends with Normalize.
             pooled = F.normalize(pooled, dim=-1)
+        if self.mixing is not None:
+            pooled = self.mixing(pooled)
         kind = self.config.head
         if kind == "quantum":
             return self.head(encode_angles(pooled))
@@ -172,21 +181,35 @@ class QCompressModel(nn.Module):
             return map_batches(self.forward, texts, batch_size, width=self.dim, on_batch=on_batch)
 
     # -- persistence -------------------------------------------------------------------------------------------------
-    def save(self, folder: str | Path, *, name: str | None = None) -> None:
+    def save(self, folder: str | Path, *, name: str | None = None, store_encoder: bool = True) -> None:
         """Write the model folder (into an existing, preferably temporary, folder: callers rename it into place):
         qcompress's files, the encoder, the same model as sentence-transformers modules, and the model card
-        (`name`: what the card calls the model, by default the folder's name)."""
+        (`name`: what the card calls the model, by default the folder's name).
+
+        `store_encoder=False` (a frozen encoder with a Hub id only) writes a head-only folder of a few KB that names
+        the encoder by Hub id and revision: qcompress loads it (the encoder from the Hub or its offline copy);
+        sentence-transformers needs the full folder."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        config = self.config.replace(encoder=ENCODER_DIR, encoder_revision=None)
+        if not store_encoder and (self.config.encoder_trained or not self.config.base_model):
+            raise ValueError("store_encoder=False needs a frozen encoder that has a Hub id (base_model)")
+        config = self.config.replace(encoder=ENCODER_DIR, encoder_revision=None) if store_encoder else \
+            self.config.replace(encoder=self.config.base_model, encoder_revision=self.config.base_model_revision)
         state = None
         if self.head is not None:
             state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
             save_file(state, str(folder / HEAD_WEIGHTS))
+        mixing_state = None
+        if self.mixing is not None:
+            mixing_state = {k: v.detach().cpu().contiguous() for k, v in self.mixing.state_dict().items()}
+            save_file(mixing_state, str(folder / MIXING_WEIGHTS))
+        if not store_encoder:
+            (folder / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+            return
         hf_logging.disable_progress_bar()  # our own progress bars own stderr (loading a model turns it back on)
         self.encoder.save_pretrained(folder / ENCODER_DIR, safe_serialization=True)
         self.tokenizer.save_pretrained(folder / ENCODER_DIR)
-        write_st_files(folder, config, ENCODER_DIR, state)
+        write_st_files(folder, config, ENCODER_DIR, state, mixing_state)
         (folder / "README.md").write_text(model_card(config, name or Path(folder).name))
         (folder / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
 
@@ -203,11 +226,13 @@ def build_model(
     pooling: str | None = None,
     query_prompt: str | None = None,
     document_prompt: str | None = None,
+    mixing: str = "none",
     trust_remote_code: bool = False,
     device: str | torch.device | None = None,
 ) -> QCompressModel:
     """A new model: the encoder (Hub id at `revision`, local folder, or None for the offline all-MiniLM-L6-v2) and
-    a fresh head.
+    a fresh head (with an input mixing of kind `mixing` before a quantum head: the identity until fitted, see
+    qcompress.mixing).
 
     `pooling`, `normalize`, `query_prompt` and `document_prompt` left as None come from the encoder's own
     sentence-transformers configuration (`qcompress.pooling.EncoderSettings`), else mean pooling, no
@@ -229,10 +254,11 @@ def build_model(
         normalize=settings.normalize if normalize is None else normalize,
         pooling=pooling or settings.pooling,
         query_prompt=settings.query_prompt if query_prompt is None else query_prompt,
-        document_prompt=settings.document_prompt if document_prompt is None else document_prompt,
+        document_prompt=settings.document_prompt if document_prompt is None else document_prompt, mixing=mixing,
         base_model=source.hub_id, base_model_revision=source.revision, base_model_license=read_license(source.path),
     )
-    model = QCompressModel(enc, tokenizer, build_head(head, in_dim, config.dim), config)
+    mixer = InputMixing(mixing, in_dim) if mixing != "none" else None
+    model = QCompressModel(enc, tokenizer, build_head(head, in_dim, config.dim), config, mixer)
     return model.to(device or default_device())
 
 
@@ -286,6 +312,18 @@ def _load_head(folder: Path, config: ModelConfig) -> nn.Module | None:
     return head
 
 
+def _load_mixing(folder: Path, config: ModelConfig) -> InputMixing | None:
+    if config.mixing == "none":
+        return None
+    mixing, weights = InputMixing(config.mixing, config.in_dim), folder / MIXING_WEIGHTS
+    try:
+        mixing.load_state_dict(load_file(str(weights)))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[-1]
+        raise InputError(f"not the fitted {config.mixing} mixing of {CONFIG_NAME} ({reason})", file=weights) from None
+    return mixing
+
+
 def load_model(
     name: str | Path,
     *,
@@ -316,7 +354,7 @@ def load_model(
         check_max_length(enc, config.max_length, str(source.path))
     except InputError as err:
         raise InputError(err.reason, file=folder / CONFIG_NAME, field="max_length") from None
-    model = QCompressModel(enc, tokenizer, _load_head(folder, config), config)
+    model = QCompressModel(enc, tokenizer, _load_head(folder, config), config, _load_mixing(folder, config))
     return model.to(device or default_device())
 
 

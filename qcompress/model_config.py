@@ -18,6 +18,7 @@ from qcompress._version import __version__
 from qcompress.encoder import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH
 from qcompress.errors import InputError
 from qcompress.heads import HEAD_KINDS
+from qcompress.mixing import MIXINGS
 from qcompress.pooling import POOLINGS
 from qcompress.similarity import SIMILARITIES
 
@@ -26,8 +27,8 @@ __all__ = ["ModelConfig", "read_config", "CONFIG_NAME", "DEFAULT_SIMILARITY", "D
 CONFIG_NAME = "qcompress.json"
 DEFAULT_SIMILARITY = {"quantum": "fidelity", "linear": "cosine", "none": "cosine"}
 # The fields that identify what a model computes (Parquet metadata, result tables).
-DESCRIBE_FIELDS = ("encoder", "head", "in_dim", "dim", "similarity", "pooling", "normalize", "query_prompt",
-                   "document_prompt", "max_length")
+DESCRIBE_FIELDS = ("encoder", "head", "in_dim", "dim", "similarity", "pooling", "normalize", "mixing",
+                   "query_prompt", "document_prompt", "max_length")
 
 
 def _positive_int(value: Any) -> bool:
@@ -58,6 +59,7 @@ class ModelConfig:
     pooling: str = "mean"
     max_length: int = DEFAULT_MAX_LENGTH
     normalize: bool = False
+    mixing: str = "none"  # qcompress.mixing: how the pooled vector is centred and rotated before the quantum head
     query_prompt: str = ""
     document_prompt: str = ""
     encoder_trained: bool = False
@@ -94,6 +96,10 @@ class ModelConfig:
             return "dim", f"is {self.dim}, larger than in_dim {self.in_dim}: a head compresses"
         if not isinstance(self.pooling, str) or self.pooling not in POOLINGS:
             return "pooling", f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}"
+        if not isinstance(self.mixing, str) or self.mixing not in MIXINGS:
+            return "mixing", f"unknown mixing {self.mixing!r}; choose one of {', '.join(MIXINGS)}"
+        if self.mixing != "none" and self.head != "quantum":
+            return "mixing", f"{self.mixing} mixes the quantum head's inputs; a {self.head} head has none to mix"
         for name in ("normalize", "encoder_trained"):
             if not isinstance(getattr(self, name), bool):
                 return name, f"must be true or false, got {getattr(self, name)!r}"

@@ -15,7 +15,7 @@ Head by model (what `QCompressModel.project` computes):
     none, fidelity      AngleEncoding
     linear, cosine      Dense(tanh)
     linear, fidelity    Dense(identity), then AngleEncoding: tanh(Wx + b) * pi/2 + pi/2
-    quantum             AngleEncoding, then QuantumHeadModule
+    quantum             [InputMixingModule,] AngleEncoding, then QuantumHeadModule
 
 The files are written here without importing sentence-transformers (slow to import); the formats are the ones
 sentence-transformers 6 reads (and older versions for the modules they share), checked by loading a saved folder
@@ -45,13 +45,17 @@ def _write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _head_modules(config, head_state: dict[str, Tensor] | None) -> list[tuple[str, str, dict, dict | None]]:
+def _head_modules(config, head_state: dict[str, Tensor] | None,
+                  mixing_state: dict[str, Tensor] | None = None) -> list[tuple[str, str, dict, dict | None]]:
     """(type, name, config, weights) of each module after pooling and normalisation."""
     angles = config.similarity == "fidelity"
     encoding = ("qcompress.st_modules.AngleEncoding", "AngleEncoding", {"dim": config.in_dim}, None)
     if config.head == "quantum":
         quantum = {"head.raw": head_state["raw"]}
-        return [encoding, ("qcompress.st_modules.QuantumHeadModule", "QuantumHead",
+        mixing = [] if config.mixing == "none" else [(
+            "qcompress.st_modules.InputMixingModule", "InputMixing", {"kind": config.mixing, "in_dim": config.in_dim},
+            {f"mixing.{k}": v for k, v in mixing_state.items()})]
+        return [*mixing, encoding, ("qcompress.st_modules.QuantumHeadModule", "QuantumHead",
                            {"in_dim": config.in_dim, "out_dim": config.dim}, quantum)]
     if config.head == "linear":
         dense = {"in_features": config.in_dim, "out_features": config.dim, "bias": True,
@@ -64,9 +68,10 @@ def _head_modules(config, head_state: dict[str, Tensor] | None) -> list[tuple[st
     return [encoding] if angles else []
 
 
-def write_st_files(folder: str | Path, config, encoder_dir: str, head_state: dict[str, Tensor] | None) -> None:
-    """Write the sentence-transformers files of a model (a `qcompress.model.ModelConfig` and its head's state
-    dict) into `folder`, whose encoder is already saved in `folder/encoder_dir`."""
+def write_st_files(folder: str | Path, config, encoder_dir: str, head_state: dict[str, Tensor] | None,
+                   mixing_state: dict[str, Tensor] | None = None) -> None:
+    """Write the sentence-transformers files of a model (a `qcompress.model.ModelConfig`, its head's and its input
+    mixing's state dicts) into `folder`, whose encoder is already saved in `folder/encoder_dir`."""
     folder = Path(folder)
     _write_json(folder / encoder_dir / "sentence_bert_config.json",
                 {"max_seq_length": config.max_length, "do_lower_case": False})
@@ -76,7 +81,7 @@ def write_st_files(folder: str | Path, config, encoder_dir: str, head_state: dic
                  **{flag: mode == config.pooling for mode, flag in _POOLING_FLAGS.items()}}, None)]
     if config.normalize:
         modules.append(("sentence_transformers.models.Normalize", "2_Normalize", None, None))
-    for kind, name, module_config, weights in _head_modules(config, head_state):
+    for kind, name, module_config, weights in _head_modules(config, head_state, mixing_state):
         modules.append((kind, f"{len(modules)}_{name}", module_config, weights))
     entries = []
     for idx, (kind, path, module_config, weights) in enumerate(modules):

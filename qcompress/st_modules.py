@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qcompress.mixing import InputMixing
 from qcompress.quantum import QuantumHead, encode_angles, log_fidelity, pairwise_log_fidelity
 
 try:
@@ -31,7 +32,7 @@ except ImportError as err:  # sentence-transformers 5 and older: no Module base 
     raise ImportError("qcompress model folders load with sentence-transformers 6 or later "
                       "(pip install -U sentence-transformers)") from err
 
-__all__ = ["LOG_FIDELITY", "AngleEncoding", "QuantumHeadModule", "log_fidelity_similarity",
+__all__ = ["LOG_FIDELITY", "AngleEncoding", "QuantumHeadModule", "InputMixingModule", "log_fidelity_similarity",
            "log_fidelity_similarity_pairwise"]
 
 LOG_FIDELITY = "log_fidelity"
@@ -117,3 +118,22 @@ class QuantumHeadModule(Module):
         if cls.load_file_path(model_name_or_path, filename="model.safetensors", **hub) is None:
             raise ValueError(f"{model_name_or_path}: {subfolder}/model.safetensors is missing (the head's weights)")
         return cls.load_torch_weights(model_name_or_path, model=module, **hub)
+
+
+class InputMixingModule(QuantumHeadModule):
+    """The fitted input mixing before the quantum head (qcompress.mixing.InputMixing): centring and an orthogonal
+    map of the pooled vector. Weights: model.safetensors (`mixing.mean`, and `mixing.rotation` or `mixing.order`)."""
+
+    config_keys = ["kind", "in_dim"]
+
+    def __init__(self, kind: str, in_dim: int) -> None:
+        Module.__init__(self)
+        self.kind, self.in_dim = str(kind), int(in_dim)
+        self.mixing = InputMixing(self.kind, self.in_dim)
+
+    def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
+        features[_EMBEDDING] = self.mixing(features[_EMBEDDING])
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.in_dim

@@ -12,10 +12,11 @@ from typing import Any, Callable, Mapping
 
 from qcompress.encoder import DEFAULT_MAX_LENGTH
 from qcompress.errors import InputError
+from qcompress.mixing import MIXINGS
 from qcompress.model import DEFAULT_SIMILARITY
 from qcompress.pooling import POOLINGS
 
-__all__ = ["VARIANTS", "DEFAULT_HEAD_LR", "FROZEN_PREFIX", "TrainConfig", "ArgumentError", "resolve_variant",
+__all__ = ["VARIANTS", "DEFAULT_HEAD_LR", "FROZEN_PREFIX", "LOSSES", "DISTILL_MIXING", "TrainConfig", "ArgumentError", "resolve_variant",
            "default_dim", "as_config", "check_values", "resolve", "recipe_of", "Progress"]
 
 # SPEC §4. "Last 4 layers" is what the authors meant; their loop trained layer 0 plus the last 3 (see --help).
@@ -55,6 +56,10 @@ _TRAIN_LAYERS_HELP = (
     "else 0."
 )
 
+LOSSES = ("contrastive", "distill")
+PSEUDO_QUERIES = ("documents", "spans")  # qcompress.training.distill
+# The mixing a distilled quantum head gets unless --mixing says otherwise: the best measured (recipes/frontier.toml).
+DISTILL_MIXING = "pca"
 FROZEN_PREFIX = ("memory", "disk", "off")
 _FROZEN_PREFIX_HELP = (
     "With --train-layers L between 0 and the encoder's layers: memory (the default) runs the frozen layers once "
@@ -119,6 +124,27 @@ class TrainConfig:
         "(128 for 384-d MiniLM).",
     )
     similarity: str | None = _arg(None, "cosine or fidelity. Default: fidelity for the quantum head, else cosine.")
+    mixing: str | None = _arg(
+        None,
+        "Input mixing before a quantum head, fitted on the training documents' pooled outputs (no labels): none (the "
+        "paper's), permute (centre, order dimensions by variance), hadamard (centre, seeded randomized Hadamard "
+        f"rotation), pca (centre, rotate onto the principal axes). Default: {DISTILL_MIXING} with --loss distill, "
+        "else none.",
+    )
+    loss: str = _arg(
+        "contrastive",
+        "contrastive: cross-entropy over (query, positive, hard negatives) from the dataset's judgements (SPEC §5). "
+        "distill: label-free, any texts (--dataset: a JSONL/TSV file, a BEIR folder's corpus, cranfield): the head "
+        "learns to keep the encoder's own cosine similarities (listwise KL over random documents; see "
+        "qcompress.training.distill).",
+    )
+    distill_temperature: float = _arg(0.05, "--loss distill: temperature of the teacher's softmax over cosines.")
+    distill_columns: int = _arg(512, "--loss distill: random documents each pseudo-query is scored against per step.")
+    pseudo_queries: str = _arg(
+        "documents",
+        "--loss distill: what stands for a query: documents (each document itself) or spans (a seeded random span "
+        "of 4-16 words of it).",
+    )
     train_layers: int | None = _arg(None, _TRAIN_LAYERS_HELP)
     frozen_prefix: str = _arg("memory", _FROZEN_PREFIX_HELP)
     normalize: bool | None = _arg(
@@ -276,6 +302,15 @@ def check_values(cfg: TrainConfig) -> None:
     if cfg.pooling is not None and cfg.pooling not in POOLINGS:
         raise ArgumentError("{pooling} must be one of {choices}, got {got}", choices=", ".join(POOLINGS),
                             got=cfg.pooling)
+    for name, choices in (("loss", LOSSES), ("pseudo_queries", PSEUDO_QUERIES), ("mixing", MIXINGS)):
+        value = getattr(cfg, name)
+        if value is not None and value not in choices:
+            raise ArgumentError(f"{{{name}}} must be one of {{choices}}, got {{got!r}}", choices=", ".join(choices),
+                                got=value)
+    if cfg.distill_columns < 0:
+        raise ArgumentError("{distill_columns} must be >= 0, got {got}", got=cfg.distill_columns)
+    if not cfg.distill_temperature > 0:
+        raise ArgumentError("{distill_temperature} must be positive, got {got}", got=cfg.distill_temperature)
     if cfg.frozen_prefix not in FROZEN_PREFIX:
         raise ArgumentError("{frozen_prefix} must be one of {choices}, got {got!r}", choices=", ".join(FROZEN_PREFIX),
                             got=cfg.frozen_prefix)
@@ -308,6 +343,10 @@ def resolve(cfg: TrainConfig, in_dim: int) -> TrainConfig:
     if cfg.head == "none" and cfg.train_layers == 0:
         raise ArgumentError("nothing to train: {head} none with a frozen encoder ({train_layers} 0); "
                             "choose a head or train some layers")
+    if cfg.mixing is None:
+        cfg.mixing = DISTILL_MIXING if cfg.loss == "distill" and cfg.head == "quantum" else "none"
+    if cfg.mixing != "none" and cfg.head != "quantum":
+        raise ArgumentError("{mixing} mixes the inputs of a quantum head; {head} is {got}", got=cfg.head)
     return cfg
 
 

@@ -37,6 +37,7 @@ from qcompress.encoder import count_encoder_parameters, set_trainable_layers, tr
 from qcompress.errors import InputError
 from qcompress.evaluation import default_protocol, evaluate
 from qcompress.frozen_prefix import FrozenPrefix, FrozenPrefixCache
+from qcompress.mixing import InputMixing
 from qcompress.model import build_model
 from qcompress.training.checkpoint import (
     check_output, check_same_recipe, checkpoint_dir, checkpoint_step, latest_checkpoint, load_checkpoint, rng_state,
@@ -47,6 +48,9 @@ from qcompress.training.config import (
 )
 from qcompress.training.negatives import (
     ENCODE_BATCH, Examples, build_examples, dataset_negatives, no_examples_error, pooled_outputs,
+)
+from qcompress.training.distill import (
+    DistillData, distill_forward_backward, initial_log_scale, pseudo_queries, read_corpus, teacher_vectors,
 )
 from qcompress.training.interrupts import deferred_interrupts
 from qcompress.training.plots import plot_training
@@ -140,7 +144,7 @@ def train(
         progress, callback = None, None
     check_output(cfg)
     distributed.barrier(ctx)  # every rank has checked the output folder before rank 0 writes beside it
-    if collection is None:
+    if collection is None and cfg.loss == "contrastive":
         collection = load_collection(cfg.dataset, cfg.split, trec_dir=cfg.trec_dir)
     if eval_collection is None and cfg.eval_split is not None:
         eval_collection = load_collection(cfg.dataset, cfg.eval_split, trec_dir=cfg.trec_dir)
@@ -165,9 +169,11 @@ def _build_model(cfg: TrainConfig) -> tuple[TrainConfig, object]:
     torch.manual_seed(cfg.seed)  # before the head is built: its initialisation is part of the run
     model = build_model(cfg.encoder, head=cfg.head, dim=cfg.dim, similarity=cfg.similarity,
                         max_length=cfg.max_length, normalize=cfg.normalize, pooling=cfg.pooling,
-                        query_prompt=cfg.query_prompt, document_prompt=cfg.document_prompt,
+                        query_prompt=cfg.query_prompt, document_prompt=cfg.document_prompt, mixing=cfg.mixing,
                         trust_remote_code=cfg.trust_remote_code, device=cfg.device)
     set_trainable_layers(model.encoder, cfg.train_layers)
+    if cfg.loss == "distill":  # the student's similarity scale trains beside the head (not part of the model)
+        model.distill_log_scale = initial_log_scale(model.similarity).to(model.device)
     # What was left to the encoder's own configuration is recorded as resolved (the recipe a resume checks).
     mc = model.config
     cfg = dataclasses.replace(cfg, normalize=mc.normalize, pooling=mc.pooling, query_prompt=mc.query_prompt,
@@ -177,16 +183,67 @@ def _build_model(cfg: TrainConfig) -> tuple[TrainConfig, object]:
 
 @dataclass
 class _Data:
-    examples: Examples
+    examples: Examples | None  # contrastive training
     pooled: tuple[Tensor, Tensor] | None  # (queries, documents) pooled once when the encoder is frozen
-    negatives_source: str  # "mined", "dataset" or "dataset+mined"
+    negatives_source: str | None  # "mined", "dataset" or "dataset+mined"
     prefix: FrozenPrefix | None = None  # the frozen layers' outputs, when only the top layers run per step
+    distill: DistillData | None = None  # label-free training
+
+    def __len__(self) -> int:
+        return len(self.distill) if self.distill is not None else len(self.examples)
+
+    def texts(self) -> tuple[list[str], list[str]]:
+        source = self.distill if self.distill is not None else self.examples
+        return source.query_texts, source.doc_texts
+
+
+def _pool_all(model, cache_dir: Path, progress: Progress | None, queries: list[str], docs: list[str]) -> tuple:
+    noop = (lambda d, t: None)
+    return tuple(
+        pooled_outputs(model, texts, cache_dir, (progress or noop)(f"encoding training {what}", len(texts)),
+                       role=role).to(model.device)
+        for what, texts, role in (("queries", queries, "query"), ("documents", docs, "document"))
+    )
+
+
+def _fit_mixing(model, cfg: TrainConfig, docs: list[str], pooled_docs: Tensor | None, cache_dir: Path,
+                progress: Progress | None) -> None:
+    """Fit the input mixing on the training documents' pooled outputs as the head sees them (after any
+    normalisation), with the encoder as loaded; the same fit when a run resumes."""
+    if model.mixing is None:
+        return
+    if pooled_docs is None:
+        noop = (lambda d, t: None)
+        pooled_docs = pooled_outputs(model, docs, cache_dir, (progress or noop)("encoding documents for the mixing",
+                                                                                 len(docs)), role="document")
+    seen = torch.nn.functional.normalize(pooled_docs, dim=-1) if model.config.normalize else pooled_docs
+    model.mixing.load_state_dict(InputMixing.fit(cfg.mixing, seen).state_dict())
+    model.mixing.to(model.device)
+
+
+def _prepare_distill(model, cfg: TrainConfig, ctx: distributed.Context, cache_dir: Path,
+                     progress: Progress | None) -> _Data:
+    """The documents, their pseudo-queries and the teacher's vectors (the encoder as loaded, before any
+    training), all pooled once."""
+    records = read_corpus(cfg.dataset, cfg.split, cfg.trec_dir)
+    ids, docs = [i for i, _ in records], [t for _, t in records]
+    queries = pseudo_queries(docs, cfg.pseudo_queries, cfg.seed)
+    with distributed.main_first(ctx):
+        pooled = _pool_all(model, cache_dir, progress, queries, docs)
+    teacher = DistillData(ids, docs, queries, teacher_vectors(pooled[0]).cpu(), teacher_vectors(pooled[1]).cpu(),
+                          queries_are_documents=cfg.pseudo_queries == "documents")
+    _fit_mixing(model, cfg, docs, pooled[1], cache_dir, progress)
+    data = _Data(None, pooled if cfg.train_layers == 0 else None, None, distill=teacher)
+    data.prefix = _frozen_prefix(model, cfg, data, cache_dir)
+    return data
 
 
 def _prepare_data(model, cfg: TrainConfig, collection, ctx: distributed.Context, cache_dir: Path,
                   progress: Progress | None) -> _Data:
     """The examples, with negatives mined by the encoder as loaded (before any training, and before a resume's
     weights), and for a frozen encoder every training text pooled once."""
+    if cfg.loss == "distill":
+        return _prepare_distill(model, cfg, ctx, cache_dir, progress)
     if not any(positives(collection.qrels[q], collection.relevance_level) for q in collection.queries):
         raise InputError(f"no training examples in {collection.name} split {cfg.split!r}: no query has a document "
                          f"judged >= {collection.relevance_level}; check the judgements")  # before any encoding
@@ -197,17 +254,14 @@ def _prepare_data(model, cfg: TrainConfig, collection, ctx: distributed.Context,
             raise no_examples_error(collection, cfg.split, cfg.negatives, examples)
         pooled = None
         if cfg.train_layers == 0:  # the encoder never changes: train the head on the vectors
-            noop = (lambda d, t: None)
-            pooled = tuple(
-                pooled_outputs(model, texts, cache_dir, (progress or noop)(f"encoding training {what}", len(texts)),
-                               role=role).to(model.device)
-                for what, texts, role in (("queries", examples.query_texts, "query"),
-                                          ("documents", examples.doc_texts, "document"))
-            )
-    return _Data(examples, pooled, source, _frozen_prefix(model, cfg, examples, cache_dir))
+            pooled = _pool_all(model, cache_dir, progress, examples.query_texts, examples.doc_texts)
+        _fit_mixing(model, cfg, examples.doc_texts, pooled[1] if pooled else None, cache_dir, progress)
+    data = _Data(examples, pooled, source)
+    data.prefix = _frozen_prefix(model, cfg, data, cache_dir)
+    return data
 
 
-def _frozen_prefix(model, cfg: TrainConfig, examples: Examples, cache_dir: Path) -> FrozenPrefix | None:
+def _frozen_prefix(model, cfg: TrainConfig, data: _Data, cache_dir: Path) -> FrozenPrefix | None:
     """The frozen layers' outputs per text, when the trained layers can be replayed on them: 0 < train_layers <
     layers, frozen_prefix not "off", right padding, and a replay of the first training texts that matches a full
     pass (checked here, before training, with the weights as loaded: the same decision when a run resumes)."""
@@ -215,7 +269,8 @@ def _frozen_prefix(model, cfg: TrainConfig, examples: Examples, cache_dir: Path)
         return None
     folder = cache_dir / "prefix" if cfg.frozen_prefix == "disk" else None
     prefix = FrozenPrefixCache(PREFIX_MAX_BYTES, folder=folder).bind(model, cfg.train_layers)
-    sample = examples.query_texts[:REPLAY_CHECK_TEXTS] + examples.doc_texts[:REPLAY_CHECK_TEXTS]
+    queries, docs = data.texts()
+    sample = queries[:REPLAY_CHECK_TEXTS] + docs[:REPLAY_CHECK_TEXTS]
     return prefix if prefix is not None and prefix.replays(sample) else None
 
 
@@ -233,7 +288,7 @@ class _Run:
         self.ckpt_root = checkpoint_dir(cfg.output)
         self.optimizer, self.trains_encoder = _build_optimizer(model, cfg)
         self.trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
-        self.n = len(data.examples)
+        self.n = len(data)
         self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
         self.state = {"step": 0, "epoch": 0, "position": 0, "pending_validation": False, "log": [],
                       "best_epoch": None, "best_ndcg_cut_10": None, "recipe": recipe}
@@ -299,8 +354,13 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         local = distributed.shard(batch, self.ctx)  # the whole batch in one process
         pool = data.prefix.pool if data.prefix is not None else None
-        loss, head_seconds = (forward_backward(self.model, cfg, data.examples, local, data.pooled, pool=pool)
-                              if len(local) else (0., 0.))
+        if not len(local):
+            loss, head_seconds = 0., 0.
+        elif data.distill is not None:
+            loss, head_seconds = distill_forward_backward(self.model, cfg, data.distill, local, state["step"],
+                                                          self.model.distill_log_scale, data.pooled, pool=pool)
+        else:
+            loss, head_seconds = forward_backward(self.model, cfg, data.examples, local, data.pooled, pool=pool)
         loss = distributed.reduce_gradients(self.trainable, len(local), len(batch), loss, self.ctx)
         with deferred_interrupts():  # the update, the step count and the log row: all of them or none
             self.optimizer.step()
@@ -377,8 +437,11 @@ def _build_optimizer(model, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, bo
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
     if encoder_params:
         groups.append({"params": encoder_params, "lr": cfg.lr})
-    if model.head is not None:
-        groups.append({"params": list(model.head.parameters()), "lr": cfg.head_lr})
+    head_params = list(model.head.parameters()) if model.head is not None else []
+    if hasattr(model, "distill_log_scale"):
+        head_params.append(model.distill_log_scale)
+    if head_params:
+        groups.append({"params": head_params, "lr": cfg.head_lr})
     optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return optimizer_class(groups, weight_decay=cfg.weight_decay), bool(encoder_params)
 
@@ -397,8 +460,9 @@ def _finish(run: _Run) -> Path:
         "steps": state["step"],
         "epochs_completed": state["epoch"],
         "examples": run.n,
-        "queries": len(run.data.examples.query_ids),
-        "queries_without_enough_negatives": run.data.examples.dropped_queries,
+        "queries": len(run.data.examples.query_ids) if run.data.examples is not None else 0,
+        "queries_without_enough_negatives": run.data.examples.dropped_queries if run.data.examples else None,
+        "distill_scale": float(model.distill_log_scale.detach().exp()) if hasattr(model, "distill_log_scale") else None,
         "negatives_source": run.data.negatives_source,
         "frozen_prefix": run.data.prefix is not None,  # the trained layers ran on stored frozen-layer outputs
         "final_loss": steps[-1]["loss"] if steps else None,

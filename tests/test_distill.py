@@ -1,0 +1,115 @@
+"""Label-free distillation (`loss="distill"`, issue 18) on tiny data: the loss falls, the student's top-10 moves
+towards the teacher's, runs resume exactly, and the CLI takes a plain file of texts."""
+
+import json
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from qcompress import load_model
+from qcompress.cli import app
+from qcompress.quantum import pairwise_log_fidelity
+from qcompress.training import TrainingInterrupted, train
+from qcompress.training.distill import column_indices, pseudo_queries, read_corpus
+
+WORDS = ("wing lift drag flow heat layer boundary shock wave pressure plate cylinder jet nozzle buckling shell "
+         "stress panel flutter vortex").split()
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    rng = random.Random(3)
+    path = tmp_path_factory.mktemp("distill") / "corpus.jsonl"
+    lines = [json.dumps({"id": f"d{i}", "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))})
+             for i in range(80)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _settings(tiny_encoder, corpus_file, tmp_path, **kw):
+    args = dict(loss="distill", encoder=tiny_encoder, head="quantum", dim=8, dataset=str(corpus_file),
+                batch_size=16, distill_columns=32, head_lr=3e-2, epochs=8, cache_dir=str(tmp_path / "cache"),
+                output=str(tmp_path / "m"), overwrite=True)
+    return dict(args, **kw)
+
+
+def _top10_overlap(folder, texts) -> float:
+    """Mean share of each text's 10 nearest texts (itself left out) that the model and its teacher agree on."""
+    model = load_model(folder, device="cpu").eval()
+    student = model.encode(texts)
+    with torch.no_grad():
+        teacher = F.normalize(model.pool(texts), dim=-1)  # the frozen encoder without its head: the teacher
+    eye = torch.eye(len(texts), dtype=torch.bool)
+    s = pairwise_log_fidelity(student, student).masked_fill(eye, float("-inf")).topk(10).indices
+    t = (teacher @ teacher.T).masked_fill(eye, float("-inf")).topk(10).indices
+    return sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(s, t)) / (10 * len(texts))
+
+
+@pytest.mark.parametrize("mixing", ["none", "pca"])
+def test_distillation_lowers_its_loss_and_moves_the_top10_towards_the_teacher(tiny_encoder, corpus_file, tmp_path,
+                                                                               mixing):
+    texts = [t for _, t in read_corpus(str(corpus_file))]
+    untrained = train(_settings(tiny_encoder, corpus_file, tmp_path, mixing=mixing, head_lr=1e-12, max_steps=1,
+                                output=str(tmp_path / "untrained")))
+    trained = train(_settings(tiny_encoder, corpus_file, tmp_path, mixing=mixing))
+    log = [json.loads(x) for x in (trained / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if r["kind"] == "step"]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    before, after = _top10_overlap(untrained, texts), _top10_overlap(trained, texts)
+    assert after > before + 0.05, (before, after)
+    config = json.loads((trained / "qcompress.json").read_text())
+    assert config["mixing"] == mixing and config["training"]["loss"] == "distill"
+    assert config["training_result"]["distill_scale"] > 0
+
+
+def test_distillation_resumes_to_the_same_weights(tiny_encoder, corpus_file, tmp_path):
+    full = train(_settings(tiny_encoder, corpus_file, tmp_path, epochs=2, output=str(tmp_path / "full")))
+    out = tmp_path / "cut"
+    seen = []
+
+    def stop_after_3(row):
+        seen.extend([1] if row["kind"] == "step" else [])
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(_settings(tiny_encoder, corpus_file, tmp_path, epochs=2, output=str(out)), callback=stop_after_3)
+    train(_settings(tiny_encoder, corpus_file, tmp_path, epochs=2, output=str(out), resume=True, overwrite=False))
+    a, b = load_model(full, device="cpu"), load_model(out, device="cpu")
+    assert torch.equal(a.head.raw, b.head.raw)
+    assert torch.equal(a.mixing.rotation, b.mixing.rotation)  # distill's default mixing: pca
+
+
+def test_distillation_with_trained_layers(tiny_encoder, corpus_file, tmp_path):
+    folder = train(_settings(tiny_encoder, corpus_file, tmp_path, train_layers=1, epochs=1, lr=1e-3,
+                             pseudo_queries="spans"))
+    config = json.loads((folder / "qcompress.json").read_text())
+    assert config["encoder_trained"] is True and config["training_result"]["frozen_prefix"] is True
+    assert load_model(folder, device="cpu").encode(["wing lift"]).shape == (1, 8)
+
+
+def test_pseudo_queries_and_columns_are_seeded():
+    texts = [" ".join(WORDS)] * 3
+    spans = pseudo_queries(texts, "spans", 1)
+    assert spans == pseudo_queries(texts, "spans", 1) and all(4 <= len(s.split()) <= 16 for s in spans)
+    assert pseudo_queries(texts, "documents", 1) == texts
+    rows = torch.tensor([3, 5])
+    cols = column_indices(rows, 50, 10, seed=1, step=4)
+    assert cols[:2].tolist() == [3, 5] and len(set(cols.tolist())) == 12
+    assert torch.equal(cols, column_indices(rows, 50, 10, seed=1, step=4))
+    assert not torch.equal(cols, column_indices(rows, 50, 10, seed=1, step=5))
+
+
+def test_cli_train_distill_on_a_tsv_of_texts(tiny_encoder, tmp_path):
+    tsv = tmp_path / "texts.tsv"
+    tsv.write_text("".join(f"t{i}\t{' '.join(WORDS[i % 7: i % 7 + 5])}\n" for i in range(20)))
+    result = CliRunner().invoke(app, ["train", "--loss", "distill", "--encoder", tiny_encoder, "--head", "quantum",
+                                      "--dim", "8", "--dataset", str(tsv), "--max-steps", "2", "--batch-size", "8",
+                                      "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "m"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["steps"] == 2
+    bad = CliRunner().invoke(app, ["train", "--loss", "distil", "--encoder", tiny_encoder, "-o", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "loss" in bad.output
