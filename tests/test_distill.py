@@ -113,3 +113,21 @@ def test_cli_train_distill_on_a_tsv_of_texts(tiny_encoder, tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1])["steps"] == 2
     bad = CliRunner().invoke(app, ["train", "--loss", "distil", "--encoder", tiny_encoder, "-o", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "loss" in bad.output
+
+
+def test_no_store_encoder_writes_a_head_only_folder(minilm_path, tiny_encoder, tmp_path):
+    tsv = tmp_path / "texts.tsv"
+    tsv.write_text("".join(f"t{i}\t{' '.join(WORDS[i % 9: i % 9 + 6])}\n" for i in range(24)))
+    args = ["train", "--loss", "distill", "--head", "quantum", "--dim", "128", "--mixing", "hadamard", "--dataset",
+            str(tsv), "--max-steps", "2", "--batch-size", "8", "--max-length", "32", "--no-store-encoder",
+            "--cache-dir", str(tmp_path / "c")]
+    result = CliRunner().invoke(app, args + ["--encoder", "minilm", "-o", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (tmp_path / "m").iterdir()} >= {"qcompress.json", "head.safetensors",
+                                                             "mixing.safetensors"}
+    assert not (tmp_path / "m" / "encoder").exists()
+    assert (tmp_path / "m" / "head.safetensors").stat().st_size < 16 * 1024
+    assert load_model(tmp_path / "m", device="cpu").encode(["wing lift"]).shape == (1, 128)
+    args[args.index("128")] = "8"
+    local = CliRunner().invoke(app, args + ["--encoder", tiny_encoder, "-o", str(tmp_path / "x")])
+    assert local.exit_code != 0 and "--store-encoder off" in local.output and "Hub id" in local.output

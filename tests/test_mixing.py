@@ -92,3 +92,15 @@ def test_head_only_folder_is_a_few_kb_and_names_its_encoder(minilm_path, tmp_pat
     trained.config = trained.config.replace(encoder_trained=True)
     with pytest.raises(ValueError, match="store_encoder=False needs a frozen encoder"):
         trained.save(tmp_path / "x", store_encoder=False)
+
+
+def test_count_params_shows_the_mixing_fitted_numbers():
+    from typer.testing import CliRunner
+
+    from qcompress.cli import app
+
+    result = CliRunner().invoke(app, ["count-params", "--in-dim", "384", "--out-dim", "128", "--mixing", "pca",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["rows"][0]
+    assert (row["quantum_head"], row["mixing"], row["mixing_fitted"]) == (3072, "pca", 384 * 384 + 384)

@@ -22,6 +22,10 @@ def count_params(
     encoder: Optional[str] = typer.Option(
         None, "--encoder", help="Also count this encoder's parameters (hub id or local folder; weights are not loaded)."
     ),
+    mixing: str = typer.Option(
+        "none", "--mixing", help="Input mixing before the quantum head (none, permute, hadamard, pca): its fitted "
+        "numbers (none of them trained) are counted in their own column.",
+    ),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code shipped with the encoder."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
@@ -30,6 +34,7 @@ def count_params(
     Example: qcompress count-params --in-dim 768 --out-dim 256 --out-dim 128 --json
     """
     from qcompress.heads import classical_head_num_parameters
+    from qcompress.mixing import mixing_fitted_numbers
     from qcompress.quantum import quantum_head_num_parameters
 
     encoder_params = None
@@ -39,6 +44,7 @@ def count_params(
         encoder_params, hidden = count_encoder_parameters(encoder, trust_remote_code=trust_remote_code)
         in_dim = in_dim or hidden
     in_dim = 768 if in_dim is None else in_dim
+    fitted = mixing_fitted_numbers(mixing, in_dim)
     rows = []
     for out_dim in out_dims:
         quantum = quantum_head_num_parameters(in_dim, out_dim)
@@ -51,6 +57,8 @@ def count_params(
                 "classical_head": classical,
                 "ratio": round(classical / quantum, 2) if quantum else None,
                 "padded_qubits": -in_dim % out_dim,
+                "mixing": mixing,
+                "mixing_fitted": fitted,
             }
         )
     if as_json:
@@ -59,6 +67,8 @@ def count_params(
     table = Table(title=f"Head parameters, {in_dim} -> out" + (f" (encoder {encoder})" if encoder else ""))
     for col in ("in -> out", "quantum head", "classical head", "classical / quantum"):
         table.add_column(col, justify="right")
+    if mixing != "none":
+        table.add_column(f"{mixing} mixing (fitted)", justify="right")
     if encoder_params is not None:
         table.add_column("encoder", justify="right")
     for row in rows:
@@ -68,6 +78,8 @@ def count_params(
             f"{row['classical_head']:,}",
             f"{row['ratio']}x" if row["ratio"] is not None else "-",
         ]
+        if mixing != "none":
+            cells.append(f"{fitted:,}")
         if encoder_params is not None:
             cells.append(f"{encoder_params:,}")
         table.add_row(*cells)

@@ -148,11 +148,13 @@ def _markdown_head(head: list[str]) -> list[str]:
 
 
 def _table_cells(row: dict, evals: list[str]) -> list[str]:
-    params = row["head_parameters"] or row["fitted_parameters"]
-    extra = "" if row["head_parameters"] or not row["fitted_parameters"] else " (fit)"
+    head, fitted = row["head_parameters"], row["fitted_parameters"]
+    # trained parameters, and numbers fit on data (PCA, calibration ranges, an input mixing) marked "fit"
+    params = f"{head:,} + {fitted:,} fit" if head and fitted else (f"{head:,}" if head or not fitted else
+                                                                  f"{fitted:,} (fit)")
     n = len(row["seeds"])
     cells = [row["label"] + (" (ref)" if row.get("reference") == row["label"] else ""),
-             _fmt_bytes(row["bytes_per_vector"]), f"{params:,}{extra}",
+             _fmt_bytes(row["bytes_per_vector"]), params,
              "deterministic" if row["seeds"] == [None] else str(n)]
     for name in evals:
         e = row["evals"].get(name)

@@ -38,6 +38,7 @@ from qcompress.data import load_collection
 from qcompress.encoder import transformer_layers
 from qcompress.evaluation import METRICS, collection_texts, cut_run, evaluate_run
 from qcompress.frozen_prefix import FrozenPrefixCache
+from qcompress.mixing import mixing_fitted_numbers
 from qcompress.model import build_model, load_model
 from qcompress.quantum import encode_angles
 from qcompress.recipes.config import METRIC, RunSpec, config_key, eval_sets, expand_runs, trec_dir, variant_layers
@@ -118,7 +119,7 @@ def _evaluate_rows(spec: RunSpec, cfg: dict, model, frozen: bool, cache_dir: Pat
             run = rank_with(rep, texts, q, d, top_k=int(item["top_k"]))
             mean, per_query = evaluate_run(run, collection.qrels, collection.relevance_level, tuple(METRICS))
             row["bytes_per_vector"] = rep.bytes_per_vector
-            row["fitted_parameters"] = rep.fitted_parameters
+            row["fitted_parameters"] = rep.fitted_parameters + row.get("mixing_fitted_parameters", 0)
             row["metrics"][item["name"]] = _metrics_entry(item, item.get("dataset") or "cranfield",
                                                           len(texts.doc_ids), mean, per_query)
     return rows
@@ -169,6 +170,7 @@ def _run_train(spec: RunSpec, cfg: dict, out: Path, cache_dir: Path, keep_models
     n_layers = int(model.config.training["train_layers"])
     similarity = model.similarity
     extra = {"head_parameters": _head_parameters(model),
+             "mixing_fitted_parameters": mixing_fitted_numbers(model.config.mixing, model.in_dim),
              "encoder_parameters_trained": _encoder_parameters_trained(model, n_layers),
              "similarity": similarity, "dim": model.dim}
     t1 = time.perf_counter()

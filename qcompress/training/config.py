@@ -37,7 +37,7 @@ DEFAULT_HEAD_LR = 1e-3
 # Arguments that may change between an interrupted run and its resume: how long to run and how often to save.
 RESUMABLE_CHANGES = ("max_steps", "epochs", "save_every")
 # Operational arguments: not part of the recipe, not stored in the model folder, free to change on resume.
-OPERATIONAL = ("output", "overwrite", "resume", "cache_dir", "device")
+OPERATIONAL = ("output", "overwrite", "resume", "cache_dir", "device", "store_encoder")
 
 Progress = Callable[[str, int], Callable[[int], None]]  # (description, total) -> advance(n)
 
@@ -214,6 +214,13 @@ class TrainConfig:
         "Cache of mined negatives and pooled encoder outputs. Default: $QCOMPRESS_CACHE, else ~/.cache/qcompress.",
     )
     device: str | None = _arg(None, "cpu, cuda, cuda:1, ... Default: cuda if available.")
+    store_encoder: bool = _arg(
+        True,
+        "Copy the encoder into the model folder (a complete sentence-transformers model). --no-store-encoder, for a "
+        "frozen encoder with a Hub id: a head-only folder of a few KB that names the encoder by Hub id and revision "
+        "(qcompress loads it; sentence-transformers needs the full folder).",
+        "--store-encoder/--no-store-encoder",
+    )
 
 
 class ArgumentError(InputError):
@@ -343,6 +350,9 @@ def resolve(cfg: TrainConfig, in_dim: int) -> TrainConfig:
     if cfg.head == "none" and cfg.train_layers == 0:
         raise ArgumentError("nothing to train: {head} none with a frozen encoder ({train_layers} 0); "
                             "choose a head or train some layers")
+    if not cfg.store_encoder and cfg.train_layers:
+        raise ArgumentError("{store_encoder} off needs a frozen encoder: trained layers ({train_layers} {got}) live "
+                            "only in the model folder", got=cfg.train_layers)
     if cfg.mixing is None:
         cfg.mixing = DISTILL_MIXING if cfg.loss == "distill" and cfg.head == "quantum" else "none"
     if cfg.mixing != "none" and cfg.head != "quantum":

@@ -7,7 +7,8 @@ from plus `distill_columns` documents drawn at random (columns); the loss is the
     KL( softmax(teacher_cosine / distill_temperature) || softmax(scale * student_similarity) )
 
 per row, averaged over rows, where the student similarity is the model's own (log-fidelity for angles, cosine for
-vectors) and `scale` is learned (its logarithm trains beside the head; log-fidelity has no natural unit). This is
+vectors) and `scale` is learned (its logarithm trains beside the head, starting where the student's logits spread
+like the teacher's: log-fidelity has no natural unit). This is
 the listwise similarity distillation of the embedding-compression literature (e.g. the "relational" or
 "contrastive distillation" losses of TinyBERT-style embedding students), with random documents as the list;
 no query text and no judgement is used.
@@ -37,12 +38,13 @@ from qcompress.quantum import pairwise_log_fidelity_trainable
 from qcompress.similarity import pairwise_scores
 
 __all__ = ["PSEUDO_QUERIES", "DistillData", "read_corpus", "pseudo_queries", "distill_forward_backward",
-           "column_indices", "INITIAL_SCALE"]
+           "column_indices", "initial_log_scale", "calibrate_log_scale", "teacher_vectors"]
 
 PSEUDO_QUERIES = ("documents", "spans")
 SPAN_WORDS = (4, 16)
 # Initial scale of the student's similarity: log-fidelity of neighbours spans a few units, cosine a fraction of one.
 INITIAL_SCALE = {"fidelity": 1.0, "cosine": 20.0}
+CALIBRATION_TEXTS = 256  # documents whose similarities set the student's initial scale
 _LEFT_OUT = -1e9  # a logit whose softmax weight is 0 (finite, so that KL's 0 * (a - b) stays 0, not NaN)
 
 
@@ -159,6 +161,27 @@ def distill_forward_backward(model, cfg, data: DistillData, batch: Tensor, step:
 
 def initial_log_scale(similarity: str) -> nn.Parameter:
     return nn.Parameter(torch.tensor(math.log(INITIAL_SCALE[similarity])))
+
+
+@torch.no_grad()
+def calibrate_log_scale(model, cfg, data: DistillData, pooled: tuple[Tensor, Tensor] | None) -> None:
+    """Start the student's scale where its logits spread like the teacher's on the first documents.
+
+    Log-fidelity has no natural unit: between L2-normalised 384-d embeddings it differs by thousandths, between raw
+    ones by units. A fixed initial scale then leaves the student's softmax flat (or saturated) for hundreds of steps
+    while the scale's logarithm creeps at the learning rate; matching the standard deviations removes that phase."""
+    rows = torch.arange(min(len(data), CALIBRATION_TEXTS))
+    teacher = data.teacher_queries[rows] @ data.teacher_docs[rows].T / cfg.distill_temperature
+    if pooled is not None:
+        pq, pd = pooled[0][rows.to(pooled[0].device)], pooled[1][rows.to(pooled[1].device)]
+    else:
+        pq = model.pool(model.prompted([data.query_texts[i] for i in rows.tolist()], "query"))
+        pd = model.pool(model.prompted([data.doc_texts[i] for i in rows.tolist()], "document"))
+    student = _similarities(model, model.project(pq), model.project(pd)).cpu()
+    off_diagonal = ~torch.eye(len(rows), dtype=torch.bool)
+    spread = student[off_diagonal].std()
+    if torch.isfinite(spread) and spread > 0:
+        model.distill_log_scale.copy_(torch.log(teacher[off_diagonal].std() / spread))
 
 
 def teacher_vectors(pooled: Tensor) -> Tensor:

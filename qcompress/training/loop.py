@@ -50,7 +50,8 @@ from qcompress.training.negatives import (
     ENCODE_BATCH, Examples, build_examples, dataset_negatives, no_examples_error, pooled_outputs,
 )
 from qcompress.training.distill import (
-    DistillData, distill_forward_backward, initial_log_scale, pseudo_queries, read_corpus, teacher_vectors,
+    DistillData, calibrate_log_scale, distill_forward_backward, initial_log_scale, pseudo_queries, read_corpus,
+    teacher_vectors,
 )
 from qcompress.training.interrupts import deferred_interrupts
 from qcompress.training.plots import plot_training
@@ -172,6 +173,9 @@ def _build_model(cfg: TrainConfig) -> tuple[TrainConfig, object]:
                         query_prompt=cfg.query_prompt, document_prompt=cfg.document_prompt, mixing=cfg.mixing,
                         trust_remote_code=cfg.trust_remote_code, device=cfg.device)
     set_trainable_layers(model.encoder, cfg.train_layers)
+    if not cfg.store_encoder and not model.config.base_model:
+        raise ArgumentError("{store_encoder} off names the encoder by its Hub id, and {encoder} has none (a local "
+                            "folder that is not a Hub snapshot)")
     if cfg.loss == "distill":  # the student's similarity scale trains beside the head (not part of the model)
         model.distill_log_scale = initial_log_scale(model.similarity).to(model.device)
     # What was left to the encoder's own configuration is recorded as resolved (the recipe a resume checks).
@@ -234,6 +238,7 @@ def _prepare_distill(model, cfg: TrainConfig, ctx: distributed.Context, cache_di
                           queries_are_documents=cfg.pseudo_queries == "documents")
     _fit_mixing(model, cfg, docs, pooled[1], cache_dir, progress)
     data = _Data(None, pooled if cfg.train_layers == 0 else None, None, distill=teacher)
+    calibrate_log_scale(model, cfg, teacher, pooled)  # with the fitted mixing and the fresh head (a resume loads it)
     data.prefix = _frozen_prefix(model, cfg, data, cache_dir)
     return data
 
@@ -480,7 +485,7 @@ def _finish(run: _Run) -> Path:
         distributed.barrier(run.ctx)  # rank 0 writes the model folder
         return output
     with atomic_dir(output, overwrite=output.exists()) as tmp:
-        model.save(tmp, name=output.name)
+        model.save(tmp, name=output.name, store_encoder=cfg.store_encoder)
         (tmp / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in log))
         plot_training(log, tmp / "train_curve.png", title=_title(cfg))
     shutil.rmtree(run.ckpt_root, ignore_errors=True)
