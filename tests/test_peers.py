@@ -116,6 +116,19 @@ def test_pca_variants_differ_only_by_normalising_before_the_fit():
                           F.normalize(unit_centred, dim=-1).T, atol=1e-5)
 
 
+def test_uint8_angles_with_a_uint8_query_score_both_through_the_codes():
+    from qcompress.quantization import dequantize_angles, quantize_angles
+    from qcompress.quantum import pairwise_log_fidelity
+
+    theta = torch.rand(30, 16, generator=torch.Generator().manual_seed(3)) * torch.pi
+    both = peers.representation("uint8 angles+uint8 query", theta)
+    float_query = peers.representation("uint8 angles", theta)
+    assert (both.bytes_per_vector, both.query_precision, float_query.query_precision) == (16, "uint8", "float32")
+    rounded = dequantize_angles(quantize_angles(theta)).float()
+    assert torch.equal(_scores(both, theta[:4], theta), pairwise_log_fidelity(rounded[:4], rounded))
+    assert not torch.equal(_scores(float_query, theta[:4], theta), _scores(both, theta[:4], theta))
+
+
 # -- by name through the recipe runner --------------------------------------------------------------------------------
 
 RECIPE = """
@@ -127,6 +140,11 @@ seeds = [1]
 pairs = [["BFEC d=16 int8 (float32 query)", "BFEC d=16 int8 (int8 query)"]]
 train = {{ dataset = "{folder}", split = "train", negatives = 1, batch_size = 4, epochs = 1, head_lr = 1e-3 }}
 evaluate = [{{ name = "t", dataset = "{folder}", split = "test", protocol = "full", top_k = 50 }}]
+[[profiles.offline.runs]]
+kind = "encoder"
+similarity = "fidelity"
+storage = ["uint8", "uint8+uint8 query"]
+label = "angles"
 [[profiles.offline.runs]]
 kind = "peer"
 method = "float16"
@@ -177,9 +195,12 @@ def test_each_new_method_runs_by_name_in_the_recipe_runner(beir_300, tmp_path, m
     recipes.aggregate(recipe, "offline", cfg, tmp_path / "out")
     rows = {r["label"]: r for r in json.loads((tmp_path / "out/newpeers/offline/summary.json").read_text())}
     expected = {"float16": 64, "pca d=8": 32, "pca-normalised d=8": 32, "pq 16 B": 16, "opq 16 B": 16,
-                "lsh 16 B": 16, "BFEC d=16 int8 (int8 query)": 16, "BFEC d=16 int8 (float32 query)": 16}
+                "lsh 16 B": 16, "BFEC d=16 int8 (int8 query)": 16, "BFEC d=16 int8 (float32 query)": 16,
+                "angles uint8": 32, "angles uint8 (uint8 query)": 32}
     assert {label: rows[label]["bytes_per_vector"] for label in expected} == expected
     results = [json.loads(p.read_text()) for p in (tmp_path / "out/newpeers/offline/results").glob("*.json")]
     precision = {row["label"]: row["query_precision"] for result in results for row in result["rows"]}
     assert precision["BFEC d=16 int8 (int8 query)"] == "int8" and precision["lsh 16 B"] == "binary"
-    assert precision["BFEC d=16 int8 (float32 query)"] == precision["pq 16 B"] == "float32"
+    assert precision["BFEC d=16 int8 (float32 query)"] == precision["pq 16 B"] == precision["angles uint8"] \
+        == "float32"
+    assert precision["angles uint8 (uint8 query)"] == "uint8"

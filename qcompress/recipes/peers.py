@@ -23,6 +23,7 @@ into stored document vectors of a known size, plus a way to score a query agains
     angles     qubit angles (quantum head or plain tanh encoding) by log-fidelity, float32: 4d bytes
     uint8 angles   the same angles stored as 8-bit codes round(theta / pi * 255) (qcompress.formats), d bytes;
                the query stays float32
+    uint8 angles+uint8 query   the same codes, the query's angles rounded to them too (like int8's int8 query)
 Each representation says in `query_precision` how the query is held when scored (float32, float16, int8, binary),
 so that rows at equal document bytes can be compared like for like (issue 17).
 Vectors compared by cosine are L2-normalised first (pca: after its projection), as sentence-transformers'
@@ -69,7 +70,7 @@ __all__ = [
 
 PEER_METHODS = ("float32", "float16", "truncate", "pca", "pca-normalised", "int8", "int8+rescore", "binary",
                 "binary+rescore")
-ANGLE_METHODS = ("angles", "uint8 angles")
+ANGLE_METHODS = ("angles", "uint8 angles", "uint8 angles+uint8 query")
 DEFAULT_RESCORE_K = 100
 
 
@@ -103,14 +104,22 @@ def _rescored(first: Tensor, exact: Callable[[int, Tensor], Tensor], k: int) -> 
 
 
 def _angles(method: str, n_dim: int) -> Representation:
-    """Angle embeddings by log-fidelity: float32, or the documents as 8-bit codes (the query stays float32)."""
+    """Angle embeddings by log-fidelity: float32, or the documents as 8-bit codes with the query float32 or
+    through the same 8-bit codes (`+uint8 query`)."""
     if method == "angles":
         return Representation(method, 4.0 * n_dim, lambda d: d.float(), lambda q: q.float(),
                               lambda q, d: pairwise_log_fidelity(q, d))
-    return Representation(
-        method, float(n_dim), lambda d: quantize_angles(d.float()),
-        lambda q: q.float(), lambda q, codes: pairwise_log_fidelity(q, dequantize_angles(codes).float()),
-    )
+
+    def codes(e: Tensor) -> Tensor:
+        return quantize_angles(e.float())
+
+    def score(q: Tensor, d_codes: Tensor) -> Tensor:
+        return pairwise_log_fidelity(q, dequantize_angles(d_codes).float())
+
+    if method == "uint8 angles":
+        return Representation(method, float(n_dim), codes, lambda q: q.float(), score)
+    return Representation(method, float(n_dim), codes, lambda q: dequantize_angles(codes(q)).float(), score,
+                          query_precision="uint8")
 
 
 def _check_dim(method: str, dim: int | None, n_dim: int) -> int:

@@ -79,17 +79,19 @@ def _pooled(model, texts: Sequence[str], role: str, cache_dir: Path | None, top_
 
 def _storage_method(storage: str, similarity: str) -> str:
     if similarity == "fidelity":
-        if storage not in ("float32", "uint8"):
-            raise ValueError(f"angles are stored as float32 or uint8, not {storage!r}")
-        return "angles" if storage == "float32" else "uint8 angles"
+        methods = {"float32": "angles", "uint8": "uint8 angles", "uint8+uint8 query": "uint8 angles+uint8 query"}
+        if storage not in methods:
+            raise ValueError(f"angles are stored as float32, uint8 or uint8+uint8 query, not {storage!r}")
+        return methods[storage]
     if storage not in ("float32", "int8", "int8+rescore", "binary", "binary+rescore"):
         raise ValueError(f"vectors are stored as float32, int8(+rescore) or binary(+rescore), not {storage!r}")
     return storage
 
 
 # int8 rows say the query's precision (issue 17: like-for-like bytes): int8 codes against an int8 query, or
-# against the float32 query (sentence-transformers' rescoring).
-_STORAGE_LABELS = {"int8": "int8 (int8 query)", "int8+rescore": "int8 (float32 query)"}
+# against the float32 query (sentence-transformers' rescoring); uint8 angles' query is float32 unless said.
+_STORAGE_LABELS = {"int8": "int8 (int8 query)", "int8+rescore": "int8 (float32 query)",
+                   "uint8+uint8 query": "uint8 (uint8 query)"}
 
 
 def _row_label(spec: RunSpec, storage: str) -> str:
