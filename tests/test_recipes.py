@@ -284,8 +284,8 @@ def test_peer_representations_sizes_and_scores():
     assert torch.allclose(full.score(full.queries(queries), full.documents(docs)),
                           trunc.score(trunc.queries(queries), trunc.documents(docs)))
     sizes = {m: peers.representation(m, docs, dim=8).bytes_per_vector for m in peers.PEER_METHODS}
-    assert sizes == {"float32": 128, "truncate": 32, "pca": 32, "int8": 32, "int8+rescore": 32, "binary": 4,
-                     "binary+rescore": 4}
+    assert sizes == {"float32": 128, "float16": 64, "truncate": 32, "pca": 32, "pca-normalised": 32, "int8": 32,
+                     "int8+rescore": 32, "binary": 4, "binary+rescore": 4}
     binary = peers.representation("binary", docs)
     s = binary.score(binary.queries(queries), binary.documents(docs))
     manual = -((queries[:, None, :] > 0) != (docs[None, :, :] > 0)).sum(-1).float()

@@ -80,18 +80,31 @@ def _pooled(model, texts: Sequence[str], role: str, cache_dir: Path | None, top_
 
 def _storage_method(storage: str, similarity: str) -> str:
     if similarity == "fidelity":
-        if storage not in ("float32", "uint8"):
-            raise ValueError(f"angles are stored as float32 or uint8, not {storage!r}")
-        return "angles" if storage == "float32" else "uint8 angles"
+        methods = {"float32": "angles", "uint8": "uint8 angles", "uint8+uint8 query": "uint8 angles+uint8 query"}
+        if storage not in methods:
+            raise ValueError(f"angles are stored as float32, uint8 or uint8+uint8 query, not {storage!r}")
+        return methods[storage]
     if storage not in ("float32", "int8", "int8+rescore", "binary", "binary+rescore"):
         raise ValueError(f"vectors are stored as float32, int8(+rescore) or binary(+rescore), not {storage!r}")
     return storage
 
 
+# int8 rows say the query's precision (issue 17: like-for-like bytes): int8 codes against an int8 query, or
+# against the float32 query (sentence-transformers' rescoring); uint8 angles' query is float32 unless said.
+_STORAGE_LABELS = {"int8": "int8 (int8 query)", "int8+rescore": "int8 (float32 query)",
+                   "uint8+uint8 query": "uint8 (uint8 query)"}
+
+
+def _row_label(spec: RunSpec, storage: str) -> str:
+    """A row's label: the run's, then its storage unless float32 (peer runs: the run's label alone)."""
+    if spec.kind == "peer" or storage == "float32":
+        return spec.label
+    return f"{spec.label} {_STORAGE_LABELS.get(storage, storage)}"
+
+
 def _storage_rows(spec: RunSpec, similarity: str) -> list[tuple[str, str, dict]]:
     """(row label, peer method, row params) for each of the spec's storages."""
-    return [(spec.label + ("" if s == "float32" else f" {s}"), _storage_method(s, similarity), {"storage": s})
-            for s in spec.storages]
+    return [(_row_label(spec, s), _storage_method(s, similarity), {"storage": s}) for s in spec.storages]
 
 
 def _metrics_entry(item: dict, dataset: str | None, documents: int, mean: dict, per_query: dict) -> dict:
@@ -115,11 +128,13 @@ def _evaluate_rows(spec: RunSpec, cfg: dict, model, frozen: bool, cache_dir: Pat
         d = transform(_pooled(model, texts.doc_texts, "document", cache, top_layers))
         for row, (_, method, _) in zip(rows, reps):
             rep = representation(method, d, dim=row["params"].get("dim"), similarity=similarity,
-                                 rescore_k=int(cfg.get("rescore_k", DEFAULT_RESCORE_K)))
+                                 rescore_k=int(cfg.get("rescore_k", DEFAULT_RESCORE_K)),
+                                 code_bytes=row["params"].get("bytes"))
             run = rank_with(rep, texts, q, d, top_k=int(item["top_k"]))
             mean, per_query = evaluate_run(run, collection.qrels, collection.relevance_level, tuple(METRICS))
             row["bytes_per_vector"] = rep.bytes_per_vector
             row["fitted_parameters"] = rep.fitted_parameters + row.get("mixing_fitted_parameters", 0)
+            row["query_precision"] = rep.query_precision
             row["metrics"][item["name"]] = _metrics_entry(item, item.get("dataset") or "cranfield",
                                                           len(texts.doc_ids), mean, per_query)
     return rows
@@ -291,8 +306,7 @@ def _relabel(result: dict, spec: RunSpec) -> dict | None:
             return None
         result["rows"] = rows
     for row in result["rows"]:
-        storage = row["params"].get("storage", "float32")
-        row["label"] = spec.label + ("" if spec.kind == "peer" or storage == "float32" else f" {storage}")
+        row["label"] = _row_label(spec, row["params"].get("storage", "float32"))
     result.update(label=spec.label, series=spec.series)
     return result
 
