@@ -60,6 +60,10 @@ LOSSES = ("contrastive", "distill")
 PSEUDO_QUERIES = ("documents", "spans")  # qcompress.training.distill
 # The mixing a distilled quantum head gets unless --mixing says otherwise: the best measured (recipes/frontier.toml).
 DISTILL_MIXING = "pca"
+# Defaults that depend on the loss: the contrastive ones keep CPU steps short; the distillation ones are the best
+# measured on Cranfield (recipes/frontier.toml).
+LOSS_DEFAULTS = {"contrastive": {"batch_size": 16, "epochs": 1, "head_lr": DEFAULT_HEAD_LR},
+                 "distill": {"batch_size": 128, "epochs": 25, "head_lr": 3e-3}}
 FROZEN_PREFIX = ("memory", "disk", "off")
 _FROZEN_PREFIX_HELP = (
     "With --train-layers L between 0 and the encoder's layers: memory (the default) runs the frozen layers once "
@@ -79,7 +83,7 @@ class TrainConfig:
     its documentation ("help") and its command-line flags ("flags"): `qcompress train` is built from them.
 
     Example:
-        >>> TrainConfig(output="models/qbfec", variant="QBFEC").batch_size
+        >>> resolve(TrainConfig(output="models/qbfec", variant="QBFEC"), in_dim=384).batch_size
         16
         >>> [f.metadata["help"] for f in dataclasses.fields(TrainConfig) if f.name == "split"]
         ['Qrels split to train on.']
@@ -190,14 +194,19 @@ class TrainConfig:
     logit_scale: float = _arg(20.0, "Logits = scale x similarity (fidelity itself, or cosine); the authors' 20.")
     optimizer: str = _arg("adam", "adam (the authors') or adamw (decoupled --weight-decay).")
     lr: float = _arg(2e-5, "Learning rate of the encoder layers (the authors' 2e-5).")
-    head_lr: float = _arg(
-        DEFAULT_HEAD_LR,
-        "Learning rate of the head. A fresh head barely moves at the encoder's 2e-5; 1e-3 trains it within an "
-        "epoch (measured on Cranfield, where 113 training queries then overfit: watch --eval-split, try 1e-4).",
+    head_lr: float | None = _arg(
+        None,
+        "Learning rate of the head. Default: 1e-3 (contrastive: a fresh head barely moves at the encoder's 2e-5; 1e-3 "
+        "trains it within an epoch, and on Cranfield's 113 training queries then overfits: watch --eval-split, try "
+        "1e-4); 3e-3 with --loss distill.",
     )
     weight_decay: float = _arg(0.0, "Weight decay (0: plain Adam, as the authors).")
-    epochs: int = _arg(1, "Passes over the training examples (the paper: 5).")
-    batch_size: int = _arg(16, "Examples per step (the paper: 64; 16 keeps CPU steps short).")
+    epochs: int | None = _arg(
+        None, "Passes over the training examples (the paper: 5). Default: 1; 25 with --loss distill (the documents "
+        "are the examples).")
+    batch_size: int | None = _arg(
+        None, "Examples per step (the paper: 64). Default: 16, which keeps CPU steps short; 128 pseudo-queries with "
+        "--loss distill.")
     max_steps: int | None = _arg(None, "Stop after this many steps in all.")
     seed: int = _arg(42, "Seed of the head's initialisation, data order and dropout.")
     save_every: int | None = _arg(
@@ -294,7 +303,7 @@ def check_values(cfg: TrainConfig) -> None:
     if not 0.0 < cfg.train_fraction <= 1.0:
         raise ArgumentError("{train_fraction} must be in (0, 1], got {got}", got=cfg.train_fraction)
     for name in ("batch_size", "epochs"):
-        if getattr(cfg, name) <= 0:
+        if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
             raise ArgumentError(f"{{{name}}} must be positive, got {{got}}", got=getattr(cfg, name))
     for name in ("max_steps", "save_every", "max_length"):
         value = getattr(cfg, name)
@@ -324,7 +333,7 @@ def check_values(cfg: TrainConfig) -> None:
     if cfg.optimizer not in ("adam", "adamw"):
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam or adamw")
     for name in ("lr", "head_lr", "logit_scale"):
-        if not getattr(cfg, name) > 0:
+        if getattr(cfg, name) is not None and not getattr(cfg, name) > 0:
             raise ArgumentError(f"{{{name}}} must be positive, got {{got}}", got=getattr(cfg, name))
     if cfg.weight_decay < 0:
         raise ArgumentError("{weight_decay} must be >= 0, got {got}", got=cfg.weight_decay)
@@ -353,6 +362,9 @@ def resolve(cfg: TrainConfig, in_dim: int) -> TrainConfig:
     if not cfg.store_encoder and cfg.train_layers:
         raise ArgumentError("{store_encoder} off needs a frozen encoder: trained layers ({train_layers} {got}) live "
                             "only in the model folder", got=cfg.train_layers)
+    for name, value in LOSS_DEFAULTS[cfg.loss].items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, value)
     if cfg.mixing is None:
         cfg.mixing = DISTILL_MIXING if cfg.loss == "distill" and cfg.head == "quantum" else "none"
     if cfg.mixing != "none" and cfg.head != "quantum":
