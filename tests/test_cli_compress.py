@@ -159,7 +159,7 @@ def test_compress_resume_refuses_other_input(quantum_model, tmp_path):
                  on_batch=interrupt_after(2))
     result = runner.invoke(app, ["compress", str(docs), "--model", quantum_model, "-o", str(out), "--resume"])
     assert result.exit_code == 1
-    assert 'cannot resume: the earlier run wrote 2 rows ending with id "y"' in result.stderr
+    assert "cannot resume: chunk 1 (rows 1-2) of this input differs" in result.stderr
     assert not out.exists()
 
 

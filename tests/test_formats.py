@@ -74,11 +74,19 @@ def test_read_texts_jsonl_title_rule_ids_and_blank_lines(tmp_path):
     ]
 
 
-def test_read_texts_tsv_with_header_and_tabs_in_text(tmp_path):
-    path = write(tmp_path, "docs.tsv", "id\ttext\n1\tfirst doc\n\n2\tsecond\twith a tab\n")
-    assert read_texts(path) == [("1", "first doc"), ("2", "second\twith a tab")]
+def test_read_texts_tsv_with_header(tmp_path):
+    path = write(tmp_path, "docs.tsv", "id\ttext\n1\tfirst doc\n\n2\tsecond\n")
+    assert read_texts(path) == [("1", "first doc"), ("2", "second")]
     path = write(tmp_path, "docs.txt", "_id\ttext\nq\tquery text\n")
     assert read_texts(path) == [("q", "query text")]
+
+
+def test_read_texts_tsv_extra_columns_are_an_error_naming_the_line(tmp_path):
+    """Issue 14 item 16: a third column used to be folded into the text (main read "second\twith a tab")."""
+    path = write(tmp_path, "docs.tsv", "1\tfirst doc\n2\tsecond\twith a tab\n")
+    with pytest.raises(InputError) as err:
+        read_texts(path)
+    assert "3 tab-separated fields: expected exactly 2" in raises_at(err, path, 2)
 
 
 def test_read_texts_stdin_sniffs_format(tmp_path, monkeypatch):
@@ -159,13 +167,22 @@ def test_read_texts_rejects_non_utf8(tmp_path):
     assert "UTF-8" in raises_at(err, path, 2)
 
 
-def test_iter_texts_streams(tmp_path):
-    path = write(tmp_path, "docs.tsv", "1\ta\n2\tb\n3 broken\n")
+def test_iter_texts_streams_a_batch_at_a_time(tmp_path):
+    """Records are read CHECK_BATCH at a time: a bad line beyond the first batch is not read before that batch
+    is used, and a duplicate inside a batch is refused before any of it is yielded."""
+    from qcompress.formats.texts import CHECK_BATCH
+
+    good = "".join(f"{i}\ttext {i}\n" for i in range(CHECK_BATCH))
+    path = write(tmp_path, "docs.tsv", good + "broken\n")
     stream = iter_texts(path)
-    assert next(stream) == ("1", "a")
-    assert next(stream) == ("2", "b")
-    with pytest.raises(InputError):
+    assert [next(stream) for _ in range(CHECK_BATCH)][-1] == (str(CHECK_BATCH - 1), f"text {CHECK_BATCH - 1}")
+    with pytest.raises(InputError) as err:
         next(stream)
+    raises_at(err, path, CHECK_BATCH + 1)
+    path = write(tmp_path, "dup.tsv", "1\ta\n2\tb\n1\tc\n")
+    with pytest.raises(InputError) as err:
+        next(iter_texts(path))
+    assert "first on line 1" in raises_at(err, path, 3, "id")
 
 
 # -- read_pairs ------------------------------------------------------------------------------------------------
@@ -321,18 +338,39 @@ def test_failure_leaves_partial_and_resume_continues(tmp_path):
     assert not partial_path(out).exists()
 
 
+KILLED_WRITER = """
+import os, signal, sys, torch
+from qcompress.formats import EmbeddingWriter, partial_path
+out, values = sys.argv[1], torch.load(sys.argv[2])
+writer = EmbeddingWriter(out, dim=3, metadata={META!r}, row_group_size=2)
+writer.write([str(i) for i in range(3)], values[:3])  # one row group on disk, one row buffered
+# Killed half-way through the next row group: bytes in the data file, a torn journal line.
+with open(partial_path(out) / "data", "ab") as data:
+    data.write(b"half a row group")
+with open(partial_path(out) / "journal.jsonl", "ab") as journal:
+    journal.write(b'{{"rows": 2, "end": 99')
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
 def test_resume_after_a_kill_keeps_finished_row_groups(tmp_path):
+    import subprocess
+
     out = tmp_path / "emb.parquet"
     values = angles(6, 3)
-    writer = EmbeddingWriter(out, dim=3, metadata=META, row_group_size=2)
-    writer.write([str(i) for i in range(3)], values[:3])  # one row group on disk, one row buffered
-    # The process dies here (no __exit__, no close): only finished row groups survive.
-    (partial_path(out) / ".part-000001.parquet.abc.tmp").write_bytes(b"half written")
-    resumed = EmbeddingWriter(out, dim=3, metadata=META, row_group_size=2, resume=True)
+    torch.save(values, tmp_path / "values.pt")
+    code = KILLED_WRITER.format(META=META)
+    done = subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "values.pt")], capture_output=True)
+    assert done.returncode == -9, done.stderr.decode()
+    assert not out.exists() and partial_path(out).is_dir()
+    resumed = EmbeddingWriter(out, dim=3, metadata=META, row_group_size=2, resume=True)  # the lock died with it
     assert resumed.rows_written == 2 and resumed.last_id == "1"
+    assert [g.rows for g in resumed.row_groups] == [2]
     resumed.write([str(i) for i in range(2, 6)], values[2:])
     resumed.close()
-    assert read_embeddings(out).ids == [str(i) for i in range(6)]
+    emb = read_embeddings(out)
+    assert emb.ids == [str(i) for i in range(6)] and torch.equal(emb.values, values)
+    assert pq.ParquetFile(out).metadata.num_row_groups == 3
 
 
 def test_resume_with_other_metadata_is_refused_and_no_resume_starts_over(tmp_path):
