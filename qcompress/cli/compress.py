@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from qcompress.cli._common import app, cli_errors, model_spec, progress_bars, stderr
+from qcompress.cli._common import app, bar_on_first_use, cli_errors, model_spec, progress_bars, stderr
 from qcompress.cli.options import (
     DEFAULT_BATCH_SIZE, BatchSize, CacheDir, Encoder, Head, MaxLength, ModelDir, Similarity, TrustRemoteCode,
 )
@@ -122,7 +122,7 @@ def _compress_local(input_path: str, output: Path, spec, encoding: str, batch_si
     cache = PooledCache(cache_dir, model) if cache_dir is not None else None
     with progress_bars() as start:
         done = compress(itertools.chain(first, records), output, model, batch_size=batch_size, encoding=encoding,
-                        resume=resume, cache=cache, on_batch=start("compressing", count_lines(input_path)),
+                        resume=resume, cache=cache, on_batch=bar_on_first_use(start, "compressing", count_lines(input_path)),
                         store_text=store_text)
     earlier = f" ({done.resumed:,} from the earlier run)" if done.resumed else ""
     stderr.print(f"wrote {done.rows:,} rows of {model.dim} {_kind(encoding, model)} to {output}{earlier}",

@@ -21,11 +21,13 @@ from qcompress.formats.embeddings import (
     EmbeddingBatch,
     Embeddings,
     check_same_model,
+    count_embedding_rows,
     has_texts,
     iter_embedding_batches,
     partial_path,
     read_embedding_metadata,
     read_embeddings,
+    read_texts_by_id,
     scan_embeddings,
 )
 from qcompress.formats.texts import iter_texts, read_pairs, read_parquet_texts, read_texts
@@ -47,6 +49,8 @@ __all__ = [
     "RowGroup",
     "UniqueIds",
     "has_texts",
+    "count_embedding_rows",
+    "read_texts_by_id",
     "Embeddings",
     "EmbeddingBatch",
     "partial_path",

@@ -60,6 +60,8 @@ __all__ = [
     "scan_embeddings",
     "read_embeddings",
     "read_embedding_metadata",
+    "count_embedding_rows",
+    "read_texts_by_id",
     "iter_embedding_batches",
     "check_same_model",
 ]
@@ -185,6 +187,35 @@ def _dataset_metadata(files: list[Path]) -> dict:
                 file=file,
             )
     return first
+
+
+def read_texts_by_id(path: PathLike, ids: Iterable[str]) -> dict[str, str]:
+    """The stored `text` of the rows whose id is in `ids` (one pass over the id and text columns only)."""
+    import pyarrow.compute as pc
+
+    wanted = pa.array(sorted(set(ids)), pa.string())
+    found: dict[str, str] = {}
+    for file in _embedding_files(path):
+        try:
+            for batch in pq.ParquetFile(file).iter_batches(columns=["id", TEXT_COLUMN]):
+                hit = pc.is_in(batch.column(0), value_set=wanted)
+                if pc.any(hit).as_py():
+                    rows = batch.filter(hit)
+                    found.update(zip(rows.column(0).to_pylist(), rows.column(1).to_pylist()))
+        except (pa.ArrowException, OSError) as err:
+            raise InputError(f"cannot read the texts ({str(err).splitlines()[0]})", file=file) from None
+    return found
+
+
+def count_embedding_rows(path: PathLike) -> int:
+    """Rows of an embedding file or folder, from the Parquet footers (no data read)."""
+    total = 0
+    for file in _embedding_files(path):
+        try:
+            total += pq.ParquetFile(file).metadata.num_rows
+        except (pa.ArrowException, OSError) as err:
+            raise InputError(f"not a readable Parquet file ({err})", file=file) from None
+    return total
 
 
 def read_embedding_metadata(path: PathLike) -> dict:
