@@ -116,6 +116,8 @@ def _safetensors_array(path: Path, name: str) -> np.memmap:
     try:
         with open(path, "rb") as stream:
             size = int.from_bytes(stream.read(8), "little")
+            if not 0 < size <= min(path.stat().st_size - 8, 1 << 24):
+                raise ValueError(f"header length {size} does not fit the file")
             header = json.loads(stream.read(size))
         info = header[name]
         start, end = info["data_offsets"]

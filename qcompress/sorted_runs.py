@@ -52,19 +52,20 @@ class SortedRuns:
     def matches(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every stored pair whose hash equals one of `hashes`: (index into `hashes`, stored value) arrays."""
         hashes = np.asarray(hashes, np.int64)
+        order = np.argsort(hashes)
+        wanted = hashes[order]  # sorted needles: numpy's binary search narrows from the previous answer
         queries, values = [], []
         for run_hashes, run_values in self._runs:
-            left = np.searchsorted(run_hashes, hashes, side="left")
-            right = np.searchsorted(run_hashes, hashes, side="right")
-            counts = right - left
-            hit = np.flatnonzero(counts)
+            left = np.searchsorted(run_hashes, wanted, side="left")
+            inside = left < len(run_hashes)
+            hit = np.flatnonzero(inside & (run_hashes[np.minimum(left, len(run_hashes) - 1)] == wanted))
             if not hit.size:
                 continue
             # Usually one match per hit; repeated hashes (collisions, repeated keys) expand to all of theirs.
-            reps = counts[hit]
+            reps = np.searchsorted(run_hashes, wanted[hit], side="right") - left[hit]
             query = np.repeat(hit, reps)
             offsets = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
-            queries.append(query)
+            queries.append(order[query])
             values.append(run_values[left[query] + offsets])
         if not queries:
             empty = np.empty(0, np.int64)

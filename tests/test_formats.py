@@ -624,3 +624,57 @@ def test_read_qrels_errors(tmp_path, content, line, field, words):
     with pytest.raises(InputError) as err:
         read_qrels(path)
     assert words in raises_at(err, path, line, field)
+
+
+# -- write-once Parquet, compact duplicate checks -------------------------------------------------------------
+
+
+def test_stitched_footers_round_trip_through_the_thrift_codec(tmp_path):
+    from qcompress.formats.parquet_footer import decode_struct, encode_struct, footer_bytes
+
+    sink = pa.BufferOutputStream()
+    table = pa.table({"id": ["a", "b"], "v": pa.FixedSizeListArray.from_arrays(pa.array([1.0, 2.0], pa.float32()), 1),
+                      "text": ["x", None], "n": pa.array([1, None], pa.int64()), "f": [True, False]})
+    pq.write_table(table, sink, row_group_size=1)
+    footer = footer_bytes(sink.getvalue().to_pybytes())
+    assert encode_struct(decode_struct(footer)) == footer
+
+
+def test_the_writer_writes_each_row_group_once_and_the_file_reads_everywhere(tmp_path):
+    out = tmp_path / "emb.parquet"
+    values = angles(10, 3)
+    with EmbeddingWriter(out, dim=3, metadata=META, row_group_size=4, texts=True) as writer:
+        writer.write([f"d{i}" for i in range(10)], values, texts=[f"text {i}" for i in range(10)])
+        data = partial_path(out) / "data"
+        assert data.stat().st_size > 0  # two row groups already in the output's own bytes
+        size_before_close = data.stat().st_size
+    assert out.stat().st_size > size_before_close  # close() appended the last group and the footer, no rewrite
+    info = pq.ParquetFile(out).metadata
+    assert [info.row_group(i).num_rows for i in range(info.num_row_groups)] == [4, 4, 2]
+    emb = read_embeddings(out, texts=True)
+    assert emb.ids == [f"d{i}" for i in range(10)] and torch.equal(emb.values, values)
+    assert emb.texts == [f"text {i}" for i in range(10)]
+    pd = pytest.importorskip("pandas")
+    assert list(pd.read_parquet(out)["text"]) == emb.texts
+
+
+def test_unique_ids_are_exact_when_hashes_collide(monkeypatch):
+    import qcompress.formats.ids as ids_module
+    from qcompress.formats import UniqueIds
+
+    monkeypatch.setattr(ids_module, "hash", lambda s: 7, raising=False)  # every id has the same hash
+    seen = UniqueIds()
+    assert seen.add(["a", "b"], [1, 2]) is None and seen.add(["c"], [3]) is None
+    assert seen.add(["d", "b"], [4, 5]) == (1, 2)
+    assert seen.add(["e", "e"], [6, 7]) == (1, 6)
+    assert len(seen) == 3
+
+
+def test_unique_ids_over_many_batches_find_the_first_repeat():
+    from qcompress.formats import UniqueIds
+
+    seen = UniqueIds()
+    for start in range(0, 5000, 100):
+        assert seen.add([f"id{i}" for i in range(start, start + 100)], range(start, start + 100)) is None
+    assert seen.add(["new", "id4321", "id17"], [9000, 9001, 9002]) == (1, 4321)
+    assert seen.nbytes < 60 * len(seen)  # compact: ~32 bytes plus the id per row

@@ -343,7 +343,9 @@ def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: 
     array = flat.to_numpy(zero_copy_only=False).reshape(len(values), dim)
     if meta["encoding"] == "uint8":
         return torch.from_numpy(np.array(array, dtype=np.uint8) if keep_codes else dequantize_angles(array))
-    decoded = torch.from_numpy(np.array(array, dtype=np.float32))
+    decoded = torch.from_numpy(np.array(array, dtype=np.float32))  # a writable copy: torch tensors may be written
+    if not decoded.numel() or _plausible(decoded.numpy(), column):
+        return decoded
     finite = torch.isfinite(decoded).all(dim=1)
     if not finite.all():
         row = int((~finite).nonzero()[0])
@@ -353,6 +355,15 @@ def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: 
     if column == "angles" and decoded.numel():
         _check_angle_range(decoded, ids, file, first_row)
     return decoded
+
+
+def _plausible(values: np.ndarray, column: str) -> bool:
+    """True when every value is finite (and, for angles, in [0, pi]): two vectorised passes, no temporaries. NaN
+    makes min and max NaN, so one NaN anywhere fails the test; the caller then finds the row to name."""
+    low, high = float(values.min()), float(values.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return False
+    return column != "angles" or (low >= -ANGLE_TOLERANCE and high <= math.pi + ANGLE_TOLERANCE)
 
 
 def _check_angle_range(angles: Tensor, ids: pa.Array, file: Path, first_row: int) -> None:

@@ -53,14 +53,8 @@ class UniqueIds:
         """
         if len(ids) != len(positions):
             raise ValueError(f"got {len(ids)} ids for {len(positions)} positions")
-        duplicate = None
-        first: dict[str, int] = {}
-        for index, doc_id in enumerate(ids):
-            if doc_id in first:
-                duplicate = (index, int(positions[first[doc_id]]))
-                break
-            first[doc_id] = index
-        hashes = np.fromiter((hash(doc_id) for doc_id in ids), np.int64, len(ids))
+        duplicate = None if len(set(ids)) == len(ids) else _first_repeat(ids, positions)
+        hashes = np.fromiter(map(hash, ids), np.int64, len(ids))
         query, entries = self._runs.matches(hashes)
         for index, entry in sorted(zip(query.tolist(), entries.tolist())):
             if duplicate is not None and index >= duplicate[0]:
@@ -71,12 +65,23 @@ class UniqueIds:
         if duplicate is not None:
             return duplicate
         start = len(self._positions)
-        encoded = [doc_id.encode("utf-8") for doc_id in ids]
-        self._bytes += b"".join(encoded)
-        end = self._offsets[-1]
-        for item in encoded:
-            end += len(item)
-            self._offsets.append(end)
-        self._positions.extend(int(p) for p in positions)
+        joined = "".join(ids)
+        data = joined.encode("utf-8")
+        # All ASCII (the usual case): byte lengths are string lengths, no per-id encoding needed.
+        lengths = map(len, ids) if len(data) == len(joined) else (len(i.encode("utf-8")) for i in ids)
+        ends = self._offsets[-1] + np.cumsum(np.fromiter(lengths, np.int64, len(ids)))
+        self._bytes += data
+        self._offsets.frombytes(ends.astype(np.int64).tobytes())
+        self._positions.frombytes(np.asarray(positions, dtype=np.int64).tobytes())
         self._runs.add(hashes, np.arange(start, start + len(ids), dtype=np.int64))
         return None
+
+
+def _first_repeat(ids: Sequence[str], positions: Sequence[int]) -> tuple[int, int]:
+    """(index, position of its first copy) of the first id that repeats an earlier one of the same batch."""
+    first: dict[str, int] = {}
+    for index, doc_id in enumerate(ids):
+        if doc_id in first:
+            return index, int(positions[first[doc_id]])
+        first[doc_id] = index
+    raise ValueError("no repeated id")  # callers check first
