@@ -88,10 +88,12 @@ def main() -> None:
             for start in range(0, args.size, 1 << 16):
                 part = codes[start : start + (1 << 16)]
                 w.write([str(i) for i in range(start, start + len(part))], decode_codes(part))
-        print(f"data: {args.size:,} x {args.dim} uint8 codes, written to Parquet in {time.perf_counter() - t0:.0f} s",
+        print(f"data: {args.size:,} x {args.dim} uint8 codes, written to Parquet in {time.perf_counter() - t0:.0f} s "
+              f"(peak memory so far {peak_gib():.1f} GiB)",
               flush=True)
         info = build_index(corpus, folder / "corpus.index", nlist=args.nlist)
-        print(f"index build: nlist {info.nlist}, k-means {info.train_seconds:.0f} s, adding {info.add_seconds:.0f} s",
+        print(f"index build: nlist {info.nlist}, k-means {info.train_seconds:.0f} s, adding {info.add_seconds:.0f} s "
+              f"(peak memory so far {peak_gib():.1f} GiB)",
               flush=True)
         index = ApproximateIndex(folder / "corpus.index")
 
@@ -106,7 +108,7 @@ def main() -> None:
         print(f"\nN={args.size:,} n={args.dim} queries={args.queries} k={args.k} clustered, query noise "
               f"{args.query_noise}, rerank {args.rerank} (torch threads {torch.get_num_threads()}, "
               f"{os.cpu_count()} CPUs, load average {load})")
-        print(f"  exact    {exact:8.3f} s   1.00x   recall 1.000")
+        print(f"  exact    {exact:8.3f} s   1.00x   recall 1.000   (peak memory so far {peak_gib():.1f} GiB)")
         for nprobe in (int(x) for x in args.nprobe.split(",")):
             index.search_rows(queries, args.k, nprobe=nprobe, rerank=args.rerank)  # warm-up
             times = []
