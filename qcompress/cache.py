@@ -2,6 +2,9 @@
 
 What is cached is the pooled encoder output (before any head), keyed by the encoder itself and the text:
     CACHE/<encoder key>/shard-<random>.safetensors    tensors "keys" (n, 16) uint8 and "pooled" (n, in_dim) float32
+The shards are memory-mapped, never loaded whole: an index of the keys (sorted runs of their first 8 bytes,
+`qcompress.sorted_runs`, plus the 16-byte keys for an exact check: 32 bytes per entry) finds a text's shard and
+row, and only the rows asked for are read.
 The encoder key is a hash of the encoder's weights (so a fine-tuned encoder never reuses the outputs of its
 base), its tokenizer, the max length and the pooling mode; a text's key is a hash of its UTF-8 bytes as the
 encoder sees them, with the model's query or document prompt before it (`pool_texts(..., role=)`). Heads, and the
@@ -28,17 +31,21 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from qcompress.atomic import atomic_file
 from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
+from qcompress.sorted_runs import SortedRuns
 
 __all__ = ["CACHE_ENV", "PooledCache", "resolve_cache_dir", "pool_texts", "encode", "project_pooled", "weights_digest",
            "encoder_key", "text_key"]
@@ -46,6 +53,8 @@ __all__ = ["CACHE_ENV", "PooledCache", "resolve_cache_dir", "pool_texts", "encod
 CACHE_ENV = "QCOMPRESS_CACHE"
 KEY_BYTES = 16
 PROJECT_CHUNK = 4096  # rows per head call when projecting cached outputs (bounds the head's temporaries)
+OPEN_SHARDS = 64  # memory maps kept open at once (each holds a file descriptor)
+_DTYPES = {"F32": np.float32, "U8": np.uint8}
 
 
 def resolve_cache_dir(folder: str | os.PathLike | None = None) -> Path:
@@ -104,45 +113,108 @@ def encoder_key(model) -> str:
     )
 
 
+def _safetensors_array(path: Path, name: str) -> np.memmap:
+    """Tensor `name` of a safetensors file, memory-mapped read-only (the format: an 8-byte little-endian header
+    length, a JSON header giving each tensor's dtype, shape and byte range, then the bytes)."""
+    try:
+        with open(path, "rb") as stream:
+            size = int.from_bytes(stream.read(8), "little")
+            if not 0 < size <= min(path.stat().st_size - 8, 1 << 24):
+                raise ValueError(f"header length {size} does not fit the file")
+            header = json.loads(stream.read(size))
+        info = header[name]
+        start, end = info["data_offsets"]
+        dtype, shape = np.dtype(_DTYPES[info["dtype"]]), tuple(info["shape"])
+        if end - start != dtype.itemsize * int(np.prod(shape)):
+            raise ValueError("byte range and shape disagree")
+        return np.memmap(path, dtype=dtype, mode="r", offset=8 + size + start, shape=shape)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: damaged cache shard ({err}); delete it (the cache only saves time)") from None
+
+
 class PooledCache:
-    """The cache folder of one model's encoder: look pooled outputs up by text, add new ones as a shard."""
+    """The cache folder of one model's encoder: look pooled outputs up by text, add new ones as a shard.
+
+    Shards are indexed when first needed (their keys only) and memory-mapped; `get` reads just the rows found.
+    """
 
     def __init__(self, folder: str | os.PathLike, model) -> None:
         self.root = Path(folder).expanduser()
         self.folder = self.root / encoder_key(model)
-        self._index: dict[bytes, Tensor] | None = None
+        self.width = model.in_dim
+        self._index: SortedRuns | None = None  # first 8 key bytes -> location (shard << 32 | row)
+        self._shards: list[Path] = []
+        self._keys: list[np.ndarray] = []  # (rows, 16) uint8 per shard, for the exact check
+        self._open: OrderedDict[int, np.memmap] = OrderedDict()
 
-    def _load(self) -> dict[bytes, Tensor]:
+    def _load(self) -> SortedRuns:
         if self._index is None:
-            self._index = {}
+            self._index = SortedRuns()
             if self.folder.is_dir():
                 for shard in sorted(self.folder.glob("shard-*.safetensors")):
-                    tensors = load_file(str(shard))
-                    for key, row in zip(tensors["keys"].numpy(), tensors["pooled"]):
-                        self._index[key.tobytes()] = row
+                    self._register(shard)
         return self._index
 
+    def _register(self, shard: Path) -> None:
+        keys = np.array(_safetensors_array(shard, "keys"))
+        if keys.ndim != 2 or keys.shape[1] != KEY_BYTES:
+            raise ValueError(f"{shard}: damaged cache shard (keys of shape {keys.shape}); delete it")
+        number = len(self._shards)
+        self._shards.append(shard)
+        self._keys.append(keys)
+        locations = (number << 32) + np.arange(len(keys), dtype=np.int64)
+        self._index.add(_prefixes(keys), locations)
+
     def __len__(self) -> int:
+        """Entries stored (a text added by two concurrent runs counts twice)."""
         return len(self._load())
 
-    def get(self, keys: Sequence[bytes]) -> list[Tensor | None]:
+    def _pooled(self, shard: int) -> np.memmap:
+        if shard not in self._open:
+            if len(self._open) >= OPEN_SHARDS:
+                self._open.popitem(last=False)
+            self._open[shard] = _safetensors_array(self._shards[shard], "pooled")
+        self._open.move_to_end(shard)
+        return self._open[shard]
+
+    def get(self, keys: Sequence[bytes]) -> tuple[Tensor, Tensor]:
+        """(pooled (len(keys), in_dim) float32, zeros where missing; found (len(keys),) bool)."""
         index = self._load()
-        return [index.get(k) for k in keys]
+        wanted = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+        query, locations = index.matches(_prefixes(wanted))
+        out = np.zeros((len(keys), self.width), dtype=np.float32)
+        found = np.zeros(len(keys), dtype=bool)
+        shards, rows = locations >> 32, locations & 0xFFFFFFFF
+        for shard in np.unique(shards).tolist():
+            mine = np.flatnonzero(shards == shard)
+            q, r = query[mine], rows[mine]
+            exact = (self._keys[shard][r] == wanted[q]).all(axis=1)  # the same 16 bytes, not just the first 8
+            q, r = q[exact & ~found[q]], r[exact & ~found[q]]
+            if q.size:
+                order = np.argsort(r)  # memory-map reads in file order
+                out[q[order]] = self._pooled(shard)[r[order]]
+                found[q] = True
+        return torch.from_numpy(out), torch.from_numpy(found)
 
     def add(self, keys: Sequence[bytes], pooled: Tensor) -> None:
         """Store new (key, pooled row) entries as one shard."""
         if not keys:
             return
+        self._load()
         self.folder.mkdir(parents=True, exist_ok=True)
         tensors = {
             "keys": torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).reshape(len(keys), KEY_BYTES),
             "pooled": pooled.detach().to("cpu", torch.float32).contiguous(),
         }
-        with atomic_file(self.folder / f"shard-{uuid.uuid4().hex}.safetensors") as tmp:
+        shard = self.folder / f"shard-{uuid.uuid4().hex}.safetensors"
+        with atomic_file(shard) as tmp:
             save_file(tensors, str(tmp))
-        index = self._load()
-        for key, row in zip(keys, tensors["pooled"]):
-            index[key] = row
+        self._register(shard)
+
+
+def _prefixes(keys: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each 16-byte key, as int64 (the hash the index sorts by)."""
+    return np.ascontiguousarray(keys[:, :8]).view(np.int64).reshape(-1)
 
 
 def pool_texts(
@@ -168,12 +240,11 @@ def pool_texts(
         if cache is None:
             return map_batches(pool_batch, texts, batch_size, width=model.in_dim, on_batch=on_batch)
         keys = [text_key(t) for t in texts]
-        found = cache.get(keys)
+        pooled, found = cache.get(keys)
         missing: dict[bytes, int] = {}  # key -> index of its first text (repeated texts are encoded once)
-        for i, (key, row) in enumerate(zip(keys, found)):
-            if row is None and key not in missing:
-                missing[key] = i
-        hits = len(texts) - sum(1 for row in found if row is None)
+        for i in (~found).nonzero().flatten().tolist():
+            missing.setdefault(keys[i], i)
+        hits = int(found.sum())
         if on_batch is not None and hits:
             on_batch(hits)
         if missing:
@@ -183,8 +254,8 @@ def pool_texts(
             cache.add(list(missing), new)
             if on_batch is not None and repeats:
                 on_batch(repeats)
-            found = cache.get(keys)
-    return torch.stack(found) if texts else torch.empty(0, model.in_dim)
+            pooled, found = cache.get(keys)  # read back: every row comes from the cache's float32, as on a hit
+    return pooled
 
 
 def encode(

@@ -1,23 +1,28 @@
 """The library side of `qcompress compress`: texts -> one Parquet file of angles (or vectors), chunk by chunk.
 
-The input is read and validated whole before anything is encoded (a bad line 10,000 fails at once, leaving no
-output). It is then encoded in chunks of `chunk_size` rows, each chunk written as one row group in input order;
-inside a chunk `model.encode` batches texts longest-first so that padding is small. `EmbeddingWriter` keeps
-finished chunks in `OUT.partial/` and renames the complete file into place at the end, so an interrupted run
-leaves no `OUT`, and `resume=True` continues after the chunks already written.
+The input streams through: each chunk of `chunk_size` records is read (the reader checks every line and refuses
+duplicate ids, in memory that grows with the ids only: `qcompress.formats.ids`), encoded and written as one row
+group, in input order, before the next is read; memory does not grow with the corpus. Inside a chunk
+`model.encode` batches texts longest-first so that padding is small. `EmbeddingWriter` writes the output once into
+`OUT.partial/` (locked against a second run writing OUT) and renames the complete file into place at the end, so
+an interrupted run (or a bad line half-way) leaves no `OUT`, and `resume=True` continues after the chunks already
+written: each chunk's input (ids and texts) has a digest in the writer's journal, and a resume whose input differs
+in any finished chunk is refused, naming it.
 
 Example:
     >>> from qcompress.model import build_model                                   # doctest: +SKIP
-    >>> from qcompress.formats import read_texts                                  # doctest: +SKIP
+    >>> from qcompress.formats import iter_texts                                  # doctest: +SKIP
     >>> model = build_model("minilm", similarity="fidelity")                      # doctest: +SKIP
-    >>> compress(read_texts("corpus.jsonl"), "corpus.parquet", model)             # doctest: +SKIP
-    1398
+    >>> compress(iter_texts("corpus.jsonl"), "corpus.parquet", model)             # doctest: +SKIP
+    Compressed(rows=1398, resumed=0)
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 from os import PathLike
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from qcompress.cache import encode, weights_digest
 from qcompress.errors import InputError
@@ -25,7 +30,7 @@ from qcompress._version import __version__
 from qcompress.formats import EmbeddingWriter
 from qcompress.quantization import check_encoding
 
-__all__ = ["compress", "embedding_metadata", "model_id", "DEFAULT_CHUNK"]
+__all__ = ["compress", "Compressed", "chunk_digest", "embedding_metadata", "model_id", "DEFAULT_CHUNK"]
 
 DEFAULT_CHUNK = 4096  # rows per chunk = per row group: the unit of progress and of --resume
 
@@ -50,8 +55,54 @@ def embedding_metadata(model, role: str | None = None) -> dict:
                 qcompress_version=__version__)
 
 
+class Compressed(NamedTuple):
+    """What `compress` did: rows in the file, and how many of them an earlier run had written (`resume`)."""
+
+    rows: int
+    resumed: int
+
+
+def chunk_digest(records: list[tuple[str, str]]) -> str:
+    """A digest of a chunk's ids and texts, in order (length-prefixed: no two chunks share one by concatenation).
+
+    Example:
+        >>> chunk_digest([("a", "bc")]) == chunk_digest([("ab", "c")])
+        False
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for doc_id, text in records:
+        for part in (doc_id.encode("utf-8"), text.encode("utf-8")):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+    return h.hexdigest()
+
+
+def _chunks(records: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+    while chunk := list(itertools.islice(records, size)):
+        yield chunk
+
+
+def _skip_finished(records: Iterator[tuple[str, str]], writer: EmbeddingWriter) -> None:
+    """Consume the input rows that the earlier run wrote, checking each finished chunk's digest."""
+    first = 1
+    for number, group in enumerate(writer.row_groups, 1):
+        chunk = list(itertools.islice(records, group.rows))
+        last = first + group.rows - 1
+        if len(chunk) < group.rows:
+            raise InputError(
+                f"cannot resume: the earlier run wrote {writer.rows_written} rows, but this input has only "
+                f"{first - 1 + len(chunk)}; use the same input, or run without --resume to start over"
+            )
+        if group.digest is None or chunk_digest(chunk) != group.digest:
+            raise InputError(
+                f"cannot resume: chunk {number} (rows {first}-{last}) of this input differs from the one the earlier "
+                "run wrote (ids or texts changed); use the same input, or run without --resume to start over"
+            )
+        first = last + 1
+
+
 def compress(
-    records: Sequence[tuple[str, str]],
+    records: Iterable[tuple[str, str]],
     out: str | PathLike,
     model,
     *,
@@ -62,37 +113,37 @@ def compress(
     cache=None,
     on_batch: Callable[[int], None] | None = None,
     role: str | None = "document",
-) -> int:
-    """Encode (id, text) records with `model` and write them to the Parquet file `out`; return the rows encoded
-    by this call (fewer than len(records) when resuming).
+    store_text: bool = False,
+) -> Compressed:
+    """Encode (id, text) records with `model` and write them to the Parquet file `out`, a chunk at a time.
 
-    Angle models write `angles` (float32, or 8-bit codes with encoding="uint8"); cosine models write float32
-    `vectors`. `on_batch(n)` is called as rows are done (first with the rows skipped by `resume`). `cache`, a
-    `qcompress.cache.PooledCache`, skips the encoder for texts it holds and keeps the new pooled outputs (so a
-    later `evaluate --cache` of the same encoder does not encode the corpus again). `role` ("document" or
-    "query") chooses the model's prompt put before each text, and is recorded in the file's metadata.
+    `records` may be any iterable (`qcompress.formats.iter_texts` streams a file, checking it as it goes); ids must
+    be unique (the readers check). Angle models write `angles` (float32, or 8-bit codes with encoding="uint8");
+    cosine models write float32 `vectors`; `store_text=True` adds each row's `text`. `on_batch(n)` is called as rows
+    are done (first with the rows skipped by `resume`). `cache`, a `qcompress.cache.PooledCache`, skips the encoder
+    for texts it holds and keeps the new pooled outputs (so a later `evaluate --cache` of the same encoder does not
+    encode the corpus again). `role` ("document" or "query") chooses the model's prompt put before each text, and is
+    recorded in the file's metadata. Raises `InputError` when another run is writing `out`, or when `resume` finds
+    that the earlier run's input differs from `records`.
     """
     column = model.output_kind
     check_encoding(encoding, column)
-    metadata = embedding_metadata(model, role)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    records = iter(records)
     with EmbeddingWriter(
-        out, dim=model.dim, metadata=metadata, encoding=encoding, column=column, resume=resume,
-        row_group_size=chunk_size,
+        out, dim=model.dim, metadata=embedding_metadata(model, role), encoding=encoding, column=column, resume=resume,
+        row_group_size=chunk_size, texts=store_text,
     ) as writer:
-        start = writer.rows_written
-        if start:
-            if start > len(records) or records[start - 1][0] != writer.last_id:
-                found = f'row {start} has id "{records[start - 1][0]}"' if start <= len(records) else (
-                    f"it has only {len(records)} rows")
-                raise InputError(
-                    f'cannot resume: the earlier run wrote {start} rows ending with id "{writer.last_id}", but in '
-                    f"this input {found}; use the same input, or run without --resume to start over"
-                )
+        resumed = writer.rows_written
+        if resumed:
+            _skip_finished(records, writer)
             if on_batch is not None:
-                on_batch(start)
-        for first in range(start, len(records), chunk_size):
-            chunk = records[first : first + chunk_size]
-            values = encode(model, [text for _, text in chunk], batch_size=batch_size, cache=cache, on_batch=on_batch,
-                            role=role)
-            writer.write([doc_id for doc_id, _ in chunk], values)
-    return len(records) - start
+                on_batch(resumed)
+        for chunk in _chunks(records, chunk_size):
+            texts = [text for _, text in chunk]
+            values = encode(model, texts, batch_size=batch_size, cache=cache, on_batch=on_batch, role=role)
+            writer.write([doc_id for doc_id, _ in chunk], values, texts=texts if store_text else None,
+                         digest=chunk_digest(chunk))
+        rows = writer.rows_written
+    return Compressed(rows, resumed)

@@ -63,6 +63,7 @@ import math
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from qcompress.formats.embeddings import scan_embeddings
@@ -78,6 +79,7 @@ from qcompress.search_base import (
     check_k,
     empty_result,
     rank,
+    search_workers,
     select_topk,
 )
 from qcompress.search_cosine import brute_force_topk_cosine, topk_cosine
@@ -147,13 +149,10 @@ def _check_corpus(corpus: Tensor, corpus_codes: bool, *, require_finite: bool = 
     return corpus.detach().contiguous()
 
 
-# -- 8-bit codes ------------------------------------------------------------------------------------------------
-
-# cos and sin of each code's angle (qcompress.quantization.DECODE), for the features of 8-bit corpora.
-_COS, _SIN = torch.cos(DECODE), torch.sin(DECODE)
-
-
 # -- features and bounds -----------------------------------------------------------------------------------------
+
+# cos and sin of each code's angle (qcompress.quantization.DECODE): the features of 8-bit corpora, by look-up.
+_CODE_FEATURES = torch.stack([torch.cos(DECODE), torch.sin(DECODE)], dim=1)
 
 
 def _blocks(n: int) -> list[tuple[int, int]]:
@@ -170,26 +169,21 @@ def _stages(n_blocks: int) -> list[int]:
 
 
 def _features(angles: Tensor) -> Tensor:
-    """(rows, n) angles -> (rows, 2n) features [cos; sin] laid out block by block: [cos b0, sin b0, cos b1, ...].
+    """(rows, n) angles -> (rows, 2n) features [cos a0, sin a0, cos a1, sin a1, ...].
 
-    The layout only has to match between queries and documents for the matmul; block-wise, a refinement stage
-    gathers one contiguous slice per document.
+    The layout only has to match between queries and documents for the matmul; interleaved, the features of a
+    block of qubits are one contiguous slice (what a refinement stage gathers), and cos and sin are written in
+    place, with no temporaries.
     """
-    return _layout(torch.cos(angles), torch.sin(angles))
+    out = torch.empty(angles.shape[0], angles.shape[1], 2, dtype=torch.float32)
+    torch.cos(angles, out=out[:, :, 0])
+    torch.sin(angles, out=out[:, :, 1])
+    return out.view(angles.shape[0], -1)
 
 
 def _code_features(codes: Tensor) -> Tensor:
     """`_features` of 8-bit codes, by table look-up (no cos/sin per element)."""
-    codes = codes.to(torch.int32)
-    return _layout(_COS[codes], _SIN[codes])
-
-
-def _layout(cos: Tensor, sin: Tensor) -> Tensor:
-    out = torch.empty(cos.shape[0], 2 * cos.shape[1], dtype=torch.float32)
-    for start, end in _blocks(cos.shape[1]):
-        out[:, 2 * start : start + end] = cos[:, start:end]
-        out[:, start + end : 2 * end] = sin[:, start:end]
-    return out
+    return F.embedding(codes.to(torch.int64), _CODE_FEATURES).view(codes.shape[0], -1)
 
 
 class FidelityIndex:
@@ -198,7 +192,7 @@ class FidelityIndex:
     `corpus` is (N, n) float angles, or uint8 codes with `corpus_codes=True`. The index keeps a reference to it
     (no copy for contiguous float32 or uint8) and, with `cache_features=True` (the default), its (N, 2n) float32
     features: 2x the float32 corpus in memory (8x the codes), computed once so that each search is one matmul
-    plus a little. With `cache_features=False` they are recomputed block by block at each search.
+    plus a little. With `cache_features=False` they are recomputed a chunk at a time at each search.
 
     `candidates` is the seed size C (raise it when many queries have more than ~C/2 near neighbours), and
     `chunk_elements` bounds the temporaries. After each search, `last_stats` says how the work went.
@@ -237,11 +231,19 @@ class FidelityIndex:
         # Python overhead per piece, at ~2^20 (2 * 16 features per pair).
         self.work_elements = min(chunk_elements, 1 << 17)
         self.pair_chunk = max(1, min(chunk_elements, 1 << 20) // (2 * _BLOCK))
-        self.features = self._corpus_features(0, self.size) if cache_features else None
+        self.chunk_rows = max(1, chunk_elements // (2 * self.dim))  # corpus rows per chunk of the scan
+        self.features = None
+        if cache_features:
+            with search_workers() as run:
+                parts = run(lambda span: self._corpus_features(*span), self._chunks())
+            self.features = torch.cat(parts) if parts else torch.empty(0, 2 * self.dim)
         self.last_stats: dict[str, int] = {}
 
     def __len__(self) -> int:
         return self.size
+
+    def _chunks(self) -> list[tuple[int, int]]:
+        return [(s, min(self.size, s + self.chunk_rows)) for s in range(0, self.size, self.chunk_rows)]
 
     # The corpus seen as float32 angles or features, a slice of rows or a gathered set of rows at a time.
     def _angles(self, rows: Tensor | slice) -> Tensor:
@@ -249,23 +251,10 @@ class FidelityIndex:
         return decode_codes(part) if self.codes else part
 
     def _corpus_features(self, start: int, end: int) -> Tensor:
-        step = max(1, self.chunk_elements // (2 * self.dim))
-        out = torch.empty(end - start, 2 * self.dim, dtype=torch.float32)
-        for s in range(start, end, step):
-            e = min(end, s + step)
-            part = self.corpus[s:e]
-            out[s - start : e - start] = _code_features(part) if self.codes else _features(part)
-        return out
-
-    def _inner_products(self, query_features: Tensor) -> Tensor:
         if self.features is not None:
-            return query_features @ self.features.T
-        out = torch.empty(query_features.shape[0], self.size, dtype=torch.float32)
-        step = max(1, self.chunk_elements // (2 * self.dim))
-        for start in range(0, self.size, step):
-            end = min(self.size, start + step)
-            out[:, start:end] = query_features @ self._corpus_features(start, end).T
-        return out
+            return self.features[start:end]
+        part = self.corpus[start:end]
+        return _code_features(part) if self.codes else _features(part)
 
     def _exact(self, queries: Tensor, rows: Tensor, docs: Tensor) -> Tensor:
         """Reference log-fidelity of the pairs (queries[rows], corpus[docs]), as `pairwise_log_fidelity` computes it."""
@@ -276,23 +265,16 @@ class FidelityIndex:
             out[s : s + r.numel()] = log_cos2_half(queries[r] - self._angles(d)).sum(-1)
         return out
 
-    def _block_cos(self, queries, query_features, rows, docs, start, end) -> Tensor:
-        """cos(a_i - b_i) for the pairs and qubits start..end, from cached features or from the angles.
+    def _block_cos(self, queries, rows, docs, start, end) -> Tensor:
+        """cos(a_i - b_i) for the pairs (rows, docs) and qubits start..end, from the angles.
 
-        `rows` is a tensor of query rows, one per pair, or one int when all pairs share a query (no gather).
+        Gathering 16 angles a pair and one vectorised cos is cheaper than gathering 32 cached features a pair and
+        multiplying them (measured: about 0.7x the time), so the refinement never reads the features.
         """
-        if self.features is not None:
-            cols = slice(2 * start, 2 * end)
-            single = isinstance(rows, int)
-            query = query_features[rows, cols] if single else query_features[:, cols].index_select(0, rows)
-            prod = self.features[:, cols].index_select(0, docs).mul_(query)
-            width = end - start
-            return prod[:, :width].add_(prod[:, width:])
         doc_angles = self.corpus[:, start:end].index_select(0, docs)
         if self.codes:
             doc_angles = decode_codes(doc_angles)
-        query = queries[rows, start:end] if isinstance(rows, int) else queries[:, start:end].index_select(0, rows)
-        return torch.cos(query - doc_angles)
+        return torch.cos(queries[:, start:end].index_select(0, rows) - doc_angles)
 
     # -- error margins (see the module docstring) --
     def _ip_error(self, max_abs_queries: float) -> float:
@@ -330,98 +312,115 @@ class FidelityIndex:
         check_dims(queries, self.dim)
         m, size = queries.shape[0], self.size
         k = min(k, size)
-        stats = self.last_stats = {"queries": m, "documents": size, "seed_certified": 0, "refined_pairs": 0,
-                                   "exact_pairs": 0}
+        self.last_stats = {"queries": m, "documents": size, "seed_certified": 0, "refined_pairs": 0, "exact_pairs": 0}
         if m == 0 or size == 0:
             return empty_result(m, k)
-        query_features = _features(queries)
-        ip = self._inner_products(query_features)
+        with search_workers() as run:
+            return self._search(queries, k, floor, run)
+
+    def _search(self, queries: Tensor, k: int, floor: Tensor | None, run) -> tuple[Tensor, Tensor]:
+        m, size, stats = queries.shape[0], self.size, self.last_stats
         seed = min(size, max(k, self.candidates))
         if seed == size:  # small corpus: score everything
-            everything = torch.arange(size).expand(m, size)
-            scores = self._exact(queries, torch.arange(m).repeat_interleave(size), everything.flatten()).view(m, size)
+            rows, docs = torch.arange(m).repeat_interleave(size), torch.arange(size).repeat(m)
             stats.update(seed_certified=m, exact_pairs=m * size)
-            return select_topk(scores, k)
-
-        top_ip, seed_docs = ip.topk(seed + 1, dim=1)
-        seed_docs = seed_docs[:, :seed]
-        seed_scores = self._exact(queries, torch.arange(m).repeat_interleave(seed), seed_docs.flatten()).view(m, seed)
+            return select_topk(self._exact_pairs(queries, rows, docs, run).view(m, size), k)
+        chunks = self._chunks()
+        # 1. Inner products of every document, chunk by chunk, each chunk listing its best `listed` per query (and
+        # the next value, which bounds the rest of the chunk). A top-8 costs a quarter of a top-129.
+        listed = min(seed, max(8, math.ceil(4 * seed / len(chunks))))
+        query_features = _features(queries)
+        scanned = run(lambda span: self._scan(query_features, span, listed), chunks)
+        values = torch.cat([v[:, :listed] for _, v, _ in scanned], 1)
+        listed_docs = torch.cat([d[:, :listed] for _, _, d in scanned], 1)
+        beyond = torch.stack([v[:, listed] if v.shape[1] > listed else torch.full((m,), -math.inf)
+                              for _, v, _ in scanned], 1)
+        # 2. The seed (the best listed by inner product) scored exactly: its k-th score is a floor that the final
+        # k-th score can only beat.
+        seed = min(seed, values.shape[1])
+        chosen = values.topk(seed, dim=1).indices
+        seed_docs = listed_docs.gather(1, chosen)
+        seed_scores = self._exact_pairs(queries, torch.arange(m).repeat_interleave(seed), seed_docs.flatten(),
+                                        run).view(m, seed)
         kth = seed_scores.topk(k, dim=1).values[:, -1]
         if floor is not None:
             kth = torch.maximum(kth, floor.to(torch.float32))
         ip_error = self._ip_error(float(queries.abs().max()))
         threshold = self._ip_threshold(kth, ip_error)
-        # A row is certified when even its (seed+1)-th inner product cannot reach the k-th seed score.
-        todo = (top_ip[:, seed] >= threshold).nonzero().flatten()
-        stats.update(seed_certified=m - todo.numel(), exact_pairs=m * seed)
-
-        rows, docs = self._refine(queries, query_features, ip, todo, seed_docs, threshold, kth, ip_error)
+        stats["exact_pairs"] = m * seed
+        # 3. The pairs outside the seed whose bound reaches the floor: listed ones, then those of the chunks whose
+        # next value reaches it; refined in stages, survivors scored exactly.
+        outside = values >= threshold[:, None]
+        outside.scatter_(1, chosen, False)
+        r, c = outside.nonzero(as_tuple=True)
+        work = [(None, r, listed_docs[r, c], values[r, c])]
+        for j, (ip, _, docs) in enumerate(scanned):
+            rows = (beyond[:, j] >= threshold).nonzero().flatten()
+            if rows.numel():
+                work.append(((ip, chunks[j][0], docs[:, :listed]), rows, None, None))
+        found = run(lambda item: self._settle(queries, item, threshold, kth, ip_error), work)
+        rows = torch.cat([f[0] for f in found])
+        docs = torch.cat([f[1] for f in found])
+        scores = torch.cat([f[2] for f in found])
+        refined = sum(f[3] for f in found)  # pairs refined per row
+        stats.update(seed_certified=int((refined == 0).sum()), refined_pairs=int(refined.sum()))
         stats["exact_pairs"] += rows.numel()
-        scores = self._exact(queries, rows, docs)
         return rank(*append_ragged(seed_scores, seed_docs, rows, docs, scores, sentinel=size), k)
 
-    def _refine(
-        self, queries, query_features, ip, todo, seed_docs, threshold, floor, ip_error
-    ) -> tuple[Tensor, Tensor]:
-        """(rows, docs) of the pairs of the `todo` rows, outside the seed, that may still reach the row's floor.
+    def _exact_pairs(self, queries: Tensor, rows: Tensor, docs: Tensor, run) -> Tensor:
+        """`_exact` over many pairs, its pieces spread over the workers."""
+        step = max(1, (1 << 20) // self.dim)
+        pieces = [(s, s + step) for s in range(0, rows.numel(), step)]
+        parts = run(lambda p: self._exact(queries, rows[p[0] : p[1]], docs[p[0] : p[1]]), pieces)
+        return torch.cat(parts) if parts else torch.empty(0)
 
-        A row's pairs are those whose inner product reaches its threshold (stage A, one pass over the row);
-        they are refined by `_refine_chunk`, row by row when a row has many (the query then needs no gather),
-        rows with few pairs pooled together.
-        """
-        kept: list[tuple[Tensor, Tensor]] = []
-        pool: list[tuple[int, Tensor, Tensor]] = []
-        pooled = 0
+    def _scan(self, query_features: Tensor, span: tuple[int, int], listed: int) -> tuple[Tensor, Tensor, Tensor]:
+        """A chunk's inner products (m, rows), and its best `listed` + 1 per query: (values, corpus indices)."""
+        ip = query_features @ self._corpus_features(*span).T
+        values, local = ip.topk(min(listed + 1, ip.shape[1]), dim=1)
+        return ip, values, local + span[0]
 
-        def flush() -> None:
-            rows = torch.cat([torch.full((d.numel(),), row) for row, d, _ in pool])
-            docs = torch.cat([d for _, d, _ in pool])
-            kept.append(self._refine_chunk(queries, query_features, rows, docs,
-                                           torch.cat([v for _, _, v in pool]), floor[rows], ip_error))
-            pool.clear()
+    def _settle(self, queries, item, threshold, floor, ip_error):
+        """One piece of step 3: given pairs (chunk None: rows, docs, inner products), or a chunk (its inner
+        products, first row, listed docs) and the rows to look at, the pairs whose Jensen bound reaches the row's
+        floor (a chunk's listed docs excluded: step 3 has them), refined in stages and the survivors scored
+        exactly. Returns (rows, docs, scores, pairs refined per row)."""
+        chunk, rows, docs, values = item
+        if chunk is not None:
+            ip, start, listed = chunk
+            sub = ip.index_select(0, rows)
+            mask = sub >= threshold[rows, None]
+            mask.scatter_(1, listed.index_select(0, rows) - start, False)
+            r, d = mask.nonzero(as_tuple=True)
+            rows, docs, values = rows[r], d + start, sub[r, d]
+        refined = torch.bincount(rows, minlength=threshold.numel())
+        kept_rows, kept_docs = [], []
+        for s in range(0, rows.numel(), self.pair_chunk):
+            piece = slice(s, s + self.pair_chunk)
+            kr, kd = self._refine_chunk(queries, rows[piece], docs[piece], values[piece],
+                                        floor.index_select(0, rows[piece]), ip_error)
+            kept_rows.append(kr)
+            kept_docs.append(kd)
+        rows = torch.cat(kept_rows) if kept_rows else rows
+        docs = torch.cat(kept_docs) if kept_docs else docs
+        return rows, docs, self._exact(queries, rows, docs), refined
 
-        for row in todo.tolist():
-            line = ip[row]
-            mask = line >= threshold[row]
-            mask[seed_docs[row]] = False  # already scored
-            docs = mask.nonzero().flatten()
-            self.last_stats["refined_pairs"] += docs.numel()
-            values = line.index_select(0, docs)
-            if docs.numel() < self.pair_chunk // 4:
-                pool.append((row, docs, values))
-                pooled += docs.numel()
-                if pooled >= self.pair_chunk:
-                    flush()
-                    pooled = 0
-                continue
-            for s in range(0, docs.numel(), self.pair_chunk):
-                d = docs[s : s + self.pair_chunk]
-                d = self._refine_chunk(queries, query_features, row, d, values[s : s + self.pair_chunk],
-                                       floor[row], ip_error)[1]
-                kept.append((torch.full((d.numel(),), row), d))
-        if pool:
-            flush()
-        if not kept:
-            return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64)
-        return torch.cat([r for r, _ in kept]), torch.cat([d for _, d in kept])
-
-    def _refine_chunk(self, queries, query_features, rows, docs, rest_ip, floor, ip_error) -> tuple[Tensor, Tensor]:
+    def _refine_chunk(self, queries, rows, docs, rest_ip, floor, ip_error) -> tuple[Tensor, Tensor]:
         """Keep the pairs whose staged bound (near-exact on the qubits done, Jensen on the rest) reaches `floor`.
 
-        `rows` is one int (all pairs share that query) or a tensor; `rest_ip` holds the pairs' matmul values.
+        `rows`, `docs`, `rest_ip` (the pairs' matmul values) and `floor` hold one entry per pair.
         """
         n, blocks = self.dim, _blocks(self.dim)
         # The inner product left = matmul value - sum of the per-qubit cosines done: both errors count.
         rest_error = 2 * ip_error
         # The error of each x_i (module docstring).
         delta = (8 + self.max_abs + float(queries.abs().max())) * UNIT_ROUNDOFF
-        single = isinstance(rows, int)
         limit = self._limit(floor)
         partial = torch.zeros(docs.numel())
         done = 0
         for stage_end in _stages(len(blocks)):
             for start, end in blocks[done:stage_end]:
-                cos = self._block_cos(queries, query_features, rows, docs, start, end)
+                cos = self._block_cos(queries, rows, docs, start, end)
                 rest_ip -= cos.sum(1)
                 # x_i = (1 + cos)/2, raised by its error bound, clamped below: an upper bound of each factor.
                 partial += cos.mul_(0.5).add_(0.5 + delta).clamp_min_(_CLAMP).prod(1).log_()
@@ -434,12 +433,10 @@ class FidelityIndex:
                 bound = partial
             keep = (bound >= limit).nonzero().flatten()
             if keep.numel() < docs.numel():
-                docs, rest_ip, partial = docs[keep], rest_ip[keep], partial[keep]
-                if not single:
-                    rows, limit = rows[keep], limit[keep]
+                docs, rows, rest_ip, partial, limit = docs[keep], rows[keep], rest_ip[keep], partial[keep], limit[keep]
             if docs.numel() == 0:
                 break
-        return (torch.full((docs.numel(),), rows) if single else rows), docs
+        return rows, docs
 
 
 def topk(
@@ -511,8 +508,9 @@ def search_parquet(
     Angles (`angles` column, float32 or uint8 codes) are ranked by log-fidelity, vectors (`vectors`) by cosine.
     Returns (scores (m, min(k, N)), ids: one list of document id strings per query), best first; ties go to the
     row that comes first (files in name order), so the result is `topk`'s on the whole dataset read in order.
-    Memory: one batch of `batch_rows` rows, its features and its (m, batch_rows) scores. The file is checked as
-    it is read (`qcompress.formats.scan_embeddings`): bad rows raise `InputError` naming the file, row and id.
+    Memory: one batch of `batch_rows` rows, its features and its (m, batch_rows) scores, and the ids seen (compactly,
+    to refuse a repeated one). The file is checked as it is read (`qcompress.formats.scan_embeddings`): bad rows
+    and duplicate ids raise `InputError` naming the file, row and id.
 
     Example:
         >>> import tempfile, pathlib
@@ -524,7 +522,7 @@ def search_parquet(
         [['a', 'c']]
     """
     k = check_k(k)
-    meta, batches = scan_embeddings(path, batch_rows=batch_rows, keep_codes=True)
+    meta, batches = scan_embeddings(path, batch_rows=batch_rows, keep_codes=True, unique=True)
     cosine, codes = meta["column"] == "vectors", meta["encoding"] == "uint8"
     check_2d(queries, "queries")
     if not cosine:

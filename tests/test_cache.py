@@ -50,3 +50,48 @@ def test_no_cache_is_model_encode(tiny_encoder):
     model = build_model(tiny_encoder, head="none", max_length=32)
     assert torch.equal(encode(model, TEXTS), model.encode(TEXTS))
     assert encode(model, [], cache=None).shape == (0, 32)
+
+
+def test_shards_are_memory_mapped_and_indexed_not_loaded_into_a_dict(tiny_encoder, tmp_path, monkeypatch):
+    """Issue 19: the cache looks rows up by index in memory-mapped shards; only the rows asked for are read."""
+    import numpy as np
+
+    import qcompress.cache as cache_module
+
+    model = build_model(tiny_encoder, head="none", similarity="fidelity", max_length=32)
+    texts = [f"text number {i}" for i in range(40)]
+    cache = PooledCache(tmp_path, model)
+    for start in range(0, 40, 10):  # four shards
+        encode(model, texts[start : start + 10], cache=cache)
+    assert len(list(tmp_path.glob("*/shard-*.safetensors"))) == 4
+    monkeypatch.setattr(cache_module, "OPEN_SHARDS", 2)  # fewer open maps than shards: maps are reopened
+    fresh = PooledCache(tmp_path, model)
+    pooled, found = fresh.get([cache_module.text_key(t) for t in texts[::-1] + ["never added"]])
+    assert found.tolist() == [True] * 40 + [False]
+    assert torch.allclose(pooled[:40], cache_module.pool_texts(model, texts[::-1]), atol=1e-5)
+    assert pooled[40].eq(0).all()
+    assert len(fresh._open) <= 2 and all(isinstance(m, np.memmap) for m in fresh._open.values())
+    assert not any(isinstance(v, dict) and len(v) > 2 for v in vars(fresh).values())  # no dict of rows
+
+
+def test_a_key_prefix_collision_is_settled_by_the_full_key(tiny_encoder, tmp_path):
+    from qcompress.cache import text_key
+
+    model = build_model(tiny_encoder, head="none", similarity="fidelity", max_length=32)
+    cache = PooledCache(tmp_path, model)
+    real = text_key("a text")
+    twin = real[:8] + bytes(8)  # same first 8 bytes (the index's hash), different key
+    cache.add([real], torch.ones(1, model.in_dim))
+    pooled, found = cache.get([twin, real])
+    assert found.tolist() == [False, True] and pooled[1].eq(1).all()
+
+
+def test_a_damaged_shard_is_named(tiny_encoder, tmp_path):
+    model = build_model(tiny_encoder, head="none", similarity="fidelity", max_length=32)
+    encode(model, ["x"], cache=PooledCache(tmp_path, model))
+    shard = next(tmp_path.glob("*/shard-*.safetensors"))
+    shard.write_bytes(b"garbage")
+    import pytest
+
+    with pytest.raises(ValueError, match="damaged cache shard"):
+        encode(model, ["x"], cache=PooledCache(tmp_path, model))

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from qcompress.cli import app
 from qcompress.compress import compress
+from qcompress.errors import InputError
 from qcompress.formats import partial_path, read_embeddings, read_texts
 from qcompress.model import build_model, load_model
 
@@ -159,7 +160,7 @@ def test_compress_resume_refuses_other_input(quantum_model, tmp_path):
                  on_batch=interrupt_after(2))
     result = runner.invoke(app, ["compress", str(docs), "--model", quantum_model, "-o", str(out), "--resume"])
     assert result.exit_code == 1
-    assert 'cannot resume: the earlier run wrote 2 rows ending with id "y"' in result.stderr
+    assert "cannot resume: chunk 1 (rows 1-2) of this input differs" in result.stderr
     assert not out.exists()
 
 
@@ -203,3 +204,112 @@ def test_compress_cache_fills_and_reuses_pooled_outputs(quantum_model, tmp_path)
     expected = model.encode([t for _, t in read_texts(docs)])
     for emb in (a, b):
         np.testing.assert_allclose(np.asarray(emb.values), expected.numpy(), atol=1e-5)
+
+
+# -- issue 14: concurrent writers, resume digests, empty input, permissions, leftovers; issue 15: --store-text --
+
+
+def test_a_second_compress_to_the_same_output_is_refused_and_keeps_the_first_runs_parts(quantum_model, tmp_path):
+    """Issue 14 item 1 (fails on main: both runs wrote into OUT.partial and the final file mixed their inputs)."""
+    from qcompress.formats import EmbeddingWriter
+
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    out = tmp_path / "out.parquet"
+    meta = {"encoder": "x", "head": "quantum", "similarity": "fidelity"}
+    live = EmbeddingWriter(out, dim=16, metadata=meta, row_group_size=2)  # another run, still writing
+    live.write(["a", "b"], torch.zeros(2, 16))
+    before = sorted(p.name for p in partial_path(out).iterdir())
+    for extra in ([], ["--resume"]):
+        result = runner.invoke(app, ["compress", str(docs), "--model", quantum_model, "-o", str(out), *extra])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.count("\n") == 1 and "another qcompress run is writing this file" in result.stderr
+    assert sorted(p.name for p in partial_path(out).iterdir()) == before and not out.exists()
+    live.close()
+    assert read_embeddings(out).ids == ["a", "b"]
+
+
+def test_resume_refuses_an_input_changed_inside_a_finished_chunk(quantum_model, tmp_path):
+    """Issue 14 item 5 (fails on main: only the row count and the last id were compared)."""
+    records = [(f"d{i}", f"text number {i}") for i in range(6)]
+    model = load_model(quantum_model)
+    out = tmp_path / "out.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        compress(records, out, model, chunk_size=2, batch_size=1, on_batch=interrupt_after(4))
+    changed = list(records)
+    changed[2] = ("d2", "a different text")  # inside chunk 2; the last id written (d3) is unchanged
+    with pytest.raises(InputError, match=r"chunk 2 \(rows 3-4\) of this input differs"):
+        compress(changed, out, model, chunk_size=2, resume=True)
+    changed = [("x0", records[0][1])] + records[1:]  # an id changed in chunk 1
+    with pytest.raises(InputError, match=r"chunk 1 \(rows 1-2\)"):
+        compress(changed, out, model, chunk_size=2, resume=True)
+    done = compress(records, out, model, chunk_size=2, resume=True)  # the same input resumes
+    assert done == (6, 4) and read_embeddings(out).ids == [r[0] for r in records]
+
+
+def test_empty_input_is_an_error_unless_allowed(quantum_model, tmp_path):
+    """Issue 14 item 16 (fails on main: an empty input wrote an empty file and exited 0)."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    out = tmp_path / "out.parquet"
+    result = runner.invoke(app, ["compress", str(empty), "--model", quantum_model, "-o", str(out)])
+    assert result.exit_code == 1 and "no records to compress" in result.stderr and "--allow-empty" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl"]
+    result = runner.invoke(app, ["compress", str(empty), "--model", quantum_model, "-o", str(out), "--allow-empty"])
+    assert result.exit_code == 0, result.output
+    assert read_embeddings(out).ids == []
+
+
+def test_a_failed_run_leaves_no_partial_folder_and_outputs_follow_the_umask(quantum_model, tmp_path):
+    """Issue 14 item 16 (fails on main: an empty OUT.partial/ stayed after a run stopped before its first chunk
+    was written; the umask part already held on main and is kept here)."""
+    import os
+
+    out = tmp_path / "out.parquet"
+    with pytest.raises(KeyboardInterrupt):  # stopped while encoding the first chunk
+        compress([(f"d{i}", f"text {i}") for i in range(5)], out, load_model(quantum_model), batch_size=1,
+                 on_batch=interrupt_after(0))
+    assert not out.exists() and not partial_path(out).exists()
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"_id": "a", "text": "one"}\n{"_id": "b", "text": "two"}\n{"_id": "a", "text": "dup"}\n')
+    result = runner.invoke(app, ["compress", str(docs), "--model", quantum_model, "-o", str(out)])
+    assert result.exit_code == 1 and not partial_path(out).exists()
+    old = os.umask(0o027)
+    try:
+        write_jsonl(docs, DOCS)
+        result = runner.invoke(app, ["compress", str(docs), "--model", quantum_model, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert out.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_a_bad_line_after_finished_chunks_keeps_them_for_resume(quantum_model, tmp_path, monkeypatch):
+    """Streaming: the input is checked as it is read, so a bad line half-way stops the run after the chunks
+    before it; fixing the line and resuming encodes only the rest."""
+    from qcompress.formats import iter_texts
+    from qcompress.formats import texts as texts_module
+
+    monkeypatch.setattr(texts_module, "CHECK_BATCH", 2)  # the reader checks 2 lines at a time here
+    model = load_model(quantum_model)
+    lines = [json.dumps({"_id": f"d{i}", "text": f"text {i}"}) for i in range(5)]
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(lines[:4] + ['{"_id": "d4", "text": ""}']) + "\n")
+    out = tmp_path / "out.parquet"
+    with pytest.raises(InputError, match=':5: field "text"'):
+        compress(iter_texts(docs), out, model, chunk_size=2)
+    assert not out.exists() and partial_path(out).is_dir()
+    docs.write_text("\n".join(lines) + "\n")
+    assert compress(iter_texts(docs), out, model, chunk_size=2, resume=True) == (5, 4)
+    assert read_embeddings(out).ids == [f"d{i}" for i in range(5)]
+
+
+def test_store_text_adds_a_text_column_that_readers_expose(quantum_model, tmp_path):
+    """Issue 15: compress --store-text."""
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    out = tmp_path / "out.parquet"
+    result = runner.invoke(app, ["compress", str(docs), "--model", quantum_model, "-o", str(out), "--store-text"])
+    assert result.exit_code == 0, result.output
+    assert str(pq.read_schema(out).field("text").type) == "string"
+    emb = read_embeddings(out, texts=True)
+    assert emb.texts == [t for _, t in read_texts(docs)]
+    assert read_embeddings(out).texts is None  # only when asked for

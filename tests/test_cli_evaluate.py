@@ -198,3 +198,13 @@ def test_cranfield_minilm_full_protocol(minilm_path, shared_cache, similarity, e
     out = json.loads(result.stdout)
     assert out["protocol"] == "full" and out["queries"] == 112 and out["dataset"] == "cranfield"
     assert round(out["ndcg_cut_10"], 3) == expected
+
+
+def test_qrels_without_a_positive_judgement_give_a_warning(models, folder):
+    """Issue 14 item 16: every metric is 0 then; the run still succeeds, with a warning on stderr."""
+    _, judged = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--protocol", "judged")
+    assert "warning" not in judged.stderr
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t0\nq3\td4\t0\n")
+    out, result = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--protocol", "judged")
+    assert out["ndcg_cut_10"] == 0.0
+    assert "warning" in result.stderr and "no positive judgement" in result.stderr

@@ -171,3 +171,124 @@ def test_score_help():
     result = runner.invoke(app, ["score", "--help"])
     assert result.exit_code == 0
     assert "log-fidelity" in result.stdout and "--pairs" in result.stdout and "--top-k" in result.stdout
+
+
+# -- issue 14: duplicate ids, corpus angle range, damaged files, closed pipes -----------------------------------
+
+META = {"encoder": "x", "head": "none", "dim": 2, "similarity": "fidelity", "encoding": "float32",
+        "column": "angles"}
+
+
+def angle_file(path, ids, rows, meta=META):
+    """An embedding file written with pyarrow directly: what a hand-made or foreign file can hold."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flat = pa.array([v for row in rows for v in row], pa.float32())
+    table = pa.table({"id": ids, "angles": pa.FixedSizeListArray.from_arrays(flat, len(rows[0]))})
+    pq.write_table(table.replace_schema_metadata({b"qcompress": json.dumps(meta)}), path, row_group_size=2)
+    return path
+
+
+def test_score_refuses_duplicate_ids_in_the_corpus_and_in_the_queries(tmp_path):
+    """Issue 14 item 2 (fails on main: the later row's score replaced the earlier one's, exit 0)."""
+    queries = angle_file(tmp_path / "q.parquet", ["q1", "q2"], [[0.5, 0.5], [1.0, 1.0]])
+    corpus = angle_file(tmp_path / "c.parquet", ["a", "b", "c", "a"], [[0.5, 0.5], [0.2, 0.2], [1, 1], [3, 3]])
+    result = runner.invoke(app, ["score", str(queries), str(corpus), "--top-k", "3"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (f'qcompress: error: {corpus}: field "id": duplicate id "a" in row 4 (first in '
+                             "c.parquet, row 1); ids must be unique\n")
+    twice = angle_file(tmp_path / "q2.parquet", ["q1", "q1"], [[0.5, 0.5], [1.0, 1.0]])
+    good = angle_file(tmp_path / "c2.parquet", ["a", "b"], [[0.5, 0.5], [0.2, 0.2]])
+    result = runner.invoke(app, ["score", str(twice), str(good)])
+    assert result.exit_code == 1 and 'q2.parquet: field "id": duplicate id "q1" in row 2' in result.stderr
+
+
+def test_score_checks_corpus_angles_like_query_angles(tmp_path):
+    """Issue 14 item 3: corpus angles outside [0, pi] are refused naming the file, row and id (already so on
+    main: the corpus goes through the same checked reader as the queries; this test keeps it that way)."""
+    queries = angle_file(tmp_path / "q.parquet", ["q1"], [[0.5, 0.5]])
+    corpus = angle_file(tmp_path / "c.parquet", ["a", "b", "c"], [[0.5, 0.5], [4.0, 0.2], [1.0, 1.0]])
+    for args in ([str(queries), str(corpus)], [str(corpus), str(queries)]):
+        result = runner.invoke(app, ["score", *args])
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1
+        assert f'{corpus}: field "angles": row 2 (id "b"): angles must be radians in [0, pi], found 4' in result.stderr
+
+
+def test_a_damaged_parquet_file_gives_one_line(models, tmp_path):
+    """Issue 14 item 12 (fails on main: a 50-line traceback from pyarrow's Thrift reader)."""
+    import random
+
+    import pyarrow.parquet as pq
+
+    from qcompress.formats import EmbeddingWriter
+
+    path = tmp_path / "c.parquet"
+    with EmbeddingWriter(path, dim=8, metadata=dict(META, dim=8), row_group_size=100) as writer:
+        writer.write([f"d{i}" for i in range(500)], torch.rand(500, 8) * math.pi)
+    queries = angle_file(tmp_path / "q.parquet", ["q1"], [[0.5] * 8], meta=dict(META, dim=8))
+    offset = pq.ParquetFile(path).metadata.row_group(2).column(0).dictionary_page_offset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 64] = random.Random(0).randbytes(64)  # a page header in the middle of the file
+    path.write_bytes(bytes(data))
+    for args in ([str(queries), str(path)], [str(path), str(queries)]):
+        result = runner.invoke(app, ["score", *args])
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"qcompress: error: {path}: cannot read the file: it is damaged")
+
+
+def test_score_into_a_closed_pipe_exits_quietly(tmp_path):
+    """Issue 14 item 16 (fails on main: `score ... | head` printed a BrokenPipeError traceback)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    queries = angle_file(tmp_path / "q.parquet", [f"q{i}" for i in range(50)], [[0.5, 0.5]] * 50)
+    corpus = angle_file(tmp_path / "c.parquet", [f"d{i}" for i in range(200)], [[i / 100, 1.0] for i in range(200)])
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "qcompress", "score", str(queries), str(corpus), "--top-k", "100"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before anything is written, as `| head -0`
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == ""
+
+
+# -- approximate search: index build, score --index ------------------------------------------------------------
+
+
+def test_index_build_and_score_with_the_index(tmp_path):
+    from qcompress.formats import EmbeddingWriter
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.rand(20, 16, generator=g) * math.pi
+    corpus = (centres.repeat(50, 1) + 0.05 * torch.randn(1000, 16, generator=g)).clamp(0, math.pi)
+    meta = {"encoder": "x", "head": "none", "similarity": "fidelity"}
+    with EmbeddingWriter(tmp_path / "c.parquet", dim=16, metadata=meta, encoding="uint8") as writer:
+        writer.write([f"d{i}" for i in range(1000)], corpus)
+    with EmbeddingWriter(tmp_path / "q.parquet", dim=16, metadata=meta) as writer:
+        writer.write([f"q{i}" for i in range(5)], corpus[:5])
+    index = tmp_path / "c.index"
+    result = runner.invoke(app, ["index", "build", str(tmp_path / "c.parquet"), "-o", str(index), "--nlist", "8"])
+    assert result.exit_code == 0, result.output
+    assert "indexed 1,000 rows in 8 cells" in result.stderr and result.stdout == ""
+    assert sorted(p.name for p in index.iterdir()) == ["ids.arrow", "index.json", "ivf.faiss", "values.npy"]
+    result = runner.invoke(app, ["index", "build", str(tmp_path / "c.parquet"), "-o", str(index)])
+    assert result.exit_code == 1 and "already exists; pass --force" in result.stderr
+
+    approx = runner.invoke(app, ["score", str(tmp_path / "q.parquet"), "--index", str(index), "--nprobe", "8",
+                                 "--top-k", "5"])
+    exact = runner.invoke(app, ["score", str(tmp_path / "q.parquet"), str(tmp_path / "c.parquet"), "--top-k", "5"])
+    assert approx.exit_code == 0 and exact.exit_code == 0, approx.output
+    assert "recall@10 1.000 against exact search on 5 of 5 queries" in approx.stderr
+    assert approx.stdout == exact.stdout  # every cell probed: the exact run, scores included
+
+    cases = [
+        (["score", str(tmp_path / "q.parquet"), str(tmp_path / "c.parquet"), "--index", str(index)], "give QUERIES"),
+        (["score", str(tmp_path / "q.parquet"), "--index", str(tmp_path)], "not an index folder"),
+        (["index", "build", str(tmp_path / "q.parquet"), "-o", str(tmp_path / "x"), "--nlist", "9"], "nlist must"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr

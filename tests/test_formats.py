@@ -74,11 +74,19 @@ def test_read_texts_jsonl_title_rule_ids_and_blank_lines(tmp_path):
     ]
 
 
-def test_read_texts_tsv_with_header_and_tabs_in_text(tmp_path):
-    path = write(tmp_path, "docs.tsv", "id\ttext\n1\tfirst doc\n\n2\tsecond\twith a tab\n")
-    assert read_texts(path) == [("1", "first doc"), ("2", "second\twith a tab")]
+def test_read_texts_tsv_with_header(tmp_path):
+    path = write(tmp_path, "docs.tsv", "id\ttext\n1\tfirst doc\n\n2\tsecond\n")
+    assert read_texts(path) == [("1", "first doc"), ("2", "second")]
     path = write(tmp_path, "docs.txt", "_id\ttext\nq\tquery text\n")
     assert read_texts(path) == [("q", "query text")]
+
+
+def test_read_texts_tsv_extra_columns_are_an_error_naming_the_line(tmp_path):
+    """Issue 14 item 16: a third column used to be folded into the text (main read "second\twith a tab")."""
+    path = write(tmp_path, "docs.tsv", "1\tfirst doc\n2\tsecond\twith a tab\n")
+    with pytest.raises(InputError) as err:
+        read_texts(path)
+    assert "3 tab-separated fields: expected exactly 2" in raises_at(err, path, 2)
 
 
 def test_read_texts_stdin_sniffs_format(tmp_path, monkeypatch):
@@ -159,13 +167,22 @@ def test_read_texts_rejects_non_utf8(tmp_path):
     assert "UTF-8" in raises_at(err, path, 2)
 
 
-def test_iter_texts_streams(tmp_path):
-    path = write(tmp_path, "docs.tsv", "1\ta\n2\tb\n3 broken\n")
+def test_iter_texts_streams_a_batch_at_a_time(tmp_path):
+    """Records are read CHECK_BATCH at a time: a bad line beyond the first batch is not read before that batch
+    is used, and a duplicate inside a batch is refused before any of it is yielded."""
+    from qcompress.formats.texts import CHECK_BATCH
+
+    good = "".join(f"{i}\ttext {i}\n" for i in range(CHECK_BATCH))
+    path = write(tmp_path, "docs.tsv", good + "broken\n")
     stream = iter_texts(path)
-    assert next(stream) == ("1", "a")
-    assert next(stream) == ("2", "b")
-    with pytest.raises(InputError):
+    assert [next(stream) for _ in range(CHECK_BATCH)][-1] == (str(CHECK_BATCH - 1), f"text {CHECK_BATCH - 1}")
+    with pytest.raises(InputError) as err:
         next(stream)
+    raises_at(err, path, CHECK_BATCH + 1)
+    path = write(tmp_path, "dup.tsv", "1\ta\n2\tb\n1\tc\n")
+    with pytest.raises(InputError) as err:
+        next(iter_texts(path))
+    assert "first on line 1" in raises_at(err, path, 3, "id")
 
 
 # -- read_pairs ------------------------------------------------------------------------------------------------
@@ -321,18 +338,39 @@ def test_failure_leaves_partial_and_resume_continues(tmp_path):
     assert not partial_path(out).exists()
 
 
+KILLED_WRITER = """
+import os, signal, sys, torch
+from qcompress.formats import EmbeddingWriter, partial_path
+out, values = sys.argv[1], torch.load(sys.argv[2])
+writer = EmbeddingWriter(out, dim=3, metadata={META!r}, row_group_size=2)
+writer.write([str(i) for i in range(3)], values[:3])  # one row group on disk, one row buffered
+# Killed half-way through the next row group: bytes in the data file, a torn journal line.
+with open(partial_path(out) / "data", "ab") as data:
+    data.write(b"half a row group")
+with open(partial_path(out) / "journal.jsonl", "ab") as journal:
+    journal.write(b'{{"rows": 2, "end": 99')
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
 def test_resume_after_a_kill_keeps_finished_row_groups(tmp_path):
+    import subprocess
+
     out = tmp_path / "emb.parquet"
     values = angles(6, 3)
-    writer = EmbeddingWriter(out, dim=3, metadata=META, row_group_size=2)
-    writer.write([str(i) for i in range(3)], values[:3])  # one row group on disk, one row buffered
-    # The process dies here (no __exit__, no close): only finished row groups survive.
-    (partial_path(out) / ".part-000001.parquet.abc.tmp").write_bytes(b"half written")
-    resumed = EmbeddingWriter(out, dim=3, metadata=META, row_group_size=2, resume=True)
+    torch.save(values, tmp_path / "values.pt")
+    code = KILLED_WRITER.format(META=META)
+    done = subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "values.pt")], capture_output=True)
+    assert done.returncode == -9, done.stderr.decode()
+    assert not out.exists() and partial_path(out).is_dir()
+    resumed = EmbeddingWriter(out, dim=3, metadata=META, row_group_size=2, resume=True)  # the lock died with it
     assert resumed.rows_written == 2 and resumed.last_id == "1"
+    assert [g.rows for g in resumed.row_groups] == [2]
     resumed.write([str(i) for i in range(2, 6)], values[2:])
     resumed.close()
-    assert read_embeddings(out).ids == [str(i) for i in range(6)]
+    emb = read_embeddings(out)
+    assert emb.ids == [str(i) for i in range(6)] and torch.equal(emb.values, values)
+    assert pq.ParquetFile(out).metadata.num_row_groups == 3
 
 
 def test_resume_with_other_metadata_is_refused_and_no_resume_starts_over(tmp_path):
@@ -586,3 +624,57 @@ def test_read_qrels_errors(tmp_path, content, line, field, words):
     with pytest.raises(InputError) as err:
         read_qrels(path)
     assert words in raises_at(err, path, line, field)
+
+
+# -- write-once Parquet, compact duplicate checks -------------------------------------------------------------
+
+
+def test_stitched_footers_round_trip_through_the_thrift_codec(tmp_path):
+    from qcompress.formats.parquet_footer import decode_struct, encode_struct, footer_bytes
+
+    sink = pa.BufferOutputStream()
+    table = pa.table({"id": ["a", "b"], "v": pa.FixedSizeListArray.from_arrays(pa.array([1.0, 2.0], pa.float32()), 1),
+                      "text": ["x", None], "n": pa.array([1, None], pa.int64()), "f": [True, False]})
+    pq.write_table(table, sink, row_group_size=1)
+    footer = footer_bytes(sink.getvalue().to_pybytes())
+    assert encode_struct(decode_struct(footer)) == footer
+
+
+def test_the_writer_writes_each_row_group_once_and_the_file_reads_everywhere(tmp_path):
+    out = tmp_path / "emb.parquet"
+    values = angles(10, 3)
+    with EmbeddingWriter(out, dim=3, metadata=META, row_group_size=4, texts=True) as writer:
+        writer.write([f"d{i}" for i in range(10)], values, texts=[f"text {i}" for i in range(10)])
+        data = partial_path(out) / "data"
+        assert data.stat().st_size > 0  # two row groups already in the output's own bytes
+        size_before_close = data.stat().st_size
+    assert out.stat().st_size > size_before_close  # close() appended the last group and the footer, no rewrite
+    info = pq.ParquetFile(out).metadata
+    assert [info.row_group(i).num_rows for i in range(info.num_row_groups)] == [4, 4, 2]
+    emb = read_embeddings(out, texts=True)
+    assert emb.ids == [f"d{i}" for i in range(10)] and torch.equal(emb.values, values)
+    assert emb.texts == [f"text {i}" for i in range(10)]
+    pd = pytest.importorskip("pandas")
+    assert list(pd.read_parquet(out)["text"]) == emb.texts
+
+
+def test_unique_ids_are_exact_when_hashes_collide(monkeypatch):
+    import qcompress.formats.ids as ids_module
+    from qcompress.formats import UniqueIds
+
+    monkeypatch.setattr(ids_module, "hash", lambda s: 7, raising=False)  # every id has the same hash
+    seen = UniqueIds()
+    assert seen.add(["a", "b"], [1, 2]) is None and seen.add(["c"], [3]) is None
+    assert seen.add(["d", "b"], [4, 5]) == (1, 2)
+    assert seen.add(["e", "e"], [6, 7]) == (1, 6)
+    assert len(seen) == 3
+
+
+def test_unique_ids_over_many_batches_find_the_first_repeat():
+    from qcompress.formats import UniqueIds
+
+    seen = UniqueIds()
+    for start in range(0, 5000, 100):
+        assert seen.add([f"id{i}" for i in range(start, start + 100)], range(start, start + 100)) is None
+    assert seen.add(["new", "id4321", "id17"], [9000, 9001, 9002]) == (1, 4321)
+    assert seen.nbytes < 60 * len(seen)  # compact: ~32 bytes plus the id per row

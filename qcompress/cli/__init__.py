@@ -2,6 +2,6 @@
 library call -> rendering). Its --help text is the documentation."""
 
 from qcompress.cli._common import app
-from qcompress.cli import compress, count_params, evaluate, score, train  # noqa: E402,F401  (registers the commands)
+from qcompress.cli import compress, count_params, evaluate, index, score, search, train  # noqa: E402,F401  (registers)
 
 __all__ = ["app"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -75,6 +76,21 @@ def main(
     """
 
 
+@contextlib.contextmanager
+def quiet_closed_pipe():
+    """Exit quietly with status 141 (a process killed by SIGPIPE, as Unix tools are) when the reader of stdout
+    goes away, as in `qcompress score ... | head`: no traceback, no message."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        try:  # Python's exit-time flush of stdout would fail again and print a warning
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        raise typer.Exit(141) from None
+
+
 def print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, indent=None, sort_keys=False) + "\n")
     sys.stdout.flush()
@@ -139,21 +155,47 @@ def check_model_options(encoder: Optional[str], head: Optional[str], similarity:
 
 @contextlib.contextmanager
 def progress_bars():
-    """Yield `start(description, total) -> advance(n)`: one rich progress bar per stage, on stderr."""
+    """Yield `start(description, total) -> advance(n)`: one rich progress bar per stage, on stderr.
+
+    The display starts with the first bar, so a command that fails before any leaves stderr to its one-line error.
+    """
     from rich.progress import (
         BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
     )
 
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=stderr, transient=False,
-    ) as progress:
+    progress = None
 
-        def start(description: str, total: int) -> Callable[[int], None]:
-            task = progress.add_task(description, total=total)
-            return lambda n: progress.advance(task, n)
+    def start(description: str, total: int) -> Callable[[int], None]:
+        nonlocal progress
+        if progress is None:
+            progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TimeRemainingColumn(), console=stderr, transient=False,
+            )
+            progress.start()
+        task = progress.add_task(description, total=total)
+        return lambda n: progress.advance(task, n)
 
+    try:
         yield start
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def bar_on_first_use(start: Callable[[str, int], Callable[[int], None]], description: str,
+                     total: Optional[int]) -> Callable[[int], None]:
+    """A progress callback whose bar appears with the first rows done: an error before any (an output locked by
+    another run, a resume refused, a bad argument) is then the only line on stderr."""
+    advance = None
+
+    def on_rows(n: int) -> None:
+        nonlocal advance
+        if advance is None:
+            advance = start(description, total)
+        advance(n)
+
+    return on_rows
 
 
 def print_table(table: Table) -> None:

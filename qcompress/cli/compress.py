@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from qcompress.cli._common import app, cli_errors, model_spec, progress_bars, stderr
+from qcompress.cli._common import app, bar_on_first_use, cli_errors, model_spec, progress_bars, stderr
 from qcompress.cli.options import (
     DEFAULT_BATCH_SIZE, BatchSize, CacheDir, Encoder, Head, MaxLength, ModelDir, Revision, Similarity,
     TrustRemoteCode,
@@ -42,7 +42,14 @@ def compress_command(
     ),
     resume: bool = typer.Option(
         False, "--resume",
-        help="Continue an interrupted run from the chunks it finished (kept in OUT.partial/); same input and model.",
+        help="Continue an interrupted run from the chunks it finished (kept in OUT.partial/); same input and model "
+        "(each finished chunk's ids and texts are compared by digest).",
+    ),
+    store_text: bool = typer.Option(
+        False, "--store-text", help="Keep each row's text in a `text` column (shown by `qcompress search`)."
+    ),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="Write an empty file for an input without records (otherwise an error)."
     ),
     engine: str = typer.Option(
         "local", "--engine",
@@ -66,9 +73,10 @@ def compress_command(
 ) -> None:
     """Encode texts into a Parquet file of qubit angles (fidelity models) or vectors (cosine models).
 
-    The whole input is read and checked first (duplicate ids, empty texts, malformed lines: an error naming the
-    line, and no output). Texts are then encoded in chunks of 4,096, each written as one row group in input
-    order; the file appears at OUT only when complete. Its metadata names the model (encoder, head, dim,
+    The input streams through in chunks of 4,096 records: each chunk is read and checked (duplicate ids, empty
+    texts, malformed lines: an error naming the line), encoded and written as one row group in input order, so
+    memory does not grow with the corpus. The file appears at OUT only when complete; an interrupted or failed
+    run keeps its finished chunks in OUT.partial/ for --resume. A second run writing the same OUT is refused. Its metadata names the model (encoder, head, dim,
     similarity, a digest of the weights, qcompress version) and the encoding, so `qcompress score` never
     compares files of different models. The pooled-output cache is not used with --engine ray.
 
@@ -93,30 +101,42 @@ def compress_command(
                          "may run on other machines", highlight=False, markup=False, soft_wrap=True)
         if resume:
             raise ValueError("--resume is for the local engine; --engine ray writes the whole folder again")
-        return _compress_ray(input_path, output, spec, encoding, batch_size, num_workers, ray_address, role)
+        if store_text:
+            raise ValueError("--store-text is for the local engine")
+        return _compress_ray(input_path, output, spec, encoding, batch_size, num_workers, ray_address, role,
+                             allow_empty)
     if num_workers is not None or ray_address is not None:
         raise ValueError("--num-workers and --ray-address go with --engine ray")
     if output.is_dir():
         raise ValueError(f"-o {output}: is a folder; give a file path such as {output / 'embeddings.parquet'}")
-    _compress_local(input_path, output, spec, encoding, batch_size, resume, cache_dir, role)
+    _compress_local(input_path, output, spec, encoding, batch_size, resume, cache_dir, role, store_text, allow_empty)
 
 
 def _compress_local(input_path: str, output: Path, spec, encoding: str, batch_size: int, resume: bool,
-                    cache_dir: Optional[Path], role: str) -> None:
+                    cache_dir: Optional[Path], role: str, store_text: bool, allow_empty: bool) -> None:
+    import itertools
+
     from qcompress.cache import PooledCache
     from qcompress.compress import compress
-    from qcompress.formats import read_texts
+    from qcompress.formats import iter_texts
+    from qcompress.formats.lines import count_lines
     from qcompress.quantization import check_encoding
 
-    records = read_texts(input_path)  # all of it, validated, before any encoding
+    records = iter_texts(input_path)  # streamed: each chunk is checked as it is read
+    first = list(itertools.islice(records, 1))  # the first batch of lines is read and checked before the model loads
+    if not first and not allow_empty:
+        raise ValueError(f"{input_path}: no records to compress (empty input); pass --allow-empty to write an "
+                         "empty file")
     model = spec.load()
     check_encoding(encoding, model.output_kind)  # before any progress bar
     cache = PooledCache(cache_dir, model) if cache_dir is not None else None
     with progress_bars() as start:
-        done = compress(records, output, model, batch_size=batch_size, encoding=encoding, resume=resume,
-                        cache=cache, on_batch=start("compressing", len(records)), role=role)
-    earlier = f" ({len(records) - done:,} from the earlier run)" if done < len(records) else ""
-    stderr.print(f"wrote {len(records):,} rows of {model.dim} {_kind(encoding, model)} to {output}{earlier}",
+        done = compress(itertools.chain(first, records), output, model, batch_size=batch_size, encoding=encoding,
+                        resume=resume, cache=cache, on_batch=bar_on_first_use(start, "compressing",
+                                                                             count_lines(input_path)),
+                        store_text=store_text, role=role)
+    earlier = f" ({done.resumed:,} from the earlier run)" if done.resumed else ""
+    stderr.print(f"wrote {done.rows:,} rows of {model.dim} {_kind(encoding, model)} to {output}{earlier}",
                  highlight=False, markup=False, soft_wrap=True)
 
 
@@ -125,12 +145,15 @@ def _kind(encoding: str, model) -> str:
 
 
 def _compress_ray(input_path: str, output: Path, spec, encoding: str, batch_size: int,
-                  num_workers: Optional[int], ray_address: Optional[str], role: str) -> None:
+                  num_workers: Optional[int], ray_address: Optional[str], role: str, allow_empty: bool) -> None:
     """`compress --engine ray`: see qcompress.ray_engine."""
     from qcompress.ray_engine import compress_ray, read_records, require_ray
 
     require_ray()  # before reading anything: say how to install it
     records = read_records(input_path)  # all of it, validated, before any encoding
+    if not records and not allow_empty:
+        raise ValueError(f"{input_path}: no records to compress (empty input); pass --allow-empty to write an "
+                         "empty folder")
     model = spec.load()
     with progress_bars() as start:
         result = compress_ray(records, output, model, spec, num_workers=num_workers, ray_address=ray_address,

@@ -249,6 +249,11 @@ def evaluate_command(
             raise ValueError(f"{name} must be positive, got {value}")
 
     collection = load_collection(dataset_id, split, trec_dir=trec_dir)
+    if not any(grade > 0 for judged in collection.qrels.values() for grade in judged.values()):
+        # Not an error (a split may be judged all-irrelevant on purpose), but every metric will be 0: say why.
+        stderr.print(f"qcompress: warning: {collection.name} split {split!r}: the qrels hold no positive judgement "
+                     "(every grade is 0 or below), so every metric is 0", highlight=False, markup=False,
+                     soft_wrap=True)
     first = read_run(first_stage) if first_stage is not None else None
     first_stage_name = str(first_stage) if first_stage is not None else None
     if protocol == "rerank" and first is None:

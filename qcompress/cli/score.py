@@ -1,4 +1,5 @@
-"""`qcompress score`: exact top-k runs from two Parquet files, or scores of text pairs."""
+"""`qcompress score`: top-k runs from two Parquet files (exact) or a Parquet file and an index (approximate), or
+scores of text pairs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Optional
 
 import typer
 
-from qcompress.cli._common import app, check_model_options, cli_errors, load_cli_model, progress_bars, stderr
+from qcompress.cli._common import (
+    app, check_model_options, cli_errors, load_cli_model, progress_bars, quiet_closed_pipe, stderr,
+)
 from qcompress.cli.options import (
     DEFAULT_BATCH_SIZE, BatchSize, Encoder, Head, MaxLength, ModelDir, Revision, Similarity, TrustRemoteCode,
 )
@@ -46,6 +49,18 @@ def score_command(
     corpus: Optional[Path] = typer.Argument(
         None, metavar="[CORPUS]", help="Corpus embeddings: a Parquet file, or a folder of them, from the same model."
     ),
+    index: Optional[Path] = typer.Option(
+        None, "--index",
+        help="Instead of CORPUS: an approximate index (`qcompress index build`). Each query's --rerank best "
+        "candidates of the IVF are re-ranked by exact log-fidelity; recall@10 against exact search on "
+        "--recall-queries queries is printed on stderr.",
+    ),
+    nprobe: int = typer.Option(16, "--nprobe", min=1, help="With --index: IVF cells visited per query."),
+    rerank: int = typer.Option(100, "--rerank", min=1, help="With --index: candidates re-ranked exactly per query."),
+    recall_queries: int = typer.Option(
+        10, "--recall-queries", min=0,
+        help="With --index: queries (spread over the file) also searched exactly, to report recall@10; 0 skips it.",
+    ),
     top_k: int = typer.Option(1000, "--top-k", help="Documents per query in the run."),
     output: Optional[str] = typer.Option(
         None, "-o", "--output", help="TREC run file to write (atomically). Default: stdout."
@@ -75,7 +90,9 @@ def score_command(
     With two Parquet files: for every query, the --top-k documents by log-fidelity (angle models) or cosine
     (vector models), as TREC run lines `qid Q0 docid rank score tag`; scores are log-fidelities (<= 0, higher is
     closer) or cosines. Both files must come from the same model (their metadata is compared); uint8 codes
-    compare fine with float32 angles of the same model.
+    compare fine with float32 angles of the same model. Ids must be unique in each file, and corpus angles in
+    [0, pi], as for queries (an error names the file, row and id). With --index instead of CORPUS the search is
+    approximate (faster beyond ~10M documents), and its recall against the exact search is reported.
 
     With --pairs and a model (--model, or --encoder and --similarity; --batch-size and --max-length apply to
     it): one score per pair and line, in input order: log-fidelity for fidelity models
@@ -84,6 +101,7 @@ def score_command(
     Examples:
 
         qcompress score queries.parquet corpus.parquet --top-k 100 -o run.trec --tag qbec
+        qcompress score queries.parquet --index corpus.index --nprobe 32 --top-k 100 -o run.trec
         printf 'what is lift\\tLift is a force.\\n' | qcompress score --pairs - --model models/qbec
     """
     check_model_options(encoder, head, similarity)
@@ -98,9 +116,10 @@ def score_command(
         model = load_cli_model(model_dir, encoder, head, similarity, max_length, trust_remote_code, revision)
         _score_pairs(records, model, fidelity, batch_size)
         return
-    if queries is None or corpus is None:
+    if queries is None or (corpus is None) == (index is None):
         raise ValueError(
-            "give QUERIES and CORPUS Parquet files (from `qcompress compress`), or --pairs FILE --model DIR"
+            "give QUERIES and CORPUS Parquet files (from `qcompress compress`), QUERIES --index DIR, or "
+            "--pairs FILE --model DIR"
         )
     if model_dir is not None or encoder is not None or fidelity or revision is not None:
         raise ValueError(
@@ -109,19 +128,52 @@ def score_command(
         )
     if top_k <= 0:
         raise ValueError(f"--top-k must be positive, got {top_k}")
-    _score_files(queries, corpus, top_k, output, tag)
+    with quiet_closed_pipe():
+        if index is not None:
+            _score_index(queries, index, top_k, output, tag, nprobe, rerank, recall_queries)
+        else:
+            _score_files(queries, corpus, top_k, output, tag)
 
 
 def _score_files(queries: Path, corpus: Path, top_k: int, output: Optional[str], tag: str) -> None:
-    from qcompress.formats import check_same_model, read_embedding_metadata, read_embeddings, write_run
+    from qcompress.formats import check_same_model, read_embedding_metadata, read_embeddings
     from qcompress.search import search_parquet
 
-    q = read_embeddings(queries)
+    q = read_embeddings(queries)  # refuses duplicate ids, naming the file, row and id
     check_same_model(q.metadata, read_embedding_metadata(corpus), what=f"{queries} and {corpus}")
-    # The corpus is streamed batch by batch: memory stays bounded for corpora larger than memory.
+    # The corpus is streamed batch by batch, its ids checked unique as they come: memory stays bounded.
     scores, doc_ids = search_parquet(q.values, corpus, top_k)
-    run = {qid: dict(zip(doc_ids[row], scores[row].tolist())) for row, qid in enumerate(q.ids)}
+    _write(q.ids, scores, doc_ids, output, tag)
+
+
+def _write(query_ids: list[str], scores, doc_ids: list[list[str]], output: Optional[str], tag: str) -> None:
+    from qcompress.formats import write_run
+
+    run = {qid: dict(zip(doc_ids[row], scores[row].tolist())) for row, qid in enumerate(query_ids)}
     write_run(output or "-", run, tag)
     if output:
-        stderr.print(f"wrote the top {scores.shape[1]} documents for each of {len(q):,} queries to {output}",
+        stderr.print(f"wrote the top {scores.shape[1]} documents for each of {len(query_ids):,} queries to {output}",
                      highlight=False, markup=False, soft_wrap=True)
+
+
+def _score_index(queries: Path, index: Path, top_k: int, output: Optional[str], tag: str, nprobe: int,
+                 rerank: int, recall_queries: int) -> None:
+    import torch
+
+    from qcompress.ann import ApproximateIndex, recall_at_k
+    from qcompress.formats import check_same_model, read_embeddings
+
+    q = read_embeddings(queries)
+    approx = ApproximateIndex(index)
+    check_same_model(q.metadata, approx.metadata, what=f"{queries} and {index}")
+    scores, doc_ids = approx.search(q.values, top_k, nprobe=nprobe, rerank=rerank)
+    _write(q.ids, scores, doc_ids, output, tag)
+    sample = min(recall_queries, len(q))
+    if sample:
+        picks = torch.linspace(0, len(q) - 1, sample).round().long().unique()
+        k = min(10, len(approx))
+        found = approx.search_rows(q.values[picks], k, nprobe=nprobe, rerank=rerank)[1]
+        recall = recall_at_k(found, approx.exact_search(q.values[picks], k)[1])
+        stderr.print(f"approximate search (nprobe {nprobe}, {rerank} candidates re-ranked): recall@{k} {recall:.3f} "
+                     f"against exact search on {len(picks)} of {len(q):,} queries", highlight=False, markup=False,
+                     soft_wrap=True)

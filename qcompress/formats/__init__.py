@@ -5,7 +5,9 @@ for all of them:
 
     texts       (id, text) records from JSONL, TSV, stdin or Parquet; (query, passage) pairs
     embeddings  the embedding Parquet format (SPEC §6) and its reader, `scan_embeddings`, that every read uses
-    writer      `EmbeddingWriter`: writes embedding Parquet, crash-safe and resumable
+    writer      `EmbeddingWriter`: writes embedding Parquet once, crash-safe and resumable
+    parquet_footer  joins the footers of row groups written one by one (what lets the writer write once)
+    ids         `UniqueIds`: duplicate ids in streams of millions of rows, in compact memory
     trec        TREC run files and TREC/BEIR qrels
     lines       numbered lines of a file or stdin, shared by the line-based readers
 
@@ -19,15 +21,19 @@ from qcompress.formats.embeddings import (
     EmbeddingBatch,
     Embeddings,
     check_same_model,
+    count_embedding_rows,
+    has_texts,
     iter_embedding_batches,
     partial_path,
     read_embedding_metadata,
     read_embeddings,
+    read_texts_by_id,
     scan_embeddings,
 )
 from qcompress.formats.texts import iter_texts, read_pairs, read_parquet_texts, read_texts
 from qcompress.formats.trec import iter_qrels, read_qrels, read_run, write_run
-from qcompress.formats.writer import EmbeddingWriter
+from qcompress.formats.ids import UniqueIds
+from qcompress.formats.writer import EmbeddingWriter, RowGroup
 
 # The 8-bit codes live in qcompress.quantization; re-exported here, where they were first defined.
 from qcompress.quantization import dequantize_angles, quantize_angles
@@ -40,6 +46,11 @@ __all__ = [
     "METADATA_KEY",
     "MODEL_FIELDS",
     "EmbeddingWriter",
+    "RowGroup",
+    "UniqueIds",
+    "has_texts",
+    "count_embedding_rows",
+    "read_texts_by_id",
     "Embeddings",
     "EmbeddingBatch",
     "partial_path",

@@ -2,12 +2,13 @@
 
 An embedding file is Parquet with an `id` string column and either `angles` (fixed-size list of float32 radians in
 [0, pi], or of uint8 codes round(theta/pi*255), see `qcompress.quantization`) or `vectors` (float32, cosine
-models). The file's key-value metadata holds, under the key `qcompress`, a JSON object naming the model (encoder,
+models), and optionally the `text` each row was made from (`qcompress compress --store-text`). The file's key-value metadata holds, under the key `qcompress`, a JSON object naming the model (encoder,
 head, dim, similarity, ...) and the encoding, so that two files from different models are never scored against
 each other. A dataset is one such file, or a folder of them (read in name order) with the same metadata.
 
 Every read goes through `scan_embeddings`, which checks the metadata up front and each batch as it is read (null
-ids or values, NaN or infinite numbers, angles outside [0, pi]), naming the file, the row and the id.
+ids or values, NaN or infinite numbers, angles outside [0, pi], duplicate ids, damaged files), naming the file, the
+row and the id.
 `read_embeddings` (all in memory), `iter_embedding_batches` and `qcompress.search.search_parquet` use it.
 `qcompress.formats.writer.EmbeddingWriter` writes the format.
 
@@ -43,6 +44,7 @@ import torch
 from torch import Tensor
 
 from qcompress.errors import InputError
+from qcompress.formats.ids import UniqueIds
 from qcompress.formats.lines import PathLike
 from qcompress.quantization import ENCODINGS, dequantize_angles
 
@@ -50,18 +52,23 @@ __all__ = [
     "METADATA_KEY",
     "MODEL_FIELDS",
     "COLUMNS",
+    "TEXT_COLUMN",
+    "has_texts",
     "EmbeddingBatch",
     "Embeddings",
     "partial_path",
     "scan_embeddings",
     "read_embeddings",
     "read_embedding_metadata",
+    "count_embedding_rows",
+    "read_texts_by_id",
     "iter_embedding_batches",
     "check_same_model",
 ]
 
 METADATA_KEY = b"qcompress"
 COLUMNS = ("angles", "vectors")
+TEXT_COLUMN = "text"  # optional: the text of each row (compress --store-text)
 # The fields that identify the model that produced a file; two files are comparable only if these agree.
 MODEL_FIELDS = ("encoder", "head", "dim", "similarity")
 ANGLE_TOLERANCE = 1e-4  # float32 rounding of tanh*pi/2+pi/2 can step a hair outside [0, pi]
@@ -151,6 +158,10 @@ def _check_schema(schema: pa.Schema, meta: dict, file: Path) -> None:
         raise InputError("missing or non-string `id` column; expected id: string", file=file, field="id")
     if column not in names:
         raise InputError(f"missing column `{column}` named by the metadata", file=file, field=column)
+    if TEXT_COLUMN in names:
+        text_type = schema.field(TEXT_COLUMN).type
+        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+            raise InputError(f"wrong column type {text_type}; expected string", file=file, field=TEXT_COLUMN)
     expected = value_type(encoding)
     found = schema.field(column).type
     if not (pa.types.is_fixed_size_list(found) and found.list_size == dim and found.value_type == expected):
@@ -178,6 +189,35 @@ def _dataset_metadata(files: list[Path]) -> dict:
     return first
 
 
+def read_texts_by_id(path: PathLike, ids: Iterable[str]) -> dict[str, str]:
+    """The stored `text` of the rows whose id is in `ids` (one pass over the id and text columns only)."""
+    import pyarrow.compute as pc
+
+    wanted = pa.array(sorted(set(ids)), pa.string())
+    found: dict[str, str] = {}
+    for file in _embedding_files(path):
+        try:
+            for batch in pq.ParquetFile(file).iter_batches(columns=["id", TEXT_COLUMN]):
+                hit = pc.is_in(batch.column(0), value_set=wanted)
+                if pc.any(hit).as_py():
+                    rows = batch.filter(hit)
+                    found.update(zip(rows.column(0).to_pylist(), rows.column(1).to_pylist()))
+        except (pa.ArrowException, OSError) as err:
+            raise InputError(f"cannot read the texts ({str(err).splitlines()[0]})", file=file) from None
+    return found
+
+
+def count_embedding_rows(path: PathLike) -> int:
+    """Rows of an embedding file or folder, from the Parquet footers (no data read)."""
+    total = 0
+    for file in _embedding_files(path):
+        try:
+            total += pq.ParquetFile(file).metadata.num_rows
+        except (pa.ArrowException, OSError) as err:
+            raise InputError(f"not a readable Parquet file ({err})", file=file) from None
+    return total
+
+
 def read_embedding_metadata(path: PathLike) -> dict:
     """The `qcompress` metadata of an embedding file or folder (checked identical across the folder's files)."""
     return _dataset_metadata(_embedding_files(path))
@@ -194,45 +234,101 @@ class EmbeddingBatch:
     first_row: int  # 0-based position of the batch's first row in `file`
     ids: pa.Array  # Arrow strings (`ids.to_pylist()` makes Python strings; searches only convert the winners)
     values: Tensor  # (rows, dim) float32, or the stored uint8 codes when scanned with keep_codes=True
+    texts: pa.Array | None = None  # Arrow strings, when scanned with texts=True
 
 
 def scan_embeddings(
-    path: PathLike, *, batch_rows: int | None = None, keep_codes: bool = False
+    path: PathLike,
+    *,
+    batch_rows: int | None = None,
+    keep_codes: bool = False,
+    unique: bool = False,
+    texts: bool = False,
 ) -> tuple[dict, Iterator[EmbeddingBatch]]:
     """The metadata of an embedding file or folder (checked now) and its rows as checked batches (read lazily).
 
     Files come in name order; a batch holds `batch_rows` rows, or one Parquet row group when `batch_rows` is None.
     uint8 codes are decoded to float32 angles (`qcompress.quantization.DECODE`) unless `keep_codes=True`, which
     leaves them uint8 for a reader that decodes only what it uses. Raises `InputError` naming the file, row and id
-    for null ids or values, NaN or infinite numbers and angles outside [0, pi]; ids are not checked for
-    duplicates (`read_embeddings` does). The module docstring shows an example.
+    for null ids or values, NaN or infinite numbers, angles outside [0, pi] and unreadable (damaged) data; with
+    `unique=True` also for an id seen before (memory: ~32 bytes plus the id per row, `qcompress.formats.ids`).
+    With `texts=True` each batch carries the `text` column (an `InputError` if the dataset has none). The module
+    docstring shows an example.
     """
     if batch_rows is not None and (isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1):
         raise ValueError(f"batch_rows must be a positive integer or None, got {batch_rows!r}")
     files = _embedding_files(path)
     meta = _dataset_metadata(files)
-    return meta, _scan(files, meta, batch_rows, keep_codes)
+    if texts and not has_texts(files[0]):
+        raise InputError(f"has no `{TEXT_COLUMN}` column; compress the texts with --store-text to keep them",
+                         file=files[0], field=TEXT_COLUMN)
+    batches = _scan(files, meta, batch_rows, keep_codes, texts)
+    return meta, (_unique(batches) if unique else batches)
 
 
-def _scan(files: list[Path], meta: dict, batch_rows: int | None, keep_codes: bool) -> Iterator[EmbeddingBatch]:
+def has_texts(path: PathLike) -> bool:
+    """Whether an embedding file (or a folder's first file) keeps the text of each row."""
+    return TEXT_COLUMN in pq.read_schema(_embedding_files(path)[0]).names
+
+
+def _scan(files: list[Path], meta: dict, batch_rows: int | None, keep_codes: bool,
+          texts: bool) -> Iterator[EmbeddingBatch]:
     for file in files:
         row = 0
-        for ids, values in _arrow_batches(file, meta["column"], batch_rows):
-            yield EmbeddingBatch(file, row, ids, _decode(ids, values, meta, file, row, keep_codes))
+        for ids, values, text in _arrow_batches(file, meta["column"], batch_rows, texts):
+            if text is not None and text.null_count:
+                bad = int(np.flatnonzero(text.is_null().to_numpy(zero_copy_only=False))[0])
+                raise InputError(f'row {row + bad + 1} (id "{ids[bad].as_py()}") has no text (null)', file=file,
+                                 field=TEXT_COLUMN)
+            yield EmbeddingBatch(file, row, ids, _decode(ids, values, meta, file, row, keep_codes), text)
             row += len(ids)
 
 
-def _arrow_batches(file: Path, column: str, batch_rows: int | None) -> Iterator[tuple[pa.Array, pa.Array]]:
-    """(ids, values) Arrow arrays of `file`, `batch_rows` rows at a time or one row group at a time."""
-    reader = pq.ParquetFile(file)
-    columns = ["id", column]
-    if batch_rows is not None:
-        for batch in reader.iter_batches(batch_size=batch_rows, columns=columns):
-            yield batch.column("id"), batch.column(column)
-        return
-    for group in range(reader.num_row_groups):
-        table = reader.read_row_group(group, columns=columns)
-        yield table.column("id").combine_chunks(), table.column(column).combine_chunks()
+def _unique(batches: Iterator[EmbeddingBatch]) -> Iterator[EmbeddingBatch]:
+    """The batches, after checking that no id repeats one seen before (in this file or an earlier one)."""
+    seen = UniqueIds()
+    files: list[tuple[int, Path]] = []  # (position of the file's first row, file)
+    position = 0
+    for batch in batches:
+        if not files or files[-1][1] != batch.file:
+            files.append((position, batch.file))
+        ids = batch.ids.to_pylist()
+        duplicate = seen.add(ids, range(position, position + len(ids)))
+        if duplicate is not None:
+            index, earlier = duplicate
+            start, first_file = next((s, f) for s, f in reversed(files) if s <= earlier)
+            raise InputError(
+                f'duplicate id "{ids[index]}" in row {batch.first_row + index + 1} (first in {first_file.name}, '
+                f"row {earlier - start + 1}); ids must be unique",
+                file=batch.file,
+                field="id",
+            )
+        position += len(ids)
+        yield batch
+
+
+def _arrow_batches(
+    file: Path, column: str, batch_rows: int | None, texts: bool = False
+) -> Iterator[tuple[pa.Array, pa.Array, pa.Array | None]]:
+    """(ids, values, texts or None) Arrow arrays of `file`, `batch_rows` rows at a time or one row group at a
+    time. A file damaged after its footer was read raises `InputError` naming it, not a traceback."""
+    columns = ["id", column] + ([TEXT_COLUMN] if texts else [])
+    try:
+        reader = pq.ParquetFile(file)
+        if texts and TEXT_COLUMN not in reader.schema_arrow.names:
+            raise InputError(f"has no `{TEXT_COLUMN}` column, unlike the folder's first file", file=file,
+                             field=TEXT_COLUMN)
+        if batch_rows is not None:
+            tables = (pa.Table.from_batches([b]) for b in reader.iter_batches(batch_size=batch_rows, columns=columns))
+        else:
+            tables = (reader.read_row_group(g, columns=columns) for g in range(reader.num_row_groups))
+        for table in tables:
+            got = [table.column(name).combine_chunks() for name in columns]
+            yield got[0], got[1], got[2] if texts else None
+    except (pa.ArrowException, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"cannot read the file: it is damaged or truncated ({reason}); write it again",
+                         file=file) from None
 
 
 def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: int, keep_codes: bool) -> Tensor:
@@ -247,7 +343,9 @@ def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: 
     array = flat.to_numpy(zero_copy_only=False).reshape(len(values), dim)
     if meta["encoding"] == "uint8":
         return torch.from_numpy(np.array(array, dtype=np.uint8) if keep_codes else dequantize_angles(array))
-    decoded = torch.from_numpy(np.array(array, dtype=np.float32))
+    decoded = torch.from_numpy(np.array(array, dtype=np.float32))  # a writable copy: torch tensors may be written
+    if not decoded.numel() or _plausible(decoded.numpy(), column):
+        return decoded
     finite = torch.isfinite(decoded).all(dim=1)
     if not finite.all():
         row = int((~finite).nonzero()[0])
@@ -257,6 +355,15 @@ def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: 
     if column == "angles" and decoded.numel():
         _check_angle_range(decoded, ids, file, first_row)
     return decoded
+
+
+def _plausible(values: np.ndarray, column: str) -> bool:
+    """True when every value is finite (and, for angles, in [0, pi]): two vectorised passes, no temporaries. NaN
+    makes min and max NaN, so one NaN anywhere fails the test; the caller then finds the row to name."""
+    low, high = float(values.min()), float(values.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return False
+    return column != "angles" or (low >= -ANGLE_TOLERANCE and high <= math.pi + ANGLE_TOLERANCE)
 
 
 def _check_angle_range(angles: Tensor, ids: pa.Array, file: Path, first_row: int) -> None:
@@ -285,6 +392,7 @@ class Embeddings:
     values: Tensor
     metadata: dict
     encoding: str
+    texts: list[str] | None = None  # the rows' texts, when the file keeps them and they were asked for
 
     @property
     def dim(self) -> int:
@@ -308,33 +416,24 @@ def iter_embedding_batches(path: PathLike) -> Iterator[tuple[list[str], Tensor]]
     return ((batch.ids.to_pylist(), batch.values) for batch in batches)
 
 
-def read_embeddings(path: PathLike) -> Embeddings:
+def read_embeddings(path: PathLike, *, texts: bool = False) -> Embeddings:
     """Read a qcompress embedding file, or a folder of them (one dataset, files sorted by name), into memory.
 
     Angles stored as uint8 codes are decoded to float32 code/255*pi. Raises `InputError` for files not written by
     qcompress, wrong column types, NaN values, angles outside [0, pi], differing metadata in a folder, and
-    duplicate ids.
+    duplicate ids. With `texts=True`, `Embeddings.texts` holds the `text` column (an error if there is none).
     """
-    meta, batches = scan_embeddings(path)
+    meta, batches = scan_embeddings(path, unique=True, texts=texts)
     ids: list[str] = []
     chunks: list[Tensor] = []
-    seen: dict[str, tuple[Path, int]] = {}
+    text_list: list[str] | None = [] if texts else None
     for batch in batches:
-        batch_ids = batch.ids.to_pylist()
-        for row, doc_id in enumerate(batch_ids, batch.first_row + 1):
-            if doc_id in seen:
-                where = seen[doc_id]
-                raise InputError(
-                    f'duplicate id "{doc_id}" in row {row} (first in {where[0].name}, row {where[1]}); '
-                    "ids must be unique",
-                    file=batch.file,
-                    field="id",
-                )
-            seen[doc_id] = (batch.file, row)
-        ids.extend(batch_ids)
+        ids.extend(batch.ids.to_pylist())
         chunks.append(batch.values)
+        if text_list is not None:
+            text_list.extend(batch.texts.to_pylist())
     values = torch.cat(chunks) if chunks else torch.empty(0, int(meta["dim"]))
-    return Embeddings(ids=ids, values=values, metadata=meta, encoding=meta["encoding"])
+    return Embeddings(ids=ids, values=values, metadata=meta, encoding=meta["encoding"], texts=text_list)
 
 
 def check_same_model(

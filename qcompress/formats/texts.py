@@ -1,7 +1,9 @@
 """Input texts: (id, text) records from JSONL, TSV, stdin or Parquet, and (query, passage) pairs.
 
 Readers raise `InputError` naming the file, the 1-based line and the field, so that the CLI prints one line and
-exits 1. Ids must be unique, non-empty and without whitespace (they end up in whitespace-separated TREC runs).
+exits 1. Ids must be unique, non-empty and without whitespace (they end up in whitespace-separated TREC runs);
+uniqueness is checked `CHECK_BATCH` records at a time, in memory that grows with the ids only
+(`qcompress.formats.ids`), so a stream of any length can be read.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qcompress.errors import InputError
+from qcompress.formats.ids import UniqueIds
 from qcompress.formats.lines import STDIN, WHITESPACE, PathLike, display_name, open_lines
 
 __all__ = ["iter_texts", "read_texts", "read_parquet_texts", "read_pairs"]
 
 _JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 _TSV_SUFFIXES = {".tsv", ".txt"}
+CHECK_BATCH = 1024  # records read ahead and checked together for duplicate ids, before any of them is yielded
 
 
 # -- records -----------------------------------------------------------------------------------------------------
@@ -118,8 +122,9 @@ def iter_texts(
 ) -> Iterator[tuple[str, str]]:
     """Stream (id, text) from a JSONL or TSV file, or stdin for "-"; see `read_texts` for the formats.
 
-    The file is opened at once (a missing file raises here); records are parsed as they are consumed, so a
-    corpus larger than memory can be compressed. Only the ids are kept, to detect duplicates.
+    The file is opened at once (a missing file raises here); records are parsed as they are consumed,
+    `CHECK_BATCH` at a time (a batch is checked whole before any of it is yielded), so a corpus larger than memory
+    can be compressed. Only the ids are kept, compactly, to detect duplicates.
     """
     name = display_name(path)
     lines = open_lines(path)
@@ -129,8 +134,33 @@ def iter_texts(
 def _iter_texts(
     path: PathLike, name: str, lines: Iterator[tuple[int, str]], id_fields: tuple[str, ...], allow_empty: bool
 ) -> Iterator[tuple[str, str]]:
+    seen = UniqueIds()
+    batch: list[tuple[int, str, str]] = []
+    for record in _records(path, name, lines, id_fields, allow_empty):
+        batch.append(record)
+        if len(batch) == CHECK_BATCH:
+            yield from _unique(batch, seen, name)
+            batch = []
+    yield from _unique(batch, seen, name)
+
+
+def _unique(batch: list[tuple[int, str, str]], seen: UniqueIds, name: str) -> Iterator[tuple[str, str]]:
+    """The batch's (id, text), after checking (now, not lazily) that no id was seen before."""
+    duplicate = seen.add([doc_id for _, doc_id, _ in batch], [lineno for lineno, _, _ in batch])
+    if duplicate is not None:
+        index, first = duplicate
+        lineno, doc_id, _ = batch[index]
+        raise InputError(
+            f'duplicate id "{doc_id}" (first on line {first}); ids must be unique', file=name, line=lineno, field="id"
+        )
+    return ((doc_id, text) for _, doc_id, text in batch)
+
+
+def _records(
+    path: PathLike, name: str, lines: Iterator[tuple[int, str]], id_fields: tuple[str, ...], allow_empty: bool
+) -> Iterator[tuple[int, str, str]]:
+    """(line, id, text) of each record, checked but for duplicate ids."""
     kind, lines = _sniff(path, lines)
-    seen: dict[str, int] = {}
     first = True
     for lineno, line in lines:
         if not line.strip():
@@ -139,32 +169,26 @@ def _iter_texts(
             record = _json_object(line, name, lineno)
             doc_id = _record_id(record, id_fields, name, lineno)
             text = _record_text(record, name, lineno)
-            text_field = "text"
         else:
-            if "\t" not in line:
+            fields = line.split("\t")
+            if len(fields) != 2:
+                what = "no tab" if len(fields) == 1 else f"{len(fields)} tab-separated fields"
                 raise InputError(
-                    "no tab: expected `id<TAB>text` (or JSONL records in a .jsonl file)", file=name, line=lineno
+                    f"{what}: expected exactly 2 fields, `id<TAB>text` (a tab inside a text must be removed; or "
+                    "write JSONL records to a .jsonl file)",
+                    file=name,
+                    line=lineno,
                 )
-            raw_id, text = line.split("\t", 1)
-            raw_id = raw_id.strip()
+            raw_id, text = fields[0].strip(), fields[1]
             if first and raw_id.lower() in ("id", "_id") and text.strip().lower() == "text":
                 first = False
                 continue  # header line
             doc_id = _check_id(raw_id, name, lineno, "id")
             text = text.strip()
-            text_field = "text"
         first = False
         if not text and not allow_empty:
-            raise InputError("text is empty; every record needs some text", file=name, line=lineno, field=text_field)
-        if doc_id in seen:
-            raise InputError(
-                f'duplicate id "{doc_id}" (first on line {seen[doc_id]}); ids must be unique',
-                file=name,
-                line=lineno,
-                field="id",
-            )
-        seen[doc_id] = lineno
-        yield doc_id, text
+            raise InputError("text is empty; every record needs some text", file=name, line=lineno, field="text")
+        yield lineno, doc_id, text
 
 
 def read_texts(

@@ -1,16 +1,28 @@
-"""`EmbeddingWriter`: write the embedding Parquet format (`qcompress.formats.embeddings`), crash-safe and resumable.
+"""`EmbeddingWriter`: write the embedding Parquet format (`qcompress.formats.embeddings`) once, crash-safe, resumable.
 
-The writer writes in row groups to a folder `OUT.parquet.partial/` of complete part files, each renamed into place
-when written; `close()` merges them into `OUT.parquet`. A run that crashes, is interrupted or is killed keeps
-every finished part, and `resume=True` continues after them. Nothing ever appears at `OUT.parquet` before success.
+While it runs, the writer owns the folder `OUT.parquet.partial/`:
+    lock            an exclusive lock (flock) held for the writer's life: a second writer to OUT refuses to start
+    data            `PAR1` and the row groups written so far: the output file without its footer
+    journal.jsonl   a header (settings), then one line per finished row group: rows, byte end, last id, the
+                    caller's digest of its input, and its Parquet footer
+Each row group is encoded in memory as a small Parquet file; its row-group bytes are appended to `data` and its
+footer to the journal (both flushed to disk). `close()` joins the footers into one
+(`qcompress.formats.parquet_footer`), appends it, renames `data` to `OUT.parquet` and deletes the folder: every
+byte of the output is written once, never read back. A run that crashes, is interrupted or is killed keeps every
+finished row group; `resume=True` truncates `data` to the last one in the journal and continues. Nothing ever
+appears at `OUT.parquet` before success.
 """
 
 from __future__ import annotations
 
+import base64
+import errno
+import fcntl
 import json
 import math
-import re
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -26,45 +38,92 @@ from qcompress.formats.embeddings import (
     ANGLE_TOLERANCE,
     COLUMNS,
     METADATA_KEY,
+    TEXT_COLUMN,
     metadata_differences,
     partial_path,
     value_type,
 )
 from qcompress.formats.lines import PathLike
+from qcompress.formats.parquet_footer import MAGIC, footer_bytes, footer_length, stitch_footer
 from qcompress.quantization import check_encoding, quantize_angles
 
-__all__ = ["EmbeddingWriter", "DEFAULT_ROW_GROUP_SIZE"]
+__all__ = ["EmbeddingWriter", "RowGroup", "DEFAULT_ROW_GROUP_SIZE"]
 
 DEFAULT_ROW_GROUP_SIZE = 16384
-_PART = re.compile(r"^part-(\d{6})\.parquet$")
+JOURNAL_FORMAT = 2  # version of the journal's layout (1 was a folder of part files)
 _START_OVER = "delete the folder, or start over without resuming"
 
 
-def _schema(dim: int, encoding: str, column: str, metadata: dict) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("id", pa.string(), nullable=False),
-            pa.field(column, pa.list_(value_type(encoding), dim), nullable=False),
-        ],
-        metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)},
-    )
+@dataclass(frozen=True)
+class RowGroup:
+    """A finished row group, as the journal records it."""
+
+    rows: int
+    end: int  # byte offset in `data` just after its bytes
+    last_id: str
+    digest: str | None  # the caller's digest of the input the rows came from (`write(..., digest=...)`)
+    footer: bytes  # the FileMetaData of the row group written as its own Parquet file
+
+
+def _schema(dim: int, encoding: str, column: str, metadata: dict, texts: bool) -> pa.Schema:
+    fields = [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field(column, pa.list_(value_type(encoding), dim), nullable=False),
+    ]
+    if texts:
+        fields.append(pa.field(TEXT_COLUMN, pa.string(), nullable=False))
+    return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+
+
+def _lock(folder: Path, output: Path) -> int:
+    """Hold `folder/lock` exclusively (flock); refuse at once when another live process holds it.
+
+    The lock file is checked to be the one on disk after locking: a run that finished meanwhile deletes it, and
+    locking its deleted copy would let two writers in.
+    """
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # the folder was removed by a run that just finished: make it again
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                raise
+            raise InputError(
+                f"another qcompress run is writing this file (it holds the lock {path}); wait for it to finish, or "
+                "stop it and rerun", file=output,
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
 
 
 class EmbeddingWriter:
-    """Write (id, embedding) rows to a qcompress Parquet file, crash-safe and resumable.
+    """Write (id, embedding[, text]) rows to a qcompress Parquet file, crash-safe and resumable.
 
-    Rows are buffered and written in row groups of `row_group_size` rows, each as a complete Parquet part file
-    in the folder `PATH.partial/`. `close()` (or leaving the `with` block normally) merges the parts into `PATH`
-    (atomically) and deletes the folder. If the block raises, the buffered rows are written as one more part
-    and the folder stays: nothing ever appears at `PATH` before success.
+    Rows are buffered and written in row groups of `row_group_size` rows into `PATH.partial/` (module docstring).
+    `close()` (or leaving the `with` block normally) finishes `PATH`; if the block raises, the buffered rows are
+    written as one more row group and the folder stays for `resume=True` (or is removed when it holds no rows):
+    nothing ever appears at `PATH` before success. While the writer is open, a second writer to `PATH` raises
+    `InputError` (its folder is locked) and changes nothing.
 
-    `resume=True` keeps the parts of an earlier run with the same metadata; `rows_written` then starts at the
-    number of rows they hold, and the caller skips that many input rows (`last_id` is the id of the last of
-    them, to check the input is the same). A mismatch in metadata raises `InputError`. Without `resume`, an
-    existing `PATH.partial` is discarded.
+    `resume=True` keeps the row groups of an earlier run with the same settings; `rows_written` then starts at
+    the number of rows they hold, `row_groups` lists them (with the digests given to `write`) and the caller skips
+    that many input rows (`last_id` is the id of the last of them). A mismatch in settings raises `InputError`.
+    Without `resume`, an earlier run's folder is emptied.
 
     `values` are angles in [0, pi] for `column="angles"` (stored as float32, or as 8-bit codes with
-    `encoding="uint8"`), or float vectors for `column="vectors"` (cosine models, float32 only).
+    `encoding="uint8"`), or float vectors for `column="vectors"` (cosine models, float32 only). With `texts=True`
+    each row also keeps its text, in a `text` column.
 
     Example:
         >>> import tempfile, pathlib
@@ -87,6 +146,7 @@ class EmbeddingWriter:
         column: str = "angles",
         resume: bool = False,
         row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+        texts: bool = False,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
@@ -108,81 +168,113 @@ class EmbeddingWriter:
 
         self.path = Path(path)
         self.partial = partial_path(self.path)
-        self.dim, self.encoding, self.column = dim, encoding, column
+        self.dim, self.encoding, self.column, self.texts = dim, encoding, column, bool(texts)
         self.metadata = meta
         self.row_group_size = row_group_size
-        self.schema = _schema(dim, encoding, column, meta)
+        self.schema = _schema(dim, encoding, column, meta, self.texts)
         self.rows_written = 0
         self.last_id: str | None = None
-        self._parts = 0
-        self._buffer_ids: list[str] = []
-        self._buffer_values: list[np.ndarray] = []
+        self.row_groups: list[RowGroup] = []
+        self._buffer: list[tuple[list[str], np.ndarray, list[str] | None]] = []
         self._buffered = 0
         self._closed = False
 
-        if self.partial.exists() and resume:
-            self._recover()
-        elif self.partial.exists() or self.partial.is_symlink():
-            _remove(self.partial)
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        self.partial.mkdir(exist_ok=True)
+        if self.partial.is_symlink() or (self.partial.exists() and not self.partial.is_dir()):
+            if resume:
+                raise InputError(f"exists but is not a folder written by qcompress; {_START_OVER}", file=self.partial)
+            self.partial.unlink()
+        self._lock = _lock(self.partial, self.path)
+        try:
+            if resume and (self.partial / "journal.jsonl").exists():
+                self._recover()
+            elif resume and any(entry.name != "lock" for entry in self.partial.iterdir()):
+                raise InputError(f"holds no resume journal of this qcompress version; {_START_OVER}",
+                                 file=self.partial)
+            else:
+                self._start()
+        except BaseException:
+            self._release()
+            raise
 
-    # -- resume ------------------------------------------------------------------------------------------------
+    # -- the journal ---------------------------------------------------------------------------------------------
+    def _header(self) -> dict:
+        return {"format": JOURNAL_FORMAT, "metadata": self.metadata, "columns": self.schema.names}
+
+    def _start(self) -> None:
+        """A fresh run: empty the folder (an earlier run's leftovers) but for the lock, then write the header."""
+        for entry in self.partial.iterdir():
+            if entry.name != "lock":
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        with open(self.partial / "data", "wb") as data:
+            data.write(MAGIC)
+        self._end = len(MAGIC)
+        self._append_journal(self._header(), create=True)
+
+    def _append_journal(self, record: dict, *, create: bool = False) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_TRUNC if create else 0)
+        fd = os.open(self.partial / "journal.jsonl", flags, 0o666)
+        try:
+            os.write(fd, (json.dumps(record) + "\n").encode())  # one write: a crash leaves a whole line or a torn last
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def _recover(self) -> None:
-        """Count the rows of the earlier run's parts, after checking they are complete and of the same settings."""
-        parts = self._earlier_parts()
-        last_part = None
-        for entry in parts:
-            try:
-                info = pq.ParquetFile(entry)
-            except (pa.ArrowException, OSError) as err:
-                raise InputError(f"cannot read part ({err}); {_START_OVER}", file=entry) from None
-            raw = (info.schema_arrow.metadata or {}).get(METADATA_KEY)
-            diff = metadata_differences(json.loads(raw) if raw else {}, self.metadata)
-            if diff:
-                raise InputError(
-                    f"cannot resume: the earlier run wrote different settings ({'; '.join(diff)}). Use the same "
-                    "model and options, or start over without resuming",
-                    file=self.partial,
-                )
-            self.rows_written += info.metadata.num_rows
-            if info.metadata.num_rows:
-                last_part = info
-        if last_part is not None:
-            ids = last_part.read(columns=["id"]).column("id")
-            self.last_id = ids[len(ids) - 1].as_py()
-        self._parts = len(parts)
-
-    def _earlier_parts(self) -> list[Path]:
-        """The part files in `partial`, numbered 0, 1, ... without gaps; half-written temporary files deleted."""
-        if not self.partial.is_dir():
+        """Read the journal of the earlier run; check its settings; drop bytes after its last finished row group."""
+        journal = self.partial / "journal.jsonl"
+        lines = journal.read_bytes().split(b"\n")
+        try:
+            header = json.loads(lines[0])
+        except json.JSONDecodeError:
+            header = None
+        if not isinstance(header, dict) or header.get("format") != JOURNAL_FORMAT:
+            raise InputError(f"not a resume journal of this qcompress version; {_START_OVER}", file=journal)
+        diff = metadata_differences(header.get("metadata", {}), self.metadata)
+        if header.get("columns") != self.schema.names:
+            diff.append(f"columns {json.dumps(header.get('columns'))} vs {json.dumps(self.schema.names)}")
+        if diff:
             raise InputError(
-                "exists but is not a folder of parts written by qcompress; delete it, or start over without resuming",
+                f"cannot resume: the earlier run wrote different settings ({'; '.join(diff)}). Use the same "
+                "model and options, or start over without resuming",
                 file=self.partial,
             )
-        parts = []
-        for entry in sorted(self.partial.iterdir()):
-            match = _PART.match(entry.name)
-            if match is None:
-                # Temporary files of a part that was being written when the run stopped: never complete.
-                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                    entry.unlink(missing_ok=True)
-                    continue
-                raise InputError(
-                    f"unexpected file {entry.name!r} in the resume folder; {_START_OVER}", file=self.partial
-                )
-            parts.append((int(match.group(1)), entry))
-        for expected, (index, entry) in enumerate(parts):
-            if index != expected:
-                raise InputError(
-                    f"part {expected:06d} is missing from the resume folder (found {entry.name}); {_START_OVER}",
-                    file=self.partial,
-                )
-        return [entry for _, entry in parts]
+        kept = len(lines[0]) + 1
+        end = len(MAGIC)
+        for line in lines[1:]:
+            try:
+                item = json.loads(line)
+                group = RowGroup(int(item["rows"]), int(item["end"]), str(item["last_id"]), item["digest"],
+                                 base64.b64decode(item["footer"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                break  # the torn last line of a run killed while writing it; the row group's bytes go too
+            if group.end <= end or group.rows <= 0:
+                raise InputError(f"row group {len(self.row_groups) + 1} is not after the one before; {_START_OVER}",
+                                 file=journal)
+            self.row_groups.append(group)
+            end, kept = group.end, kept + len(line) + 1
+        data = self.partial / "data"
+        if not data.is_file() or data.stat().st_size < end:
+            raise InputError(f"the data file is shorter than its journal says; {_START_OVER}", file=self.partial)
+        os.truncate(data, end)
+        os.truncate(journal, min(kept, journal.stat().st_size))
+        self._end = end
+        self.rows_written = sum(group.rows for group in self.row_groups)
+        self.last_id = self.row_groups[-1].last_id if self.row_groups else None
 
     # -- writing -----------------------------------------------------------------------------------------------
-    def write(self, ids: Sequence[str], values: np.ndarray | Tensor) -> None:
-        """Append rows: `ids` (B strings) and `values` (B, dim); written to disk in row groups."""
+    def write(
+        self,
+        ids: Sequence[str],
+        values: np.ndarray | Tensor,
+        *,
+        texts: Sequence[str] | None = None,
+        digest: str | None = None,
+    ) -> None:
+        """Append rows: `ids` (B strings), `values` (B, dim) and, for a writer made with `texts=True`, `texts`.
+
+        With `digest` (a string naming the input these rows came from), the rows buffered so far are written at
+        once (ending their row group) and the last row group records the digest, for a later resume to compare.
+        """
         if self._closed:
             raise ValueError(f"EmbeddingWriter for {self.path} is closed")
         array = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
@@ -194,6 +286,28 @@ class EmbeddingWriter:
         for doc_id in ids:
             if not isinstance(doc_id, str) or not doc_id:
                 raise ValueError(f"ids must be non-empty strings, got {doc_id!r}")
+        if (texts is not None) != self.texts:
+            raise ValueError("texts must be given exactly when the writer was made with texts=True")
+        if texts is not None:
+            texts = list(texts)
+            if len(texts) != len(ids) or not all(isinstance(t, str) for t in texts):
+                raise ValueError(f"texts must be {len(ids)} strings, one per id")
+        stored = self._checked(array, ids)
+        self._buffer.append((ids, stored, texts))
+        self._buffered += len(ids)
+        self.rows_written += len(ids)
+        if ids:
+            self.last_id = ids[-1]
+        if digest is None:
+            while self._buffered >= self.row_group_size:
+                self._flush(self.row_group_size, None)
+            return
+        while self._buffered > self.row_group_size:
+            self._flush(self.row_group_size, None)
+        self._flush(self._buffered, digest)
+
+    def _checked(self, array: np.ndarray, ids: list[str]) -> np.ndarray:
+        """The values as stored (float32, or uint8 codes), after checking they are finite and in range."""
         array = array.astype(np.float32, copy=False)
         if not np.isfinite(array).all():
             bad = int((~np.isfinite(array)).any(axis=1).argmax())
@@ -204,54 +318,104 @@ class EmbeddingWriter:
                     f"angles must be radians in [0, pi], got values in [{array.min():.4g}, {array.max():.4g}]"
                 )
             array = np.clip(array, 0.0, math.pi).astype(np.float32, copy=False)
-        stored = quantize_angles(array) if self.encoding == "uint8" else np.array(array, dtype=np.float32)
-        self._buffer_ids.extend(ids)
-        self._buffer_values.append(stored)
-        self._buffered += len(ids)
-        self.rows_written += len(ids)
-        if ids:
-            self.last_id = ids[-1]
-        while self._buffered >= self.row_group_size:
-            self._flush(self.row_group_size)
+        return quantize_angles(array) if self.encoding == "uint8" else np.array(array, dtype=np.float32)
 
-    def _flush(self, rows: int) -> None:
+    def _take(self, rows: int) -> tuple[list[str], np.ndarray, list[str] | None]:
+        """The first `rows` buffered rows, removed from the buffer."""
+        ids: list[str] = []
+        values: list[np.ndarray] = []
+        texts: list[str] | None = [] if self.texts else None
+        while len(ids) < rows:
+            b_ids, b_values, b_texts = self._buffer[0]
+            need = rows - len(ids)
+            ids += b_ids[:need]
+            values.append(b_values[:need])
+            if texts is not None:
+                texts += b_texts[:need]
+            if need >= len(b_ids):
+                self._buffer.pop(0)
+            else:
+                self._buffer[0] = (b_ids[need:], b_values[need:], b_texts[need:] if b_texts is not None else None)
+        self._buffered -= rows
+        return ids, (np.concatenate(values) if len(values) > 1 else values[0]), texts
+
+    def _flush(self, rows: int, digest: str | None) -> None:
+        """Write `rows` buffered rows as one row group: bytes to `data`, then its journal line."""
         if rows <= 0:
             return
-        values = np.concatenate(self._buffer_values) if len(self._buffer_values) > 1 else self._buffer_values[0]
-        ids, self._buffer_ids = self._buffer_ids[:rows], self._buffer_ids[rows:]
-        head, rest = values[:rows], values[rows:]
-        self._buffer_values = [rest] if len(rest) else []
-        self._buffered -= rows
-        flat = pa.array(np.ascontiguousarray(head).reshape(-1))
-        table = pa.Table.from_arrays(
-            [pa.array(ids, pa.string()), pa.FixedSizeListArray.from_arrays(flat, self.dim)], schema=self.schema
-        )
-        with atomic_file(self.partial / f"part-{self._parts:06d}.parquet") as tmp:
-            pq.write_table(table, tmp)
-        self._parts += 1
+        ids, values, texts = self._take(rows)
+        flat = pa.array(np.ascontiguousarray(values).reshape(-1))
+        columns = [pa.array(ids, pa.string()), pa.FixedSizeListArray.from_arrays(flat, self.dim)]
+        if texts is not None:
+            columns.append(pa.array(texts, pa.string()))
+        sink = pa.BufferOutputStream()
+        # No statistics for texts: a row group's min and max texts would go into the footer whole.
+        pq.write_table(pa.Table.from_arrays(columns, schema=self.schema), sink, row_group_size=rows,
+                       write_statistics=["id", f"{self.column}.list.element"])
+        encoded = sink.getvalue().to_pybytes()
+        body = encoded[len(MAGIC) : -8 - footer_length(encoded)]
+        with open(self.partial / "data", "ab") as data:
+            data.write(body)
+            data.flush()
+            os.fsync(data.fileno())  # the bytes are on disk before the journal says they are
+        self._end += len(body)
+        group = RowGroup(rows, self._end, ids[-1], digest, footer_bytes(encoded))
+        self._append_journal({"rows": group.rows, "end": group.end, "last_id": group.last_id, "digest": digest,
+                              "footer": base64.b64encode(group.footer).decode()})
+        self.row_groups.append(group)
 
     def close(self) -> None:
-        """Write the remaining rows, merge all parts into `path` (atomically) and delete `path.partial`."""
+        """Write the remaining rows and the footer, rename the file to `path`, delete `path.partial`."""
         if self._closed:
             return
-        self._flush(self._buffered)
-        parts = [self.partial / f"part-{i:06d}.parquet" for i in range(self._parts)]
-        with atomic_file(self.path) as tmp:
-            with pq.ParquetWriter(tmp, self.schema) as writer:
-                if not parts:
-                    writer.write_table(self.schema.empty_table())
-                for part in parts:
-                    table = pq.read_table(part, schema=self.schema)
-                    writer.write_table(table, row_group_size=max(1, table.num_rows))
-        self._closed = True
-        shutil.rmtree(self.partial, ignore_errors=True)
+        self._flush(self._buffered, None)
+        data = self.partial / "data"
+        try:
+            if self.row_groups:
+                starts = [len(MAGIC)] + [group.end for group in self.row_groups[:-1]]
+                footer = stitch_footer([g.footer for g in self.row_groups], [s - len(MAGIC) for s in starts])
+                with open(data, "ab") as out:
+                    out.write(footer + len(footer).to_bytes(4, "little") + MAGIC)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(data, self.path)
+            else:
+                with atomic_file(self.path) as tmp:
+                    pq.write_table(self.schema.empty_table(), tmp)
+        finally:
+            self._closed = True
+        self._remove_folder()
 
     def abort(self) -> None:
-        """Stop without writing `path`: buffered rows become one more part, kept for `resume=True`."""
+        """Stop without writing `path`: buffered rows become one more row group, kept for `resume=True`; a
+        folder that holds no rows is removed."""
         if self._closed:
             return
         self._closed = True
-        self._flush(self._buffered)
+        try:
+            self._flush(self._buffered, None)
+        finally:
+            if self.row_groups:
+                self._release()
+            else:
+                self._remove_folder()
+
+    def _remove_folder(self) -> None:
+        """Delete the folder, the lock file last, while still holding the lock."""
+        for entry in self.partial.iterdir():
+            if entry.name != "lock":
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        (self.partial / "lock").unlink(missing_ok=True)
+        try:
+            self.partial.rmdir()
+        except OSError:
+            pass  # someone else's file appeared in it: leave the folder
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
 
     def __enter__(self) -> "EmbeddingWriter":
         return self
@@ -264,11 +428,3 @@ class EmbeddingWriter:
             self.abort()
         except Exception:  # noqa: BLE001 - the original error is the one to report
             pass
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-

@@ -1,0 +1,61 @@
+"""`qcompress search`: ad-hoc query texts against a compressed corpus (qcompress.search_text)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from qcompress.cli._common import app, cli_errors, model_spec, print_table, quiet_closed_pipe
+from qcompress.cli.options import AsJson, Encoder, Head, MaxLength, ModelDir, Similarity, TrustRemoteCode
+
+
+@app.command("search")
+@cli_errors
+def search_command(
+    query: str = typer.Argument(..., metavar="QUERY", help="The query text."),
+    corpus: Path = typer.Option(
+        ..., "--corpus", help="Corpus embeddings from `qcompress compress` (a Parquet file or folder)."
+    ),
+    top_k: int = typer.Option(10, "--top-k", min=1, help="Hits to show."),
+    model_dir: ModelDir = None,
+    encoder: Encoder = None,
+    head: Head = None,
+    similarity: Similarity = None,
+    max_length: MaxLength = None,
+    trust_remote_code: TrustRemoteCode = False,
+    as_json: AsJson = False,
+) -> None:
+    """Search a compressed corpus with a query text: the query is encoded with the model (which must be the one
+    that compressed the corpus: their weights digests are compared) and the corpus ranked exactly.
+
+    Prints a table (rank, score, id, and the text when the corpus keeps texts: `compress --store-text`), or
+    with --json one JSON object per hit (`rank`, `id`, `score`, `text`).
+
+    Example:
+
+        qcompress search "what is lift" --corpus corpus.parquet --model models/qbec --top-k 5
+    """
+    from qcompress.search_text import search_texts
+
+    model = model_spec(model_dir, encoder, head, similarity, max_length, trust_remote_code).load()
+    hits = search_texts(model, [query], corpus, top_k)[0]
+    with quiet_closed_pipe():
+        if as_json:
+            sys.stdout.write("".join(json.dumps({"rank": h.rank, "id": h.id, "score": h.score, "text": h.text}) + "\n"
+                                     for h in hits))
+            return
+        _print_hits(hits, with_text=any(h.text is not None for h in hits))
+
+
+def _print_hits(hits, with_text: bool) -> None:
+    from rich.table import Table
+
+    table = Table(box=None)
+    for name in ("rank", "score", "id") + (("text",) if with_text else ()):
+        table.add_column(name, justify="right" if name in ("rank", "score") else "left", overflow="fold")
+    for hit in hits:
+        table.add_row(str(hit.rank), f"{hit.score:.4f}", hit.id, *((hit.text or "",) if with_text else ()))
+    print_table(table)

@@ -1,0 +1,101 @@
+"""The approximate index (issue 19): IVF candidates re-ranked by exact log-fidelity, `qcompress.ann`."""
+
+import math
+
+import pytest
+import torch
+
+from qcompress.ann import ApproximateIndex, build_index, recall_at_k
+from qcompress.errors import InputError
+from qcompress.formats import EmbeddingWriter
+from qcompress.quantization import decode_codes
+from qcompress.search import brute_force_topk
+
+META = {"encoder": "x", "head": "none", "similarity": "fidelity"}
+
+
+def clustered(n: int, dim: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(max(1, n // 50), dim, generator=g) * math.pi
+    members = torch.randint(0, len(centres), (n,), generator=g)
+    return (centres[members] + 0.1 * torch.randn(n, dim, generator=g)).clamp(0, math.pi)
+
+
+def write_index(tmp_path, corpus, encoding="float32", nlist=8):
+    path = tmp_path / f"c-{encoding}.parquet"
+    with EmbeddingWriter(path, dim=corpus.shape[1], metadata=META, encoding=encoding, row_group_size=300) as writer:
+        writer.write([f"d{i}" for i in range(len(corpus))], corpus)
+    info = build_index(path, tmp_path / f"c-{encoding}.index", nlist=nlist)
+    assert (info.rows, info.nlist) == (len(corpus), nlist)
+    return ApproximateIndex(tmp_path / f"c-{encoding}.index")
+
+
+@pytest.mark.parametrize("encoding", ["float32", "uint8"])
+def test_every_cell_probed_and_every_row_reranked_is_the_exact_search(tmp_path, encoding):
+    corpus = clustered(1000, 12)
+    index = write_index(tmp_path, corpus, encoding)
+    stored = decode_codes(index.values) if encoding == "uint8" else corpus
+    queries = (corpus[:7] + 0.2).clamp(0, math.pi)
+    scores, rows = index.search_rows(queries, 10, nprobe=8, rerank=1000)
+    truth_scores, truth_rows = brute_force_topk(queries, stored, 10)
+    assert torch.equal(rows, truth_rows) and torch.allclose(scores, truth_scores, atol=1e-5)
+    exact_scores, exact_rows = index.exact_search(queries, 10, batch_rows=300)  # batches: the floor carried over
+    assert torch.equal(exact_rows, truth_rows)
+    assert recall_at_k(rows, exact_rows) == 1.0
+    _, ids = index.search(queries, 3, nprobe=8, rerank=1000)
+    assert ids == [[f"d{r}" for r in row] for row in truth_rows[:, :3].tolist()]
+
+
+def test_few_cells_probed_give_exact_scores_of_what_they_find(tmp_path):
+    corpus = clustered(2000, 16, seed=1)
+    index = write_index(tmp_path, corpus, nlist=32)
+    queries = corpus[100:110]
+    scores, rows = index.search_rows(queries, 10, nprobe=4, rerank=50)
+    from qcompress.quantum import log_cos2_half
+
+    expected = log_cos2_half(queries[:, None, :] - corpus[rows]).sum(-1)
+    assert torch.allclose(scores, expected, atol=1e-5)  # re-ranked by the reference formula
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    _, truth = index.exact_search(queries, 10)
+    assert recall_at_k(rows, truth) >= 0.8  # near neighbours share the query's cell
+    assert rows[:, 0].tolist() == list(range(100, 110))  # each query is a corpus row: found first
+
+
+def test_k_above_the_candidates_and_rows(tmp_path):
+    corpus = clustered(100, 4)
+    index = write_index(tmp_path, corpus, nlist=4)
+    scores, rows = index.search_rows(corpus[:2], 500, nprobe=1, rerank=5)
+    assert rows.shape == (2, 100)
+    found = scores > -math.inf
+    assert found.sum(1).ge(5).all()  # at least the re-ranked candidates
+    assert (rows[found] < 100).all()  # unfilled slots never point into the corpus... and rank last
+    for name, value in (("nprobe", 0), ("rerank", -1)):
+        with pytest.raises(ValueError, match=name):
+            index.search(corpus[:1], 1, **{name: value})
+
+
+def test_damaged_or_missing_indexes_are_input_errors(tmp_path):
+    corpus = clustered(200, 4)
+    index = write_index(tmp_path, corpus, nlist=4)
+    with pytest.raises(InputError, match="not an index folder"):
+        ApproximateIndex(tmp_path)
+    (index.folder / "ivf.faiss").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="damaged index"):
+        ApproximateIndex(index.folder)
+    (index.folder / "index.json").write_text("{")
+    with pytest.raises(InputError, match="unreadable index"):
+        ApproximateIndex(index.folder)
+
+
+def test_an_index_refuses_duplicate_ids_and_vectors(tmp_path):
+    path = tmp_path / "dup.parquet"
+    with EmbeddingWriter(path, dim=2, metadata=META) as writer:
+        writer.write(["a", "b", "a"], torch.rand(3, 2))
+    with pytest.raises(InputError, match='"a"'):
+        build_index(path, tmp_path / "dup.index", nlist=1)
+    assert not (tmp_path / "dup.index").exists()
+    vectors = tmp_path / "v.parquet"
+    with EmbeddingWriter(vectors, dim=2, metadata=dict(META, similarity="cosine"), column="vectors") as writer:
+        writer.write(["a"], torch.rand(1, 2))
+    with pytest.raises(InputError, match="cosine vectors"):
+        build_index(vectors, tmp_path / "v.index")

@@ -1,0 +1,85 @@
+"""`qcompress search`: a query text against a compressed corpus (issue 15), texts shown when stored."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from qcompress.cli import app
+from qcompress.formats import read_embeddings, read_texts
+from qcompress.model import build_model, load_model
+from qcompress.search import brute_force_topk
+
+runner = CliRunner()
+
+DOCS = {
+    "d1": "the flow on a wing", "d2": "heat transfer in a boundary layer", "d3": "pressure of the flow",
+    "d4": "what are the boundary layer effects", "d5": "a wing",
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tiny_encoder, tmp_path_factory):
+    """A model folder and a corpus it compressed, with and without texts."""
+    root = tmp_path_factory.mktemp("search")
+    build_model(tiny_encoder, head="quantum", dim=16, max_length=64).save(root / "qbec")
+    (root / "docs.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in DOCS.items()))
+    for name, extra in (("with-text.parquet", ["--store-text"]), ("plain.parquet", [])):
+        result = runner.invoke(app, ["compress", str(root / "docs.jsonl"), "--model", str(root / "qbec"),
+                                     "-o", str(root / name), *extra])
+        assert result.exit_code == 0, result.output
+    return root
+
+
+def test_search_prints_the_exact_ranking_with_texts(corpus):
+    result = runner.invoke(app, ["search", "wing flow", "--corpus", str(corpus / "with-text.parquet"),
+                                 "--model", str(corpus / "qbec"), "--top-k", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    hits = [json.loads(line) for line in result.stdout.splitlines()]
+    model = load_model(corpus / "qbec")
+    emb = read_embeddings(corpus / "with-text.parquet")
+    scores, rows = brute_force_topk(model.encode(["wing flow"]), emb.values, 3)
+    assert [h["id"] for h in hits] == [emb.ids[i] for i in rows[0].tolist()]
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert [h["score"] for h in hits] == pytest.approx(scores[0].tolist(), abs=1e-5)
+    assert all(h["text"] == DOCS[h["id"]] for h in hits)
+
+    table = runner.invoke(app, ["search", "wing flow", "--corpus", str(corpus / "with-text.parquet"),
+                                "--model", str(corpus / "qbec"), "--top-k", "3"])
+    assert table.exit_code == 0 and "text" in table.stdout.splitlines()[0]
+    assert DOCS[hits[0]["id"]] in table.stdout
+
+
+def test_search_without_stored_texts_shows_ids(corpus):
+    result = runner.invoke(app, ["search", "heat", "--corpus", str(corpus / "plain.parquet"),
+                                 "--model", str(corpus / "qbec"), "--json"])
+    assert result.exit_code == 0, result.output
+    hits = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(hits) == 5 and all(h["text"] is None for h in hits)
+    table = runner.invoke(app, ["search", "heat", "--corpus", str(corpus / "plain.parquet"),
+                                "--model", str(corpus / "qbec")])
+    assert table.exit_code == 0 and "text" not in table.stdout.splitlines()[0]
+
+
+def test_search_refuses_another_model_and_asks_for_one(corpus, tiny_encoder, tmp_path):
+    torch.manual_seed(3)
+    build_model(tiny_encoder, head="quantum", dim=16, max_length=64).save(tmp_path / "other")
+    cases = [
+        (["--model", str(tmp_path / "other")], "come from different models"),
+        ([], "name a model"),
+        (["--model", str(corpus / "qbec"), "--top-k", "0"], "--top-k"),
+    ]
+    for extra, message in cases:
+        result = runner.invoke(app, ["search", "wing", "--corpus", str(corpus / "plain.parquet"), *extra])
+        assert result.exit_code in (1, 2) and message in result.output, result.output
+        assert result.stdout == "" or result.exit_code == 2
+
+
+def test_readers_expose_the_stored_texts(corpus):
+    emb = read_embeddings(corpus / "with-text.parquet", texts=True)
+    assert emb.texts == [t for _, t in read_texts(corpus / "docs.jsonl")]
+    from qcompress.errors import InputError
+
+    with pytest.raises(InputError, match="has no `text` column"):
+        read_embeddings(corpus / "plain.parquet", texts=True)

@@ -1,0 +1,199 @@
+"""Property-based tests (hypothesis) of the readers at qcompress's edges (issue 14): arbitrary bytes and records
+never give a traceback (only `InputError`), never come back as rows that differ from the input, and accepted
+input round-trips. Derandomized: the same examples on every run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from qcompress.errors import InputError
+from qcompress.formats import EmbeddingWriter, read_embeddings, read_texts
+from qcompress.formats.embeddings import ANGLE_TOLERANCE
+from qcompress.quantization import dequantize_angles
+
+SETTINGS = settings(derandomize=True, deadline=None, max_examples=150,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+META = {"encoder": "x", "head": "none", "similarity": "fidelity"}
+
+# Lines built from the characters that matter to the readers, so that short examples hit the edge cases.
+LINE_BYTES = st.lists(st.sampled_from([b"a", b"1", b" ", b"\t", b"\r", b"{", b"}", b'"', b":", b",", b"_id",
+                                       b"id", b"text", b"title", b"\xc3\xa9", b"\xff", b"\xef\xbb\xbf", b"null"]),
+                      max_size=12).map(b"".join)
+FILE_BYTES = st.one_of(st.binary(max_size=200), st.lists(LINE_BYTES, max_size=6).map(b"\n".join))
+
+
+def tsv_oracle(data: bytes) -> list[tuple[str, str]] | None:
+    """What the TSV format says `data` holds (README, formats/texts.py), or None when it is not valid TSV."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    records, seen, first = [], set(), True
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r\n")
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2:
+            return None
+        doc_id, body = fields[0].strip(), fields[1].strip()
+        if first and doc_id.lower() in ("id", "_id") and body.lower() == "text":
+            first = False
+            continue
+        first = False
+        if not doc_id or any(c.isspace() for c in doc_id) or not body or doc_id in seen:
+            return None
+        seen.add(doc_id)
+        records.append((doc_id, body))
+    return records
+
+
+@SETTINGS
+@given(data=FILE_BYTES)
+@example(data=b"1\tfirst\textra column\n")  # main folded the third field into the text (issue 14 item 16)
+@example(data=b"\xef\xbb\xbfid\ttext\r\n1\tx\r\n2\ty")
+@example(data=b"1\tx\n\n1\ty\n")
+def test_arbitrary_bytes_as_tsv_give_the_format_s_records_or_an_input_error(tmp_path, data):
+    path = tmp_path / "in.tsv"
+    path.write_bytes(data)
+    expected = tsv_oracle(data)
+    try:
+        got = read_texts(path)
+    except InputError:
+        assert expected is None, f"refused valid input {data!r}"
+        return
+    assert got == expected
+
+
+@SETTINGS
+@given(data=FILE_BYTES)
+def test_arbitrary_bytes_as_jsonl_give_input_error_or_records_found_in_the_input(tmp_path, data):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(data)
+    try:
+        got = read_texts(path)
+    except InputError:
+        return
+    lines = [json.loads(line) for line in data.decode("utf-8").lstrip("\ufeff").split("\n") if line.strip()]
+    assert len(got) == len(lines)
+    for (doc_id, text), record in zip(got, lines):
+        raw_id = record["_id"] if "_id" in record else record["id"]
+        assert doc_id == str(raw_id).strip()
+        title = record.get("title")
+        assert text == ((title + " " + record["text"]) if title is not None else record["text"]).strip()
+    assert len({doc_id for doc_id, _ in got}) == len(got)
+
+
+ID = st.text(st.characters(blacklist_categories=["Cs", "Zs", "Cc", "Zl", "Zp"]), min_size=1, max_size=8).filter(
+    lambda s: s.strip() == s and not any(c.isspace() for c in s))
+TEXT = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=30).filter(lambda s: s.strip())
+
+
+@SETTINGS
+@given(records=st.lists(st.tuples(ID, TEXT), max_size=8, unique_by=lambda r: r[0]), as_jsonl=st.booleans())
+def test_valid_records_round_trip(tmp_path, records, as_jsonl):
+    if as_jsonl:
+        path = tmp_path / "in.jsonl"
+        path.write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in records), encoding="utf-8")
+        expected = [(i, t.strip()) for i, t in records]
+    else:
+        records = [(i, t.replace("\t", " ").replace("\n", " ").replace("\r", " ")) for i, t in records]
+        records = [(i, t) for i, t in records if t.strip()]
+        path = tmp_path / "in.tsv"
+        path.write_text("".join(f"{i}\t{t}\n" for i, t in records), encoding="utf-8")
+        expected = tsv_oracle(path.read_bytes())
+        assert expected is not None
+    assert read_texts(path) == expected
+
+
+# -- the embedding Parquet reader ------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(data=st.one_of(st.binary(max_size=300), st.binary(max_size=200).map(lambda b: b"PAR1" + b + b"PAR1")))
+def test_arbitrary_bytes_as_an_embedding_file_are_an_input_error(tmp_path, data):
+    path = tmp_path / "e.parquet"
+    path.write_bytes(data)
+    with pytest.raises(InputError):
+        read_embeddings(path)
+
+
+VALUE = st.one_of(st.floats(-1.0, 4.0, width=32), st.sampled_from([math.nan, math.inf, -math.inf, 0.0, math.pi]))
+
+
+@st.composite
+def tables(draw):
+    """(ids, rows, encoding) of a small embedding table: ids may be null or repeat, values anything."""
+    dim = draw(st.integers(1, 3))
+    n = draw(st.integers(0, 6))
+    ids = draw(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d", "e", "f", "g"])), min_size=n,
+                        max_size=n))
+    encoding = draw(st.sampled_from(["float32", "uint8"]))
+    if encoding == "uint8":
+        rows = draw(st.lists(st.lists(st.integers(0, 255), min_size=dim, max_size=dim), min_size=n, max_size=n))
+    else:
+        rows = draw(st.lists(st.lists(VALUE, min_size=dim, max_size=dim), min_size=n, max_size=n))
+    return ids, rows, encoding, dim
+
+
+def valid(ids, rows, encoding) -> bool:
+    if any(i is None for i in ids) or len(set(ids)) != len(ids):
+        return False
+    if encoding == "uint8":
+        return True
+    flat = np.asarray(rows, dtype=np.float32).reshape(-1)
+    return bool(np.isfinite(flat).all() and (flat >= -ANGLE_TOLERANCE).all()
+                and (flat <= math.pi + ANGLE_TOLERANCE).all())
+
+
+@SETTINGS
+@given(table=tables(), group=st.integers(1, 4))
+def test_embedding_records_are_read_exactly_or_refused(tmp_path, table, group):
+    ids, rows, encoding, dim = table
+    kind = pa.uint8() if encoding == "uint8" else pa.float32()
+    flat = pa.array([v for row in rows for v in row], kind)
+    arrow = pa.table({"id": pa.array(ids, pa.string()), "angles": pa.FixedSizeListArray.from_arrays(flat, dim)})
+    meta = dict(META, dim=dim, encoding=encoding, column="angles")
+    path = tmp_path / "e.parquet"
+    pq.write_table(arrow.replace_schema_metadata({b"qcompress": json.dumps(meta)}), path, row_group_size=group)
+    try:
+        emb = read_embeddings(path)
+    except InputError:
+        assert not valid(ids, rows, encoding), "refused a valid file"
+        return
+    assert valid(ids, rows, encoding), "accepted an invalid file"
+    assert emb.ids == ids
+    stored = np.asarray(rows, dtype=np.uint8 if encoding == "uint8" else np.float32).reshape(len(rows), dim)
+    expected = dequantize_angles(stored) if encoding == "uint8" else stored
+    assert np.array_equal(emb.values.numpy(), expected)
+
+
+@SETTINGS
+@given(n=st.integers(0, 12), dim=st.integers(1, 5), group=st.integers(1, 5), uint8=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_written_embeddings_round_trip(tmp_path, n, dim, group, uint8, seed):
+    values = torch.rand(n, dim, generator=torch.Generator().manual_seed(seed)) * math.pi
+    ids = [f"r{i}" for i in range(n)]
+    path = tmp_path / f"w{seed}-{n}-{dim}-{group}-{uint8}.parquet"
+    with EmbeddingWriter(path, dim=dim, metadata=META, encoding="uint8" if uint8 else "float32",
+                         row_group_size=group) as writer:
+        for start in range(0, n, 3):
+            writer.write(ids[start : start + 3], values[start : start + 3])
+    emb = read_embeddings(path)
+    assert emb.ids == ids
+    if uint8:
+        assert (emb.values - values).abs().max() <= math.pi / 255 / 2 + 1e-6 if n else emb.values.numel() == 0
+    else:
+        assert torch.equal(emb.values, values)
+    assert pq.ParquetFile(path).metadata.num_row_groups == max(1, math.ceil(n / group))  # empty: one empty group
