@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import string
+import tempfile
 from pathlib import Path
 
 # Tests never touch the network: model hubs and dataset downloads are unreachable on CI machines.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# compress, evaluate and train cache pooled outputs in the user's cache folder by default: not during tests.
+if "QCOMPRESS_CACHE" not in os.environ:
+    os.environ["QCOMPRESS_CACHE"] = tempfile.mkdtemp(prefix="qcompress-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["QCOMPRESS_CACHE"], True)
 
 import pytest
 import torch
@@ -17,8 +24,9 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = "the of a and in to is for flow on with at by from wing boundary layer pressure heat what are".split()
 
 
-def make_tiny_bert(folder: Path, *, seed: int = 0, layers: int = 3, hidden: int = 32) -> Path:
-    """A randomly initialised BERT (hidden 32, `layers` layers) with a character-level WordPiece vocabulary."""
+def make_tiny_bert(folder: Path, *, seed: int = 0, layers: int = 3, hidden: int = 32, positions: int = 128) -> Path:
+    """A randomly initialised BERT (hidden 32, `layers` layers, `positions` tokens at most) with a character-level
+    WordPiece vocabulary."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -33,7 +41,7 @@ def make_tiny_bert(folder: Path, *, seed: int = 0, layers: int = 3, hidden: int 
     tokenizer.save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        intermediate_size=64, max_position_embeddings=positions,
     )
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder, safe_serialization=True)

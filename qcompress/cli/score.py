@@ -8,9 +8,9 @@ from typing import Optional
 
 import typer
 
-from qcompress.cli._common import app, check_model_options, cli_errors, load_cli_model, progress_bars, stderr
+from qcompress.cli._common import check_model_options, command, model_spec, note, progress_bars, usage_error
 from qcompress.cli.options import (
-    DEFAULT_BATCH_SIZE, BatchSize, Encoder, Head, MaxLength, ModelDir, Similarity, TrustRemoteCode,
+    DEFAULT_BATCH_SIZE, BatchSize, Device, Encoder, Head, MaxLength, ModelDir, Similarity, TrustRemoteCode, value,
 )
 
 
@@ -34,16 +34,15 @@ def _score_pairs(pairs: list[tuple[str, str]], model, fidelity: bool, batch_size
     sys.stdout.flush()
 
 
-@app.command("score")
-@cli_errors
+@command("score")
 def score_command(
     queries: Optional[Path] = typer.Argument(
-        None, metavar="[QUERIES]", help="Query embeddings: a Parquet file from `qcompress compress`."
+        None, metavar="QUERIES", help="Query embeddings: a Parquet file from `qcompress compress`."
     ),
     corpus: Optional[Path] = typer.Argument(
-        None, metavar="[CORPUS]", help="Corpus embeddings: a Parquet file, or a folder of them, from the same model."
+        None, metavar="CORPUS", help="Corpus embeddings: a Parquet file, or a folder of them, from the same model."
     ),
-    top_k: int = typer.Option(1000, "--top-k", help="Documents per query in the run."),
+    top_k: int = typer.Option(1000, "--top-k", min=1, help="Documents per query in the run."),
     output: Optional[str] = typer.Option(
         None, "-o", "--output", help="TREC run file to write (atomically). Default: stdout."
     ),
@@ -51,7 +50,8 @@ def score_command(
     pairs: Optional[str] = typer.Option(
         None, "--pairs",
         help="Instead of QUERIES CORPUS: (query, passage) pairs, TSV `query<TAB>passage` or JSONL "
-        "(`query`, `passage`), or - for stdin. Prints one score per line, in order. Needs a model.",
+        "(`query`, `passage`), or - for stdin. Prints one score per line, in order, with --model, --encoder or "
+        "the default model.",
     ),
     model_dir: ModelDir = None,
     encoder: Encoder = None,
@@ -64,6 +64,7 @@ def score_command(
     ),
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     max_length: MaxLength = None,
+    device: Device = None,
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Rank a corpus for each query (exact top-k) into a TREC run, or score (query, passage) pairs.
@@ -73,38 +74,30 @@ def score_command(
     closer) or cosines. Both files must come from the same model (their metadata is compared); uint8 codes
     compare fine with float32 angles of the same model.
 
-    With --pairs and a model (--model, or --encoder and --similarity; --batch-size and --max-length apply to
-    it): one score per pair and line, in input order: log-fidelity for fidelity models
-    (--fidelity for the fidelity itself), cosine for cosine models.
+    With --pairs and a model (--model, --encoder and --similarity, or the default model; --batch-size,
+    --max-length and --device apply to it): one score per pair and line, in input order: log-fidelity for
+    fidelity models (--fidelity for the fidelity itself), cosine for cosine models.
 
     Examples:
 
         qcompress score queries.parquet corpus.parquet --top-k 100 -o run.trec --tag qbec
         printf 'what is lift\\tLift is a force.\\n' | qcompress score --pairs - --model models/qbec
     """
-    check_model_options(encoder, head, similarity)
-    if batch_size <= 0:
-        raise ValueError(f"--batch-size must be positive, got {batch_size}")
+    check_model_options(encoder, value(head), value(similarity))
     if pairs is not None:
         if queries is not None or corpus is not None:
-            raise ValueError("--pairs scores text pairs with a model; it takes no QUERIES CORPUS files")
+            usage_error("--pairs scores text pairs with a model; it takes no QUERIES CORPUS files")
         from qcompress.formats import read_pairs
 
         records = read_pairs(pairs)  # all of it, validated, before the model is loaded
-        model = load_cli_model(model_dir, encoder, head, similarity, max_length, trust_remote_code)
-        _score_pairs(records, model, fidelity, batch_size)
+        spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code)
+        _score_pairs(records, spec.load(device), fidelity, batch_size)
         return
     if queries is None or corpus is None:
-        raise ValueError(
-            "give QUERIES and CORPUS Parquet files (from `qcompress compress`), or --pairs FILE --model DIR"
-        )
-    if model_dir is not None or encoder is not None or fidelity:
-        raise ValueError(
-            "QUERIES CORPUS are scored with the model named in their metadata; --model/--encoder/--fidelity "
-            "go with --pairs"
-        )
-    if top_k <= 0:
-        raise ValueError(f"--top-k must be positive, got {top_k}")
+        usage_error("give QUERIES and CORPUS Parquet files (from `qcompress compress`), or --pairs FILE")
+    if model_dir is not None or encoder is not None or fidelity or device is not None:
+        usage_error("QUERIES CORPUS are scored with the model named in their metadata; "
+                    "--model/--encoder/--fidelity/--device go with --pairs")
     _score_files(queries, corpus, top_k, output, tag)
 
 
@@ -119,5 +112,4 @@ def _score_files(queries: Path, corpus: Path, top_k: int, output: Optional[str],
     run = {qid: dict(zip(doc_ids[row], scores[row].tolist())) for row, qid in enumerate(q.ids)}
     write_run(output or "-", run, tag)
     if output:
-        stderr.print(f"wrote the top {scores.shape[1]} documents for each of {len(q):,} queries to {output}",
-                     highlight=False, markup=False, soft_wrap=True)
+        note(f"wrote the top {scores.shape[1]} documents for each of {len(q):,} queries to {output}")

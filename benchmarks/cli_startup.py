@@ -1,0 +1,50 @@
+"""How long `qcompress --help` and `qcompress COMMAND --help` take, against a bare `python -c "import typer"`.
+
+    python benchmarks/cli_startup.py                  # 7 rounds
+    python benchmarks/cli_startup.py --repeats 15
+
+Each round starts every command once as a fresh process (the baseline first, then the others, in the same order),
+so a busy machine slows all of them alike; the median over rounds is printed with its ratio to the baseline's.
+Goal: every --help under a second, which needs the command line to import no torch, transformers, pyarrow or scipy
+(tests/test_cli_usage.py checks the imports themselves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+COMMANDS = ["compress", "count-params", "evaluate", "recipe", "score", "train"]
+
+
+def wall_time(args: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    runs = {"python -c 'import typer'": [sys.executable, "-c", "import typer"],
+            "qcompress --help": [sys.executable, "-m", "qcompress", "--help"]}
+    runs.update({f"qcompress {c} --help": [sys.executable, "-m", "qcompress", c, "--help"] for c in COMMANDS})
+    for argv in runs.values():  # warm the file cache
+        wall_time(argv)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, argv in runs.items():
+            times[name].append(wall_time(argv))
+    baseline = statistics.median(times["python -c 'import typer'"])
+    print(f"median of {args.repeats} rounds, each a fresh process ({sys.executable})")
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        print(f"{name:32s} {median:6.3f} s  {median / baseline:5.2f}x the baseline")
+
+
+if __name__ == "__main__":
+    main()
