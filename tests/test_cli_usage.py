@@ -3,6 +3,7 @@ command line starts without torch, and the CLI's choices are the library's."""
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -219,3 +220,30 @@ def test_every_public_name_of_the_lazy_packages_still_imports():
     assert qcompress.search.topk is not None  # a submodule, as after an eager `import qcompress`
     with pytest.raises(AttributeError):
         qcompress.no_such_name
+
+
+def test_an_output_that_cannot_be_written_fails_before_any_model_loads(tmp_path):
+    """Checked before the model (here a folder that does not exist) is looked at: one line naming the flag."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    (tmp_path / "in.jsonl").write_text('{"_id": "a", "text": "wing"}\n')
+    nowhere = str(tmp_path / "no-model")
+    cases = [
+        ["compress", str(tmp_path / "in.jsonl"), "-o", str(blocker / "out.parquet"), "--model", nowhere],
+        ["evaluate", "--run-out", str(blocker / "run.trec"), "--model", nowhere],
+        ["score", "q.parquet", "c.parquet", "-o", str(blocker / "deeper" / "run.trec")],
+    ]
+    for args in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+        assert f"{blocker} is a file, not a folder" in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_a_folder_without_write_permission_is_named(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    (tmp_path / "in.jsonl").write_text('{"_id": "a", "text": "wing"}\n')
+    result = runner.invoke(app, ["compress", str(tmp_path / "in.jsonl"), "-o", str(locked / "o.parquet"),
+                                 "--model", str(tmp_path / "no-model")])
+    assert result.exit_code == 1 and f"cannot write in {locked} (permission denied)" in result.stderr

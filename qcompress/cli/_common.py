@@ -14,7 +14,9 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NoReturn, Optional
 
 import typer
@@ -110,6 +112,18 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def usage_error(message: str) -> NoReturn:
     """Wrong usage found by a command itself (options that do not go together): one line, exit 2."""
     raise UsageError(message)
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Fail now, before any model loads, when the output `path` (named by `flag`) cannot be written: its folder
+    (or the nearest one that exists, where the rest will be created) is a file or not writable."""
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        fail(f"{flag} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        fail(f"{flag} {path}: cannot write in {folder} (permission denied)")
 
 
 def note(message: str) -> None:

@@ -11,7 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from qcompress.cli._common import cache_folder, command, model_spec, note, progress_bars, usage_error
+from qcompress.cli._common import (
+    cache_folder, check_writable, command, model_spec, note, progress_bars, usage_error,
+)
 from qcompress.cli.options import (
     DEFAULT_BATCH_SIZE, BatchSize, CacheDir, Device, Encoder, Head, LegacyCache, MaxLength, ModelDir, NoCache,
     Similarity, TrustRemoteCode, value,
@@ -99,6 +101,7 @@ def compress_command(
             usage_error(f"-o {out}: is a folder; give a file path such as {out / 'embeddings.parquet'}")
         if out.exists() and not force:
             usage_error(f"{out} exists; pass --force to replace it, or -o to write elsewhere")
+        check_writable(out, "-o")
     if output is None:
         note(f"writing {out}" + (" (a folder of Parquet files)" if engine is Engine.ray else ""))
     spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code)

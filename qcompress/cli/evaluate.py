@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, List, Optional
 import typer
 
 from qcompress.cli._common import (
-    cache_folder, check_model_options, command, fail, model_spec, note, print_json, print_table, progress_bars,
-    usage_error,
+    cache_folder, check_model_options, check_writable, command, fail, model_spec, note, print_json, print_table,
+    progress_bars, usage_error,
 )
 from qcompress.cli.options import (
     DEFAULT_BATCH_SIZE, ENCODER_HELP, AsJson, BatchSize, CacheDir, Device, Head, LegacyCache, MaxLength, NoCache,
@@ -307,6 +307,8 @@ def evaluate_command(
         measure_names(metrics or DEFAULT_METRICS)  # a misspelt --metric fails before anything is loaded
     except ValueError as err:
         usage_error(f"--metric {getattr(err, 'reason', err)}")
+    if run_out is not None:
+        check_writable(run_out, "--run-out")
     collection = _load(dataset_id, split, value(trec), trec_dir)
     first = read_run(first_stage) if first_stage is not None else None
     first_stage_name = str(first_stage) if first_stage is not None else None

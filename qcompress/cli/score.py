@@ -8,7 +8,9 @@ from typing import Optional
 
 import typer
 
-from qcompress.cli._common import check_model_options, command, model_spec, note, progress_bars, usage_error
+from qcompress.cli._common import (
+    check_model_options, check_writable, command, model_spec, note, progress_bars, usage_error,
+)
 from qcompress.cli.options import (
     DEFAULT_BATCH_SIZE, BatchSize, Device, Encoder, Head, MaxLength, ModelDir, Similarity, TrustRemoteCode, value,
 )
@@ -98,6 +100,8 @@ def score_command(
     if model_dir is not None or encoder is not None or fidelity or device is not None:
         usage_error("QUERIES CORPUS are scored with the model named in their metadata; "
                     "--model/--encoder/--fidelity/--device go with --pairs")
+    if output:
+        check_writable(Path(output), "-o")
     _score_files(queries, corpus, top_k, output, tag)
 
 
