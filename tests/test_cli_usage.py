@@ -176,6 +176,7 @@ def test_cache_folder_defaults_to_the_users_cache_and_keeps_the_old_name(tmp_pat
     assert cache_folder(None, None, False) == str(tmp_path / "xdg" / "qcompress")
     assert cache_folder(str(tmp_path / "a"), None, False) == str(tmp_path / "a")
     assert cache_folder(None, str(tmp_path / "old"), False) == str(tmp_path / "old")  # --cache
+    assert cache_folder(str(tmp_path / "env"), str(tmp_path / "old"), False) == str(tmp_path / "old")  # typed wins
     assert cache_folder(str(tmp_path / "a"), None, True) is None  # --no-cache wins
 
 

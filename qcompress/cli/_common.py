@@ -226,11 +226,9 @@ def cache_folder(cache_dir: Optional[str], legacy: Optional[str], no_cache: bool
     cache folder (qcompress.cache.resolve_cache_dir); None with --no-cache."""
     if no_cache:
         return None
-    if cache_dir is not None and legacy is not None and cache_dir != legacy:
-        usage_error("--cache is the old name of --cache-dir; give one of them")
     from qcompress.cache import resolve_cache_dir
 
-    chosen = cache_dir if cache_dir is not None else legacy
+    chosen = legacy if legacy is not None else cache_dir  # a flag typed beats $QCOMPRESS_CACHE
     return str(resolve_cache_dir(chosen if chosen is not None and chosen.strip() else None))
 
 
