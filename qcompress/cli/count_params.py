@@ -17,7 +17,7 @@ def count_params(
         help="Input size (qubits = embedding dimensions). Default: the encoder's hidden size, or 768.",
     ),
     out_dims: List[int] = typer.Option(
-        [384, 256, 128, 64], "--out-dim", min=1, help="Output size; repeat for several rows."
+        [384, 256, 128, 64], "--out-dim", min=1, metavar="<int>", help="Output size; repeat for several rows."
     ),
     encoder: Optional[str] = typer.Option(
         None, "--encoder", help="Also count this encoder's parameters (hub id or local folder; weights are not loaded)."

@@ -204,7 +204,7 @@ def _per_query_table(comparison: "Comparison") -> "Table":
 
 # -- the command's own options (the shared ones are in qcompress.cli.options) ------------------------------------
 ModelDirs = Annotated[Optional[List[str]], typer.Option(
-    "--model", show_default=False,
+    "--model", show_default=False, metavar="<path>",
     help="A model folder from `qcompress train`; repeat to compare several (p-values against the first). Without "
     "--model and --encoder: the default model, a trained head shipped with qcompress when there is one, else "
     "all-MiniLM-L6-v2's own angles (the paper's QBT); stderr says which.")]
@@ -239,7 +239,7 @@ FirstStage = Annotated[Optional[Path], typer.Option(
 TopK = Annotated[int, typer.Option(
     "--top-k", min=1, help="full: documents kept per query; rerank: first-stage candidates per query.")]
 Metrics = Annotated[Optional[List[str]], typer.Option(
-    "--metric", show_default=False,
+    "--metric", show_default=False, metavar="<name>",
     help="An ir_measures name (https://ir-measur.es): nDCG@10, RR@10, R@100, R@1000, AP, P@5, AP(rel=2)...; repeat "
     "for several. Default: nDCG@10, RR@10, R@100, R@1000, AP. Measures that need a relevance level and name "
     "none count the collection's (2 for TREC DL), and their name says so: AP there is AP(rel=2). The p-values "
