@@ -4,6 +4,7 @@ or JSON lines on stdout."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -107,13 +108,11 @@ def compress_command(
     spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code)
     encoding = "uint8" if uint8 else "float32"
     if engine is Engine.ray:
-        if cache_dir is not None or cache is not None:  # often set for everything through $QCOMPRESS_CACHE
-            note(f"note: the pooled-output cache ({cache_dir or cache}) is not used with --engine ray: its workers "
-                 "may run on other machines")
         if resume or device is not None:
             usage_error("--resume and --device are for the local engine; --engine ray writes the whole folder "
                         "again, one GPU per worker where the cluster has them")
-        return _compress_ray(input_path, out, spec, encoding, batch_size, num_workers, ray_address)
+        typed = cache if cache is not None else cache_dir if cache_dir != os.environ.get("QCOMPRESS_CACHE") else None
+        return _compress_ray(input_path, out, spec, encoding, batch_size, num_workers, ray_address, typed)
     if num_workers is not None or ray_address is not None:
         usage_error("--num-workers and --ray-address go with --engine ray")
     folder = cache_folder(cache_dir, cache, no_cache)
@@ -189,11 +188,14 @@ def _kind(encoding: str, model) -> str:
 
 
 def _compress_ray(input_path: str, output: Path, spec, encoding: str, batch_size: int,
-                  num_workers: Optional[int], ray_address: Optional[str]) -> None:
-    """`compress --engine ray`: see qcompress.ray_engine."""
+                  num_workers: Optional[int], ray_address: Optional[str], cache_dir: Optional[str]) -> None:
+    """`compress --engine ray`: see qcompress.ray_engine. `cache_dir`: a cache folder typed on the command line."""
     from qcompress.ray_engine import compress_ray, read_records, require_ray
 
     require_ray()  # before reading anything: say how to install it
+    if cache_dir is not None:
+        note(f"note: the pooled-output cache ({cache_dir}) is not used with --engine ray: its workers may run on "
+             "other machines")
     records = read_records(input_path)  # all of it, validated, before any encoding
     model = spec.load()
     with progress_bars() as start:
