@@ -138,6 +138,17 @@ def test_help_renders_right(command):
     assert "<bool>" not in text  # flags take no value
     assert "[[" not in text  # optional arguments are bracketed once
     assert "--cache " not in text  # the old name of --cache-dir still works, unlisted
+    assert "<list[" not in text  # several values show each one's type: <path>
+    usage = next(line for line in text.splitlines() if "Usage:" in line)
+    assert "{" not in usage, usage  # required arguments read INPUT, RECIPE..., not {INPUT}
+
+
+def test_usage_lines_name_arguments_as_unix_tools_do():
+    usage = {c: next(line for line in help_text(c).splitlines() if "Usage:" in line).split() for c in COMMANDS}
+    assert usage["compress"][-2:] == ["[OPTIONS]", "INPUT"]
+    assert usage["score"][-3:] == ["[OPTIONS]", "[QUERIES]", "[CORPUS]"]
+    assert usage["recipe"][-2:] == ["[OPTIONS]", "RECIPE..."]
+    assert "RECIPE      <path>" in help_text("recipe")
 
 
 def test_help_keeps_angle_brackets_and_states_the_defaults():

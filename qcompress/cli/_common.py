@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NoReturn, Optional
@@ -34,19 +35,28 @@ UsageError = _CLICK_ERRORS.UsageError
 ClickException = _CLICK_ERRORS.ClickException
 
 
-def _quiet_flags(params: list) -> list:
+def _quiet_flags(params: list, ctx=None) -> list:
     # A flag takes no value: its help row should not show a type such as <bool> (recent Typer versions do).
     for param in params:
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
+        # An argument taking several values shows each value's type (<path>), not Python's <list[Path]>.
+        shown = param.display_type_rich(ctx) if ctx is not None and hasattr(param, "display_type_rich") else None
+        element = re.fullmatch(r"<list\[(\w+)\]>", shown or "")
+        if element:
+            param.display_type_rich = lambda ctx, label=f"<{element[1].lower()}>": label
     return params
 
 
 class Command(TyperCommand):
-    """A qcompress command: flags show no value type in --help."""
+    """A qcompress command: flags show no value type in --help; usage names arguments as Unix tools do
+    (`INPUT`, `[QUERIES]`, `RECIPE...`), without the braces recent Typer versions put around required ones."""
 
     def get_params(self, ctx):
-        return _quiet_flags(super().get_params(ctx))
+        return _quiet_flags(super().get_params(ctx), ctx)
+
+    def collect_usage_pieces(self, ctx):
+        return [re.sub(r"^\{(.*)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
 
 
 class Group(TyperGroup):
