@@ -60,6 +60,23 @@ def test_recipe_runs_aggregates_and_records_the_command(tiny_encoder, tmp_path):
     assert again.stdout.count("\tdone\t") == 2
 
 
+def test_recipe_device_runs_the_models_there_and_leaves_the_runs_identity(tiny_encoder, tmp_path, monkeypatch):
+    """--device, as on every command that runs a model: the recipe's models run there; a run's results are the
+    same computation wherever it ran, so a run done with --device cpu is done without it too."""
+    from qcompress.recipes import runner as recipe_runner
+
+    devices = []
+    build = recipe_runner.build_model
+    monkeypatch.setattr(recipe_runner, "build_model", lambda *a, **k: devices.append(k.get("device")) or build(*a, **k))
+    recipe = tiny_recipe(tmp_path, tiny_encoder, write_beir(tmp_path / "beir"))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["recipe", str(recipe), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert devices == ["cpu", "cpu"]
+    again = runner.invoke(app, ["recipe", str(recipe), "--out", str(out), "--dry-run"])
+    assert again.stdout.count("\tdone\t") == 2
+
+
 @pytest.mark.parametrize("field,change", [
     ("name", dict(name="../../escaped")),
     ("name", dict(name="a/b")),

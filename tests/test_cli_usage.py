@@ -50,6 +50,7 @@ WRONG_USAGE = [
     (["train", "--max-steps", "0"], "--max-steps"),
     (["train", "--device", "gpu9"], "--device"),
     (["recipe"], "RECIPE"),
+    (["recipe", "recipes/variants.toml", "--device", "gpu9"], "--device"),
     (["evaluate", "--no-such-option"], "--no-such-option"),
 ]
 
@@ -173,6 +174,7 @@ def test_shared_options_have_one_name_everywhere():
         text = help_text(command)
         for flag in ("--device", "--batch-size", "--max-length"):
             assert flag in text, (command, flag)
+    assert "--device" in help_text("recipe")  # batch size and length are the recipe's own settings
     for command in ("compress", "evaluate", "train"):
         assert "--cache-dir" in help_text(command)
     for command in ("compress", "evaluate"):

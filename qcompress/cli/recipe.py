@@ -14,6 +14,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from qcompress.cli._common import command
+from qcompress.cli.options import Device
 
 DEFAULT_OUT = "runs/recipes"
 
@@ -59,6 +60,7 @@ def recipe_command(
     keep_models: KeepModels = False,
     update_doc: UpdateDoc = None,
     export: Export = None,
+    device: Device = None,
 ) -> None:
     """Run the paper's experiments from recipe files (recipes/*.toml), resumably, and aggregate them into tables
     and plots.
@@ -83,6 +85,8 @@ def recipe_command(
     for path in recipes:
         recipe = load_recipe(path)
         cfg = profile_config(recipe, profile, overrides)
+        if device is not None:  # where models run; not part of a run's identity (config_key)
+            cfg["device"] = device
         if dry_run:
             folder = out / recipe["name"] / profile
             for spec in expand_runs(cfg):
