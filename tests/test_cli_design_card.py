@@ -130,3 +130,21 @@ def test_compress_default_output_and_its_refusals(tiny_encoder, tmp_path, monkey
     for args, message in cases:
         result = runner.invoke(app, ["compress", *args])
         assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.output
+
+
+def test_compress_to_stdout_streams_vectors_of_a_cosine_model_from_stdin(tiny_encoder, tmp_path, monkeypatch):
+    """`... | qcompress compress - -o -`: a pipeline end to end; a cosine model's rows carry `vectors`, equal to
+    the Parquet file's, and nothing is written to the working folder."""
+    monkeypatch.chdir(tmp_path)
+    text = "q1\twhat is a wing\nq2\theat transfer\n"
+    base = ["--encoder", tiny_encoder, "--similarity", "cosine", "--max-length", "32", "--no-cache"]
+    streamed = runner.invoke(app, ["compress", "-", "-o", "-", *base], input=text)
+    assert streamed.exit_code == 0, streamed.output
+    rows = [json.loads(line) for line in streamed.stdout.splitlines()]
+    assert [set(r) for r in rows] == [{"id", "vectors"}] * 2 and [r["id"] for r in rows] == ["q1", "q2"]
+    assert list(tmp_path.iterdir()) == []
+    written = runner.invoke(app, ["compress", "-", "-o", "q.parquet", *base], input=text)
+    assert written.exit_code == 0, written.output
+    emb = read_embeddings(tmp_path / "q.parquet")
+    assert emb.column == "vectors"
+    np.testing.assert_array_equal(np.array([r["vectors"] for r in rows], dtype=np.float32), emb.values.numpy())
