@@ -178,7 +178,7 @@ def main(
     command's --help lists its options and examples.
 
         qcompress compress corpus.jsonl              # -> corpus.parquet
-        qcompress evaluate --trec 2019               # TREC DL 2019 ($QCOMPRESS_TREC_DIR)
+        qcompress evaluate --trec 2019               # TREC DL 2019: $QCOMPRESS_TREC_DIR, else ir_datasets
         qcompress train --encoder bert-base-uncased  # -> models/qbec-bert-base-uncased
     """
 
