@@ -213,7 +213,11 @@ def test_trec_offline_without_a_folder_names_both_ways(models, monkeypatch):
     class Offline:  # ir_datasets knows the id, but reading its judgements needs a download
         def __getattr__(self, name):
             def fail(*args, **kwargs):
-                raise ConnectionError("Failed to resolve 'trec.nist.gov'")
+                # as ir_datasets raises it offline: every source's exception, quotes escaped in their reprs
+                sources = [("RequestsDownload('https://trec.nist.gov/data/deep/2019qrels-pass.txt')", ConnectionError(
+                    "HTTPSConnectionPool(host='trec.nist.gov', port=443): Max retries exceeded (Caused by "
+                    "NameResolutionError(\"Failed to resolve 'trec.nist.gov' ([Errno -2])\"))"))] * 2
+                raise RuntimeError("All download sources failed", sources)
 
             return (lambda: True) if name.startswith("has_") else fail
 
@@ -221,8 +225,32 @@ def test_trec_offline_without_a_folder_names_both_ways(models, monkeypatch):
     result = runner.invoke(app, ["evaluate", "--model", models["qbec"], "--trec", "2019"],
                            env={"QCOMPRESS_TREC_DIR": None})
     assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
-    for way in ("$QCOMPRESS_TREC_DIR", "--trec-dir", "ir_datasets could not read msmarco-passage/trec-dl-2019/judged"):
+    for way in ("$QCOMPRESS_TREC_DIR", "--trec-dir", "ir_datasets could not read msmarco-passage/trec-dl-2019/judged",
+                "(no network: could not resolve 'trec.nist.gov')"):
         assert way in result.stderr
+    assert len(result.stderr) < 600  # not every source's full exception
+
+
+def test_ir_datasets_failed_attempts_are_not_logged_the_error_says_it():
+    """Offline, ir_datasets logged six lines of failed attempts before qcompress's one-line error."""
+    import logging
+
+    from qcompress.data.irds import _import_ir_datasets
+
+    ir_datasets = _import_ir_datasets("msmarco-passage")
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("ir_datasets")
+    logger.addHandler(handler)
+    try:
+        log = ir_datasets.log.easy()
+        log.info("download error: HTTPSConnectionPool(...). Retrying from start.")
+        log.warn("Download failed: HTTPSConnectionPool(...)")
+        log.info("[starting] downloading")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["[starting] downloading"]
 
 
 def test_evaluate_help_names_the_protocols():

@@ -7,6 +7,8 @@ loaded into a dict. Hard negatives (from the dataset's docpairs) are read on fir
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 from typing import Any, Iterable
 
@@ -19,6 +21,17 @@ __all__ = ["DEFAULT_MAX_DOCPAIRS", "IRDatasetsCorpus", "DocpairNegatives", "load
 DEFAULT_MAX_DOCPAIRS = 1_000_000
 
 
+class _QuietFailedDownloads(logging.Filter):
+    """Drops ir_datasets' log lines about each failed download attempt: when every source fails, the InputError
+    says why in one line (offline, six such lines came before it); when a retry succeeds, they were noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("download error", "Download failed"))
+
+
+_QUIET = _QuietFailedDownloads()
+
+
 def _import_ir_datasets(dataset_id: str) -> Any:
     try:
         import ir_datasets
@@ -27,6 +40,7 @@ def _import_ir_datasets(dataset_id: str) -> Any:
             f"{dataset_id!r} is not a folder and not 'cranfield', and ir_datasets is not installed to look it up "
             "(pip install ir_datasets)"
         ) from None
+    logging.getLogger("ir_datasets").addFilter(_QUIET)  # its one logger; adding the same filter twice is a no-op
     return ir_datasets
 
 
@@ -62,10 +76,29 @@ def _ir_datasets_load(dataset_id: str) -> Any:
 
 def _download_error(dataset_id: str, err: BaseException) -> InputError:
     return InputError(
-        f"ir_datasets dataset {dataset_id!r}: the data could not be downloaded or read ({type(err).__name__}: "
-        f"{err}). Check the network connection, or place the files in ir_datasets' cache folder "
-        "($IR_DATASETS_HOME, default ~/.ir_datasets)"
+        f"ir_datasets dataset {dataset_id!r}: the data could not be downloaded or read ({_cause(err)}). Check the "
+        "network connection, or place the files in ir_datasets' cache folder ($IR_DATASETS_HOME, default "
+        "~/.ir_datasets)"
     )
+
+
+def _cause(err: BaseException, limit: int = 200) -> str:
+    """What went wrong, short enough for one line: ir_datasets' "All download sources failed" carries every
+    source's full exception (a line of 1,500 characters offline).
+
+    Example:
+        >>> _cause(RuntimeError("All download sources failed", "... Failed to resolve 'trec.nist.gov' ([Errno -2]"))
+        "no network: could not resolve 'trec.nist.gov'"
+        >>> _cause(RuntimeError(("failed", [ConnectionError("Failed to resolve 'mirror.ir-datasets.com'")])))
+        "no network: could not resolve 'mirror.ir-datasets.com'"
+        >>> _cause(OSError("disk full"))
+        'OSError: disk full'
+    """
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    host = re.search(r"Failed to resolve \\?'([^'\\]+)", text)  # also inside a repr (quotes escaped)
+    if host:
+        return f"no network: could not resolve {host[1]!r}"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _has(dataset: Any, kind: str) -> bool:
