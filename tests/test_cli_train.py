@@ -196,5 +196,7 @@ def test_without_output_the_folder_is_models_variant_or_head_and_encoder(tiny_en
     assert default_output(None, "quantum", tiny_encoder, resume=False) == f"models/quantum-{name}-4"
     assert default_output(None, "quantum", tiny_encoder, resume=True) == f"models/quantum-{name}-3"
     assert default_output("QBFEC", None, None, resume=False) == "models/qbfec-all-MiniLM-L6-v2"
+    resumed = runner.invoke(app, [*run, "--resume"])  # the first line says which folder, before any work
+    assert resumed.stderr.startswith(f"resuming models/quantum-{name}-3 (no -o given)\n"), resumed.output
     result = runner.invoke(app, ["train", "--encoder", tiny_encoder, "--head", "linear", "--resume"])
     assert result.exit_code == 2 and "no interrupted run under models/linear-" in result.stderr

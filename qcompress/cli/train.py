@@ -146,7 +146,7 @@ def train_command(*, as_json: bool, **arguments: object) -> None:
             usage_error("under torchrun, name the output folder with -o")
         arguments["output"] = default_output(arguments["variant"], arguments["head"], arguments["encoder"],
                                              bool(arguments["resume"]))
-        note(f"writing {arguments['output']} (no -o given)")
+        note(f"{'resuming' if arguments['resume'] else 'writing'} {arguments['output']} (no -o given)")
     from qcompress.training import TrainingInterrupted, summary
     from qcompress.training.distributed import context
 
