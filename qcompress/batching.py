@@ -21,9 +21,9 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DEFAULT_BATCH_SIZE", "longest_first", "map_batches", "eval_mode"]
+from qcompress.defaults import DEFAULT_BATCH_SIZE
 
-DEFAULT_BATCH_SIZE = 64  # texts per encoder batch
+__all__ = ["DEFAULT_BATCH_SIZE", "longest_first", "map_batches", "eval_mode"]
 
 
 def longest_first(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:

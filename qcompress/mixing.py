@@ -33,9 +33,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from qcompress.defaults import MIXINGS
+
 __all__ = ["MIXINGS", "InputMixing", "hadamard_rotation", "mixing_fitted_numbers"]
 
-MIXINGS = ("none", "permute", "hadamard", "pca")
 HADAMARD_SEED = 0
 
 

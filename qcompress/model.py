@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from transformers.utils import logging as hf_logging
 
 from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
-from qcompress.encoder import DEFAULT_MAX_LENGTH, EncoderSource, load_encoder, locate_encoder, position_limit
+from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH
+from qcompress.encoder import EncoderSource, load_encoder, locate_encoder, position_limit
 from qcompress.errors import InputError
 from qcompress.heads import build_head
 from qcompress.hub import download, is_hub_id
@@ -45,11 +46,14 @@ from qcompress.quantum import encode_angles
 from qcompress.st_folder import write_st_files
 
 __all__ = ["ModelConfig", "QCompressModel", "ModelSpec", "build_model", "load_model", "default_device",
-           "read_config", "model_folder", "CONFIG_NAME", "HEAD_WEIGHTS", "ENCODER_DIR", "DEFAULT_SIMILARITY"]
+           "read_config", "model_folder", "CONFIG_NAME", "HEAD_WEIGHTS", "ENCODER_DIR", "DEFAULT_SIMILARITY",
+           "DEFAULT_MODEL_DIR", "default_model_spec"]
 
 HEAD_WEIGHTS = "head.safetensors"
 MIXING_WEIGHTS = "mixing.safetensors"
 ENCODER_DIR = "encoder"
+# Where a trained default model folder ships with the package (none yet: issue 18 adds one).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
 
 def default_device() -> torch.device:
@@ -410,3 +414,17 @@ class ModelSpec:
                            max_length=self.max_length, pooling=self.pooling,
                            query_prompt=self.query_prompt, document_prompt=self.document_prompt,
                            trust_remote_code=self.trust_remote_code, device=device)
+
+
+def default_model_spec() -> ModelSpec:
+    """The model used when a user names none: the trained model folder shipped in `DEFAULT_MODEL_DIR` when the
+    package has one, else the default encoder's own angles without a head (the paper's QBT: fidelity).
+
+    Example:
+        >>> spec = default_model_spec()
+        >>> spec.model_dir is not None or (spec.encoder, spec.similarity) == (DEFAULT_ENCODER, "fidelity")
+        True
+    """
+    if (DEFAULT_MODEL_DIR / CONFIG_NAME).is_file():
+        return ModelSpec(model_dir=str(DEFAULT_MODEL_DIR))
+    return ModelSpec(encoder=DEFAULT_ENCODER, similarity="fidelity")

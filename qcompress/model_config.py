@@ -15,17 +15,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from qcompress._version import __version__
-from qcompress.encoder import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH
+from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH, DEFAULT_SIMILARITY, MIXINGS, POOLINGS
 from qcompress.errors import InputError
 from qcompress.heads import HEAD_KINDS
-from qcompress.mixing import MIXINGS
-from qcompress.pooling import POOLINGS
 from qcompress.similarity import SIMILARITIES
 
 __all__ = ["ModelConfig", "read_config", "CONFIG_NAME", "DEFAULT_SIMILARITY", "DESCRIBE_FIELDS"]
 
 CONFIG_NAME = "qcompress.json"
-DEFAULT_SIMILARITY = {"quantum": "fidelity", "linear": "cosine", "none": "cosine"}
 # The fields that identify what a model computes (Parquet metadata, result tables).
 DESCRIBE_FIELDS = ("encoder", "head", "in_dim", "dim", "similarity", "pooling", "normalize", "mixing",
                    "query_prompt", "document_prompt", "max_length")

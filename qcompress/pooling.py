@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from qcompress.defaults import POOLINGS
 from qcompress.encoder import mean_pool
 from qcompress.errors import InputError
 
 __all__ = ["POOLINGS", "ROLES", "pool_hidden", "EncoderSettings"]
 
-POOLINGS = ("mean", "cls", "max", "lasttoken")
 ROLES = ("query", "document")
 # sentence-transformers 2.x-5.x stored the pooling mode as one flag per mode; 6.x reads both forms.
 _LEGACY_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",

@@ -24,12 +24,12 @@ for variant in QBEC BEC; do
   echo "== train $variant ($steps steps) -> $out/$name" >&2
   qcompress train --variant "$variant" "${common[@]}" -o "$out/$name"
   echo "== compress the corpus with $variant -> $out/$name-corpus.parquet" >&2
-  qcompress compress "$corpus" --model "$out/$name" -o "$out/$name-corpus.parquet" --max-length 128 \
-    --cache "$QCOMPRESS_CACHE"   # evaluate below reuses these pooled outputs instead of encoding the corpus again
+  qcompress compress "$corpus" --model "$out/$name" -o "$out/$name-corpus.parquet" --max-length 128 --force \
+    --cache-dir "$QCOMPRESS_CACHE"   # evaluate below reuses these pooled outputs instead of encoding the corpus again
 done
 
 # The untrained encoder without a head (the paper's BT, 384 float32) comes first: the p-values compare each
 # compressed model with it. Its pooled outputs are already cached from mining the training negatives.
 echo "== evaluate on Cranfield test (full ranking)" >&2
 qcompress evaluate --encoder minilm --head none --similarity cosine --model "$out/qbec" --model "$out/bec" \
-  --dataset cranfield --split test --max-length 128 --cache "$QCOMPRESS_CACHE" --run-out "$out/run.trec"
+  --dataset cranfield --split test --max-length 128 --cache-dir "$QCOMPRESS_CACHE" --run-out "$out/run.trec"

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import string
+import tempfile
 from pathlib import Path
 
 # Tests never touch the network: model hubs and dataset downloads are unreachable on CI machines.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# compress, evaluate and train cache pooled outputs in the user's cache folder by default: not during tests.
+if "QCOMPRESS_CACHE" not in os.environ:
+    os.environ["QCOMPRESS_CACHE"] = tempfile.mkdtemp(prefix="qcompress-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["QCOMPRESS_CACHE"], True)
 
 import pytest
 import torch

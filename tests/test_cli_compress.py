@@ -166,16 +166,18 @@ def test_compress_resume_refuses_other_input(quantum_model, tmp_path):
 
 def test_compress_usage_errors(quantum_model, tiny_encoder, tmp_path):
     docs = write_jsonl(tmp_path / "docs.jsonl", DOCS)
-    cases = [
-        (["-o", "-", "--model", quantum_model], "Parquet cannot be streamed to stdout"),
-        (["-o", str(tmp_path / "x.parquet")], "name a model: --model DIR"),
-        (["-o", str(tmp_path / "x.parquet"), "--encoder", tiny_encoder, "--head", "quantum"], "untrained, random head"),
-        (["-o", str(tmp_path / "x.parquet"), "--model", quantum_model, "--similarity", "cosine"], "already names"),
-        (["-o", str(tmp_path / "x.parquet"), "--model", str(tmp_path / "nope")], "not a qcompress model folder"),
+    cases = [  # 1: bad input, 2: wrong usage
+        (["-o", str(tmp_path / "x.parquet"), "--encoder", tiny_encoder, "--head", "quantum"], "untrained, random head",
+         2),
+        (["-o", str(tmp_path / "x.parquet"), "--model", quantum_model, "--similarity", "cosine"], "already names", 2),
+        (["-o", "-", "--model", quantum_model, "--resume"], "-o - streams JSON lines", 2),
+        (["-o", "-", "--model", quantum_model, "--store-text"], "-o - streams JSON lines", 2),
+        (["-o", str(tmp_path / "x.parquet"), "--model", quantum_model, "--role", "passage"], "--role", 2),
+        (["-o", str(tmp_path / "x.parquet"), "--model", str(tmp_path / "nope")], "not a qcompress model folder", 1),
     ]
-    for args, message in cases:
+    for args, message, code in cases:
         result = runner.invoke(app, ["compress", str(docs), *args])
-        assert result.exit_code == 1, (args, result.output)
+        assert result.exit_code == code, (args, result.output)
         assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]
     missing = str(tmp_path / "missing.jsonl")

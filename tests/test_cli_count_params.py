@@ -37,8 +37,10 @@ def test_count_params_bad_sizes_one_line_error():
     assert result.exit_code == 1
     assert result.stderr.strip().count("\n") == 0
     assert "larger than in_dim" in result.stderr
-    result = runner.invoke(app, ["count-params", "--in-dim", "0"])
-    assert result.exit_code == 1 and "positive" in result.stderr
+    result = runner.invoke(app, ["count-params", "--in-dim", "0"])  # wrong usage: exit 2, one line
+    assert result.exit_code == 2 and "'--in-dim'" in result.stderr and result.stderr.count("\n") == 1
+    result = runner.invoke(app, ["count-params", "--out-dim", "0"])
+    assert result.exit_code == 2 and "'--out-dim'" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_count_params_unknown_encoder_folder(tmp_path):

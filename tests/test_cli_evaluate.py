@@ -1,6 +1,7 @@
 """`qcompress evaluate`: protocols with hand-computable results, model comparison, run files, errors, Cranfield."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,10 +52,11 @@ def evaluate_json(*args, env=None):
 def test_judged_protocol_hand_computed(models, folder):
     out, _ = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--protocol", "judged", "--per-query")
     assert out["protocol"] == "judged" and out["queries"] == 3 and out["split"] == "test"
-    assert out["ndcg_cut_10"] == pytest.approx(2 / 3)
-    assert out["recip_rank_10"] == pytest.approx(2 / 3)
-    assert out["metrics"]["qbec"]["ndcg_cut_10"] == out["ndcg_cut_10"]
-    assert out["per_query"]["qbec"]["q3"]["ndcg_cut_10"] == 0.0
+    assert out["nDCG@10"] == pytest.approx(2 / 3)  # ir_measures names
+    assert out["RR@10"] == pytest.approx(2 / 3)
+    assert out["measures"] == ["nDCG@10", "RR@10", "R@100", "R@1000", "AP"]
+    assert out["metrics"]["qbec"]["nDCG@10"] == out["nDCG@10"]
+    assert out["per_query"]["qbec"]["q3"]["nDCG@10"] == 0.0
     assert out["models"][0]["head_parameters"] == 12 * 1 * 16  # 32 -> 16 qubits: k = 2 registers
     assert out["models"][0]["bytes_per_vector"] == {"float32": 64, "uint8": 16}
 
@@ -66,7 +68,7 @@ def test_rerank_protocol_with_hand_made_first_stage_and_missing_query(models, fo
     out, result = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--first-stage", str(first))
     assert out["protocol"] == "rerank" and out["first_stage"] == str(first)
     assert out["queries"] == 3  # the missing query is counted, not dropped
-    assert out["ndcg_cut_10"] == pytest.approx(1 / 3)
+    assert out["nDCG@10"] == pytest.approx(1 / 3)
     assert out["models"][0]["empty_queries"] == 1
     assert "1 of 3 judged queries had no candidates and score 0" in result.stderr
 
@@ -87,12 +89,16 @@ def test_several_models_one_table_with_p_values(models, folder, tmp_path, tiny_e
     out, _ = evaluate_json(*args)
     labels = [m["label"] for m in out["models"]]
     assert labels[1:] == ["qbec", "bec"] and labels[0].endswith(":cosine")
-    assert "ndcg_cut_10" not in out  # flat keys only for one model
+    assert "nDCG@10" not in out  # flat keys only for one model
     assert set(out["metrics"]) == set(labels)
     sig = out["significance"]
     assert set(sig) == {"qbec", "bec"} and sig["qbec"]["against"] == labels[0]
     assert 0 < sig["qbec"]["randomization_p"] <= 1 and sig["qbec"]["permutations"] == 500
-    assert "t_test_p" in sig["bec"]
+    assert "t_test_p" in sig["bec"] and sig["qbec"]["metric"] == "nDCG@10" and "permutation_test" in sig["qbec"]["test"]
+    # Holm over the two models compared with the first: the smaller raw p doubled, the larger at least that.
+    raw = sorted((sig[m]["randomization_p"], m) for m in ("qbec", "bec"))
+    assert sig[raw[0][1]]["randomization_p_holm"] == pytest.approx(min(1.0, 2 * raw[0][0]))
+    assert sig[raw[1][1]]["randomization_p_holm"] == pytest.approx(max(min(1.0, 2 * raw[0][0]), raw[1][0]))
     assert [m["head_parameters"] for m in out["models"]] == [0, 192, 32 * 16 + 16]
     assert sorted(p.name for p in tmp_path.glob("run.*.trec")) == sorted(f"run.{m['tag']}.trec" for m in out["models"])
 
@@ -100,7 +106,7 @@ def test_several_models_one_table_with_p_values(models, folder, tmp_path, tiny_e
     assert result.exit_code == 0, result.output
     assert "protocol full: 3 queries" in result.stdout
     assert "…" not in result.stdout  # piped output is as wide as the table: no number is cut
-    assert "NDCG@10" in result.stdout and "qbec" in result.stdout
+    assert "nDCG@10" in result.stdout and "qbec" in result.stdout and "p (Holm)" in result.stdout
     assert "Per query" in result.stdout
 
 
@@ -125,13 +131,14 @@ def test_trec_dl_from_a_local_folder(models, tmp_path):
     assert out["dataset"] == "trec-dl-2019" and out["protocol"] == "judged" and out["queries"] == 43
     assert out["relevance_level"] == 2 and out["judged_without_text"] == 43
     assert "43 of 129 judgements name documents without text" in result.stderr
-    # RR and recall count grade >= 2 only: p0 is the one such passage with text, pX cannot be retrieved.
-    assert out["recall_100"] == pytest.approx(0.5)
+    # RR and recall count grade >= 2 only, and say so: p0 is the one such passage with text, pX cannot be retrieved.
+    assert out["measures"] == ["nDCG@10", "RR(rel=2)@10", "R(rel=2)@100", "R(rel=2)@1000", "AP(rel=2)"]
+    assert out["R(rel=2)@100"] == pytest.approx(0.5)
 
     # With a local folder the default protocol is rerank of its BM25 run.
     out, result = evaluate_json("--model", models["qbec"], "--trec", "2019", env={"QCOMPRESS_TREC_DIR": str(folder)})
     assert out["protocol"] == "rerank" and out["first_stage"] == "trec-dl-2019 first stage (shipped)"
-    assert out["recall_100"] == 0.0  # BM25 never found p0
+    assert out["R(rel=2)@100"] == 0.0  # BM25 never found p0
     assert out["models"][0]["empty_queries"] == 1  # query 42 is missing from the run: scored 0, counted
     assert "1 of 43 judged queries had no candidates" in result.stderr
 
@@ -139,33 +146,111 @@ def test_trec_dl_from_a_local_folder(models, tmp_path):
     out, result = evaluate_json("--model", models["qbec"], "--trec", "2019", "--trec-dir", str(folder),
                                 "--protocol", "pool")
     assert out["protocol"] == "pool" and out["queries"] == 43 and out["models"][0]["empty_queries"] == 0
-    assert out["recall_100"] == pytest.approx(0.5)  # p0 is always ranked; pX has no text
+    assert out["R(rel=2)@100"] == pytest.approx(0.5)  # p0 is always ranked; pX has no text
     result = runner.invoke(app, ["evaluate", "--model", models["qbec"], "--dataset", "cranfield", "--protocol", "pool"])
-    assert result.exit_code == 1 and "local TREC DL folder" in result.stderr
+    assert result.exit_code == 2 and "local TREC DL folder" in result.stderr
 
 
 def test_evaluate_errors_are_one_line_and_leave_no_run(models, folder, tmp_path):
     run_out = tmp_path / "run.trec"
     base = ["evaluate", "--model", models["qbec"], "--run-out", str(run_out)]
-    cases = [
+    bad_input = [  # exit 1
         (["--dataset", "no-such-collection/xyz"], "ir_datasets does not know it"),
         (["--dataset", str(folder), "--first-stage", str(tmp_path / "missing.trec")], "file not found"),
+        (["--dataset", str(folder), "--split", "dev"], "no judgements for split 'dev'"),
+    ]
+    wrong_usage = [  # exit 2, in the same one-line style
         (["--dataset", str(folder), "--protocol", "rerank"], "--protocol rerank needs --first-stage"),
         (["--dataset", str(folder), "--protocol", "judged", "--first-stage", str(tmp_path)], "only used by"),
-        (["--dataset", str(folder), "--protocol", "bm25"], "unknown protocol"),
-        (["--trec", "2018"], "choose 2019 or 2020"),
+        (["--dataset", str(folder), "--protocol", "bm25"], "'bm25' is not one of 'judged', 'full', 'pool', 'rerank'"),
+        (["--trec", "2018"], "'2018' is not one of '2019', '2020'"),
         (["--trec", "2019", "--dataset", str(folder)], "give one"),
-        (["--dataset", str(folder), "--split", "dev"], "no judgements for split 'dev'"),
         (["--dataset", str(folder), "--similarity", "fidelity"], "go with --encoder"),
-        (["--dataset", str(folder), "--top-k", "0"], "--top-k must be positive"),
+        (["--dataset", str(folder), "--top-k", "0"], "'--top-k'"),
+        (["--dataset", str(folder), "--permutations", "0"], "'--permutations'"),
+        (["--dataset", str(folder), "--metric", "nDCG@ten"], "--metric 'nDCG@ten' is not an ir_measures name"),
     ]
-    for args, message in cases:
-        result = runner.invoke(app, [*base, *args])
-        assert result.exit_code == 1, (args, result.output)
-        assert message in result.stderr and result.stderr.count("\n") == 1, (args, result.stderr)
-        assert result.stdout == "" and not run_out.exists()
-    result = runner.invoke(app, ["evaluate", "--dataset", str(folder)])
-    assert result.exit_code == 1 and "name a model" in result.stderr
+    for code, cases in ((1, bad_input), (2, wrong_usage)):
+        for args, message in cases:
+            result = runner.invoke(app, [*base, *args])
+            assert result.exit_code == code, (args, result.output)
+            assert message in result.stderr and result.stderr.count("\n") == 1, (args, result.stderr)
+            assert result.stderr.startswith("qcompress: error: ") and result.stdout == "" and not run_out.exists()
+
+
+def test_without_a_model_the_default_model_is_evaluated(models, folder, monkeypatch):
+    """No --model or --encoder: qcompress.model.default_model_spec, here pointed at a tiny model folder."""
+    import qcompress.model
+
+    monkeypatch.setattr(qcompress.model, "DEFAULT_MODEL_DIR", Path(models["qbec"]))
+    out, result = evaluate_json("--dataset", str(folder), "--protocol", "judged")
+    assert out["models"][0]["label"] == "qbec" and out["nDCG@10"] == pytest.approx(2 / 3)
+    assert "using the default model, the trained model shipped with qcompress" in result.stderr
+
+
+def test_metric_takes_ir_measures_names_and_the_json_uses_them(models, folder):
+    out, _ = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--protocol", "judged",
+                           "--metric", "P@1", "--metric", "nDCG@10", "--metric", "AP(rel=2)", "--per-query")
+    assert out["measures"] == ["P@1", "nDCG@10", "AP(rel=2)"]
+    assert set(out["metrics"]["qbec"]) == {"P@1", "nDCG@10", "AP(rel=2)"}
+    assert out["AP(rel=2)"] == pytest.approx(1 / 3)  # only q2's document is graded 2, ranked first of one
+    assert set(out["per_query"]["qbec"]["q1"]) == {"P@1", "nDCG@10", "AP(rel=2)"}
+
+
+def test_a_first_stage_document_outside_the_corpus_names_the_run_file_and_line(models, folder, tmp_path):
+    first = tmp_path / "bm25.trec"
+    first.write_text("q1 Q0 d1 1 9.0 bm25\nq1 Q0 d2 2 8.0 bm25\nq2 Q0 zz 1 7.5 bm25\n")
+    result = runner.invoke(app, ["evaluate", "--model", models["qbec"], "--dataset", str(folder), "--first-stage",
+                                 str(first)])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert f'{first}:3: field "docid": doc "zz" is not in the corpus of {folder}' in result.stderr
+
+
+def test_trec_offline_without_a_folder_names_both_ways(models, monkeypatch):
+    """--trec without $QCOMPRESS_TREC_DIR goes to ir_datasets; when that cannot download, one line says both."""
+    import ir_datasets
+
+    class Offline:  # ir_datasets knows the id, but reading its judgements needs a download
+        def __getattr__(self, name):
+            def fail(*args, **kwargs):
+                # as ir_datasets raises it offline: every source's exception, quotes escaped in their reprs
+                sources = [("RequestsDownload('https://trec.nist.gov/data/deep/2019qrels-pass.txt')", ConnectionError(
+                    "HTTPSConnectionPool(host='trec.nist.gov', port=443): Max retries exceeded (Caused by "
+                    "NameResolutionError(\"Failed to resolve 'trec.nist.gov' ([Errno -2])\"))"))] * 2
+                raise RuntimeError("All download sources failed", sources)
+
+            return (lambda: True) if name.startswith("has_") else fail
+
+    monkeypatch.setattr(ir_datasets, "load", lambda dataset_id: Offline())
+    result = runner.invoke(app, ["evaluate", "--model", models["qbec"], "--trec", "2019"],
+                           env={"QCOMPRESS_TREC_DIR": None})
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    for way in ("$QCOMPRESS_TREC_DIR", "--trec-dir", "ir_datasets could not read msmarco-passage/trec-dl-2019/judged",
+                "(no network: could not resolve 'trec.nist.gov')"):
+        assert way in result.stderr
+    assert len(result.stderr) < 600  # not every source's full exception
+
+
+def test_ir_datasets_failed_attempts_are_not_logged_the_error_says_it():
+    """Offline, ir_datasets logged six lines of failed attempts before qcompress's one-line error."""
+    import logging
+
+    from qcompress.data.irds import _import_ir_datasets
+
+    ir_datasets = _import_ir_datasets("msmarco-passage")
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("ir_datasets")
+    logger.addHandler(handler)
+    try:
+        log = ir_datasets.log.easy()
+        log.info("download error: HTTPSConnectionPool(...). Retrying from start.")
+        log.warn("Download failed: HTTPSConnectionPool(...)")
+        log.info("[starting] downloading")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["[starting] downloading"]
 
 
 def test_evaluate_help_names_the_protocols():
@@ -197,7 +282,7 @@ def test_cranfield_minilm_full_protocol(minilm_path, shared_cache, similarity, e
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["protocol"] == "full" and out["queries"] == 112 and out["dataset"] == "cranfield"
-    assert round(out["ndcg_cut_10"], 3) == expected
+    assert round(out["nDCG@10"], 3) == expected
 
 
 def test_qrels_without_a_positive_judgement_give_a_warning(models, folder):
@@ -206,5 +291,5 @@ def test_qrels_without_a_positive_judgement_give_a_warning(models, folder):
     assert "warning" not in judged.stderr
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t0\nq3\td4\t0\n")
     out, result = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--protocol", "judged")
-    assert out["ndcg_cut_10"] == 0.0
+    assert out["nDCG@10"] == 0.0
     assert "warning" in result.stderr and "no positive judgement" in result.stderr

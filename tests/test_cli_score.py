@@ -152,17 +152,16 @@ def test_score_usage_errors(models, tmp_path):
     good = tmp_path / "good.tsv"
     good.write_text("a\tb\n")
     cases = [
-        (["score"], "give QUERIES and CORPUS"),
-        (["score", str(tmp_path / "nope.parquet"), str(tmp_path / "nope2.parquet")], "file not found"),
-        (["score", "--pairs", str(good)], "name a model"),
-        (["score", "--pairs", str(pairs_file)], "pairs.tsv:2: no tab"),  # input is checked before the model loads
-        (["score", "--pairs", str(pairs_file), "--model", models["qbec"]], "pairs.tsv:2: no tab"),
-        (["score", "a.parquet", "b.parquet", "--model", models["qbec"]], "go with --pairs"),
-        (["score", "a.parquet", "b.parquet", "--top-k", "0"], "--top-k must be positive"),
+        (["score"], "give QUERIES and CORPUS", 2),
+        (["score", str(tmp_path / "nope.parquet"), str(tmp_path / "nope2.parquet")], "file not found", 1),
+        (["score", "--pairs", str(pairs_file)], "pairs.tsv:2: no tab", 1),  # input is checked before the model loads
+        (["score", "--pairs", str(pairs_file), "--model", models["qbec"]], "pairs.tsv:2: no tab", 1),
+        (["score", "a.parquet", "b.parquet", "--model", models["qbec"]], "go with --pairs", 2),
+        (["score", "a.parquet", "b.parquet", "--top-k", "0"], "'--top-k'", 2),
     ]
-    for args, message in cases:
+    for args, message, code in cases:  # 1: bad input, 2: wrong usage
         result = runner.invoke(app, args)
-        assert result.exit_code == 1, (args, result.output)
+        assert result.exit_code == code, (args, result.output)
         assert message in result.stderr and result.stderr.count("\n") == 1, (args, result.stderr)
         assert result.stdout == ""
 
@@ -284,11 +283,12 @@ def test_index_build_and_score_with_the_index(tmp_path):
     assert "recall@10 1.000 against exact search on 5 of 5 queries" in approx.stderr
     assert approx.stdout == exact.stdout  # every cell probed: the exact run, scores included
 
-    cases = [
-        (["score", str(tmp_path / "q.parquet"), str(tmp_path / "c.parquet"), "--index", str(index)], "give QUERIES"),
-        (["score", str(tmp_path / "q.parquet"), "--index", str(tmp_path)], "not an index folder"),
-        (["index", "build", str(tmp_path / "q.parquet"), "-o", str(tmp_path / "x"), "--nlist", "9"], "nlist must"),
+    cases = [  # 1: bad input, 2: wrong usage
+        (["score", str(tmp_path / "q.parquet"), str(tmp_path / "c.parquet"), "--index", str(index)], "give QUERIES",
+         2),
+        (["score", str(tmp_path / "q.parquet"), "--index", str(tmp_path)], "not an index folder", 1),
+        (["index", "build", str(tmp_path / "q.parquet"), "-o", str(tmp_path / "x"), "--nlist", "9"], "nlist must", 1),
     ]
-    for args, message in cases:
+    for args, message, code in cases:
         result = runner.invoke(app, args)
-        assert result.exit_code == 1 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert result.exit_code == code and message in result.stderr and result.stderr.count("\n") == 1, result.stderr

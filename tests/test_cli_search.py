@@ -67,7 +67,7 @@ def test_search_refuses_another_model_and_asks_for_one(corpus, tiny_encoder, tmp
     build_model(tiny_encoder, head="quantum", dim=16, max_length=64).save(tmp_path / "other")
     cases = [
         (["--model", str(tmp_path / "other")], "come from different models"),
-        ([], "name a model"),
+        ([], "come from different models"),  # the default model (named on stderr) is not the corpus's
         (["--model", str(corpus / "qbec"), "--top-k", "0"], "--top-k"),
     ]
     for extra, message in cases:

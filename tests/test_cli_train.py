@@ -118,11 +118,8 @@ BAD_DATA = {
     "split without judgements": (dict(qrels__train_tsv="query-id\tcorpus-id\tscore\n"), "has no judgements"),
     "no positives": (dict(qrels__train_tsv="query-id\tcorpus-id\tscore\nq1\td1\t0\n"), "no training examples"),
 }
-BAD_ARGS = {
-    "unknown variant": (["--variant", "QBXX"], "unknown variant 'QBXX'; choose one of BT, QBT, BEC, QBEC, BFEC, QBFEC"),
+BAD_ARGS = {  # values out of range or not among the choices are usage errors: tests/test_cli_usage.py
     "too many layers": (["--train-layers", "9"], "--train-layers 9 is more than the 3 layers"),
-    "fraction zero": (["--train-fraction", "0"], "--train-fraction must be in (0, 1]"),
-    "fraction above one": (["--train-fraction", "1.5"], "--train-fraction must be in (0, 1]"),
     "more negatives than documents": (["--negatives", "50"], "fewer than 50 negatives"),
     "missing split": (["--split", "dev"], "no judgements for split 'dev'"),
     "missing eval split": (["--eval-split", "dev"], "no judgements for split 'dev'"),
@@ -314,3 +311,27 @@ def test_train_on_dl21_from_a_local_trec_folder(tiny_encoder, cache, tmp_path):
     result = runner.invoke(app, ["train", "--encoder", tiny_encoder, "--dataset", "trec-dl-21", "-o",
                                  str(tmp_path / "n")], env={"QCOMPRESS_TREC_DIR": ""})
     assert result.exit_code == 1 and "QCOMPRESS_TREC_DIR" in result.stderr and not (tmp_path / "n").exists()
+
+
+def test_without_output_the_folder_is_models_variant_or_head_and_encoder(tiny_encoder, beir, cache, tmp_path,
+                                                                          monkeypatch):
+    """No -o: models/<variant or head>-<encoder name>, then -2, -3... printed on stderr at the start."""
+    from qcompress.cli.train import default_output
+
+    monkeypatch.chdir(tmp_path)
+    run = args(tiny_encoder, beir, cache, "unused", "--max-steps", "1")
+    run = run[:run.index("-o")] + run[run.index("-o") + 2:]  # drop -o
+    name = Path(tiny_encoder).name
+    for expected in (f"models/quantum-{name}", f"models/quantum-{name}-2"):
+        result = runner.invoke(app, run)
+        assert result.exit_code == 0, result.output
+        assert result.stderr.startswith(f"writing {expected} (no -o given)\n")
+        assert (tmp_path / expected / "qcompress.json").is_file()
+    (tmp_path / f"models/quantum-{name}-3.ckpt").mkdir()  # an interrupted run: taken, and the one to resume
+    assert default_output(None, "quantum", tiny_encoder, resume=False) == f"models/quantum-{name}-4"
+    assert default_output(None, "quantum", tiny_encoder, resume=True) == f"models/quantum-{name}-3"
+    assert default_output("QBFEC", None, None, resume=False) == "models/qbfec-all-MiniLM-L6-v2"
+    resumed = runner.invoke(app, [*run, "--resume"])  # the first line says which folder, before any work
+    assert resumed.stderr.startswith(f"resuming models/quantum-{name}-3 (no -o given)\n"), resumed.output
+    result = runner.invoke(app, ["train", "--encoder", tiny_encoder, "--head", "linear", "--resume"])
+    assert result.exit_code == 2 and "no interrupted run under models/linear-" in result.stderr

@@ -182,10 +182,10 @@ def test_engine_options_are_checked(tmp_path):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"_id": "a", "text": "wing"}\n')
     base = ["compress", str(corpus), "--encoder", "minilm", "--head", "none", "-o", str(tmp_path / "o.parquet")]
-    result = runner.invoke(app, [*base, "--num-workers", "2"])
-    assert result.exit_code == 1 and "go with --engine ray" in result.stderr
+    result = runner.invoke(app, [*base, "--num-workers", "2"])  # wrong usage: exit 2
+    assert result.exit_code == 2 and "go with --engine ray" in result.stderr
     result = runner.invoke(app, [*base, "--engine", "spark"])
-    assert result.exit_code == 1 and "--engine must be local or ray" in result.stderr
+    assert result.exit_code == 2 and "'spark' is not one of 'local', 'ray'" in result.stderr
 
 
 # -- torchrun ------------------------------------------------------------------------------------------------------

@@ -59,6 +59,9 @@ CASES = [(doc.name, line) for doc in DOCS for line in command_lines(doc.read_tex
 
 def test_the_docs_hold_commands():
     assert len(CASES) >= 10, CASES
+    # every block is read, also those after a python block (whose closing fence once opened a false block)
+    readme = [line for doc, line in CASES if doc == "README.md"]
+    assert "recipe recipes/trec-dl.toml --profile offline" in readme and "evaluate --trec 2019" in readme
 
 
 @pytest.mark.parametrize("doc,line", CASES, ids=[f"{d}: {c[:60]}" for d, c in CASES])

@@ -244,7 +244,10 @@ def test_compare_labels_models_uniquely_and_tests_each_against_the_first(tiny_en
     name = tiny_encoder.rstrip("/").split("/")[-1]
     assert [m.label for m in result.models] == [f"{name}:cosine", f"{name}:cosine#2"]
     assert [m.tag for m in result.models] == [f"{name}_cosine", f"{name}_cosine_2"]
-    assert set(result.significance) == {f"{name}:cosine#2"} and result.significance[f"{name}:cosine#2"].t_p == 1.0
+    significance = result.significance[f"{name}:cosine#2"]
+    assert set(result.significance) == {f"{name}:cosine#2"} and significance.test.t_p == 1.0
+    assert significance.randomization_p_holm == significance.test.randomization_p == 1.0  # one test: Holm is raw
+    assert result.measures == ["nDCG@10", "RR@10", "R@100", "R@1000", "AP"] and result.metric == "nDCG@10"
     assert result.models[0].bytes_per_vector == {"float32": 4 * 32, "uint8": None}
     assert result.qids == ["q1", "q2"] and result.judged_without_text == 0 and result.notes == []
     assert seen[:2] == [f"{name}:cosine: encoding queries", f"{name}:cosine: encoding documents"]

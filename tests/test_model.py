@@ -54,7 +54,7 @@ def one_line_error(result, *needles: str) -> str:
 
 
 def compress(docs: Path, *args: str):
-    return runner.invoke(app, ["compress", str(docs), "-o", str(docs.parent / "out.parquet"), *args])
+    return runner.invoke(app, ["compress", str(docs), "-o", str(docs.parent / "out.parquet"), "--force", *args])
 
 
 # -- item 6 and 13: every field of qcompress.json is checked on load, and named --------------------------------------
@@ -267,9 +267,13 @@ def test_mpnet_is_used_as_its_sentence_transformers_configuration_says(mpnet_pat
 
 
 @pytest.mark.integration
-def test_a_recipe_runs_on_mpnet_by_name(mpnet_path, tmp_path):
+def test_a_recipe_runs_on_mpnet_by_name(mpnet_path, tmp_path, monkeypatch):
     """`--set encoder=mpnet`: the paper's 768-d heads (768 -> 256) in a recipe, on a tiny stand-in collection."""
     from qcompress import recipes
+    from qcompress.recipes import runner as recipe_runner
+
+    # Runs from uncommitted code are not aggregated: the test must not depend on the working tree's state.
+    monkeypatch.setattr(recipe_runner, "git_state", lambda: ("0000000", False))
     from test_training import write_beir
 
     folder = write_beir(tmp_path / "beir")

@@ -212,7 +212,8 @@ def test_train_options_override_the_encoders_configuration(cls_encoder, tmp_path
         "max", False, "", "doc: ")
     result = runner.invoke(app, ["train", "--encoder", cls_encoder, "--head", "linear", "-o", str(tmp_path / "x"),
                                  "--dataset", str(corpus), "--pooling", "weighted"])
-    assert result.exit_code == 1 and "--pooling must be one of mean, cls, max, lasttoken" in result.stderr
+    assert result.exit_code == 2
+    assert "'--pooling': 'weighted' is not one of 'mean', 'cls', 'max', 'lasttoken'" in result.stderr
 
 
 def test_an_encoder_pipeline_qcompress_cannot_run_is_refused_unless_the_pooling_is_chosen(tiny_encoder, tmp_path):

@@ -1,28 +1,95 @@
 """What every command shares: the Typer app, the two consoles, one-line errors, model options, progress bars.
 
-Exit codes: 0 success, 1 bad input or a failed job (one line on stderr), 2 wrong usage, 130 interrupted.
-Progress and messages go to stderr; stdout carries only results (tables, --json, runs, scores).
+Exit codes: 0 success, 1 bad input or a failed job (one line on stderr), 2 wrong usage (the same one-line style:
+an unknown option, a value out of range or not among the choices, options that do not go together), 130
+interrupted. Progress and messages go to stderr; stdout carries only results (tables, --json, runs, scores).
+
+Nothing here imports torch, transformers, pyarrow or scipy: `qcompress --help` must stay quick, so each command
+imports the library inside its function.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
+import re
 import sys
-from typing import TYPE_CHECKING, Callable, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from qcompress.model import ModelSpec
 
+# click's exception classes, from the click that Typer uses (recent Typer versions vendor their own copy).
+_CLICK_ERRORS = sys.modules[typer.BadParameter.__module__]
+UsageError = _CLICK_ERRORS.UsageError
+ClickException = _CLICK_ERRORS.ClickException
+
+
+def _quiet_flags(params: list, ctx=None) -> list:
+    # A flag takes no value: its help row should not show a type such as <bool> (recent Typer versions do).
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        # An argument taking several values shows each value's type (<path>), not Python's <list[Path]>.
+        shown = param.display_type_rich(ctx) if ctx is not None and hasattr(param, "display_type_rich") else None
+        element = re.fullmatch(r"<list\[(\w+)\]>", shown or "")
+        if element:
+            param.display_type_rich = lambda ctx, label=f"<{element[1].lower()}>": label
+    return params
+
+
+class Command(TyperCommand):
+    """A qcompress command: flags show no value type in --help; usage names arguments as Unix tools do
+    (`INPUT`, `[QUERIES]`, `RECIPE...`), without the braces recent Typer versions put around required ones."""
+
+    def get_params(self, ctx):
+        return _quiet_flags(super().get_params(ctx), ctx)
+
+    def collect_usage_pieces(self, ctx):
+        return [re.sub(r"^\{(.*)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+
+
+class Group(TyperGroup):
+    """The `qcompress` group: usage errors in the one-line style of every other error, exit 2."""
+
+    def get_params(self, ctx):
+        return _quiet_flags(super().get_params(ctx))
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # `qcompress` alone: the help is already printed
+                sys.exit(err.exit_code)
+            _print_error(_usage_message(err) if isinstance(err, UsageError) else err.format_message())
+            sys.exit(2 if isinstance(err, UsageError) else err.exit_code)
+        except typer.Abort:
+            _print_error("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(err) -> str:
+    message = err.format_message().strip().rstrip(".").replace("Value error, ", "")  # Typer's validation prefix
+    message = message[:1].lower() + message[1:]  # "Invalid value for ..." reads as our "invalid value for ..."
+    ctx = getattr(err, "ctx", None)
+    return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
 app = typer.Typer(
-    help="Compress text embeddings with a quantum-inspired projection head and compare them by fidelity "
-    "(arXiv 2501.04591).",
+    cls=Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -32,10 +99,46 @@ stdout = Console()
 stderr = Console(stderr=True)
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print one line `qcompress: error: ...` on stderr and exit."""
+def command(name: str) -> Callable[[Callable], Callable]:
+    """Register a command function under `name`, with one-line errors (`cli_errors`)."""
+
+    def register(func: Callable) -> Callable:
+        app.command(name, cls=Command)(cli_errors(func))
+        return func
+
+    return register
+
+
+def _print_error(message: str) -> None:
     stderr.print(f"qcompress: error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one line `qcompress: error: ...` on stderr and exit."""
+    _print_error(message)
     raise typer.Exit(code)
+
+
+def usage_error(message: str) -> NoReturn:
+    """Wrong usage found by a command itself (options that do not go together): one line, exit 2."""
+    raise UsageError(message)
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Fail now, before any model loads, when the output `path` (named by `flag`) cannot be written: its folder
+    (or the nearest one that exists, where the rest will be created) is a file or not writable."""
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        fail(f"{flag} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        fail(f"{flag} {path}: cannot write in {folder} (permission denied)")
+
+
+def note(message: str) -> None:
+    """One line on stderr that a user should read (what was chosen for them, what was left out)."""
+    stderr.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def cli_errors(func: Callable) -> Callable:
@@ -71,8 +174,12 @@ def main(
 ) -> None:
     """Compress text embeddings with a quantum-inspired head and compare them by fidelity (arXiv 2501.04591).
 
-    Typical use: qcompress train --variant QBEC --output m/ ; qcompress compress corpus.jsonl --model m/ -o c.parquet ;
-    qcompress evaluate --model m/ --dataset cranfield
+    Start here: these need no other flags (the default model, the bundled Cranfield collection), and every
+    command's --help lists its options and examples.
+
+        qcompress compress corpus.jsonl              # -> corpus.parquet
+        qcompress evaluate --trec 2019               # TREC DL 2019: $QCOMPRESS_TREC_DIR, else ir_datasets
+        qcompress train --encoder bert-base-uncased  # -> models/qbec-bert-base-uncased
     """
 
 
@@ -96,13 +203,7 @@ def print_json(obj: object) -> None:
     sys.stdout.flush()
 
 
-# -- shared by compress, score and evaluate: model options, model loading, progress bars on stderr --------------
-
-ENCODER_HELP = (
-    "Instead of --model: an encoder without a trained head (hub id, local folder, or 'minilm' for the offline "
-    "all-MiniLM-L6-v2), pooled, normalised and prompted as its sentence-transformers configuration says (else "
-    "mean pooling). With --model: the encoder to use instead of the folder's own."
-)
+# -- shared by compress, score and evaluate: the model, the cache, progress bars on stderr -----------------------
 
 
 def model_spec(
@@ -115,42 +216,70 @@ def model_spec(
     revision: Optional[str] = None,
 ) -> "ModelSpec":
     """The model named by --model DIR (or Hub id; --encoder replaces its encoder), or by --encoder NAME --head none
-    --similarity S (checked, not loaded)."""
-    from qcompress.model import ModelSpec
+    --similarity S, else the default model (qcompress.model.default_model_spec, announced on stderr). Checked, not
+    loaded."""
+    from qcompress.model import ModelSpec, default_model_spec
 
     if model_dir is not None and (head is not None or similarity is not None):
-        raise ValueError("--model DIR already names its head and similarity; drop --head/--similarity")
+        usage_error("--model DIR already names its head and similarity; drop --head/--similarity")
     if encoder is None and (head is not None or similarity is not None):
-        raise ValueError("--head and --similarity go with --encoder NAME (a --model folder names its own)")
-    if model_dir is None and encoder is None:
-        raise ValueError("name a model: --model DIR (from `qcompress train`) or --encoder NAME --head none")
+        usage_error("--head and --similarity go with --encoder NAME (a --model folder names its own)")
     if head not in (None, "none"):
-        raise ValueError(
-            f"--encoder with --head {head} would use an untrained, random head; train it with `qcompress train` "
-            "and pass --model DIR, or use --head none"
-        )
-    if max_length is not None and max_length <= 0:
-        raise ValueError(f"--max-length must be positive, got {max_length}")
+        usage_error(f"--encoder with --head {head} would use an untrained, random head; train it with "
+                    "`qcompress train` and pass --model DIR, or use --head none")
+    if model_dir is None and encoder is None:
+        spec = default_model_spec()
+        note(f"note: no --model or --encoder given: using the default model, {describe_default(spec)}")
+        return dataclasses.replace(spec, max_length=max_length, trust_remote_code=trust_remote_code)
     return ModelSpec(model_dir=model_dir, encoder=encoder, similarity=similarity, max_length=max_length,
                      trust_remote_code=trust_remote_code, revision=revision)
 
 
-def load_cli_model(
-    model_dir: Optional[str],
-    encoder: Optional[str],
-    head: Optional[str],
-    similarity: Optional[str],
-    max_length: Optional[int],
-    trust_remote_code: bool,
-    revision: Optional[str] = None,
-):
-    """The model named by the model options, loaded."""
-    return model_spec(model_dir, encoder, head, similarity, max_length, trust_remote_code, revision).load()
+def describe_default(spec: "ModelSpec") -> str:
+    """What the default model is, in words."""
+    if spec.model_dir is not None:
+        return f"the trained model shipped with qcompress ({spec.model_dir})"
+    return (f"{spec.encoder} without a head, compared by {spec.similarity} of its angles (the paper's QBT; no "
+            "trained default head ships with this version)")
 
 
 def check_model_options(encoder: Optional[str], head: Optional[str], similarity: Optional[str]) -> None:
     if encoder is None and (head is not None or similarity is not None):
-        raise ValueError("--head and --similarity go with --encoder NAME (a --model folder names its own)")
+        usage_error("--head and --similarity go with --encoder NAME (a --model folder names its own)")
+
+
+def cache_folder(cache_dir: Optional[str], legacy: Optional[str], no_cache: bool) -> Optional[str]:
+    """The pooled-output cache folder of --cache-dir (or the old --cache, or $QCOMPRESS_CACHE), else the user's
+    cache folder (qcompress.cache.resolve_cache_dir); None with --no-cache."""
+    if no_cache:
+        return None
+    from qcompress.cache import resolve_cache_dir
+
+    chosen = legacy if legacy is not None else cache_dir  # a flag typed beats $QCOMPRESS_CACHE
+    return str(resolve_cache_dir(chosen if chosen is not None and chosen.strip() else None))
+
+
+@contextlib.contextmanager
+def progress(transient: bool = False):
+    """Yield a rich Progress on stderr whose display starts with its first bar, so that an error before any work
+    stays one line (an empty display would still print a line)."""
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+
+    class LazyProgress(Progress):
+        def add_task(self, *args, **kwargs):
+            if not self.live.is_started:
+                self.start()
+            return super().add_task(*args, **kwargs)
+
+    bars = LazyProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=stderr, transient=transient)
+    try:
+        yield bars
+    finally:
+        if bars.live.is_started:
+            bars.stop()
 
 
 @contextlib.contextmanager
@@ -159,28 +288,13 @@ def progress_bars():
 
     The display starts with the first bar, so a command that fails before any leaves stderr to its one-line error.
     """
-    from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
-    )
+    with progress() as bars:
 
-    progress = None
+        def start(description: str, total: int) -> Callable[[int], None]:
+            task = bars.add_task(description, total=total)
+            return lambda n: bars.advance(task, n)
 
-    def start(description: str, total: int) -> Callable[[int], None]:
-        nonlocal progress
-        if progress is None:
-            progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), console=stderr, transient=False,
-            )
-            progress.start()
-        task = progress.add_task(description, total=total)
-        return lambda n: progress.advance(task, n)
-
-    try:
         yield start
-    finally:
-        if progress is not None:
-            progress.stop()
 
 
 def bar_on_first_use(start: Callable[[str, int], Callable[[int], None]], description: str,
@@ -198,7 +312,7 @@ def bar_on_first_use(start: Callable[[str, int], Callable[[int], None]], descrip
     return on_rows
 
 
-def print_table(table: Table) -> None:
+def print_table(table: "Table") -> None:
     """Print a results table whole: piped or redirected, as wide as it needs (rich would cut numbers at 80
     columns); on a terminal, at the terminal's width."""
     from rich.measure import Measurement

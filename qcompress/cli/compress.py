@@ -1,119 +1,169 @@
-"""`qcompress compress`: texts -> a Parquet file of angles or vectors (qcompress.compress, qcompress.ray_engine)."""
+"""`qcompress compress`: texts -> a Parquet file of angles or vectors (qcompress.compress, qcompress.ray_engine),
+or JSON lines on stdout."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from qcompress.cli._common import app, bar_on_first_use, cli_errors, model_spec, progress_bars, stderr
+from qcompress.cli._common import (
+    bar_on_first_use, cache_folder, check_writable, command, model_spec, note, progress_bars, usage_error,
+)
 from qcompress.cli.options import (
-    DEFAULT_BATCH_SIZE, BatchSize, CacheDir, Encoder, Head, MaxLength, ModelDir, Revision, Similarity,
-    TrustRemoteCode,
+    DEFAULT_BATCH_SIZE, BatchSize, CacheDir, Device, Encoder, Head, LegacyCache, MaxLength, ModelDir, NoCache,
+    Revision, Similarity, TrustRemoteCode, value,
 )
 
+STDOUT = "-"
 
-@app.command("compress")
-@cli_errors
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class Role(str, Enum):
+    document = "document"
+    query = "query"
+
+
+InputPath = Annotated[str, typer.Argument(
+    metavar="INPUT",
+    help="Texts to compress: JSONL (`_id` or `id`, `text`, optional `title`: text = title + ' ' + text), "
+    "TSV `id<TAB>text`, or - for stdin.")]
+Output = Annotated[Optional[str], typer.Option(
+    "-o", "--output",
+    help="Parquet file to write (`id` + `angles` or `vectors`), or - for JSON lines on stdout (`{\"id\": ..., "
+    "\"angles\": [...]}`, one per text, in input order). Default: INPUT's name with .parquet, beside it.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace an existing output file (else it is refused).")]
+RoleOption = Annotated[Role, typer.Option(
+    "--role",
+    help="document or query: the texts are encoded with the model's prompt for that role (e5: 'passage: ' / "
+    "'query: '), recorded in the file's metadata. Compress queries with --role query.")]
+Uint8 = Annotated[bool, typer.Option(
+    "--uint8",
+    help="Store angles as 8-bit codes round(theta/pi*255) (1 byte per qubit instead of 4). Angle models only.")]
+Resume = Annotated[bool, typer.Option(
+    "--resume",
+    help="Continue an interrupted run from the chunks it finished (kept in OUTPUT.partial/); same input and model "
+    "(each finished chunk's ids and texts are compared by digest).")]
+StoreText = Annotated[bool, typer.Option(
+    "--store-text", help="Keep each row's text in a `text` column (shown by `qcompress search`).")]
+AllowEmpty = Annotated[bool, typer.Option(
+    "--allow-empty", help="Write an empty file for an input without records (otherwise an error).")]
+EngineOption = Annotated[Engine, typer.Option(
+    "--engine",
+    help="local (this process) or ray: a Ray Data actor pool (one model per worker, one GPU each when the "
+    "cluster has GPUs) writing OUTPUT as a folder of Parquet files (`part-<first row>.parquet`, in input order), "
+    "read as one dataset by score/evaluate. Needs `pip install 'qcompress[ray]'`. Also reads Parquet input "
+    "(`id` or `_id`, `text`, optional `title`).")]
+NumWorkers = Annotated[Optional[int], typer.Option(
+    "--num-workers", min=1, help="With --engine ray: actors (model copies). Default: one per GPU, else 1.")]
+RayAddress = Annotated[Optional[str], typer.Option(
+    "--ray-address",
+    help="With --engine ray: join this Ray cluster (e.g. ray://head:10001 or auto). Default: $RAY_ADDRESS, else "
+    "start a local one for this run.")]
+
+
+@command("compress")
 def compress_command(
-    input_path: str = typer.Argument(
-        ..., metavar="INPUT",
-        help="Texts to compress: JSONL (`_id` or `id`, `text`, optional `title`: text = title + ' ' + text), "
-        "TSV `id<TAB>text`, or - for stdin.",
-    ),
-    output: Path = typer.Option(
-        ..., "-o", "--output",
-        help="Parquet file to write (`id` + `angles` or `vectors`). A file path: Parquet cannot stream to stdout.",
-    ),
+    input_path: InputPath,
+    output: Output = None,
+    force: Force = False,
     model_dir: ModelDir = None,
     revision: Revision = None,
     encoder: Encoder = None,
     head: Head = None,
     similarity: Similarity = None,
-    role: str = typer.Option(
-        "document", "--role",
-        help="document or query: the texts are encoded with the model's prompt for that role (e5: 'passage: ' / "
-        "'query: '), recorded in the file's metadata. Compress queries with --role query.",
-    ),
-    uint8: bool = typer.Option(
-        False, "--uint8",
-        help="Store angles as 8-bit codes round(theta/pi*255) (1 byte per qubit instead of 4). Angle models only.",
-    ),
-    resume: bool = typer.Option(
-        False, "--resume",
-        help="Continue an interrupted run from the chunks it finished (kept in OUT.partial/); same input and model "
-        "(each finished chunk's ids and texts are compared by digest).",
-    ),
-    store_text: bool = typer.Option(
-        False, "--store-text", help="Keep each row's text in a `text` column (shown by `qcompress search`)."
-    ),
-    allow_empty: bool = typer.Option(
-        False, "--allow-empty", help="Write an empty file for an input without records (otherwise an error)."
-    ),
-    engine: str = typer.Option(
-        "local", "--engine",
-        help="local (this process) or ray: a Ray Data actor pool (one model per worker, one GPU each when the "
-        "cluster has GPUs) writing OUTPUT as a folder of Parquet files (part-<first row>.parquet, input order), "
-        "read as one dataset by score/evaluate. Needs `pip install 'qcompress[ray]'`. Also reads Parquet input "
-        "(`id` or `_id`, `text`, optional `title`).",
-    ),
-    num_workers: Optional[int] = typer.Option(
-        None, "--num-workers", help="With --engine ray: actors (model copies). Default: one per GPU, else 1."
-    ),
-    ray_address: Optional[str] = typer.Option(
-        None, "--ray-address",
-        help="With --engine ray: join this Ray cluster (e.g. ray://head:10001 or auto). Default: $RAY_ADDRESS, "
-        "else start a local one for this run.",
-    ),
+    role: RoleOption = Role.document,
+    uint8: Uint8 = False,
+    resume: Resume = False,
+    store_text: StoreText = False,
+    allow_empty: AllowEmpty = False,
+    engine: EngineOption = Engine.local,
+    num_workers: NumWorkers = None,
+    ray_address: RayAddress = None,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     max_length: MaxLength = None,
+    device: Device = None,
     trust_remote_code: TrustRemoteCode = False,
     cache_dir: CacheDir = None,
+    cache: LegacyCache = None,
+    no_cache: NoCache = False,
 ) -> None:
     """Encode texts into a Parquet file of qubit angles (fidelity models) or vectors (cosine models).
 
     The input streams through in chunks of 4,096 records: each chunk is read and checked (duplicate ids, empty
     texts, malformed lines: an error naming the line), encoded and written as one row group in input order, so
-    memory does not grow with the corpus. The file appears at OUT only when complete; an interrupted or failed
-    run keeps its finished chunks in OUT.partial/ for --resume. A second run writing the same OUT is refused. Its metadata names the model (encoder, head, dim,
+    memory does not grow with the corpus. The file appears at OUTPUT only when complete, and an existing file is
+    replaced only with --force; an interrupted or failed run keeps its finished chunks in OUTPUT.partial/ for
+    --resume. A second run writing the same OUTPUT is refused. With -o - the whole input is read and checked
+    first, then written as JSON lines chunk by chunk. The metadata names the model (encoder, head, dim,
     similarity, a digest of the weights, qcompress version) and the encoding, so `qcompress score` never
     compares files of different models. The pooled-output cache is not used with --engine ray.
 
     Examples:
 
-        qcompress compress corpus.jsonl --model models/qbec -o corpus.parquet --uint8
-        qcompress compress queries.tsv --encoder minilm --head none --similarity fidelity -o q.parquet
+        qcompress compress corpus.jsonl                      # -> corpus.parquet, the default model
+        qcompress compress corpus.jsonl --model models/qbec -o corpus-u8.parquet --uint8
+        qcompress compress queries.tsv --encoder minilm --head none --similarity fidelity -o - | head -c 300
     """
-    if str(output) == "-":
-        raise ValueError("-o -: Parquet cannot be streamed to stdout; give a file path such as -o out.parquet")
-    if engine not in ("local", "ray"):
-        raise ValueError(f"--engine must be local or ray, got {engine!r}")
-    if batch_size <= 0:
-        raise ValueError(f"--batch-size must be positive, got {batch_size}")
-    if role not in ("document", "query"):
-        raise ValueError(f"--role must be document or query, got {role!r}")
-    spec = model_spec(model_dir, encoder, head, similarity, max_length, trust_remote_code, revision)
-    encoding = "uint8" if uint8 else "float32"
-    if engine == "ray":
-        if cache_dir is not None:  # often set for everything through $QCOMPRESS_CACHE: say so, do not fail
-            stderr.print(f"note: the pooled-output cache ({cache_dir}) is not used with --engine ray: its workers "
-                         "may run on other machines", highlight=False, markup=False, soft_wrap=True)
-        if resume:
-            raise ValueError("--resume is for the local engine; --engine ray writes the whole folder again")
-        if store_text:
-            raise ValueError("--store-text is for the local engine")
-        return _compress_ray(input_path, output, spec, encoding, batch_size, num_workers, ray_address, role,
+    out = _output_path(input_path, output)
+    if out is None and (resume or store_text or engine is not Engine.local):
+        usage_error("-o - streams JSON lines; --resume, --store-text and --engine ray write files")
+    if out is not None and engine is Engine.local:  # the ray engine refuses any output in the way itself
+        if out.is_dir():
+            usage_error(f"-o {out}: is a folder; give a file path such as {out / 'embeddings.parquet'}")
+        if out.exists() and not force:
+            usage_error(f"{out} exists; pass --force to replace it, or -o to write elsewhere")
+        check_writable(out, "-o")
+    if output is None:
+        note(f"writing {out}" + (" (a folder of Parquet files)" if engine is Engine.ray else ""))
+    spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision)
+    encoding, role = "uint8" if uint8 else "float32", value(role)
+    if engine is Engine.ray:
+        if resume or store_text or device is not None:
+            usage_error("--resume, --store-text and --device are for the local engine; --engine ray writes the whole "
+                        "folder again, one GPU per worker where the cluster has them")
+        typed = cache if cache is not None else cache_dir if cache_dir != os.environ.get("QCOMPRESS_CACHE") else None
+        return _compress_ray(input_path, out, spec, encoding, batch_size, num_workers, ray_address, typed, role,
                              allow_empty)
     if num_workers is not None or ray_address is not None:
-        raise ValueError("--num-workers and --ray-address go with --engine ray")
-    if output.is_dir():
-        raise ValueError(f"-o {output}: is a folder; give a file path such as {output / 'embeddings.parquet'}")
-    _compress_local(input_path, output, spec, encoding, batch_size, resume, cache_dir, role, store_text, allow_empty)
+        usage_error("--num-workers and --ray-address go with --engine ray")
+    folder = cache_folder(cache_dir, cache, no_cache)
+    if out is None:
+        return _compress_to_stdout(input_path, spec, encoding, batch_size, device, folder, role, allow_empty)
+    _compress_local(input_path, out, spec, encoding, batch_size, resume, device, folder, role, store_text,
+                    allow_empty)
+
+
+def _output_path(input_path: str, output: Optional[str]) -> Optional[Path]:
+    """-o, or INPUT's name with .parquet beside it; None for stdout."""
+    if output == STDOUT:
+        return None
+    if output is not None:
+        return Path(output)
+    if input_path == STDOUT:
+        usage_error("reading stdin: name the output, -o FILE.parquet (or -o - for JSON lines)")
+    default = Path(input_path).with_suffix(".parquet")
+    if default == Path(input_path):
+        usage_error(f"{input_path} is already a .parquet file: name the output with -o")
+    return default
+
+
+def _empty_input(input_path: str, what: str) -> ValueError:
+    return ValueError(f"{input_path}: no records to compress (empty input); pass --allow-empty to write {what}")
 
 
 def _compress_local(input_path: str, output: Path, spec, encoding: str, batch_size: int, resume: bool,
-                    cache_dir: Optional[Path], role: str, store_text: bool, allow_empty: bool) -> None:
+                    device: Optional[str], cache_dir: Optional[str], role: str, store_text: bool,
+                    allow_empty: bool) -> None:
     import itertools
 
     from qcompress.cache import PooledCache
@@ -125,9 +175,8 @@ def _compress_local(input_path: str, output: Path, spec, encoding: str, batch_si
     records = iter_texts(input_path)  # streamed: each chunk is checked as it is read
     first = list(itertools.islice(records, 1))  # the first batch of lines is read and checked before the model loads
     if not first and not allow_empty:
-        raise ValueError(f"{input_path}: no records to compress (empty input); pass --allow-empty to write an "
-                         "empty file")
-    model = spec.load()
+        raise _empty_input(input_path, "an empty file")
+    model = spec.load(device)
     check_encoding(encoding, model.output_kind)  # before any progress bar
     cache = PooledCache(cache_dir, model) if cache_dir is not None else None
     with progress_bars() as start:
@@ -136,8 +185,40 @@ def _compress_local(input_path: str, output: Path, spec, encoding: str, batch_si
                                                                              count_lines(input_path)),
                         store_text=store_text, role=role)
     earlier = f" ({done.resumed:,} from the earlier run)" if done.resumed else ""
-    stderr.print(f"wrote {done.rows:,} rows of {model.dim} {_kind(encoding, model)} to {output}{earlier}",
-                 highlight=False, markup=False, soft_wrap=True)
+    note(f"wrote {done.rows:,} rows of {model.dim} {_kind(encoding, model)} to {output}{earlier}")
+
+
+def _compress_to_stdout(input_path: str, spec, encoding: str, batch_size: int, device: Optional[str],
+                        cache_dir: Optional[str], role: str, allow_empty: bool) -> None:
+    """JSON lines on stdout, chunk by chunk, so that a pipeline sees the first rows before the last is encoded."""
+    import numpy as np
+
+    from qcompress.cache import PooledCache, encode
+    from qcompress.compress import DEFAULT_CHUNK
+    from qcompress.formats import read_texts
+    from qcompress.quantization import check_encoding, quantize_angles
+
+    records = read_texts(input_path)  # all of it, checked, before the first line goes out
+    if not records and not allow_empty:
+        raise _empty_input(input_path, "no lines")
+    model = spec.load(device)
+    check_encoding(encoding, model.output_kind)
+    cache = PooledCache(cache_dir, model) if cache_dir is not None else None
+    key = model.output_kind
+    with progress_bars() as start:
+        advance = start("compressing", len(records))
+        for first in range(0, len(records), DEFAULT_CHUNK):
+            chunk = records[first : first + DEFAULT_CHUNK]
+            values = encode(model, [text for _, text in chunk], batch_size=batch_size, cache=cache, on_batch=advance,
+                            role=role)
+            if encoding == "uint8":
+                rows = [",".join(map(str, row)) for row in quantize_angles(values).numpy().tolist()]
+            else:  # str(float32): the shortest text that reads back as the same float32 value
+                rows = [",".join(map(str, row)) for row in values.float().numpy().astype(np.float32)]
+            sys.stdout.write("".join(f'{{"id": {json.dumps(doc_id, ensure_ascii=False)}, "{key}": [{row}]}}\n'
+                                     for (doc_id, _), row in zip(chunk, rows)))
+            sys.stdout.flush()
+    note(f"wrote {len(records):,} rows of {model.dim} {_kind(encoding, model)} as JSON lines to stdout")
 
 
 def _kind(encoding: str, model) -> str:
@@ -145,24 +226,24 @@ def _kind(encoding: str, model) -> str:
 
 
 def _compress_ray(input_path: str, output: Path, spec, encoding: str, batch_size: int,
-                  num_workers: Optional[int], ray_address: Optional[str], role: str, allow_empty: bool) -> None:
-    """`compress --engine ray`: see qcompress.ray_engine."""
+                  num_workers: Optional[int], ray_address: Optional[str], cache_dir: Optional[str], role: str,
+                  allow_empty: bool) -> None:
+    """`compress --engine ray`: see qcompress.ray_engine. `cache_dir`: a cache folder typed on the command line."""
     from qcompress.ray_engine import compress_ray, read_records, require_ray
 
     require_ray()  # before reading anything: say how to install it
+    if cache_dir is not None:
+        note(f"note: the pooled-output cache ({cache_dir}) is not used with --engine ray: its workers may run on "
+             "other machines")
     records = read_records(input_path)  # all of it, validated, before any encoding
     if not records and not allow_empty:
-        raise ValueError(f"{input_path}: no records to compress (empty input); pass --allow-empty to write an "
-                         "empty folder")
+        raise _empty_input(input_path, "an empty folder")
     model = spec.load()
     with progress_bars() as start:
         result = compress_ray(records, output, model, spec, num_workers=num_workers, ray_address=ray_address,
                               batch_size=batch_size, encoding=encoding,
                               on_rows=start("compressing (ray)", len(records)), role=role)
     gpus = ", 1 GPU each" if result.gpus_per_worker else ""
-    stderr.print(
-        f"wrote {result.rows:,} rows of {model.dim} {_kind(encoding, model)} to {output}/ ({result.files} files, "
-        f"{result.workers} worker(s){gpus}; Ray startup {result.seconds['startup']:.1f} s, "
-        f"pipeline {result.seconds['pipeline']:.1f} s)",
-        highlight=False, markup=False, soft_wrap=True,
-    )
+    note(f"wrote {result.rows:,} rows of {model.dim} {_kind(encoding, model)} to {output}/ ({result.files} files, "
+         f"{result.workers} worker(s){gpus}; Ray startup {result.seconds['startup']:.1f} s, "
+         f"pipeline {result.seconds['pipeline']:.1f} s)")

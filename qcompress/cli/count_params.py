@@ -5,34 +5,39 @@ from __future__ import annotations
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
-from qcompress.cli._common import app, cli_errors, print_json, print_table
+from qcompress.cli._common import command, print_json, print_table
+from qcompress.cli.options import AsJson, MixingChoice, TrustRemoteCode, value
 
 
-@app.command("count-params")
-@cli_errors
+@command("count-params")
 def count_params(
     in_dim: Optional[int] = typer.Option(
-        None, "--in-dim", help="Input size (qubits = embedding dimensions). Default: the encoder's hidden size, or 768."
+        None, "--in-dim", min=1,
+        help="Input size (qubits = embedding dimensions). Default: the encoder's hidden size, or 768.",
     ),
     out_dims: List[int] = typer.Option(
-        [384, 256, 128, 64], "--out-dim", help="Output size; repeat for several rows."
+        [384, 256, 128, 64], "--out-dim", min=1, metavar="<int>", help="Output size; repeat for several rows."
     ),
     encoder: Optional[str] = typer.Option(
         None, "--encoder", help="Also count this encoder's parameters (hub id or local folder; weights are not loaded)."
     ),
-    mixing: str = typer.Option(
-        "none", "--mixing", help="Input mixing before the quantum head (none, permute, hadamard, pca): its fitted "
-        "numbers (none of them trained) are counted in their own column.",
+    mixing: MixingChoice = typer.Option(
+        "none", "--mixing", help="Input mixing before the quantum head: its fitted numbers (none of them trained) are "
+        "counted in their own column.",
     ),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code shipped with the encoder."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    trust_remote_code: TrustRemoteCode = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Compare head sizes: quantum head 12*(k-1)*out vs classical Linear(in, out)+bias, per output size.
+    """Compare head sizes: quantum head 12 x (k-1) x out vs classical Linear(in, out) + bias, per output size.
 
-    Example: qcompress count-params --in-dim 768 --out-dim 256 --out-dim 128 --json
+    k = ceil(in / out) is the number of qubit registers the quantum head folds into one (SPEC §3); the
+    classical head has in x out + out parameters. Example:
+
+        qcompress count-params --in-dim 768 --out-dim 256 --out-dim 128 --json
     """
+    from rich.table import Table
+
     from qcompress.heads import classical_head_num_parameters
     from qcompress.mixing import mixing_fitted_numbers
     from qcompress.quantum import quantum_head_num_parameters
@@ -44,6 +49,7 @@ def count_params(
         encoder_params, hidden = count_encoder_parameters(encoder, trust_remote_code=trust_remote_code)
         in_dim = in_dim or hidden
     in_dim = 768 if in_dim is None else in_dim
+    mixing = value(mixing)
     fitted = mixing_fitted_numbers(mixing, in_dim)
     rows = []
     for out_dim in out_dims:

@@ -7,16 +7,18 @@ from typing import Optional
 
 import typer
 
-from qcompress.cli._common import app, bar_on_first_use, cli_errors, progress_bars, stderr
+from qcompress.cli._common import Command, Group, app, bar_on_first_use, cli_errors, progress_bars, stderr
 
 index_app = typer.Typer(
+    cls=Group,
     help="Approximate indexes for corpora beyond exact search (searched by `qcompress score --index`).",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 app.add_typer(index_app, name="index")
 
 
-@index_app.command("build")
+@index_app.command("build", cls=Command)
 @cli_errors
 def build_command(
     corpus: Path = typer.Argument(..., metavar="CORPUS", help="Corpus embeddings (angles): a Parquet file or folder."),

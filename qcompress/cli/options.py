@@ -1,43 +1,97 @@
-"""Options that several commands share, each declared once (name, type, default, help).
+"""Options that several commands share, each declared once (name, type, default, help), and their choices.
 
 A command declares `batch_size: BatchSize = DEFAULT_BATCH_SIZE` and gets the same flag and help everywhere.
-Typer checks ranges (`min=1`), so a value like `--batch-size 0` is a usage error (exit 2) before any work.
+Typer checks what it can before any work (ranges such as `min=1`, choices as Enums): `--batch-size 0` or
+`--similarity dot` is a usage error, exit 2.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
-from qcompress.batching import DEFAULT_BATCH_SIZE
-from qcompress.cli._common import ENCODER_HELP
+from qcompress.defaults import DEFAULT_BATCH_SIZE, MIXINGS
 
-__all__ = ["DEFAULT_BATCH_SIZE", "ModelDir", "Encoder", "Head", "Similarity", "MaxLength", "BatchSize",
-           "TrustRemoteCode", "CacheDir", "AsJson", "Revision"]
+__all__ = ["DEFAULT_BATCH_SIZE", "ENCODER_HELP", "HeadChoice", "SimilarityChoice", "ModelDir", "Encoder", "Head",
+           "Similarity", "MaxLength", "BatchSize", "TrustRemoteCode", "CacheDir", "LegacyCache", "NoCache", "Device",
+           "AsJson", "Revision", "MixingChoice", "value", "check_device"]
+
+ENCODER_HELP = (
+    "Instead of --model: an encoder without a trained head (hub id, local folder, or 'minilm' for the offline "
+    "all-MiniLM-L6-v2), pooled, normalised and prompted as its sentence-transformers configuration says (else "
+    "mean pooling). With --model: the encoder to use instead of the folder's own."
+)
+DEFAULT_MODEL_HELP = (
+    "Without --model and --encoder: the default model, a trained head shipped with qcompress when there is one, "
+    "else all-MiniLM-L6-v2's own angles (the paper's QBT); stderr says which."
+)
+
+
+class HeadChoice(str, Enum):
+    none = "none"
+    linear = "linear"
+    quantum = "quantum"
+
+
+class SimilarityChoice(str, Enum):
+    cosine = "cosine"
+    fidelity = "fidelity"
+
+
+# qcompress.mixing's kinds (MIXINGS), from qcompress.defaults so that --help stays free of torch.
+MixingChoice = Enum("MixingChoice", {name: name for name in MIXINGS}, type=str)
+
+
+def value(choice: Optional[Enum]) -> Optional[str]:
+    """The plain string of an Enum option (None stays None)."""
+    return None if choice is None else choice.value
+
+
+def check_device(device: Optional[str]) -> Optional[str]:
+    """--device: a device torch knows and this machine has (torch is imported only when one is given)."""
+    if device is None:
+        return None
+    import torch  # only when --device is given
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise typer.BadParameter(f"{device!r} is not a device torch knows (cpu, cuda, cuda:1, mps...)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter(f"{device}: this machine has no CUDA device (torch.cuda.is_available() is False)")
+    return device
+
 
 ModelDir = Annotated[Optional[str], typer.Option(
-    "--model", help="A model folder written by `qcompress train`, or its Hugging Face Hub id (see --revision).")]
+    "--model", help="A model folder written by `qcompress train`, or its Hugging Face Hub id (see --revision). "
+    + DEFAULT_MODEL_HELP)]
 Revision = Annotated[Optional[str], typer.Option(
     "--revision",
     help="With a Hub id (--model, or --encoder): the branch, tag or commit to use. Default: main. Offline "
     "(HF_HUB_OFFLINE=1) it must be in the local Hugging Face cache.")]
 Encoder = Annotated[Optional[str], typer.Option("--encoder", help=ENCODER_HELP)]
-Head = Annotated[Optional[str], typer.Option(
+Head = Annotated[Optional[HeadChoice], typer.Option(
     "--head", help="With --encoder: only 'none' (a head must be trained first: `qcompress train`, then --model).")]
-Similarity = Annotated[Optional[str], typer.Option(
+Similarity = Annotated[Optional[SimilarityChoice], typer.Option(
     "--similarity",
     help="With --encoder: 'cosine' (store and compare the pooled vectors; the paper's BT) or 'fidelity' (store the "
     "encoded qubit angles tanh(u)*pi/2+pi/2 and compare by fidelity; the paper's QBT). Default cosine.")]
 MaxLength = Annotated[Optional[int], typer.Option(
-    "--max-length", help="Tokens per text (longer texts are truncated). Default: the model's (256).")]
+    "--max-length", min=1, help="Tokens per text (longer texts are truncated). Default: the model's (256).")]
 BatchSize = Annotated[int, typer.Option(
-    "--batch-size", help="Texts per encoder batch (batches go longest-first).")]
+    "--batch-size", min=1, help="Texts per encoder batch (batches go longest-first).")]
+Device = Annotated[Optional[str], typer.Option(
+    "--device", callback=check_device, help="Where the model runs: cpu, cuda, cuda:1, mps... Default: cuda when "
+    "available, else cpu.")]
 TrustRemoteCode = Annotated[bool, typer.Option(
     "--trust-remote-code", help="Allow code shipped with the encoder (it runs on this machine).")]
-CacheDir = Annotated[Optional[Path], typer.Option(
-    "--cache", envvar="QCOMPRESS_CACHE",
+CacheDir = Annotated[Optional[str], typer.Option(
+    "--cache-dir", envvar="QCOMPRESS_CACHE", show_envvar=True,
     help="Folder caching pooled encoder outputs per (encoder weights, max length, text), shared by compress, "
-    "evaluate and train: texts already there skip the encoder. Default: $QCOMPRESS_CACHE, else no cache.")]
+    "evaluate and train: texts already there skip the encoder. Default: the user's cache folder "
+    "($XDG_CACHE_HOME/qcompress, else ~/.cache/qcompress).")]
+LegacyCache = Annotated[Optional[str], typer.Option("--cache", hidden=True, help="The old name of --cache-dir.")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Use no pooled-output cache (read none, write none).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]

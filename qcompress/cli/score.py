@@ -5,16 +5,36 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from qcompress.cli._common import (
-    app, check_model_options, cli_errors, load_cli_model, progress_bars, quiet_closed_pipe, stderr,
+    check_model_options, check_writable, command, model_spec, note, progress_bars, quiet_closed_pipe, usage_error,
 )
 from qcompress.cli.options import (
-    DEFAULT_BATCH_SIZE, BatchSize, Encoder, Head, MaxLength, ModelDir, Revision, Similarity, TrustRemoteCode,
+    DEFAULT_BATCH_SIZE, BatchSize, Device, Encoder, Head, MaxLength, ModelDir, Revision, Similarity,
+    TrustRemoteCode, value,
 )
+
+Index = Annotated[Optional[Path], typer.Option(
+    "--index",
+    help="Instead of CORPUS: an approximate index (`qcompress index build`). Each query's --rerank best candidates "
+    "of the IVF are re-ranked by exact log-fidelity; recall@10 against exact search on --recall-queries queries is "
+    "printed on stderr.")]
+RecallQueries = Annotated[int, typer.Option(
+    "--recall-queries", min=0,
+    help="With --index: queries (spread over the file) also searched exactly, to report recall@10; 0 skips it.")]
+Output = Annotated[Optional[str], typer.Option(
+    "-o", "--output", help="TREC run file to write (atomically). Default: stdout.")]
+Pairs = Annotated[Optional[str], typer.Option(
+    "--pairs",
+    help="Instead of QUERIES CORPUS: (query, passage) pairs, TSV `query<TAB>passage` or JSONL (`query`, `passage`), "
+    "or - for stdin. Prints one score per line, in order, with --model, --encoder or the default model.")]
+Fidelity = Annotated[bool, typer.Option(
+    "--fidelity",
+    help="With --pairs and an angle model: print the fidelity itself, in [0, 1] (underflows to 0 for unrelated "
+    "texts), instead of the log-fidelity.")]
 
 
 def _score_pairs(pairs: list[tuple[str, str]], model, fidelity: bool, batch_size: int) -> None:
@@ -40,49 +60,31 @@ def _score_pairs(pairs: list[tuple[str, str]], model, fidelity: bool, batch_size
     sys.stdout.flush()
 
 
-@app.command("score")
-@cli_errors
+@command("score")
 def score_command(
     queries: Optional[Path] = typer.Argument(
-        None, metavar="[QUERIES]", help="Query embeddings: a Parquet file from `qcompress compress`."
+        None, metavar="QUERIES", help="Query embeddings: a Parquet file from `qcompress compress`."
     ),
     corpus: Optional[Path] = typer.Argument(
-        None, metavar="[CORPUS]", help="Corpus embeddings: a Parquet file, or a folder of them, from the same model."
+        None, metavar="CORPUS", help="Corpus embeddings: a Parquet file, or a folder of them, from the same model."
     ),
-    index: Optional[Path] = typer.Option(
-        None, "--index",
-        help="Instead of CORPUS: an approximate index (`qcompress index build`). Each query's --rerank best "
-        "candidates of the IVF are re-ranked by exact log-fidelity; recall@10 against exact search on "
-        "--recall-queries queries is printed on stderr.",
-    ),
+    index: Index = None,
     nprobe: int = typer.Option(16, "--nprobe", min=1, help="With --index: IVF cells visited per query."),
     rerank: int = typer.Option(100, "--rerank", min=1, help="With --index: candidates re-ranked exactly per query."),
-    recall_queries: int = typer.Option(
-        10, "--recall-queries", min=0,
-        help="With --index: queries (spread over the file) also searched exactly, to report recall@10; 0 skips it.",
-    ),
-    top_k: int = typer.Option(1000, "--top-k", help="Documents per query in the run."),
-    output: Optional[str] = typer.Option(
-        None, "-o", "--output", help="TREC run file to write (atomically). Default: stdout."
-    ),
+    recall_queries: RecallQueries = 10,
+    top_k: int = typer.Option(1000, "--top-k", min=1, help="Documents per query in the run."),
+    output: Output = None,
     tag: str = typer.Option("qcompress", "--tag", help="Run tag, the last column of the TREC run."),
-    pairs: Optional[str] = typer.Option(
-        None, "--pairs",
-        help="Instead of QUERIES CORPUS: (query, passage) pairs, TSV `query<TAB>passage` or JSONL "
-        "(`query`, `passage`), or - for stdin. Prints one score per line, in order. Needs a model.",
-    ),
+    pairs: Pairs = None,
     model_dir: ModelDir = None,
     revision: Revision = None,
     encoder: Encoder = None,
     head: Head = None,
     similarity: Similarity = None,
-    fidelity: bool = typer.Option(
-        False, "--fidelity",
-        help="With --pairs and an angle model: print the fidelity itself, in [0, 1] (underflows to 0 for "
-        "unrelated texts), instead of the log-fidelity.",
-    ),
+    fidelity: Fidelity = False,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     max_length: MaxLength = None,
+    device: Device = None,
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Rank a corpus for each query (exact top-k) into a TREC run, or score (query, passage) pairs.
@@ -94,9 +96,9 @@ def score_command(
     [0, pi], as for queries (an error names the file, row and id). With --index instead of CORPUS the search is
     approximate (faster beyond ~10M documents), and its recall against the exact search is reported.
 
-    With --pairs and a model (--model, or --encoder and --similarity; --batch-size and --max-length apply to
-    it): one score per pair and line, in input order: log-fidelity for fidelity models
-    (--fidelity for the fidelity itself), cosine for cosine models.
+    With --pairs and a model (--model, --encoder and --similarity, or the default model; --batch-size,
+    --max-length and --device apply to it): one score per pair and line, in input order: log-fidelity for
+    fidelity models (--fidelity for the fidelity itself), cosine for cosine models.
 
     Examples:
 
@@ -104,30 +106,24 @@ def score_command(
         qcompress score queries.parquet --index corpus.index --nprobe 32 --top-k 100 -o run.trec
         printf 'what is lift\\tLift is a force.\\n' | qcompress score --pairs - --model models/qbec
     """
-    check_model_options(encoder, head, similarity)
-    if batch_size <= 0:
-        raise ValueError(f"--batch-size must be positive, got {batch_size}")
+    check_model_options(encoder, value(head), value(similarity))
     if pairs is not None:
         if queries is not None or corpus is not None:
-            raise ValueError("--pairs scores text pairs with a model; it takes no QUERIES CORPUS files")
+            usage_error("--pairs scores text pairs with a model; it takes no QUERIES CORPUS files")
         from qcompress.formats import read_pairs
 
         records = read_pairs(pairs)  # all of it, validated, before the model is loaded
-        model = load_cli_model(model_dir, encoder, head, similarity, max_length, trust_remote_code, revision)
-        _score_pairs(records, model, fidelity, batch_size)
+        spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision)
+        _score_pairs(records, spec.load(device), fidelity, batch_size)
         return
     if queries is None or (corpus is None) == (index is None):
-        raise ValueError(
-            "give QUERIES and CORPUS Parquet files (from `qcompress compress`), QUERIES --index DIR, or "
-            "--pairs FILE --model DIR"
-        )
-    if model_dir is not None or encoder is not None or fidelity or revision is not None:
-        raise ValueError(
-            "QUERIES CORPUS are scored with the model named in their metadata; --model/--revision/--encoder/"
-            "--fidelity go with --pairs"
-        )
-    if top_k <= 0:
-        raise ValueError(f"--top-k must be positive, got {top_k}")
+        usage_error("give QUERIES and CORPUS Parquet files (from `qcompress compress`), QUERIES --index DIR, or "
+                    "--pairs FILE")
+    if model_dir is not None or encoder is not None or fidelity or revision is not None or device is not None:
+        usage_error("QUERIES CORPUS are scored with the model named in their metadata; "
+                    "--model/--revision/--encoder/--fidelity/--device go with --pairs")
+    if output:
+        check_writable(Path(output), "-o")
     with quiet_closed_pipe():
         if index is not None:
             _score_index(queries, index, top_k, output, tag, nprobe, rerank, recall_queries)
@@ -152,8 +148,7 @@ def _write(query_ids: list[str], scores, doc_ids: list[list[str]], output: Optio
     run = {qid: dict(zip(doc_ids[row], scores[row].tolist())) for row, qid in enumerate(query_ids)}
     write_run(output or "-", run, tag)
     if output:
-        stderr.print(f"wrote the top {scores.shape[1]} documents for each of {len(query_ids):,} queries to {output}",
-                     highlight=False, markup=False, soft_wrap=True)
+        note(f"wrote the top {scores.shape[1]} documents for each of {len(query_ids):,} queries to {output}")
 
 
 def _score_index(queries: Path, index: Path, top_k: int, output: Optional[str], tag: str, nprobe: int,
@@ -174,6 +169,5 @@ def _score_index(queries: Path, index: Path, top_k: int, output: Optional[str], 
         k = min(10, len(approx))
         found = approx.search_rows(q.values[picks], k, nprobe=nprobe, rerank=rerank)[1]
         recall = recall_at_k(found, approx.exact_search(q.values[picks], k)[1])
-        stderr.print(f"approximate search (nprobe {nprobe}, {rerank} candidates re-ranked): recall@{k} {recall:.3f} "
-                     f"against exact search on {len(picks)} of {len(q):,} queries", highlight=False, markup=False,
-                     soft_wrap=True)
+        note(f"approximate search (nprobe {nprobe}, {rerank} candidates re-ranked): recall@{k} {recall:.3f} "
+             f"against exact search on {len(picks)} of {len(q):,} queries")

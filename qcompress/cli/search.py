@@ -8,12 +8,13 @@ from pathlib import Path
 
 import typer
 
-from qcompress.cli._common import app, cli_errors, model_spec, print_table, quiet_closed_pipe
-from qcompress.cli.options import AsJson, Encoder, Head, MaxLength, ModelDir, Similarity, TrustRemoteCode
+from qcompress.cli._common import command, model_spec, print_table, quiet_closed_pipe
+from qcompress.cli.options import (
+    AsJson, Device, Encoder, Head, MaxLength, ModelDir, Revision, Similarity, TrustRemoteCode, value,
+)
 
 
-@app.command("search")
-@cli_errors
+@command("search")
 def search_command(
     query: str = typer.Argument(..., metavar="QUERY", help="The query text."),
     corpus: Path = typer.Option(
@@ -21,10 +22,12 @@ def search_command(
     ),
     top_k: int = typer.Option(10, "--top-k", min=1, help="Hits to show."),
     model_dir: ModelDir = None,
+    revision: Revision = None,
     encoder: Encoder = None,
     head: Head = None,
     similarity: Similarity = None,
     max_length: MaxLength = None,
+    device: Device = None,
     trust_remote_code: TrustRemoteCode = False,
     as_json: AsJson = False,
 ) -> None:
@@ -40,7 +43,8 @@ def search_command(
     """
     from qcompress.search_text import search_texts
 
-    model = model_spec(model_dir, encoder, head, similarity, max_length, trust_remote_code).load()
+    spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision)
+    model = spec.load(device)
     hits = search_texts(model, [query], corpus, top_k)[0]
     with quiet_closed_pipe():
         if as_json:

@@ -9,13 +9,7 @@ judgements, their qrels, and the relevance level that RR/recall/MAP count as rel
     irds.py         ir_datasets ids: a lazy corpus and lazy hard negatives
 """
 
-from qcompress.data.beir import BUNDLED, bundled_path
-from qcompress.data.collection import Collection, positives
-from qcompress.data.irds import DEFAULT_MAX_DOCPAIRS, DocpairNegatives, IRDatasetsCorpus
-from qcompress.data.load import load_collection
-from qcompress.data.trecdl import (
-    EVALUATION_SETS, EVALUATION_YEARS, TREC_DIR_ENV, TREC_DL, load_trec_dl, trec_dir, trec_dl_dataset,
-)
+from qcompress._lazy import attach
 
 __all__ = [
     "Collection",
@@ -34,3 +28,13 @@ __all__ = [
     "EVALUATION_YEARS",
     "trec_dl_dataset",
 ]
+
+# Imported on first use (qcompress._lazy), like every package of qcompress.
+__getattr__, __dir__ = attach(__name__, {
+    "BUNDLED": "beir", "bundled_path": "beir",
+    "Collection": "collection", "positives": "collection",
+    "DEFAULT_MAX_DOCPAIRS": "irds", "DocpairNegatives": "irds", "IRDatasetsCorpus": "irds",
+    "load_collection": "load",
+    "EVALUATION_SETS": "trecdl", "EVALUATION_YEARS": "trecdl", "TREC_DIR_ENV": "trecdl", "TREC_DL": "trecdl",
+    "load_trec_dl": "trecdl", "trec_dir": "trecdl", "trec_dl_dataset": "trecdl",
+})

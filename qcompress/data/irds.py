@@ -7,6 +7,8 @@ loaded into a dict. Hard negatives (from the dataset's docpairs) are read on fir
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 from typing import Any, Iterable
 
@@ -14,13 +16,23 @@ from qcompress.data.collection import Collection
 from qcompress.data.trecdl import IR_DATASETS_PREFIXES, RELEVANCE_LEVEL
 from qcompress.errors import InputError
 
-__all__ = ["DEFAULT_MAX_DOCPAIRS", "IRDatasetsCorpus", "DocpairNegatives", "load_ir_datasets"]
+__all__ = ["DEFAULT_MAX_DOCPAIRS", "IRDatasetsCorpus", "DocpairNegatives", "load_ir_datasets", "split_id"]
 
 DEFAULT_MAX_DOCPAIRS = 1_000_000
 
 
-def _ir_datasets_load(dataset_id: str) -> Any:
-    """`ir_datasets.load`, with its errors turned into InputError."""
+class _QuietFailedDownloads(logging.Filter):
+    """Drops ir_datasets' log lines about each failed download attempt: when every source fails, the InputError
+    says why in one line (offline, six such lines came before it); when a retry succeeds, they were noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("download error", "Download failed"))
+
+
+_QUIET = _QuietFailedDownloads()
+
+
+def _import_ir_datasets(dataset_id: str) -> Any:
     try:
         import ir_datasets
     except ImportError:
@@ -28,6 +40,30 @@ def _ir_datasets_load(dataset_id: str) -> Any:
             f"{dataset_id!r} is not a folder and not 'cranfield', and ir_datasets is not installed to look it up "
             "(pip install ir_datasets)"
         ) from None
+    logging.getLogger("ir_datasets").addFilter(_QUIET)  # its one logger; adding the same filter twice is a no-op
+    return ir_datasets
+
+
+def split_id(dataset_id: str, split: str | None) -> str:
+    """The ir_datasets id of `split` of `dataset_id`: `dataset_id/split` where ir_datasets registers one (BEIR and
+    MS MARCO ids name their splits so), else `dataset_id` itself, which then names its split.
+
+    Example:
+        >>> split_id("beir/scifact", "test"), split_id("msmarco-passage/trec-dl-2019/judged", "test")
+        ('beir/scifact/test', 'msmarco-passage/trec-dl-2019/judged')
+    """
+    registered = set(_import_ir_datasets(dataset_id).registry)
+    child = f"{dataset_id}/{split}"
+    return child if split and child in registered else dataset_id
+
+
+def _splits(ir_datasets: Any, dataset_id: str) -> list[str]:
+    return sorted(i[len(dataset_id) + 1:] for i in ir_datasets.registry if i.startswith(dataset_id + "/"))
+
+
+def _ir_datasets_load(dataset_id: str) -> Any:
+    """`ir_datasets.load`, with its errors turned into InputError."""
+    ir_datasets = _import_ir_datasets(dataset_id)
     try:
         return ir_datasets.load(dataset_id)
     except KeyError:
@@ -40,10 +76,29 @@ def _ir_datasets_load(dataset_id: str) -> Any:
 
 def _download_error(dataset_id: str, err: BaseException) -> InputError:
     return InputError(
-        f"ir_datasets dataset {dataset_id!r}: the data could not be downloaded or read ({type(err).__name__}: "
-        f"{err}). Check the network connection, or place the files in ir_datasets' cache folder "
-        "($IR_DATASETS_HOME, default ~/.ir_datasets)"
+        f"ir_datasets dataset {dataset_id!r}: the data could not be downloaded or read ({_cause(err)}). Check the "
+        "network connection, or place the files in ir_datasets' cache folder ($IR_DATASETS_HOME, default "
+        "~/.ir_datasets)"
     )
+
+
+def _cause(err: BaseException, limit: int = 200) -> str:
+    """What went wrong, short enough for one line: ir_datasets' "All download sources failed" carries every
+    source's full exception (a line of 1,500 characters offline).
+
+    Example:
+        >>> _cause(RuntimeError("All download sources failed", "... Failed to resolve 'trec.nist.gov' ([Errno -2]"))
+        "no network: could not resolve 'trec.nist.gov'"
+        >>> _cause(RuntimeError(("failed", [ConnectionError("Failed to resolve 'mirror.ir-datasets.com'")])))
+        "no network: could not resolve 'mirror.ir-datasets.com'"
+        >>> _cause(OSError("disk full"))
+        'OSError: disk full'
+    """
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    host = re.search(r"Failed to resolve \\?'([^'\\]+)", text)  # also inside a repr (quotes escaped)
+    if host:
+        return f"no network: could not resolve {host[1]!r}"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _has(dataset: Any, kind: str) -> bool:
@@ -65,13 +120,21 @@ def _query_text(query: Any) -> str:
     return text.strip() if isinstance(text, str) else str(query.default_text()).strip()
 
 
-def load_ir_datasets(dataset_id: str, max_docpairs: int | None = DEFAULT_MAX_DOCPAIRS) -> Collection:
-    """The judged queries of an ir_datasets id (the id names the split), with a lazy corpus.
+def load_ir_datasets(
+    dataset_id: str, max_docpairs: int | None = DEFAULT_MAX_DOCPAIRS, split: str | None = None
+) -> Collection:
+    """The judged queries of an ir_datasets id with a lazy corpus: of `split_id(dataset_id, split)`, so
+    ("beir/scifact", "test") reads beir/scifact/test, while an id that names its split is read as it is.
 
     Hard negatives come from the dataset's docpairs (the second doc of each pair), reading at most `max_docpairs`
     pairs (None: all) on first use. TREC DL passage ids count grades >= 2 as relevant.
     """
+    asked, dataset_id = dataset_id, split_id(dataset_id, split)
     dataset = _ir_datasets_load(dataset_id)
+    splits = _splits(_import_ir_datasets(asked), asked) if not _has(dataset, "qrels") else []
+    if splits:
+        raise InputError(f"ir_datasets dataset {asked!r} has no judgements of its own and no split {split!r}; its "
+                         f"splits: {', '.join(splits)}", field="split")
     for kind in ("docs", "queries", "qrels"):
         if not _has(dataset, kind):
             raise InputError(

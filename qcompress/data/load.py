@@ -22,8 +22,9 @@ def load_collection(
     """Load a collection: None or "cranfield" (bundled), a BEIR folder, a local TREC DL set, or an ir_datasets id.
 
     A BEIR folder holds corpus.jsonl (`_id`, `title`, `text`), queries.jsonl (`_id`, `text`) and
-    qrels/<split>.tsv (header `query-id corpus-id score`). For an ir_datasets id (e.g.
-    "msmarco-passage/trec-dl-2019/judged") `split` is ignored: the id names the split. Hard negatives come from
+    qrels/<split>.tsv (header `query-id corpus-id score`). An ir_datasets id reads `ID/split` where ir_datasets
+    has one ("beir/scifact" and "test": beir/scifact/test), else the id itself, which names its split (e.g.
+    "msmarco-passage/trec-dl-2019/judged"). Hard negatives come from
     the dataset's docpairs (the second doc of each pair), reading at most `max_docpairs` pairs (None: all) on
     first use. Only queries with judgements in the split are kept. "trec-dl-2019", "trec-dl-2020" and
     "trec-dl-21" read the local TREC DL folder `trec_dir` (or $QCOMPRESS_TREC_DIR): see `qcompress.data.trecdl`.
@@ -40,4 +41,4 @@ def load_collection(
         return load_beir_folder(bundled_path(name), split, name)
     if Path(dataset).is_dir():
         return load_beir_folder(Path(dataset), split, dataset)
-    return load_ir_datasets(dataset, max_docpairs)
+    return load_ir_datasets(dataset, max_docpairs, split)

@@ -1,8 +1,9 @@
 """Several models on one collection under one protocol: what each costs, how each ranks, and paired tests.
 
 `compare` is what `qcompress evaluate` runs: each model is loaded in turn (one in memory at a time), labelled
-uniquely (labels double as TREC run tags and file names), evaluated through the pooled-output cache, and tested
-against the first model query by query (`stats.paired_test` on NDCG@10).
+uniquely (labels double as TREC run tags and file names), evaluated through the pooled-output cache on ir_measures
+measures, and tested against the first model query by query on the first measure (`stats.scipy_paired_test`),
+with Holm's correction over the models compared (`stats.holm`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from qcompress.cache import PooledCache
 from qcompress.encoder import offline_minilm_path, resolve_encoder
 from qcompress.evaluation.protocols import check_protocol
 from qcompress.evaluation.ranking import Evaluation, Progress, evaluate
-from qcompress.evaluation.stats import PairedTest, paired_test
+from qcompress.evaluation.metrics import DEFAULT_MEASURES, measure_names
+from qcompress.evaluation.stats import PairedTest, holm, scipy_paired_test
 from qcompress.model import ModelSpec, QCompressModel
 
-__all__ = ["SIGNIFICANCE_METRIC", "ModelResult", "Comparison", "compare", "run_tag"]
+__all__ = ["SIGNIFICANCE_METRIC", "ModelResult", "Significance", "Comparison", "compare", "run_tag"]
 
-SIGNIFICANCE_METRIC = "ndcg_cut_10"  # the per-query metric the paired tests compare
+SIGNIFICANCE_METRIC = DEFAULT_MEASURES[0]  # the measure the paired tests compare unless others are named
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,25 @@ class ModelResult:
 
 
 @dataclass(frozen=True)
+class Significance:
+    """One later model against the first: the paired tests' raw p-values and their Holm-adjusted values (over
+    the models compared with the first; equal to the raw ones when there is one)."""
+
+    test: PairedTest
+    randomization_p_holm: float
+    t_p_holm: float
+
+
+@dataclass(frozen=True)
 class Comparison:
-    """The models of one `compare` call, in order, and each later model's paired test against the first."""
+    """The models of one `compare` call, in order, and each later model's paired tests against the first."""
 
     protocol: str
     qids: list[str]  # the judged queries, in the collection's order: the pairing of the tests
     models: list[ModelResult]
-    significance: dict[str, PairedTest]  # label -> test on SIGNIFICANCE_METRIC against models[0]
+    measures: list[str]  # the canonical ir_measures names of every model's metrics, in order
+    metric: str  # the measure the tests compare: measures[0]
+    significance: dict[str, Significance]  # label -> tests on `metric` against models[0]
     notes: list[str]  # what a reader should know about the numbers: judged documents without text, empty queries
 
     @property
@@ -78,9 +92,9 @@ def _unique_label(spec: ModelSpec, model: QCompressModel, taken: Sequence[str]) 
     return label
 
 
-def _evaluate_spec(spec: ModelSpec, taken: Sequence[str], collection, protocol: str, *, cache_dir,
+def _evaluate_spec(spec: ModelSpec, taken: Sequence[str], collection, protocol: str, *, cache_dir, device,
                    progress: Progress | None, **options) -> ModelResult:
-    model = spec.load()
+    model = spec.load(device)
     label = _unique_label(spec, model, taken)
     cache = PooledCache(cache_dir, model) if cache_dir is not None else None
     labelled = None if progress is None else (lambda what, total: progress(f"{label}: {what}", total))
@@ -121,16 +135,24 @@ def compare(
     permutations: int = 10_000,
     seed: int = 0,
     progress: Progress | None = None,
+    measures: Sequence[str] = DEFAULT_MEASURES,
+    device: str | None = None,
 ) -> Comparison:
-    """Evaluate each model of `specs` on `collection` (a `qcompress.data.Collection`) under `protocol` and test
-    every later model against the first on per-query NDCG@10 (`paired_test` with `permutations` and `seed`).
+    """Evaluate each model of `specs` on `collection` (a `qcompress.data.Collection`) under `protocol` on the
+    ir_measures `measures` (`metrics.measure_run`) and test every later model against the first on per-query
+    values of the first measure (`scipy_paired_test` with `permutations` and `seed`; Holm-adjusted over the
+    later models).
 
     `first_stage`, `top_k`, `batch_size` and `progress` are `rank`'s; `rerank` without `first_stage` uses the
-    collection's own. `cache_dir` holds pooled encoder outputs (`qcompress.cache.PooledCache`), None for none.
-    The arguments are checked before any model is loaded.
+    collection's own. `cache_dir` holds pooled encoder outputs (`qcompress.cache.PooledCache`), None for none;
+    `device` is where the models run (default: cuda when available). The arguments are checked before any
+    model is loaded.
     """
     if not specs:
         raise ValueError("specs is empty: name at least one model")
+    names = list(dict.fromkeys(measure_names(measures, collection.relevance_level)))
+    if not names:
+        raise ValueError("measures is empty: name at least one measure")
     for name, value in (("top_k", top_k), ("batch_size", batch_size), ("permutations", permutations)):
         if value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
@@ -140,12 +162,13 @@ def compare(
     models: list[ModelResult] = []
     for spec in specs:
         models.append(_evaluate_spec(spec, [m.label for m in models], collection, protocol, cache_dir=cache_dir,
-                                     progress=progress, first_stage=first_stage, top_k=top_k, batch_size=batch_size))
-    qids = list(collection.qrels)
-    base = [models[0].evaluation.per_query[q][SIGNIFICANCE_METRIC] for q in qids]
-    significance = {
-        m.label: paired_test([m.evaluation.per_query[q][SIGNIFICANCE_METRIC] for q in qids], base,
-                             permutations=permutations, seed=seed)
-        for m in models[1:]
-    }
-    return Comparison(protocol, qids, models, significance, _notes(collection, protocol, models))
+                                     device=device, progress=progress, first_stage=first_stage, top_k=top_k,
+                                     batch_size=batch_size, metrics=names))
+    qids, metric = list(collection.qrels), names[0]
+    base = [models[0].evaluation.per_query[q][metric] for q in qids]
+    tests = [scipy_paired_test([m.evaluation.per_query[q][metric] for q in qids], base, permutations=permutations,
+                               seed=seed) for m in models[1:]]
+    holm_randomization, holm_t = holm([t.randomization_p for t in tests]), holm([t.t_p for t in tests])
+    significance = {m.label: Significance(test, holm_randomization[i], holm_t[i])
+                    for i, (m, test) in enumerate(zip(models[1:], tests))}
+    return Comparison(protocol, qids, models, names, metric, significance, _notes(collection, protocol, models))

@@ -26,7 +26,7 @@ from qcompress.evaluation.metrics import cut_run
 from qcompress.data.trecdl import EVALUATION_SETS
 
 __all__ = ["PROTOCOLS", "check_protocol", "choose_protocol", "default_protocol", "candidates", "doc_texts",
-           "Texts", "collection_texts"]
+           "Texts", "collection_texts", "UnknownDocuments"]
 
 PROTOCOLS = ("judged", "full", "pool", "rerank")
 
@@ -44,17 +44,20 @@ def check_protocol(protocol: str, first_stage: object = None) -> None:
 
 
 def default_protocol(dataset: str | None) -> str:
-    """The protocol a collection is evaluated with unless one is named: `full` for the bundled collections and
-    BEIR folders, `rerank` for the local TREC DL evaluation sets (their BM25 run), `judged` for ir_datasets ids
-    (the paper's protocol).
+    """The protocol a collection is evaluated with unless one is named: `full` for the bundled collections, BEIR
+    folders and BEIR's ir_datasets ids (beir/..., ranked against the whole corpus as BEIR and MTEB report them),
+    `rerank` for the local TREC DL evaluation sets (their BM25 run), `judged` for other ir_datasets ids (the
+    paper's protocol).
 
     Example:
-        >>> default_protocol("cranfield"), default_protocol("msmarco-passage/trec-dl-2019/judged")
-        ('full', 'judged')
+        >>> default_protocol("cranfield"), default_protocol("beir/scifact")
+        ('full', 'full')
+        >>> default_protocol("msmarco-passage/trec-dl-2019/judged")
+        'judged'
     """
     if dataset in EVALUATION_SETS:
         return "rerank"
-    if dataset is None or dataset in BUNDLED or Path(dataset).is_dir():
+    if dataset is None or dataset in BUNDLED or dataset.startswith("beir/") or Path(dataset).is_dir():
         return "full"
     return "judged"
 
@@ -107,11 +110,19 @@ def doc_texts(corpus: Mapping[str, str], doc_ids: Sequence[str], name: str, *, j
     found = get_many(doc_ids) if get_many is not None else {d: corpus[d] for d in doc_ids if d in corpus}
     missing = [d for d in doc_ids if d not in found]
     if missing and not judged:
-        raise ValueError(
-            f"{len(missing)} candidate document(s) are not in the corpus of {name} (e.g. {missing[0]!r}); "
-            "the first-stage run names documents of another collection"
-        )
+        raise UnknownDocuments(missing, name)
     return found
+
+
+class UnknownDocuments(InputError):
+    """First-stage candidates without text in the corpus (`doc_ids`, in candidate order): the run belongs to
+    another collection. The CLI names the run file's line from `doc_ids[0]`."""
+
+    def __init__(self, doc_ids: Sequence[str], collection: str) -> None:
+        self.doc_ids = list(doc_ids)
+        super().__init__(f"{len(doc_ids)} candidate document(s) are not in the corpus of {collection} (e.g. "
+                         f"{doc_ids[0]!r}); the first-stage run names documents of another collection",
+                         field="first_stage")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from qcompress import search
 from qcompress.cache import encode
-from qcompress.evaluation.metrics import METRICS, Run, evaluate_run
+from qcompress.evaluation.metrics import METRICS, Run, evaluate_run, measure_run
 from qcompress.evaluation.protocols import collection_texts
 from qcompress.similarity import check_similarity, pairwise_scores
 
@@ -126,10 +126,14 @@ def evaluate(
     progress: Progress | None = None,
     metrics: Sequence[str] = tuple(METRICS),
 ) -> Evaluation:
-    """`rank`, then `evaluate_run` against the collection's qrels at its relevance level."""
+    """`rank`, then the metrics against the collection's qrels at its relevance level: `metrics` are ir_measures
+    names (`measure_run`: nDCG@10, AP...) or all older keys of `METRICS` (`evaluate_run`: ndcg_cut_10...)."""
     run = rank(model, collection, protocol, first_stage=first_stage, top_k=top_k, batch_size=batch_size,
                cache=cache, progress=progress)
-    mean, per_query = evaluate_run(run, collection.qrels, collection.relevance_level, metrics)
+    if all(m in METRICS for m in metrics):  # the older keys, which training logs and recipes use
+        mean, per_query = evaluate_run(run, collection.qrels, collection.relevance_level, metrics)
+    else:
+        mean, per_query = measure_run(run, collection.qrels, metrics, collection.relevance_level)
     empty = [q for q in collection.qrels if not run.get(q)]
     unranked = 0
     if protocol == "judged":

@@ -1,8 +1,11 @@
-"""Paired significance tests of two systems' per-query values: a randomization test and a t-test.
+"""Paired significance tests of two systems' per-query values: permutation tests, a t-test, Holm's correction.
 
-`paired_test` is the one comparison qcompress reports (`qcompress evaluate`, the recipes): both tests at once.
-The randomization test is numpy with a seeded PCG64, so its p-values are reproducible bit for bit; the t-test is
-scipy's `ttest_rel`.
+Two comparisons of two systems, each giving a permutation test and a t-test at once:
+    scipy_paired_test  what `qcompress evaluate` reports: scipy.stats.permutation_test (paired: the samples'
+                       signs flipped, two-sided, on the mean difference) and scipy.stats.ttest_rel
+    paired_test        what the recipes report (their published p-values): `paired_randomization_test`, numpy with
+                       a seeded PCG64 (reproducible bit for bit), and the same t-test
+`holm` adjusts the p-values of several models compared with one (Holm-Bonferroni, step-down).
 
 Example:
     >>> r = paired_test([0.5, 0.7, 0.9, 0.6], [0.4, 0.5, 0.6, 0.6], permutations=1000)
@@ -19,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["paired_randomization_test", "paired_t_test", "paired_test", "PairedTest"]
+__all__ = ["paired_randomization_test", "paired_t_test", "paired_test", "PairedTest", "scipy_paired_test", "holm"]
 
 
 def paired_randomization_test(
@@ -111,3 +114,54 @@ def paired_test(a: Sequence[float], b: Sequence[float], *, permutations: int = 1
     difference = sum(a) / len(a) - sum(b) / len(b) if len(a) else math.nan
     return PairedTest(difference, paired_randomization_test(a, b, n=permutations, seed=seed), t, t_p,
                       permutations, seed)
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(a - b, axis=axis)
+
+
+def scipy_paired_test(
+    a: Sequence[float], b: Sequence[float], *, permutations: int = 10_000, seed: int = 0
+) -> PairedTest:
+    """Compare per-query values of two systems (same queries, same order) with scipy: a two-sided paired
+    permutation test of the mean difference (`scipy.stats.permutation_test`, permutation_type "samples": each
+    query's two values swapped or not; exact when 2^n <= `permutations`, else `permutations` random ones from
+    a generator seeded with `seed`) and the paired t-test (`paired_t_test`, i.e. `scipy.stats.ttest_rel`).
+
+    Example:
+        >>> r = scipy_paired_test([0.5, 0.7, 0.9, 0.6], [0.4, 0.5, 0.6, 0.6])   # 2^4 sign patterns: exact
+        >>> round(r.difference, 3), r.randomization_p, round(r.t_p, 3)
+        (0.15, 0.25, 0.103)
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired values must have the same length, got {len(a)} and {len(b)}")
+    t, t_p = paired_t_test(a, b)
+    if not len(a):
+        return PairedTest(math.nan, math.nan, t, t_p, permutations, seed)
+    difference = sum(a) / len(a) - sum(b) / len(b)
+    from scipy import stats  # about a second to import: loaded by the first test (see paired_t_test)
+
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    result = stats.permutation_test(
+        (x, y), _mean_difference, permutation_type="samples", vectorized=True, n_resamples=permutations,
+        alternative="two-sided", batch=max(1, 2_000_000 // len(x)),  # bounded memory: batch x queries at a time
+        rng=np.random.default_rng(seed),
+    )
+    return PairedTest(difference, float(min(1.0, result.pvalue)), t, t_p, permutations, seed)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input's order: the i-th smallest of m is multiplied by m - i + 1,
+    kept at least its predecessor's and at most 1. Undefined (nan) p-values stay nan and do not count in m.
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03, float("nan")])
+        [0.03, 0.06, 0.06, nan]
+    """
+    finite = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (len(finite) - rank) * p))
+        adjusted[i] = running
+    return adjusted

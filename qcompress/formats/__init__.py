@@ -15,28 +15,7 @@ Readers raise `qcompress.errors.InputError` naming the file, the 1-based line (o
 CLI prints one line and exits 1. Writers never leave a partial file at the final path.
 """
 
-from qcompress.formats.embeddings import (
-    METADATA_KEY,
-    MODEL_FIELDS,
-    EmbeddingBatch,
-    Embeddings,
-    check_same_model,
-    count_embedding_rows,
-    has_texts,
-    iter_embedding_batches,
-    partial_path,
-    read_embedding_metadata,
-    read_embeddings,
-    read_texts_by_id,
-    scan_embeddings,
-)
-from qcompress.formats.texts import iter_texts, read_pairs, read_parquet_texts, read_texts
-from qcompress.formats.trec import iter_qrels, read_qrels, read_run, write_run
-from qcompress.formats.ids import UniqueIds
-from qcompress.formats.writer import EmbeddingWriter, RowGroup
-
-# The 8-bit codes live in qcompress.quantization; re-exported here, where they were first defined.
-from qcompress.quantization import dequantize_angles, quantize_angles
+from qcompress._lazy import attach
 
 __all__ = [
     "iter_texts",
@@ -66,3 +45,17 @@ __all__ = [
     "read_qrels",
     "iter_qrels",
 ]
+
+# Imported on first use (qcompress._lazy): reading a TREC run needs neither pyarrow nor torch. The 8-bit codes
+# live in qcompress.quantization; re-exported here, where they were first defined.
+__getattr__, __dir__ = attach(__name__, {
+    "METADATA_KEY": "embeddings", "MODEL_FIELDS": "embeddings", "EmbeddingBatch": "embeddings",
+    "Embeddings": "embeddings", "check_same_model": "embeddings", "iter_embedding_batches": "embeddings",
+    "partial_path": "embeddings", "read_embedding_metadata": "embeddings", "read_embeddings": "embeddings",
+    "scan_embeddings": "embeddings", "count_embedding_rows": "embeddings", "has_texts": "embeddings",
+    "read_texts_by_id": "embeddings",
+    "iter_texts": "texts", "read_pairs": "texts", "read_parquet_texts": "texts", "read_texts": "texts",
+    "iter_qrels": "trec", "read_qrels": "trec", "read_run": "trec", "write_run": "trec",
+    "EmbeddingWriter": "writer", "RowGroup": "writer", "UniqueIds": "ids",
+    "dequantize_angles": "qcompress.quantization", "quantize_angles": "qcompress.quantization",
+})

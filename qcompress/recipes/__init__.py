@@ -40,21 +40,20 @@ Modules: config (recipe files, profiles, overrides, the expanded runs), runner (
 resuming, reusing), report (tables, paired tests, plots), peers (the baselines), __main__ (the command line).
 """
 
-from qcompress.recipes.config import RunSpec, config_key, expand_runs, load_recipe, profile_config
-from qcompress.recipes.report import aggregate, collect_rows, export, pairs_table, plot, significance, table, update_doc
-from qcompress.recipes.runner import run_one, run_recipe
+from qcompress._lazy import attach
 
 __all__ = ["load_recipe", "profile_config", "expand_runs", "run_recipe", "aggregate", "main", "RunSpec",
            # the old module's other public functions, at their old path
            "config_key", "run_one", "collect_rows", "significance", "table", "pairs_table", "plot", "update_doc",
            "export"]
 
-
-def __getattr__(name: str):
-    # `main` lives in __main__.py; importing it here eagerly would make `python -m qcompress.recipes` find that
-    # module already imported and warn (runpy), so it is imported when first asked for.
-    if name == "main":
-        from qcompress.recipes.__main__ import main
-
-        return main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Imported on first use (qcompress._lazy). `main` lives in __main__.py: importing it eagerly would make
+# `python -m qcompress.recipes` find that module already imported and warn (runpy).
+__getattr__, __dir__ = attach(__name__, {
+    "RunSpec": "config", "config_key": "config", "expand_runs": "config", "load_recipe": "config",
+    "profile_config": "config",
+    "aggregate": "report", "collect_rows": "report", "export": "report", "pairs_table": "report", "plot": "report",
+    "significance": "report", "table": "report", "update_doc": "report",
+    "run_one": "runner", "run_recipe": "runner",
+    "main": "__main__",
+})

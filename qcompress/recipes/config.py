@@ -31,7 +31,7 @@ from qcompress.errors import InputError
 from qcompress.training import resolve_variant
 
 __all__ = ["RunSpec", "load_recipe", "profile_config", "expand_runs", "eval_sets", "trec_dir", "config_key",
-           "format_template", "variant_layers", "METRIC", "RUN_KINDS"]
+           "format_template", "variant_layers", "plain_name", "METRIC", "RUN_KINDS"]
 
 METRIC = "ndcg_cut_10"  # the metric of the tables, the plots and the paired tests
 RUN_KINDS = ("train", "encoder", "peer", "first_stage")
@@ -50,6 +50,24 @@ def _toml():
     return tomllib
 
 
+def plain_name(value: Any, field: str, file: str | os.PathLike | None = None) -> str:
+    """`value`, which becomes one component of an output path (a recipe's `name`, a profile, a plot's `file`),
+    if it is a plain file name: a non-empty string without a path separator, not "." or "..". Anything else could
+    write outside the output folder, and is refused (InputError naming the file and field).
+
+    Example:
+        >>> plain_name("variants", "name")
+        'variants'
+        >>> plain_name("../../escaped", "name", "x.toml")
+        Traceback (most recent call last):
+        ...
+        qcompress.errors.InputError: x.toml: field "name": '../../escaped' is not a plain file name (no folders)
+    """
+    if not isinstance(value, str) or value in ("", ".", "..") or any(c in value for c in "/\\\0"):
+        raise InputError(f"{value!r} is not a plain file name (no folders)", file=file, field=field)
+    return value
+
+
 def load_recipe(path: str | os.PathLike) -> dict:
     """Read a recipe file (TOML) and check its top-level layout; the recipe remembers its `path`."""
     tomllib = _toml()
@@ -59,6 +77,7 @@ def load_recipe(path: str | os.PathLike) -> dict:
     for key in ("name", "profiles"):
         if key not in recipe:
             raise InputError(f"a recipe needs `{key}`", file=path, field=key)
+    plain_name(recipe["name"], "name", path)
     recipe["path"] = str(path)
     return recipe
 
@@ -89,6 +108,7 @@ def profile_config(recipe: dict, profile: str, overrides: Sequence[str] = ()) ->
     reach into tables: "train.max_steps=2") applied, and defaults filled in."""
     profiles = recipe["profiles"]
     path = recipe.get("path")
+    plain_name(profile, "profile", path)
     if profile not in profiles:
         raise InputError(f"recipe {recipe['name']!r} has no profile {profile!r}; it has {', '.join(profiles)}",
                          file=path, field="profiles")
@@ -99,6 +119,8 @@ def profile_config(recipe: dict, profile: str, overrides: Sequence[str] = ()) ->
     cfg.setdefault("max_length", 256)
     cfg.setdefault("train", {})
     cfg.setdefault("runs", [])
+    for i, plot in enumerate(cfg.get("plots", [])):
+        plain_name(plot.get("file") if isinstance(plot, dict) else plot, f"plots[{i}].file", path)
     if not cfg.get("evaluate"):
         raise InputError(f"profile {profile!r} of {recipe['name']!r} has no `evaluate` sets", file=path,
                          field="evaluate")

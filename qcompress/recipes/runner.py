@@ -156,7 +156,7 @@ def _train_settings(spec: RunSpec, cfg: dict, model_dir: Path, cache_dir: Path) 
     if layers and "train_layers" not in spec.params and cfg.get("encoder_layers") is not None:
         args["train_layers"] = int(cfg["encoder_layers"])
     args.update(output=str(model_dir), encoder=cfg.get("encoder"), max_length=int(cfg["max_length"]),
-                seed=int(spec.seed), cache_dir=str(cache_dir))
+                seed=int(spec.seed), cache_dir=str(cache_dir), device=cfg.get("device"))
     # An interrupted training left a checkpoint beside its output folder: continue it (same settings, same weights).
     resume = any(checkpoint_dir(model_dir).glob("step-*/state.json"))
     args.update(resume=resume, overwrite=not resume)
@@ -181,7 +181,7 @@ def _run_train(spec: RunSpec, cfg: dict, out: Path, cache_dir: Path, keep_models
     train(args, collection=collection)
     train_seconds = time.perf_counter() - t0
     info = summary(model_dir)
-    model = load_model(model_dir, device=None if torch.cuda.is_available() else "cpu")
+    model = load_model(model_dir, device=cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     n_layers = int(model.config.training["train_layers"])
     similarity = model.similarity
     extra = {"head_parameters": _head_parameters(model),
@@ -204,7 +204,8 @@ def _identity(pooled: Tensor) -> Tensor:
 
 
 def _run_untrained(spec: RunSpec, cfg: dict, cache_dir: Path) -> dict:
-    model = build_model(cfg.get("encoder"), head="none", similarity="cosine", max_length=int(cfg["max_length"]))
+    model = build_model(cfg.get("encoder"), head="none", similarity="cosine", max_length=int(cfg["max_length"]),
+                        device=cfg.get("device"))
     t1 = time.perf_counter()
     if spec.kind == "encoder":
         similarity = spec.params.get("similarity", "cosine")

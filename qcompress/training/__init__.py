@@ -21,12 +21,7 @@ Files (OUT is the output folder):
 `train`'s docstring has an example that trains and loads a model.
 """
 
-from qcompress.training.checkpoint import OutputInTheWay, checkpoint_dir
-from qcompress.training.config import (
-    DEFAULT_HEAD_LR, VARIANTS, ArgumentError, TrainConfig, default_dim, resolve_variant,
-)
-from qcompress.training.loop import TrainingInterrupted, summary, train
-from qcompress.training.negatives import Examples, build_examples, mine_negatives, pooled_outputs
+from qcompress._lazy import attach
 
 __all__ = [
     "VARIANTS",
@@ -45,3 +40,13 @@ __all__ = [
     "ArgumentError",
     "OutputInTheWay",
 ]
+
+# Imported on first use (qcompress._lazy): `qcompress train --help` reads TrainConfig without loading torch.
+__getattr__, __dir__ = attach(__name__, {
+    "OutputInTheWay": "checkpoint", "checkpoint_dir": "checkpoint",
+    "DEFAULT_HEAD_LR": "config", "VARIANTS": "config", "ArgumentError": "config", "TrainConfig": "config",
+    "default_dim": "config", "resolve_variant": "config",
+    "TrainingInterrupted": "loop", "summary": "loop", "train": "loop",
+    "Examples": "negatives", "build_examples": "negatives", "mine_negatives": "negatives",
+    "pooled_outputs": "negatives",
+})

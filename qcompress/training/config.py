@@ -10,14 +10,11 @@ import string
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from qcompress.encoder import DEFAULT_MAX_LENGTH
+from qcompress.defaults import DEFAULT_MAX_LENGTH, DEFAULT_SIMILARITY, MIXINGS, POOLINGS
 from qcompress.errors import InputError
-from qcompress.mixing import MIXINGS
-from qcompress.model import DEFAULT_SIMILARITY
-from qcompress.pooling import POOLINGS
 
-__all__ = ["VARIANTS", "DEFAULT_HEAD_LR", "FROZEN_PREFIX", "LOSSES", "DISTILL_MIXING", "TrainConfig", "ArgumentError", "resolve_variant",
-           "default_dim", "as_config", "check_values", "resolve", "recipe_of", "Progress"]
+__all__ = ["VARIANTS", "DEFAULT_HEAD_LR", "FROZEN_PREFIX", "LOSSES", "PSEUDO_QUERIES", "DISTILL_MIXING", "TrainConfig",
+           "ArgumentError", "resolve_variant", "default_dim", "as_config", "check_values", "resolve", "recipe_of", "Progress"]
 
 # SPEC §4. "Last 4 layers" is what the authors meant; their loop trained layer 0 plus the last 3 (see --help).
 VARIANTS: dict[str, dict] = {
@@ -98,7 +95,7 @@ class TrainConfig:
         None,
         "One of the paper's six (SPEC §4), case-insensitive: BT, QBT (no head; cosine / fidelity), BEC, QBEC "
         "(linear / quantum head, last 4 layers train), BFEC, QBFEC (frozen encoder; QBFEC also L2-normalises "
-        "before the angle encoding, as the authors do). Explicit --head/--dim/--similarity/--train-layers/"
+        "before the angle encoding, as the authors do). Explicit --head, --dim, --similarity, --train-layers and "
         "--normalize override it.",
     )
     encoder: str | None = _arg(
