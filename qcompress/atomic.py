@@ -58,6 +58,13 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        # Libraries write some files through their own temporary files (safetensors: 0600); everything in the
+        # folder gets the mode a plain open()/mkdir() would give, as every other output does.
+        for root, dirs, files in os.walk(tmp):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), _default_mode(directory=True))
+            for name in files:
+                os.chmod(os.path.join(root, name), _default_mode(directory=False))
         os.chmod(tmp, _default_mode(directory=True))
         if path.exists():
             old = path.with_name(f".{path.name}.old")

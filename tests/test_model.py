@@ -287,3 +287,22 @@ def test_a_recipe_runs_on_mpnet_by_name(mpnet_path, tmp_path, monkeypatch):
     qbfec = [r for r in results if r["label"] == "QBFEC"]
     assert qbfec and qbfec[0]["encoder"] == "mpnet"
     assert qbfec[0]["rows"][0]["dim"] == 256 and qbfec[0]["rows"][0]["head_parameters"] == 6144
+
+
+def test_every_file_of_a_model_folder_follows_the_umask(tiny_encoder, tmp_path):
+    """Issue 14 item 16 (fails before: safetensors writes its files 0600, so head.safetensors and the encoder's
+    weights were unreadable to the group while qcompress.json was readable)."""
+    import os
+
+    from qcompress.atomic import atomic_dir
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "m") as tmp:
+            build_model(tiny_encoder, head="quantum", dim=8, device="cpu").save(tmp)
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path / "m").as_posix(): p.stat().st_mode & 0o777
+             for p in (tmp_path / "m").rglob("*")}
+    assert modes["head.safetensors"] == 0o644 and modes["encoder/model.safetensors"] == 0o644
+    assert set(modes.values()) == {0o644, 0o755}
