@@ -43,10 +43,10 @@ def test_compress_corpus_jsonl(minilm_path, tmp_path, monkeypatch):
     err = lines(result.stderr)
     assert err[0] == "writing corpus.parquet"
     assert err[1].startswith("note: no --model or --encoder given: using the default model, ")
-    assert "all-MiniLM-L6-v2 without a head, compared by fidelity" in err[1]
-    assert err[-1] == "wrote 3 rows of 384 float32 angles to corpus.parquet"
+    assert "the trained model shipped with qcompress" in err[1]  # the bundled 384 -> 128 head (issue 18)
+    assert err[-1] == "wrote 3 rows of 128 float32 angles to corpus.parquet"
     emb = read_embeddings(tmp_path / "corpus.parquet")
-    assert emb.ids == ["d1", "d2", "d3"] and emb.column == "angles" and emb.values.shape == (3, 384)
+    assert emb.ids == ["d1", "d2", "d3"] and emb.column == "angles" and emb.values.shape == (3, 128)
 
     again = runner.invoke(app, ["compress", "corpus.jsonl"])  # never replaced silently
     assert again.exit_code == 2 and again.stderr.count("\n") == 1

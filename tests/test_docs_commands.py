@@ -30,8 +30,12 @@ SHELL = ("", "bash", "sh", "shell", "console")
 def command_lines(text: str) -> list[str]:
     """The qcompress invocations of a markdown text's shell blocks, one string each (continuations joined)."""
     found = []
-    for block in (body for language, body in FENCE.findall(text) if language in SHELL):
+    for language, block in ((language, body) for language, body in FENCE.findall(text) if language in SHELL):
         for line in block.replace("\\\n", " ").splitlines():
+            if language == "console":  # a session: commands after the prompt, the rest is what they printed
+                if not line.startswith("$ "):
+                    continue
+                line = line[2:]
             line = re.sub(r"(^|\s)#.*$", "", line).strip()  # shell comments
             for part in re.split(r"\|\||&&|\||;", line):
                 words = part.split()
