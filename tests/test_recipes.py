@@ -365,3 +365,19 @@ def test_runs_from_uncommitted_code_are_not_aggregated_unless_asked(tiny_bert4, 
     with pytest.raises(InputError, match="uncommitted changes .on commit abc1234"):
         recipes.aggregate(recipe, "offline", cfg, tmp_path / "out")
     assert recipes.aggregate(recipe, "offline", cfg, tmp_path / "out", allow_dirty=True).is_file()
+
+
+def test_update_doc_fills_empty_marker_pairs_one_at_a_time(tmp_path):
+    """Two fresh sections, each with empty markers: filling the first must not swallow the second (it did)."""
+    report = tmp_path / "results.md"
+    report.write_text("title\n\nRuns finished: 1 of 1.\n\n| a |\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- table: r/offline -->\n<!-- /table -->\n\ntext between\n\n"
+                   "<!-- table: r/offline-dl -->\n<!-- /table -->\n")
+    assert recipes.update_doc(doc, "r/offline", report)
+    assert recipes.update_doc(doc, "r/offline-dl", report)
+    body = "Runs finished: 1 of 1.\n\n| a |\n"
+    assert doc.read_text() == (f"<!-- table: r/offline -->\n{body}<!-- /table -->\n\ntext between\n\n"
+                               f"<!-- table: r/offline-dl -->\n{body}<!-- /table -->\n")
+    assert recipes.update_doc(doc, "r/offline", report)  # again: the same text
+    assert doc.read_text().count("Runs finished") == 2

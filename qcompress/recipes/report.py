@@ -347,10 +347,11 @@ def update_doc(doc: Path, key: str, results_md: Path) -> bool:
     start = next((i for i, line in enumerate(lines) if line.startswith("Runs finished")), 0)
     body = "\n".join(lines[start:]).strip()
     text = doc.read_text()
-    pattern = re.compile(rf"(<!-- table: {re.escape(key)} -->\n).*?(\n<!-- /table -->)", re.S)
+    # Markers with nothing between them yet are a pair too (a lazy ".*?\n" would run on to the next table's end).
+    pattern = re.compile(rf"(<!-- table: {re.escape(key)} -->\n)(?:.*?\n)??(<!-- /table -->)", re.S)
     if not pattern.search(text):
         return False
-    doc.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(2), text))
+    doc.write_text(pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text))
     return True
 
 
