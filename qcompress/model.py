@@ -190,9 +190,9 @@ class QCompressModel(nn.Module):
         qcompress's files, the encoder, the same model as sentence-transformers modules, and the model card
         (`name`: what the card calls the model, by default the folder's name).
 
-        `store_encoder=False` (a frozen encoder with a Hub id only) writes a head-only folder of a few KB that names
-        the encoder by Hub id and revision: qcompress loads it (the encoder from the Hub or its offline copy);
-        sentence-transformers needs the full folder."""
+        `store_encoder=False` (a frozen encoder with a Hub id only) writes a head-only folder (qcompress.json, the
+        head's and the mixing's weights) that names the encoder by Hub id and revision: qcompress loads it (the
+        encoder from the Hub or its offline copy); sentence-transformers needs the full folder."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if not store_encoder and (self.config.encoder_trained or not self.config.base_model):

@@ -2,7 +2,7 @@
 # The head that ships with qcompress (qcompress/default_model/): a 384 -> 128 quantum head for the offline
 # all-MiniLM-L6-v2 with a PCA mixing (centring and a rotation onto the principal axes, fitted on the same text),
 # trained label-free (train --loss distill) on the Cranfield corpus, the text that ships with qcompress. The head is
-# 12 KB (3,072 parameters); the fitted rotation 577 KB (384 x 384 float32): the few-KB mixings measured worse (see
+# 12 KB (3,072 parameters); the fitted rotation 578 KB (384 x 384 float32): the few-KB mixings measured worse (see
 # docs/results.md). The encoder is named by its Hub id, never copied. About 5 minutes on 2 CPU cores.
 #
 #   bash recipes/default-head.sh            # rewrites qcompress/default_model/

@@ -223,8 +223,8 @@ class TrainConfig:
     store_encoder: bool = _arg(
         True,
         "Copy the encoder into the model folder (a complete sentence-transformers model). --no-store-encoder, for a "
-        "frozen encoder with a Hub id: a head-only folder of a few KB that names the encoder by Hub id and revision "
-        "(qcompress loads it; sentence-transformers needs the full folder).",
+        "frozen encoder with a Hub id: a head-only folder (head and mixing weights) that names the encoder by Hub "
+        "id and revision (qcompress loads it; sentence-transformers needs the full folder).",
         "--store-encoder/--no-store-encoder",
     )
 
