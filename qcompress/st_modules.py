@@ -86,11 +86,34 @@ class AngleEncoding(Module):
         model._similarity_pairwise = log_fidelity_similarity_pairwise
 
 
-class QuantumHeadModule(Module):
+class _WeightedModule(Module):
+    """A module whose config (`config_keys`) and weights (model.safetensors, safetensors only) are saved in its
+    folder; loading refuses a folder without the weights (`what` names them in the message)."""
+
+    what = "the module's weights"
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        self.save_config(output_path)
+        self.save_torch_weights(output_path, safe_serialization=True)  # safetensors only, never a pickle
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
+             cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
+             **kwargs) -> "_WeightedModule":
+        hub = dict(subfolder=subfolder, token=token, cache_folder=cache_folder, revision=revision,
+                   local_files_only=local_files_only)
+        module = cls(**cls.load_config(model_name_or_path, **hub))
+        if cls.load_file_path(model_name_or_path, filename="model.safetensors", **hub) is None:
+            raise ValueError(f"{model_name_or_path}: {subfolder}/model.safetensors is missing ({cls.what})")
+        return cls.load_torch_weights(model_name_or_path, model=module, **hub)
+
+
+class QuantumHeadModule(_WeightedModule):
     """The quantum compression head (qcompress.quantum.QuantumHead) as a sentence-transformers module: angles in,
     angles out. Weights: model.safetensors (`head.raw`)."""
 
     config_keys = ["in_dim", "out_dim"]
+    what = "the head's weights"
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
@@ -104,30 +127,16 @@ class QuantumHeadModule(Module):
     def get_embedding_dimension(self) -> int:
         return self.out_dim
 
-    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
-        self.save_config(output_path)
-        self.save_torch_weights(output_path, safe_serialization=True)  # safetensors only, never a pickle
 
-    @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
-             cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
-             **kwargs) -> "QuantumHeadModule":
-        hub = dict(subfolder=subfolder, token=token, cache_folder=cache_folder, revision=revision,
-                   local_files_only=local_files_only)
-        module = cls(**cls.load_config(model_name_or_path, **hub))
-        if cls.load_file_path(model_name_or_path, filename="model.safetensors", **hub) is None:
-            raise ValueError(f"{model_name_or_path}: {subfolder}/model.safetensors is missing (the head's weights)")
-        return cls.load_torch_weights(model_name_or_path, model=module, **hub)
-
-
-class InputMixingModule(QuantumHeadModule):
+class InputMixingModule(_WeightedModule):
     """The fitted input mixing before the quantum head (qcompress.mixing.InputMixing): centring and an orthogonal
     map of the pooled vector. Weights: model.safetensors (`mixing.mean`, and `mixing.rotation` or `mixing.order`)."""
 
     config_keys = ["kind", "in_dim"]
+    what = "the mixing's fitted weights"
 
     def __init__(self, kind: str, in_dim: int) -> None:
-        Module.__init__(self)
+        super().__init__()
         self.kind, self.in_dim = str(kind), int(in_dim)
         self.mixing = InputMixing(self.kind, self.in_dim)
 
