@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from qcompress.errors import InputError
 from qcompress.formats.texts import iter_texts
 from qcompress.quantum import pairwise_log_fidelity_trainable
 from qcompress.similarity import pairwise_scores
+from qcompress.training.step import backward_through_head, pool_batch
 
 __all__ = ["PSEUDO_QUERIES", "DistillData", "read_corpus", "pseudo_queries", "distill_forward_backward",
            "column_indices", "initial_log_scale", "calibrate_log_scale", "teacher_vectors"]
@@ -139,24 +139,15 @@ def distill_forward_backward(model, cfg, data: DistillData, batch: Tensor, step:
     if own is not None:
         teacher = teacher.masked_fill(own, _LEFT_OUT)
     target = F.log_softmax(teacher, dim=-1)
-    if pooled is not None:
-        pq, pd = pooled[0][batch.to(device)], pooled[1][cols.to(device)]
-    else:
-        pool = pool or model.pool
-        pq = pool(model.prompted([data.query_texts[i] for i in batch.tolist()], "query"))
-        pd = pool(model.prompted([data.doc_texts[i] for i in cols.tolist()], "document"))
-    start = time.perf_counter()
-    trains_encoder = pooled is None
-    hq, hd = pq.detach().requires_grad_(trains_encoder), pd.detach().requires_grad_(trains_encoder)
-    student = _similarities(model, model.project(hq), model.project(hd)) * log_scale.exp()
-    if own is not None:
-        student = student.masked_fill(own, _LEFT_OUT)
-    loss = F.kl_div(F.log_softmax(student, dim=-1), target, log_target=True, reduction="batchmean")
-    loss.backward()
-    head_seconds = time.perf_counter() - start
-    if trains_encoder:
-        torch.autograd.backward([pq, pd], [hq.grad, hd.grad])
-    return loss.item(), head_seconds
+    pq, pd = pool_batch(model, pooled, batch, cols, data.query_texts, data.doc_texts, pool)
+
+    def loss_of(hq: Tensor, hd: Tensor) -> Tensor:
+        student = _similarities(model, model.project(hq), model.project(hd)) * log_scale.exp()
+        if own is not None:
+            student = student.masked_fill(own, _LEFT_OUT)
+        return F.kl_div(F.log_softmax(student, dim=-1), target, log_target=True, reduction="batchmean")
+
+    return backward_through_head(pq, pd, loss_of, trains_encoder=pooled is None)
 
 
 def initial_log_scale(similarity: str) -> nn.Parameter:

@@ -201,10 +201,13 @@ class _Data:
         return source.query_texts, source.doc_texts
 
 
+def _no_progress(description: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
 def _pool_all(model, cache_dir: Path, progress: Progress | None, queries: list[str], docs: list[str]) -> tuple:
-    noop = (lambda d, t: None)
     return tuple(
-        pooled_outputs(model, texts, cache_dir, (progress or noop)(f"encoding training {what}", len(texts)),
+        pooled_outputs(model, texts, cache_dir, (progress or _no_progress)(f"encoding training {what}", len(texts)),
                        role=role).to(model.device)
         for what, texts, role in (("queries", queries, "query"), ("documents", docs, "document"))
     )
@@ -217,9 +220,8 @@ def _fit_mixing(model, cfg: TrainConfig, docs: list[str], pooled_docs: Tensor | 
     if model.mixing is None:
         return
     if pooled_docs is None:
-        noop = (lambda d, t: None)
-        pooled_docs = pooled_outputs(model, docs, cache_dir, (progress or noop)("encoding documents for the mixing",
-                                                                                 len(docs)), role="document")
+        bar = (progress or _no_progress)("encoding documents for the mixing", len(docs))
+        pooled_docs = pooled_outputs(model, docs, cache_dir, bar, role="document")
     seen = torch.nn.functional.normalize(pooled_docs, dim=-1) if model.config.normalize else pooled_docs
     model.mixing.load_state_dict(InputMixing.fit(cfg.mixing, seen).state_dict())
     model.mixing.to(model.device)

@@ -9,7 +9,7 @@ the batch as an extra column (documents judged relevant to the query are masked 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from qcompress.similarity import paired_scores, pairwise_scores
 from qcompress.training.config import TrainConfig
 from qcompress.training.negatives import Examples
 
-__all__ = ["forward_backward", "in_batch_mask"]
+__all__ = ["forward_backward", "in_batch_mask", "pool_batch", "backward_through_head"]
 
 
 def _logits(model, cfg: TrainConfig, eq: Tensor, ed: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -47,6 +47,35 @@ def in_batch_mask(examples: Examples, qi: Tensor, di: Tensor) -> Tensor:
     return mask
 
 
+def pool_batch(model, pooled, query_rows: Tensor, doc_rows: Tensor, query_texts: Sequence[str],
+               doc_texts: Sequence[str], pool: Callable[[list[str]], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Pooled outputs of the queries and documents at `query_rows` / `doc_rows`: rows of `pooled` (query vectors,
+    document vectors) for a frozen encoder, else their texts through `pool` (default `model.pool`; with gradients),
+    each with its role's prompt."""
+    device = model.device
+    if pooled is not None:
+        return pooled[0][query_rows.to(device)], pooled[1][doc_rows.to(device)]
+    pool = pool or model.pool
+    return (pool(model.prompted([query_texts[i] for i in query_rows.tolist()], "query")),
+            pool(model.prompted([doc_texts[i] for i in doc_rows.tolist()], "document")))
+
+
+def backward_through_head(pq: Tensor, pd: Tensor, loss_of: Callable[[Tensor, Tensor], Tensor],
+                          trains_encoder: bool) -> tuple[float, float]:
+    """`loss_of(queries, documents)` on pooled outputs, backward; returns (loss, seconds of head fwd + bwd).
+
+    The head runs on detached pooled outputs so that its forward + backward can be timed on its own; the encoder's
+    backward then continues from their gradients (the same gradients as one backward pass)."""
+    start = time.perf_counter()
+    hq, hd = pq.detach().requires_grad_(trains_encoder), pd.detach().requires_grad_(trains_encoder)
+    loss = loss_of(hq, hd)
+    loss.backward()
+    head_seconds = time.perf_counter() - start
+    if trains_encoder:
+        torch.autograd.backward([pq, pd], [hq.grad, hd.grad])
+    return loss.item(), head_seconds
+
+
 def forward_backward(model, cfg: TrainConfig, examples: Examples, batch: Tensor, pooled,
                      pool: Callable[[list[str]], Tensor] | None = None) -> tuple[float, float]:
     """Loss of one batch of examples, with gradients accumulated; returns (loss, seconds of head fwd + bwd).
@@ -60,24 +89,12 @@ def forward_backward(model, cfg: TrainConfig, examples: Examples, batch: Tensor,
     uq, q_inv = torch.unique(qi, return_inverse=True)
     ud, d_inv = torch.unique(di.reshape(-1), return_inverse=True)
     device = model.device
-    if pooled is not None:
-        pq, pd = pooled[0][uq.to(device)], pooled[1][ud.to(device)]
-    else:
-        pool = pool or model.pool
-        pq = pool(model.prompted([examples.query_texts[i] for i in uq.tolist()], "query"))
-        pd = pool(model.prompted([examples.doc_texts[i] for i in ud.tolist()], "document"))
-    start = time.perf_counter()
-    # The head runs on detached pooled outputs so that its forward + backward can be timed on its own; the
-    # encoder's backward then continues from their gradients (the same gradients as one backward pass).
-    trains_encoder = pooled is None
-    hq, hd = pq.detach().requires_grad_(trains_encoder), pd.detach().requires_grad_(trains_encoder)
-    eq = model.project(hq)[q_inv.to(device)]
-    ed = model.project(hd)[d_inv.to(device)].reshape(di.shape[0], di.shape[1], -1)
+    pq, pd = pool_batch(model, pooled, uq, ud, examples.query_texts, examples.doc_texts, pool)
     mask = in_batch_mask(examples, qi, di).to(device) if cfg.in_batch_negatives else None
-    logits, target = _logits(model, cfg, eq, ed, mask)
-    loss = F.cross_entropy(logits, target)
-    loss.backward()
-    head_seconds = time.perf_counter() - start
-    if trains_encoder:
-        torch.autograd.backward([pq, pd], [hq.grad, hd.grad])
-    return loss.item(), head_seconds
+
+    def loss_of(hq: Tensor, hd: Tensor) -> Tensor:
+        eq = model.project(hq)[q_inv.to(device)]
+        ed = model.project(hd)[d_inv.to(device)].reshape(di.shape[0], di.shape[1], -1)
+        return F.cross_entropy(*_logits(model, cfg, eq, ed, mask))
+
+    return backward_through_head(pq, pd, loss_of, trains_encoder=pooled is None)
