@@ -207,14 +207,12 @@ class QCompressModel(nn.Module):
         if self.mixing is not None:
             mixing_state = {k: v.detach().cpu().contiguous() for k, v in self.mixing.state_dict().items()}
             save_file(mixing_state, str(folder / MIXING_WEIGHTS))
-        if not store_encoder:
-            (folder / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-            return
-        hf_logging.disable_progress_bar()  # our own progress bars own stderr (loading a model turns it back on)
-        self.encoder.save_pretrained(folder / ENCODER_DIR, safe_serialization=True)
-        self.tokenizer.save_pretrained(folder / ENCODER_DIR)
-        write_st_files(folder, config, ENCODER_DIR, state, mixing_state)
-        (folder / "README.md").write_text(model_card(config, name or Path(folder).name))
+        if store_encoder:
+            hf_logging.disable_progress_bar()  # our own progress bars own stderr (loading a model turns it back on)
+            self.encoder.save_pretrained(folder / ENCODER_DIR, safe_serialization=True)
+            self.tokenizer.save_pretrained(folder / ENCODER_DIR)
+            write_st_files(folder, config, ENCODER_DIR, state, mixing_state)
+            (folder / "README.md").write_text(model_card(config, name or Path(folder).name))
         (folder / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
