@@ -155,7 +155,7 @@ def initial_log_scale(similarity: str) -> nn.Parameter:
 
 
 @torch.no_grad()
-def calibrate_log_scale(model, cfg, data: DistillData, pooled: tuple[Tensor, Tensor] | None) -> None:
+def calibrate_log_scale(model, cfg, data: DistillData, pooled: tuple[Tensor, Tensor]) -> None:
     """Start the student's scale where its logits spread like the teacher's on the first documents.
 
     Log-fidelity has no natural unit: between L2-normalised 384-d embeddings it differs by thousandths, between raw
@@ -163,11 +163,7 @@ def calibrate_log_scale(model, cfg, data: DistillData, pooled: tuple[Tensor, Ten
     while the scale's logarithm creeps at the learning rate; matching the standard deviations removes that phase."""
     rows = torch.arange(min(len(data), CALIBRATION_TEXTS))
     teacher = data.teacher_queries[rows] @ data.teacher_docs[rows].T / cfg.distill_temperature
-    if pooled is not None:
-        pq, pd = pooled[0][rows.to(pooled[0].device)], pooled[1][rows.to(pooled[1].device)]
-    else:
-        pq = model.pool(model.prompted([data.query_texts[i] for i in rows.tolist()], "query"))
-        pd = model.pool(model.prompted([data.doc_texts[i] for i in rows.tolist()], "document"))
+    pq, pd = pool_batch(model, pooled, rows, rows, data.query_texts, data.doc_texts)
     student = _similarities(model, model.project(pq), model.project(pd)).cpu()
     off_diagonal = ~torch.eye(len(rows), dtype=torch.bool)
     spread = student[off_diagonal].std()
