@@ -15,8 +15,12 @@ processes hits them alike, and printed as a ratio to flat-ip (ratios, not second
   index            FidelityIndex(corpus).search: exact top-k by log-fidelity, corpus features cached once
   topk             topk(queries, corpus, k): the same, one-shot (features computed a chunk at a time)
   index-uint8, topk-uint8: the same on 8-bit codes round(theta/pi*255)
+  flat-ip-stream   the flat search over that Parquet file, read as search_parquet reads it (checked, ids unique,
+                   next batch read ahead), features + matmul + running top-k per batch: the streaming baseline
   parquet          search_parquet over a Parquet file of the float32 angles (the path of `qcompress score`),
                    reading included
+The "/ own" column is each exact method's ratio to the flat search doing the same work around it: flat-ip for
+the index methods, flat-ip-oneshot for topk, flat-ip-stream for parquet.
 Conditions (--conditions): idle (nothing started by the benchmark) and busy (one `python -c "while True: pass"`
 process running while the round is timed; the 2-core machine then has one core for the search).
 Recall@k and bit-identity (scores and indices) against brute_force_topk on --check queries. Peak memory: each
@@ -49,9 +53,12 @@ import torch
 
 from qcompress.formats import EmbeddingWriter
 from qcompress.quantum import encode_angles
-from qcompress.search import FidelityIndex, _features, brute_force_topk, search_parquet, topk
+from qcompress.formats.embeddings import scan_embeddings
+from qcompress.search import FidelityIndex, _features, _read_ahead, brute_force_topk, search_parquet, topk
 
-METHODS = ("flat-ip", "flat-ip-oneshot", "index", "topk", "index-uint8", "topk-uint8", "parquet")
+METHODS = ("flat-ip", "flat-ip-oneshot", "flat-ip-stream", "index", "topk", "index-uint8", "topk-uint8", "parquet")
+BASELINE = {"index": "flat-ip", "index-uint8": "flat-ip", "topk": "flat-ip-oneshot", "topk-uint8": "flat-ip-oneshot",
+            "parquet": "flat-ip-stream"}
 BUSY = "while True: pass"
 
 
@@ -98,6 +105,20 @@ def flat_ip_oneshot(queries: torch.Tensor, corpus: torch.Tensor, k: int, step: i
     return ip.topk(k, dim=1)
 
 
+def flat_ip_stream(queries: torch.Tensor, path: Path, k: int, batch_rows: int = 1 << 18):
+    """The flat search over a Parquet file of angles, read exactly as search_parquet reads it."""
+    qf = _features(queries)
+    best_values, best_rows = torch.empty(len(queries), 0), torch.empty(len(queries), 0, dtype=torch.int64)
+    _, batches = scan_embeddings(path, batch_rows=batch_rows, keep_codes=True, unique=True)
+    offset = 0
+    for batch in _read_ahead(batches):
+        values, rows = (qf @ _features(batch.values).T).topk(min(k, len(batch.values)), dim=1)
+        best_values, chosen = torch.cat([best_values, values], 1).topk(k, dim=1)
+        best_rows = torch.cat([best_rows, rows + offset], 1).gather(1, chosen)
+        offset += len(batch.values)
+    return best_values, best_rows
+
+
 def faiss_index(features: torch.Tensor):
     try:
         import faiss
@@ -114,6 +135,8 @@ def run_method(name: str, queries, corpus, codes, k, prepared):
         return flat_ip(queries, prepared["features"], k)
     if name == "flat-ip-oneshot":
         return flat_ip_oneshot(queries, corpus, k)
+    if name == "flat-ip-stream":
+        return flat_ip_stream(queries, prepared["parquet"], k)
     if name == "faiss-ip":
         return prepared["faiss"].search(_features(queries).numpy(), k)
     if name in ("index", "index-uint8"):
@@ -238,7 +261,7 @@ def bench(kind: str, size: int, args, folder: Path) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nN={size:,} n={args.dim} queries={args.queries} k={k} data={kind} query noise {args.query_noise} "
           f"(torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load} after the runs)")
-    header = "".join(f" {c + ' s':>9} {'/ flat':>7} {'/ 1shot':>7}" for c in conditions)
+    header = "".join(f" {c + ' s':>9} {'/ flat':>7} {'/ 1shot':>7} {'/ own':>7}" for c in conditions)
     print(f"  {'method':<16}{header} {'peak MB':>8} {'recall':>7}  identical to brute force")
     for name in methods:
         cells = ""
@@ -246,6 +269,8 @@ def bench(kind: str, size: int, args, folder: Path) -> None:
             median = {n: statistics.median(t) for n, t in times[c].items()}
             cells += (f" {median[name]:9.3f} {median[name] / median['flat-ip']:7.2f}"
                       f" {median[name] / median['flat-ip-oneshot']:7.2f}")
+            own = f"{median[name] / median[BASELINE[name]]:7.2f}" if name in BASELINE else f"{'-':>7}"
+            cells += f" {own}"
         mem = f"{memory[name]:8.0f}" if name in memory else f"{'-':>8}"
         recall, same = quality[name]
         same_text = "(approximate by design)" if name.startswith(("flat-ip", "faiss")) else ("yes" if same else "NO")

@@ -271,3 +271,42 @@ def test_search_parquet_names_the_bad_row(tmp_path, bad, words):
     pq.write_table(table.set_column(1, table.schema.field("angles"), values), tmp_path / "bad.parquet")
     with pytest.raises(InputError, match=f'bad.parquet.*row 3 \\(id "c"\\).*{words}'):
         search_parquet(torch.zeros(1, 2), tmp_path / "bad.parquet", 1)
+
+
+def test_one_shot_search_finds_the_first_bad_row_while_scanning():
+    # Without cached features the corpus is checked chunk by chunk during the scan (no separate pass): the error
+    # must still name the first bad row, whichever chunk or thread met it first.
+    corpus = torch.rand(5000, 8) * math.pi
+    corpus[4321, 3] = math.inf
+    corpus[2500, 0] = math.nan
+    with pytest.raises(ValueError, match="corpus has NaN or infinite values \\(first in row 2500\\)"):
+        topk(torch.rand(3, 8), corpus, 2, candidates=4, chunk_elements=1 << 10)
+    index = FidelityIndex(corpus[:2000], cache_features=False, candidates=4, chunk_elements=1 << 10)
+    index.search(torch.rand(3, 8), 2)
+    assert index.max_abs == float(corpus[:2000].abs().max())  # measured by the scan, as a separate pass would
+
+
+@pytest.mark.parametrize("shape", [(40, 6), (40, 7), (40, 2)])
+def test_code_features_by_pairs_equal_one_lookup_per_code(shape):
+    from qcompress.search import _CODE_FEATURES, _code_features
+
+    codes = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    for part in (codes, codes[:, 1:3], codes[::2]):  # even and odd widths, contiguous or not
+        expected = _CODE_FEATURES[part.long()].reshape(part.shape[0], -1)
+        assert torch.equal(_code_features(part), expected)
+
+
+def test_read_ahead_yields_in_order_and_raises_where_the_error_is():
+    from qcompress.search import _read_ahead
+
+    def items():
+        yield 1
+        yield 2
+        raise ValueError("bad batch 3")
+
+    got = []
+    with pytest.raises(ValueError, match="bad batch 3"):
+        for item in _read_ahead(items()):
+            got.append(item)
+    assert got == [1, 2]
+    assert list(_read_ahead(iter([]))) == []
