@@ -1,7 +1,7 @@
 """Approximate fidelity search (IVF over [cos; sin] features + exact re-ranking) vs exact search, in one process.
 
     python benchmarks/ann.py                                   # 10M x 128 clustered, uint8 codes, 100 queries
-    python benchmarks/ann.py --size 1000000 --nprobe 4,8,16,32
+    python benchmarks/ann.py --size 1000000 --nprobe 4,8,16,32 --rerank 100,300
 
 Data: the clustered synthetic corpus of benchmarks/search.py (64 latent factors mixed into n dims, N/100 cluster
 centres, angles = encode_angles(u)), generated a million rows at a time and kept only as 8-bit codes; queries
@@ -9,7 +9,7 @@ are corpus rows plus --query-noise in the pre-tanh space. The corpus is written 
 library's writer, indexed with `qcompress.ann.build_index` (the path of `qcompress index build`), then:
   exact   FidelityIndex(codes, corpus_codes=True, cache_features=False).search: the exact top-k from the codes
           in memory (features recomputed a chunk at a time: the cached features would be 2n floats a row)
-  ivf     ApproximateIndex.search at each --nprobe (--rerank candidates re-ranked exactly), median of --repeats
+  ivf     ApproximateIndex.search at each --nprobe and --rerank (candidates re-ranked exactly), median of --repeats
 Prints each ivf run's recall@k against exact and its speed as a ratio (exact seconds / ivf seconds), the build
 time, and the process's peak memory (VmHWM) against --memory-limit-gib.
 """
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--query-noise", type=float, default=0.3)
     parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default: about sqrt(size))")
     parser.add_argument("--nprobe", default="8,16,32,64")
-    parser.add_argument("--rerank", type=int, default=100)
+    parser.add_argument("--rerank", default="100", help="candidates re-ranked exactly (comma-separated values)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-limit-gib", type=float, default=24.0)
     parser.add_argument("--folder", default=None, help="work folder (default: a temporary one)")
@@ -106,19 +106,20 @@ def main() -> None:
         exact = statistics.median(times)
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"\nN={args.size:,} n={args.dim} queries={args.queries} k={args.k} clustered, query noise "
-              f"{args.query_noise}, rerank {args.rerank} (torch threads {torch.get_num_threads()}, "
+              f"{args.query_noise} (torch threads {torch.get_num_threads()}, "
               f"{os.cpu_count()} CPUs, load average {load})")
         print(f"  exact    {exact:8.3f} s   1.00x   recall 1.000   (peak memory so far {peak_gib():.1f} GiB)")
         for nprobe in (int(x) for x in args.nprobe.split(",")):
-            index.search_rows(queries, args.k, nprobe=nprobe, rerank=args.rerank)  # warm-up
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                _, found = index.search_rows(queries, args.k, nprobe=nprobe, rerank=args.rerank)
-                times.append(time.perf_counter() - start)
-            took = statistics.median(times)
-            print(f"  ivf nprobe {nprobe:<4} {took:8.3f} s {exact / took:7.1f}x faster   "
-                  f"recall@{args.k} {recall_at_k(found, truth):.4f}", flush=True)
+            for rerank in (int(x) for x in args.rerank.split(",")):
+                index.search_rows(queries, args.k, nprobe=nprobe, rerank=rerank)  # warm-up
+                times = []
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    _, found = index.search_rows(queries, args.k, nprobe=nprobe, rerank=rerank)
+                    times.append(time.perf_counter() - start)
+                took = statistics.median(times)
+                print(f"  ivf nprobe {nprobe:<4} rerank {rerank:<4} {took:8.3f} s {exact / took:7.1f}x faster   "
+                      f"recall@{args.k} {recall_at_k(found, truth):.4f}", flush=True)
         peak = peak_gib()
         print(f"  peak memory {peak:.1f} GiB ({'within' if peak <= args.memory_limit_gib else 'OVER'} "
               f"{args.memory_limit_gib:g} GiB)")

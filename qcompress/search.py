@@ -558,8 +558,8 @@ def search_parquet(
     Angles (`angles` column, float32 or uint8 codes) are ranked by log-fidelity, vectors (`vectors`) by cosine.
     Returns (scores (m, min(k, N)), ids: one list of document id strings per query), best first; ties go to the
     row that comes first (files in name order), so the result is `topk`'s on the whole dataset read in order.
-    Memory: one batch of `batch_rows` rows, its features and its (m, batch_rows) scores, and the ids seen (compactly,
-    to refuse a repeated one). The file is checked as it is read (`qcompress.formats.scan_embeddings`): bad rows
+    Memory: two batches of `batch_rows` rows (the one searched and the next, read ahead), the searched one's
+    features and (m, batch_rows) scores, and the ids seen (compactly, to refuse a repeated one). The file is checked as it is read (`qcompress.formats.scan_embeddings`): bad rows
     and duplicate ids raise `InputError` naming the file, row and id.
 
     Example:

@@ -381,3 +381,32 @@ def test_update_doc_fills_empty_marker_pairs_one_at_a_time(tmp_path):
                                f"<!-- table: r/offline-dl -->\n{body}<!-- /table -->\n")
     assert recipes.update_doc(doc, "r/offline", report)  # again: the same text
     assert doc.read_text().count("Runs finished") == 2
+
+
+def test_plot_texts_come_from_the_rows_and_the_profile():
+    from qcompress.recipes.report import _seed_caption, _training_budget
+
+    cfg = {"train": {"epochs": 5, "batch_size": 16}, "encoder_layers": 1}
+    bec = {"kind": "train", "params": {"variant": "BEC", "max_steps": 8}, "seeds": [42, 43, 44]}
+    qbfec = {"kind": "train", "params": {"variant": "QBFEC", "epochs": 1}, "seeds": [42, 43, 44, 45, 46]}
+    pca = {"kind": "peer", "params": {"method": "pca"}, "seeds": [None]}
+    assert _training_budget(bec, cfg) == "1 layer + head, 5 epochs (<= 8 steps) of 16"
+    assert _training_budget(qbfec, cfg) == "head only, 1 epoch of 16"
+    assert _training_budget(pca, cfg) is None
+    assert _seed_caption([bec, pca]) == ("trained rows: mean ± std over 3 seeds; points without error bars are "
+                                         "deterministic (one run)")
+    assert _seed_caption([bec, qbfec]) == "trained rows: mean ± std over 3 or 5 seeds"
+    assert _seed_caption([pca]) == "every point is one deterministic run"
+
+
+def test_log_axis_ticks_are_the_values_plotted():
+    from matplotlib.figure import Figure
+
+    from qcompress.recipes.report import _set_log_ticks
+
+    ax = Figure().add_subplot()
+    ax.plot([32, 64, 128, 192], [0.3, 0.31, 0.32, 0.33])
+    ax.set_xscale("log")
+    _set_log_ticks(ax.xaxis, [32, 64, 128, 192, 64])
+    assert list(ax.get_xticks()) == [32, 64, 128, 192]
+    assert [ax.xaxis.get_major_formatter()(x, 0) for x in (32, 192)] == ["32", "192"]

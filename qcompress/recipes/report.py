@@ -28,7 +28,7 @@ from qcompress.atomic import atomic_file
 from qcompress.errors import InputError
 from qcompress.evaluation import paired_t_test
 from qcompress.evaluation.seed_stats import holm, seed_aware_test
-from qcompress.recipes.config import METRIC, eval_sets, expand_runs, format_template
+from qcompress.recipes.config import METRIC, eval_sets, expand_runs, format_template, variant_layers
 from qcompress.recipes.runner import current_result
 
 __all__ = ["collect_rows", "significance", "table", "pairs_table", "plot", "aggregate", "update_doc", "export"]
@@ -223,12 +223,55 @@ def pairs_table(rows: list[dict], cfg: dict) -> str:
     return "\n".join(lines)
 
 
+def _training_budget(row: dict, cfg: dict) -> str | None:
+    """How a trained row was trained, for its legend entry ("QBEC: 1 layer + head, 5 epochs (<= 8 steps) of 16");
+    None for untrained rows (encoders, fitted peers)."""
+    if row.get("kind") != "train":
+        return None
+    params, train = row["params"], cfg.get("train", {})
+    layers = variant_layers(params.get("variant"))  # as the runner resolves it: the profile's encoder_layers
+    layers = params.get("train_layers", cfg.get("encoder_layers", layers) if layers else 0)
+    epochs, steps = params.get("epochs", train.get("epochs")), params.get("max_steps", train.get("max_steps"))
+    batch = params.get("batch_size", train.get("batch_size"))
+    trained = f"{layers} layer{'s' if layers != 1 else ''} + head" if layers else "head only"
+    budget = f"{epochs} epoch{'s' if epochs != 1 else ''}" if epochs else ""
+    budget += f" (<= {steps} steps)" if steps else ""
+    return f"{trained}, {budget} of {batch}" if batch else f"{trained}, {budget}"
+
+
+def _seed_caption(rows: list[dict]) -> str:
+    """What the error bars are, from the rows themselves (never a fixed seed count)."""
+    counts = sorted({len(r["seeds"]) for r in rows if r["seeds"] != [None]})
+    if not counts:
+        return "every point is one deterministic run"
+    seeds = " or ".join(str(c) for c in counts)
+    deterministic = any(r["seeds"] == [None] for r in rows)
+    return (f"trained rows: mean ± std over {seeds} seeds" +
+            ("; points without error bars are deterministic (one run)" if deterministic else ""))
+
+
+def _set_log_ticks(axis, values: list[float]) -> None:
+    """Plain tick labels on a log axis: at the values plotted when they are few (32, 64, 128, 192), else at
+    powers of 2 (never "3x10^1")."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    distinct = sorted(set(values))
+    if len(distinct) <= 12:
+        axis.set_ticks(distinct)
+    else:
+        axis.set_major_locator(LogLocator(base=2))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+
+
 def _plot_panel(ax, rows: list[dict], cfg: dict, spec: dict, name: str) -> None:
-    """One evaluation set's panel: NDCG@10 against spec["x"], one line per series, reference rows as lines."""
+    """One evaluation set's panel: NDCG@10 against spec["x"], one line per series (its training budget in the
+    legend), reference rows as horizontal lines, the y axis from spec["ymin"] (default 0: gaps drawn to scale)."""
     import matplotlib
 
     x_key = spec.get("x", "bytes_per_vector")
     series: dict[str, list] = {}
+    budgets: dict[str, set] = {}
     for row in rows:
         if name not in row["evals"]:
             continue
@@ -239,43 +282,62 @@ def _plot_panel(ax, rows: list[dict], cfg: dict, spec: dict, name: str) -> None:
             else row["series"]
         e = row["evals"][name]
         series.setdefault(key, []).append((float(x), e["mean"], e["std"]))
+        budgets.setdefault(key, set()).add(_training_budget(row, cfg))
     markers = "osD^v<>pP*hX"
+    xs_all: list[float] = []
     for j, (key, points) in enumerate(series.items()):
         points.sort()
         xs, ys, es = zip(*points)
+        xs_all += xs
         style = "-" if len(points) > 1 else ""
         color = matplotlib.colormaps["tab20" if len(series) > 10 else "tab10"](j % 20 if len(series) > 10 else j)
+        budget = budgets[key].pop() if len(budgets[key]) == 1 else "budgets differ"
+        label = f"{key} ({budget})" if budget else key
         ax.errorbar(xs, ys, yerr=es, marker=markers[j % len(markers)], linestyle=style or "none", capsize=3,
-                    label=key, alpha=0.9, color=color)
+                    label=label, alpha=0.9, color=color)
     if spec.get("xlog", False):
         ax.set_xscale("log")
+        if xs_all:
+            _set_log_ticks(ax.xaxis, xs_all)
     for ref in spec.get("hlines", []):  # reference rows without an x value (an untrained encoder, say)
         for row in rows:
             if row["label"] == ref and name in row["evals"]:
                 y = row["evals"][name]["mean"]
                 ax.axhline(y, color="grey", ls=":", lw=1)
                 ax.text(0.01, y, f" {ref}", fontsize=7, va="bottom", color="grey", transform=ax.get_yaxis_transform())
+    if spec.get("ymin", 0.0) is not None:  # the top with some room: markers at the frame are half hidden
+        ax.set_ylim(bottom=spec.get("ymin", 0.0), top=ax.get_ylim()[1] + 0.03)
     ax.set_xlabel(spec.get("xlabel", x_key))
     protocol = next((it["protocol"] for it in eval_sets(cfg) if it["name"] == name), "")
     ax.set_ylabel(f"NDCG@10 ({name}, {protocol})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc=spec.get("legend", "best"))
 
 
 def plot(rows: list[dict], cfg: dict, spec: dict, path: Path) -> Path:
     """NDCG@10 (mean, error bar: std over seeds) against a row field, one line per series, one panel per
-    evaluation set; written atomically to `path` (PNG)."""
+    evaluation set; written atomically to `path` (PNG). The title gets a second line saying what the error bars
+    are, read from the rows."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     evals = [item["name"] for item in eval_sets(cfg)]
-    fig = Figure(figsize=(6.5 * len(evals), 4.8), dpi=110)
+    fig = Figure(dpi=110)
     FigureCanvasAgg(fig)
+    entries: dict[str, object] = {}  # one legend for all panels, below them: inside, it hid points
     for i, name in enumerate(evals):
-        _plot_panel(fig.add_subplot(1, len(evals), i + 1), rows, cfg, spec, name)
-    if spec.get("title"):
-        fig.suptitle(spec["title"], fontsize=10)
-    fig.tight_layout()
+        ax = fig.add_subplot(1, len(evals), i + 1)
+        _plot_panel(ax, rows, cfg, spec, name)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    columns = max(1, min(len(entries), 2 * len(evals)))
+    legend_inches = 0.45 + 0.17 * math.ceil(len(entries) / columns)
+    fig.set_size_inches(6.5 * len(evals), 4.6 + legend_inches)
+    encoder = cfg.get("encoder") or "minilm"
+    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=columns, fontsize=7,
+               title=f"encoder {encoder}, max length {cfg['max_length']}", title_fontsize=7, frameon=False)
+    title = spec.get("title", "")
+    fig.suptitle(f"{title}\n{_seed_caption(rows)}" if title else _seed_caption(rows), fontsize=10)
+    fig.tight_layout(rect=(0, legend_inches / (4.6 + legend_inches), 1, 1))
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
