@@ -44,10 +44,10 @@ eager); weighting the qubits in the Jensen bound per query, per document or per 
 candidates, but more work per pair than it saves). numba was not tried: a fused loop could only speed up the
 refinement, which is already cheaper than the matmul at a million documents, and it would be a new dependency.
 
-Contention: the refinement is thousands of small torch ops. On a machine whose cores are all busy with other
-processes, OpenMP's spin-waiting at the end of each parallel op can slow it by one or two orders of magnitude
-(the matmul barely notices); start Python with OMP_WAIT_POLICY=PASSIVE, or use fewer torch threads, on such
-machines.
+Contention: the refinement is thousands of small torch ops, and OpenMP's spin-waiting at the end of each parallel
+op slowed it by one or two orders of magnitude when another process held a core. So a search runs torch
+single-threaded and spreads independent pieces (corpus chunks, pairs) over Python threads instead
+(`qcompress.search_base.search_workers`): with one core busy it stays within 2x of the flat search (benchmark).
 
 Memory: the queries' (m, N) inner products, the corpus, its features when cached ((N, 2n) float32, the default
 of `FidelityIndex`; `topk` computes them block by block instead), and temporaries bounded by `chunk_elements`.
@@ -104,6 +104,8 @@ _BLOCK = 16  # qubits per block: one log per block per pair in the refinement st
 # Lower clamp of each factor x_i inside a block's product: 16 factors stay >= 2^-112, far from float32 underflow.
 _CLAMP = 2.0**-7
 DEFAULT_CANDIDATES = 128
+SCORES_PER_BATCH = 1 << 28  # search_parquet: most (query, document) scores held at once
+MIN_BATCH_ROWS = 4096  # ... unless a batch would get fewer rows than this
 
 
 # -- validation -------------------------------------------------------------------------------------------------
@@ -362,7 +364,12 @@ class FidelityIndex:
         # the next value, which bounds the rest of the chunk). A top-8 costs a quarter of a top-129.
         listed = min(seed, max(8, math.ceil(4 * seed / len(chunks))))
         query_features = _features(queries)
-        scanned = run(lambda span: self._scan(query_features, span, listed), chunks)
+        # Every full chunk's inner products in one allocation: one per chunk, between the features' temporaries,
+        # fragmented the heap (peak 2.6x the inner products' size, measured at 1M x 128 codes).
+        full = [span for span in chunks if span[1] - span[0] == self.chunk_rows]
+        products = torch.empty(len(full), m, self.chunk_rows)
+        scanned = run(lambda j: self._scan(query_features, chunks[j], listed, products[j] if j < len(full) else None),
+                      range(len(chunks)))
         self._measure_corpus([extent for *_, extent in scanned])
         values = torch.cat([v[:, :listed] for _, v, _, _ in scanned], 1)
         listed_docs = torch.cat([d[:, :listed] for _, _, d, _ in scanned], 1)
@@ -407,13 +414,14 @@ class FidelityIndex:
         parts = run(lambda p: self._exact(queries, rows[p[0] : p[1]], docs[p[0] : p[1]]), pieces)
         return torch.cat(parts) if parts else torch.empty(0)
 
-    def _scan(self, query_features: Tensor, span: tuple[int, int], listed: int):
-        """A chunk's inner products (m, rows), its best `listed` + 1 per query (values, corpus indices), and, while
-        the corpus's largest |angle| is unknown, the chunk's (first row not finite or None, largest |angle|)."""
+    def _scan(self, query_features: Tensor, span: tuple[int, int], listed: int, out: Tensor | None = None):
+        """A chunk's inner products (m, rows; written to `out` when given), its best `listed` + 1 per query (values,
+        corpus indices), and, while the corpus's largest |angle| is unknown, the chunk's (first row not finite or
+        None, largest |angle|)."""
         extent = None
         if self.max_abs is None:
             extent = _chunk_extent(self.corpus[span[0] : span[1]], span[0])
-        ip = query_features @ self._corpus_features(*span).T
+        ip = torch.matmul(query_features, self._corpus_features(*span).T, out=out)
         values, local = ip.topk(min(listed + 1, ip.shape[1]), dim=1)
         return ip, values, local + span[0], extent
 
@@ -559,7 +567,9 @@ def search_parquet(
     Returns (scores (m, min(k, N)), ids: one list of document id strings per query), best first; ties go to the
     row that comes first (files in name order), so the result is `topk`'s on the whole dataset read in order.
     Memory: two batches of `batch_rows` rows (the one searched and the next, read ahead), the searched one's
-    features and (m, batch_rows) scores, and the ids seen (compactly, to refuse a repeated one). The file is checked as it is read (`qcompress.formats.scan_embeddings`): bad rows
+    features and (m, batch_rows) scores, and the ids seen (compactly, to refuse a repeated one). With many queries
+    the batches are smaller, so that the scores stay under SCORES_PER_BATCH numbers (1 GiB of float32; 10,000
+    queries read 26,843 rows at a time). The file is checked as it is read (`qcompress.formats.scan_embeddings`): bad rows
     and duplicate ids raise `InputError` naming the file, row and id.
 
     Example:
@@ -572,9 +582,11 @@ def search_parquet(
         [['a', 'c']]
     """
     k = check_k(k)
+    check_2d(queries, "queries")
+    # Fewer rows a batch for many queries: the (m, rows) scores stay under SCORES_PER_BATCH numbers.
+    batch_rows = max(1, min(batch_rows, max(MIN_BATCH_ROWS, SCORES_PER_BATCH // max(1, queries.shape[0]))))
     meta, batches = scan_embeddings(path, batch_rows=batch_rows, keep_codes=True, unique=True)
     cosine, codes = meta["column"] == "vectors", meta["encoding"] == "uint8"
-    check_2d(queries, "queries")
     if not cosine:
         queries = _float_angles(queries, "queries")
     check_dims(queries, int(meta["dim"]))

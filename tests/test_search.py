@@ -243,6 +243,26 @@ def test_search_parquet_streams_a_folder(tmp_path, encoding):
     assert len(single[1][0]) == 700
 
 
+def test_search_parquet_reads_fewer_rows_a_batch_for_many_queries(tmp_path, monkeypatch):
+    # The (queries x rows) scores of a batch stay under SCORES_PER_BATCH: 40 queries with a budget of 4,000 scores
+    # read 100 rows a batch, and the result is the same as the whole corpus's.
+    corpus = angles(1000, 8, 21)
+    ids = [f"doc{i}" for i in range(len(corpus))]
+    write_embeddings(tmp_path / "c.parquet", ids, corpus.numpy())
+    queries = angles(40, 8, 22)
+    monkeypatch.setattr(search, "SCORES_PER_BATCH", 4000)
+    monkeypatch.setattr(search, "MIN_BATCH_ROWS", 1)
+    seen = []
+    original = search.scan_embeddings
+    monkeypatch.setattr(search, "scan_embeddings",
+                        lambda path, **kw: seen.append(kw["batch_rows"]) or original(path, **kw))
+    scores, found = search_parquet(queries, tmp_path / "c.parquet", 5, candidates=8)
+    expected = brute_force_topk(queries, corpus, 5)
+    assert seen == [100]
+    assert torch.equal(scores, expected[0])
+    assert found == [[ids[i] for i in row] for row in expected[1].tolist()]
+
+
 def test_search_parquet_ranks_vectors_by_cosine(tmp_path):
     vectors = torch.randn(500, 12, generator=torch.Generator().manual_seed(17))
     write_embeddings(tmp_path / "v.parquet", [f"v{i}" for i in range(500)], vectors.numpy(), column="vectors")
