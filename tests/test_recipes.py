@@ -74,7 +74,10 @@ def test_recipe_files_parse_and_expand(path):
         assert specs, f"{path.name}/{profile} has no runs"
         assert len(cfg["seeds"]) >= 3
         trained = [s for s in specs if s.kind == "train"]
-        assert all(s.seed in cfg["seeds"] for s in trained)
+        seeds_of = {}
+        for s in trained:
+            seeds_of.setdefault(s.label, set()).add(s.seed)
+        assert all(len(seeds) >= 3 for seeds in seeds_of.values())
         # Cheapest first: deterministic runs, then frozen-encoder training, then encoder training.
         assert [s.order[0] for s in specs] == sorted(s.order[0] for s in specs)
 
@@ -410,3 +413,14 @@ def test_log_axis_ticks_are_the_values_plotted():
     _set_log_ticks(ax.xaxis, [32, 64, 128, 192, 64])
     assert list(ax.get_xticks()) == [32, 64, 128, 192]
     assert [ax.xaxis.get_major_formatter()(x, 0) for x in (32, 192)] == ["32", "192"]
+
+
+def test_a_run_entry_may_train_its_own_seeds():
+    cfg = {"seeds": [1, 2, 3], "runs": [{"variant": "QBEC", "label": "a"},
+                                        {"variant": "QBFEC", "seeds": [1, 2, 3, 4, 5], "label": "b"}]}
+    specs = recipes.expand_runs(cfg)
+    assert sorted(s.seed for s in specs if s.label == "a") == [1, 2, 3]
+    assert sorted(s.seed for s in specs if s.label == "b") == [1, 2, 3, 4, 5]
+    assert all("seeds" not in s.params for s in specs)
+    with pytest.raises(ValueError, match="seeds must be a non-empty list"):
+        recipes.expand_runs({"seeds": [1], "runs": [{"variant": "QBEC", "seeds": []}]})

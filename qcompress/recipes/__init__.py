@@ -20,8 +20,9 @@ A profile holds:
         kind = "train"    train a variant (variant, dim, train_fraction, any TrainConfig field), then evaluate
         kind = "encoder"  the untrained encoder alone: similarity "cosine" (float32) or "fidelity" (angles)
         kind = "peer"     a baseline of qcompress.recipes.peers on the untrained encoder's outputs (method, dim)
-      with `storage` (a list: float32 / uint8 for angles, float32 / int8 for vectors: one table row each) and
-      `label` / `series` (templates naming the row and its plot series).
+      with `storage` (a list: float32 / uint8 for angles, float32 / int8 for vectors: one table row each),
+      `label` / `series` (templates naming the row and its plot series) and, for training runs, `seeds` (this
+      entry's seeds instead of the profile's: more seeds where runs are cheap).
     plots = [{file, x, series?, xlabel, xlog, title}]   PNG plots of NDCG@10 against a row field
 
 `--set KEY=VALUE` overrides any profile value (VALUE in TOML syntax, else a string; dotted keys reach into

@@ -179,7 +179,10 @@ def expand_runs(cfg: dict) -> list[RunSpec]:
         kind = entry.get("kind", "train")
         if kind not in RUN_KINDS:
             raise InputError(f"unknown run kind {kind!r}; choose train, encoder, peer or first_stage", field="kind")
-        fixed = {k: v for k, v in entry.items() if k not in ("kind", "label", "series", "storage")}
+        fixed = {k: v for k, v in entry.items() if k not in ("kind", "label", "series", "storage", "seeds")}
+        seeds = entry.get("seeds", cfg["seeds"])  # an entry may train more seeds than the profile (cheap runs)
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds):
+            raise InputError(f"seeds must be a non-empty list of integers, got {seeds!r}", field="seeds")
         grid_keys = [k for k, v in fixed.items() if isinstance(v, list)]
         storages = entry.get("storage", ["float32"])
         storages = storages if isinstance(storages, list) else [storages]
@@ -188,7 +191,7 @@ def expand_runs(cfg: dict) -> list[RunSpec]:
             label = format_template(entry.get("label", _DEFAULT_LABELS[kind]), params)
             frozen = kind != "train" or params.get("train_layers", variant_layers(params.get("variant"))) == 0
             cost = 0 if kind != "train" else (1 if frozen else 2)
-            for seed in cfg["seeds"] if kind == "train" else [None]:
+            for seed in seeds if kind == "train" else [None]:
                 specs.append(RunSpec(_run_id(kind, params, seed), kind, params, seed, label, entry.get("series"),
                                      storages, (cost, seed if seed is not None else -1, position)))
     ids = [s.id for s in specs]

@@ -280,6 +280,7 @@ def _plot_panel(ax, rows: list[dict], cfg: dict, spec: dict, name: str) -> None:
             continue
         key = format_template(spec["series"], dict(row["params"], label=row["label"])) if spec.get("series") \
             else row["series"]
+        key = key or row["label"]  # a row the series template says nothing about (an untrained encoder, say)
         e = row["evals"][name]
         series.setdefault(key, []).append((float(x), e["mean"], e["std"]))
         budgets.setdefault(key, set()).add(_training_budget(row, cfg))
@@ -299,12 +300,14 @@ def _plot_panel(ax, rows: list[dict], cfg: dict, spec: dict, name: str) -> None:
         ax.set_xscale("log")
         if xs_all:
             _set_log_ticks(ax.xaxis, xs_all)
-    for ref in spec.get("hlines", []):  # reference rows without an x value (an untrained encoder, say)
+    for j, ref in enumerate(spec.get("hlines", [])):  # reference rows drawn across (an untrained encoder, say)
         for row in rows:
             if row["label"] == ref and name in row["evals"]:
                 y = row["evals"][name]["mean"]
                 ax.axhline(y, color="grey", ls=":", lw=1)
-                ax.text(0.01, y, f" {ref}", fontsize=7, va="bottom", color="grey", transform=ax.get_yaxis_transform())
+                # Labels above and below their lines in turn: two close references stay readable.
+                ax.text(0.01, y, f" {ref}", fontsize=7, va="bottom" if j % 2 == 0 else "top", color="grey",
+                        transform=ax.get_yaxis_transform())
     if spec.get("ymin", 0.0) is not None:  # the top with some room: markers at the frame are half hidden
         ax.set_ylim(bottom=spec.get("ymin", 0.0), top=ax.get_ylim()[1] + 0.03)
     ax.set_xlabel(spec.get("xlabel", x_key))
