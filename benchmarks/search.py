@@ -52,8 +52,8 @@ import numpy as np
 import torch
 
 from qcompress.formats import EmbeddingWriter
-from qcompress.quantum import encode_angles
 from qcompress.formats.embeddings import scan_embeddings
+from qcompress.quantum import encode_angles
 from qcompress.search import FidelityIndex, _features, _read_ahead, brute_force_topk, search_parquet, topk
 
 METHODS = ("flat-ip", "flat-ip-oneshot", "flat-ip-stream", "index", "topk", "index-uint8", "topk-uint8", "parquet")

@@ -62,8 +62,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, TypeVar
 
 import torch
 from torch import Tensor
@@ -71,13 +69,17 @@ from torch import Tensor
 from qcompress.formats.embeddings import scan_embeddings
 from qcompress.quantization import DECODE, decode_codes
 from qcompress.quantum import log_cos2_half, pairwise_log_fidelity
-from qcompress.search_base import (
+from qcompress.search_base import (  # _float_angles is also imported from here by qcompress.ann
     DEFAULT_CHUNK_ELEMENTS,
     UNIT_ROUNDOFF,
+    _check_corpus,
+    _chunk_extent,
+    _float_angles,
+    _max_abs,
+    _read_ahead,
     append_ragged,
     check_2d,
     check_dims,
-    check_finite,
     check_k,
     empty_result,
     rank,
@@ -98,7 +100,6 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike
-T = TypeVar("T")
 
 _BLOCK = 16  # qubits per block: one log per block per pair in the refinement stages
 # Lower clamp of each factor x_i inside a block's product: 16 factors stay >= 2^-112, far from float32 underflow.
@@ -106,63 +107,6 @@ _CLAMP = 2.0**-7
 DEFAULT_CANDIDATES = 128
 SCORES_PER_BATCH = 1 << 28  # search_parquet: most (query, document) scores held at once
 MIN_BATCH_ROWS = 4096  # ... unless a batch would get fewer rows than this
-
-
-# -- validation -------------------------------------------------------------------------------------------------
-
-
-def _float_angles(x: Tensor, name: str, *, require_finite: bool = True) -> Tensor:
-    """Float angles as contiguous float32 (other float dtypes are converted: scores are float32)."""
-    check_2d(x, name)
-    if not x.is_floating_point():
-        hint = " (8-bit codes are accepted for the corpus only: pass corpus_codes=True)"
-        hint = hint if x.dtype == torch.uint8 else ""
-        raise ValueError(f"{name} must hold float angles in radians, got dtype {x.dtype}{hint}")
-    x = x.detach().to(torch.float32).contiguous()
-    if require_finite:
-        check_finite(x, name)
-    return x
-
-
-def _max_abs(x: Tensor, name: str, chunk_elements: int) -> float:
-    """Largest |value| of a float tensor, checking that all are finite, a piece of rows at a time."""
-    step, largest = max(1, chunk_elements // max(1, x.shape[1])), 0.0
-    for start in range(0, x.shape[0], step):
-        part = x[start : start + step]
-        if part.numel():
-            finite = torch.isfinite(part)
-            if not finite.all():
-                row = start + int((~finite).any(1).nonzero()[0])
-                raise ValueError(
-                    f"{name} has NaN or infinite values (first in row {row}); every angle must be a finite number"
-                )
-            low, high = torch.aminmax(part)
-            largest = max(largest, -float(low), float(high))
-    return largest
-
-
-def _chunk_extent(part: Tensor, start: int) -> tuple[int | None, float]:
-    """(first row of `part` holding a NaN or infinity, counted from `start`, or None; largest |value|)."""
-    if part.numel() == 0:
-        return None, 0.0
-    low, high = torch.aminmax(part)
-    largest = max(-float(low), float(high))
-    if math.isfinite(largest):  # NaN propagates through aminmax, so a finite extent means every value is finite
-        return None, largest
-    return start + int((~torch.isfinite(part)).any(1).nonzero()[0]), largest
-
-
-def _check_corpus(corpus: Tensor, corpus_codes: bool, *, require_finite: bool = True) -> Tensor:
-    if not corpus_codes:
-        if isinstance(corpus, Tensor) and corpus.dtype == torch.uint8:
-            raise ValueError("corpus is uint8: if it holds 8-bit angle codes, pass corpus_codes=True")
-        return _float_angles(corpus, "corpus", require_finite=require_finite)
-    check_2d(corpus, "corpus")
-    if corpus.dtype != torch.uint8:
-        raise ValueError(
-            f"corpus_codes=True expects a uint8 tensor of codes round(theta/pi*255), got dtype {corpus.dtype}"
-        )
-    return corpus.detach().contiguous()
 
 
 # -- features and bounds -----------------------------------------------------------------------------------------
@@ -569,8 +513,8 @@ def search_parquet(
     Memory: two batches of `batch_rows` rows (the one searched and the next, read ahead), the searched one's
     features and (m, batch_rows) scores, and the ids seen (compactly, to refuse a repeated one). With many queries
     the batches are smaller, so that the scores stay under SCORES_PER_BATCH numbers (1 GiB of float32; 10,000
-    queries read 26,843 rows at a time). The file is checked as it is read (`qcompress.formats.scan_embeddings`): bad rows
-    and duplicate ids raise `InputError` naming the file, row and id.
+    queries read 26,843 rows at a time). The file is checked as it is read (`qcompress.formats.scan_embeddings`):
+    bad rows and duplicate ids raise `InputError` naming the file, row and id.
 
     Example:
         >>> import tempfile, pathlib
@@ -612,16 +556,3 @@ def search_parquet(
         offset += len(values)
     return best_scores, [[id_of[p] for p in row] for row in best_positions.tolist()]
 
-
-def _read_ahead(batches: Iterator[T]) -> Iterator[T]:
-    """The items of `batches`, each next one read in a background thread while the caller searches the current
-    one: Parquet decoding releases the GIL, so reading overlaps the search (measured: see benchmarks/search.py).
-    An error while reading is raised when its batch is reached, as without the read-ahead."""
-    with ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(next, batches, _END)
-        while (item := pending.result()) is not _END:
-            pending = reader.submit(next, batches, _END)
-            yield item
-
-
-_END = object()

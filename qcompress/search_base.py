@@ -1,4 +1,5 @@
-"""What the exact searches share: the top-k tie rule, merging extra candidates, and their argument checks.
+"""What the exact searches share: the top-k tie rule, merging extra candidates, their argument checks, and the
+read-ahead of streamed batches.
 
 Every top-k in qcompress (fidelity in `qcompress.search`, cosine in `qcompress.search_cosine`, and whoever ranks
 with `select_topk`) orders results by (score desc, index asc), so that equal scores always resolve the same way.
@@ -144,3 +145,74 @@ def append_ragged(
     pad_scores[rows, slot] = extra
     pad_indices[rows, slot] = docs
     return torch.cat([scores, pad_scores], 1), torch.cat([indices, pad_indices], 1)
+
+
+# -- angles: validation ---------------------------------------------------------------------------------------
+
+
+def _float_angles(x: Tensor, name: str, *, require_finite: bool = True) -> Tensor:
+    """Float angles as contiguous float32 (other float dtypes are converted: scores are float32)."""
+    check_2d(x, name)
+    if not x.is_floating_point():
+        hint = " (8-bit codes are accepted for the corpus only: pass corpus_codes=True)"
+        hint = hint if x.dtype == torch.uint8 else ""
+        raise ValueError(f"{name} must hold float angles in radians, got dtype {x.dtype}{hint}")
+    x = x.detach().to(torch.float32).contiguous()
+    if require_finite:
+        check_finite(x, name)
+    return x
+
+
+def _max_abs(x: Tensor, name: str, chunk_elements: int) -> float:
+    """Largest |value| of a float tensor, checking that all are finite, a piece of rows at a time."""
+    step, largest = max(1, chunk_elements // max(1, x.shape[1])), 0.0
+    for start in range(0, x.shape[0], step):
+        part = x[start : start + step]
+        if part.numel():
+            finite = torch.isfinite(part)
+            if not finite.all():
+                row = start + int((~finite).any(1).nonzero()[0])
+                raise ValueError(
+                    f"{name} has NaN or infinite values (first in row {row}); every angle must be a finite number"
+                )
+            low, high = torch.aminmax(part)
+            largest = max(largest, -float(low), float(high))
+    return largest
+
+
+def _chunk_extent(part: Tensor, start: int) -> tuple[int | None, float]:
+    """(first row of `part` holding a NaN or infinity, counted from `start`, or None; largest |value|)."""
+    if part.numel() == 0:
+        return None, 0.0
+    low, high = torch.aminmax(part)
+    largest = max(-float(low), float(high))
+    if math.isfinite(largest):  # NaN propagates through aminmax, so a finite extent means every value is finite
+        return None, largest
+    return start + int((~torch.isfinite(part)).any(1).nonzero()[0]), largest
+
+
+def _check_corpus(corpus: Tensor, corpus_codes: bool, *, require_finite: bool = True) -> Tensor:
+    if not corpus_codes:
+        if isinstance(corpus, Tensor) and corpus.dtype == torch.uint8:
+            raise ValueError("corpus is uint8: if it holds 8-bit angle codes, pass corpus_codes=True")
+        return _float_angles(corpus, "corpus", require_finite=require_finite)
+    check_2d(corpus, "corpus")
+    if corpus.dtype != torch.uint8:
+        raise ValueError(
+            f"corpus_codes=True expects a uint8 tensor of codes round(theta/pi*255), got dtype {corpus.dtype}"
+        )
+    return corpus.detach().contiguous()
+
+
+def _read_ahead(batches: Iterator[T]) -> Iterator[T]:
+    """The items of `batches`, each next one read in a background thread while the caller searches the current
+    one: Parquet decoding releases the GIL, so reading overlaps the search (measured: see benchmarks/search.py).
+    An error while reading is raised when its batch is reached, as without the read-ahead."""
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(next, batches, _END)
+        while (item := pending.result()) is not _END:
+            pending = reader.submit(next, batches, _END)
+            yield item
+
+
+_END = object()
