@@ -424,3 +424,10 @@ def test_a_run_entry_may_train_its_own_seeds():
     assert all("seeds" not in s.params for s in specs)
     with pytest.raises(ValueError, match="seeds must be a non-empty list"):
         recipes.expand_runs({"seeds": [1], "runs": [{"variant": "QBEC", "seeds": []}]})
+
+
+def test_a_step_budget_with_an_epoch_cap_reads_as_steps():
+    from qcompress.recipes.report import _training_budget
+
+    row = {"kind": "train", "params": {"variant": "BFEC", "epochs": 1000, "max_steps": 270}, "seeds": [1]}
+    assert _training_budget(row, {"train": {"batch_size": 16}}) == "head only, 270 steps of 16"

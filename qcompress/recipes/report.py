@@ -234,8 +234,11 @@ def _training_budget(row: dict, cfg: dict) -> str | None:
     epochs, steps = params.get("epochs", train.get("epochs")), params.get("max_steps", train.get("max_steps"))
     batch = params.get("batch_size", train.get("batch_size"))
     trained = f"{layers} layer{'s' if layers != 1 else ''} + head" if layers else "head only"
-    budget = f"{epochs} epoch{'s' if epochs != 1 else ''}" if epochs else ""
-    budget += f" (<= {steps} steps)" if steps else ""
+    if steps and (not epochs or epochs >= 100):  # the epochs only lift the cap: the steps are the budget
+        budget = f"{steps} steps"
+    else:
+        budget = f"{epochs} epoch{'s' if epochs != 1 else ''}" if epochs else ""
+        budget += f" (<= {steps} steps)" if steps else ""
     return f"{trained}, {budget} of {batch}" if batch else f"{trained}, {budget}"
 
 
@@ -332,9 +335,10 @@ def plot(rows: list[dict], cfg: dict, spec: dict, path: Path) -> Path:
         _plot_panel(ax, rows, cfg, spec, name)
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
+    width = max(9.5, 6.5 * len(evals))  # one panel alone is widened: its legend and caption need the room
     columns = max(1, min(len(entries), 2 * len(evals)))
     legend_inches = 0.45 + 0.17 * math.ceil(len(entries) / columns)
-    fig.set_size_inches(6.5 * len(evals), 4.6 + legend_inches)
+    fig.set_size_inches(width, 4.6 + legend_inches)
     encoder = cfg.get("encoder") or "minilm"
     fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=columns, fontsize=7,
                title=f"encoder {encoder}, max length {cfg['max_length']}", title_fontsize=7, frameon=False)
