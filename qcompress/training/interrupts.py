@@ -21,10 +21,9 @@ def deferred_interrupts() -> Iterator[None]:
     """Hold SIGINT back for the block, then deliver it as the handler in place before would have.
 
     Example:
-        >>> import os
         >>> try:
         ...     with deferred_interrupts():
-        ...         os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C: noted, not raised here
+        ...         signal.raise_signal(signal.SIGINT)   # Ctrl-C: noted, not raised here
         ...         finished = True
         ... except KeyboardInterrupt:
         ...     print("interrupted after the block; finished:", finished)
