@@ -21,6 +21,8 @@ def deferred_interrupts() -> Iterator[None]:
     """Hold SIGINT back for the block, then deliver it as the handler in place before would have.
 
     Example:
+        >>> # Ctrl-C as in a terminal (a process started in the background inherits SIGINT ignored):
+        >>> outer = signal.signal(signal.SIGINT, signal.default_int_handler)
         >>> try:
         ...     with deferred_interrupts():
         ...         signal.raise_signal(signal.SIGINT)   # Ctrl-C: noted, not raised here
@@ -28,6 +30,7 @@ def deferred_interrupts() -> Iterator[None]:
         ... except KeyboardInterrupt:
         ...     print("interrupted after the block; finished:", finished)
         interrupted after the block; finished: True
+        >>> _ = signal.signal(signal.SIGINT, outer)
     """
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
