@@ -23,7 +23,10 @@ A profile holds:
       with `storage` (a list: float32 / uint8 for angles, float32 / int8 for vectors: one table row each),
       `label` / `series` (templates naming the row and its plot series) and, for training runs, `seeds` (this
       entry's seeds instead of the profile's: more seeds where runs are cheap).
-    plots = [{file, x, series?, xlabel, xlog, title}]   PNG plots of NDCG@10 against a row field
+    plots = [{file, x, series?, xlabel, xlog, title, hlines?, ymin?}]   PNG plots of NDCG@10 against a row field
+                                    (hlines: row labels drawn as reference lines; ymin: the y axis's start, 0
+                                    by default; the error bars and each series' training budget are described
+                                    on the plot from the runs)
 
 `--set KEY=VALUE` overrides any profile value (VALUE in TOML syntax, else a string; dotted keys reach into
 tables: --set train.max_steps=2). Training runs are seeded; encoder and peer runs are deterministic and run once.
