@@ -75,6 +75,7 @@ from qcompress.search_base import (  # _float_angles is also imported from here 
     _check_corpus,
     _chunk_extent,
     _float_angles,
+    _largest,
     _max_abs,
     _read_ahead,
     append_ragged,
@@ -310,9 +311,9 @@ class FidelityIndex:
         query_features = _features(queries)
         # Every full chunk's inner products in one allocation: one per chunk, between the features' temporaries,
         # fragmented the heap (peak 2.6x the inner products' size, measured at 1M x 128 codes).
-        full = [span for span in chunks if span[1] - span[0] == self.chunk_rows]
-        products = torch.empty(len(full), m, self.chunk_rows)
-        scanned = run(lambda j: self._scan(query_features, chunks[j], listed, products[j] if j < len(full) else None),
+        full = size // self.chunk_rows  # every chunk but a shorter last one
+        products = torch.empty(full, m, self.chunk_rows)
+        scanned = run(lambda j: self._scan(query_features, chunks[j], listed, products[j] if j < full else None),
                       range(len(chunks)))
         self._measure_corpus([extent for *_, extent in scanned])
         values = torch.cat([v[:, :listed] for _, v, _, _ in scanned], 1)
@@ -371,16 +372,9 @@ class FidelityIndex:
 
     def _measure_corpus(self, extents: list | None = None) -> None:
         """Set `max_abs` (checking that every angle is finite) from the scan's chunk extents, or by a pass."""
-        if self.max_abs is not None:
-            return
-        if extents is None:
-            self.max_abs = _max_abs(self.corpus, "corpus", self.chunk_elements)
-            return
-        bad = [row for row, _ in extents if row is not None]
-        if bad:
-            raise ValueError(f"corpus has NaN or infinite values (first in row {min(bad)}); every angle must be a "
-                             "finite number")
-        self.max_abs = max((largest for _, largest in extents), default=0.0)
+        if self.max_abs is None:
+            self.max_abs = (_max_abs(self.corpus, "corpus", self.chunk_elements) if extents is None
+                            else _largest("corpus", extents))
 
     def _settle(self, queries, item, threshold, floor, ip_error):
         """One piece of step 3: given pairs (chunk None: rows, docs, inner products), or a chunk (its inner
@@ -528,7 +522,7 @@ def search_parquet(
     k = check_k(k)
     check_2d(queries, "queries")
     # Fewer rows a batch for many queries: the (m, rows) scores stay under SCORES_PER_BATCH numbers.
-    batch_rows = max(1, min(batch_rows, max(MIN_BATCH_ROWS, SCORES_PER_BATCH // max(1, queries.shape[0]))))
+    batch_rows = min(batch_rows, max(MIN_BATCH_ROWS, SCORES_PER_BATCH // max(1, queries.shape[0])))
     meta, batches = scan_embeddings(path, batch_rows=batch_rows, keep_codes=True, unique=True)
     cosine, codes = meta["column"] == "vectors", meta["encoding"] == "uint8"
     if not cosine:
@@ -555,4 +549,3 @@ def search_parquet(
         id_of = {p: id_of[p] for p in best_positions.flatten().tolist()}  # only the current winners' ids
         offset += len(values)
     return best_scores, [[id_of[p] for p in row] for row in best_positions.tolist()]
-

@@ -165,19 +165,8 @@ def _float_angles(x: Tensor, name: str, *, require_finite: bool = True) -> Tenso
 
 def _max_abs(x: Tensor, name: str, chunk_elements: int) -> float:
     """Largest |value| of a float tensor, checking that all are finite, a piece of rows at a time."""
-    step, largest = max(1, chunk_elements // max(1, x.shape[1])), 0.0
-    for start in range(0, x.shape[0], step):
-        part = x[start : start + step]
-        if part.numel():
-            finite = torch.isfinite(part)
-            if not finite.all():
-                row = start + int((~finite).any(1).nonzero()[0])
-                raise ValueError(
-                    f"{name} has NaN or infinite values (first in row {row}); every angle must be a finite number"
-                )
-            low, high = torch.aminmax(part)
-            largest = max(largest, -float(low), float(high))
-    return largest
+    step = max(1, chunk_elements // max(1, x.shape[1]))
+    return _largest(name, [_chunk_extent(x[start : start + step], start) for start in range(0, x.shape[0], step)])
 
 
 def _chunk_extent(part: Tensor, start: int) -> tuple[int | None, float]:
@@ -189,6 +178,15 @@ def _chunk_extent(part: Tensor, start: int) -> tuple[int | None, float]:
     if math.isfinite(largest):  # NaN propagates through aminmax, so a finite extent means every value is finite
         return None, largest
     return start + int((~torch.isfinite(part)).any(1).nonzero()[0]), largest
+
+
+def _largest(name: str, extents: list[tuple[int | None, float]]) -> float:
+    """The largest |value| over the pieces' `_chunk_extent`s; ValueError naming the first row not finite."""
+    bad = [row for row, _ in extents if row is not None]
+    if bad:
+        raise ValueError(f"{name} has NaN or infinite values (first in row {min(bad)}); every angle must be a "
+                         "finite number")
+    return max((largest for _, largest in extents), default=0.0)
 
 
 def _check_corpus(corpus: Tensor, corpus_codes: bool, *, require_finite: bool = True) -> Tensor:

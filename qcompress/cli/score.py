@@ -69,8 +69,10 @@ def score_command(
         None, metavar="CORPUS", help="Corpus embeddings: a Parquet file, or a folder of them, from the same model."
     ),
     index: Index = None,
-    nprobe: int = typer.Option(16, "--nprobe", min=1, help="With --index: IVF cells visited per query. More cells: higher recall, slower (measured, 10M x 128 "
-    "clustered, 4,096 cells: 0.988 at 256, 0.994 at 320, 0.998 at 512; see the recall@10 printed by every run)."),
+    nprobe: int = typer.Option(
+        16, "--nprobe", min=1,
+        help="With --index: IVF cells visited per query. More cells: higher recall, slower (measured, 10M x 128 "
+        "clustered, 4,096 cells: 0.988 at 256, 0.994 at 320, 0.998 at 512; see the recall@10 printed by every run)."),
     rerank: int = typer.Option(100, "--rerank", min=1, help="With --index: candidates re-ranked exactly per query."),
     recall_queries: RecallQueries = 10,
     top_k: int = typer.Option(1000, "--top-k", min=1, help="Documents per query in the run."),
