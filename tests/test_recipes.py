@@ -68,10 +68,14 @@ def _stand_in(encoder: str, folder: Path, seeds: str = "[1, 2]") -> list[str]:
 def test_recipe_files_parse_and_expand(path):
     recipe = recipes.load_recipe(path)
     assert set(recipe["profiles"]) >= {"paper", "offline"}
-    for profile in ("paper", "offline"):
+    for profile in recipe["profiles"]:
         cfg = recipes.profile_config(recipe, profile)
         specs = recipes.expand_runs(cfg)
         assert specs, f"{path.name}/{profile} has no runs"
+        # Every compared row exists: a run's label, or its label with a stored form after it ("... uint8").
+        labels = {s.label for s in specs}
+        for label in {label for pair in cfg.get("pairs", []) for label in pair}:
+            assert any(label == run or label.startswith(run + " ") for run in labels), f"{path.name}/{profile}: {label}"
         assert len(cfg["seeds"]) >= 3
         trained = [s for s in specs if s.kind == "train"]
         seeds_of = {}
@@ -84,7 +88,7 @@ def test_recipe_files_parse_and_expand(path):
 
 def test_variants_recipe_has_the_six_variants():
     recipe = recipes.load_recipe(Path(RECIPES[0]).parent / "variants.toml")
-    for profile in ("paper", "offline"):
+    for profile in ("paper", "offline", "offline-768"):
         variants = {s.params.get("variant") for s in recipes.expand_runs(recipes.profile_config(recipe, profile))}
         assert {"BT", "QBT", "BEC", "QBEC", "BFEC", "QBFEC"} <= variants
 
