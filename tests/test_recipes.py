@@ -5,6 +5,7 @@ and aggregates into tables with paired tests and PNG plots; the peer methods of 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,10 @@ def test_offline_runner_resumes_reuses_and_aggregates(tiny_bert4, tiny_beir, tmp
         assert f"| {label} " in text
     assert "BFEC d=16 (ref)" in text and " ± " in text and "Runs finished: 18 of 18" in text
     assert "| QBFEC d=8 vs BFEC d=8 |" in text and "no such row" not in text
+    pair = next(line for line in text.splitlines() if line.startswith("| QBFEC d=8 vs BFEC d=8 |"))
+    low, high = (float(x) for x in re.search(r"\[([-+.\d]+), ([-+.\d]+)\]", pair).groups())
+    assert "Δ [95% CI]" in text and "Δ vs ref [95% CI]" in text
+    assert low <= float(pair.split("|")[2].split()[0]) <= high
     assert (out / "tinypeers" / "offline" / "bytes.png").read_bytes()[:4] == b"\x89PNG"
     first = json.loads(next((out / "tinypeers" / "offline" / "results").glob("*.json")).read_text())
     assert first["git_commit"] == "0000000" and first["git_dirty"] is False

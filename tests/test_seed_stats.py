@@ -19,6 +19,24 @@ def test_two_deterministic_methods_give_the_paired_t_test():
     assert test.df == pytest.approx(29) and test.seeds == (1, 1)
 
 
+def test_the_interval_is_the_paired_t_interval_for_deterministic_methods_and_agrees_with_p():
+    rng = np.random.default_rng(3)
+    a, b = rng.random((1, 30)), rng.random((1, 30))
+    low, high = seed_aware_test(a, b).interval(0.9)
+    expected = ttest_rel(a[0], b[0]).confidence_interval(0.9)
+    assert (low, high) == (pytest.approx(expected.low), pytest.approx(expected.high))
+    # With seeds: the 95% interval excludes 0 exactly when p < 0.05, and widens with the seed spread.
+    queries = rng.normal(0.5, 0.2, 60)
+    for spread in (0.0, 0.02, 0.05):
+        x = queries + 0.02 + rng.normal(0, spread, (3, 1)) + rng.normal(0, 0.05, (3, 60))
+        test = seed_aware_test(x, queries[None, :])
+        low, high = test.interval()
+        assert low < test.difference < high and (test.p < 0.05) == (not low <= 0 <= high)
+    assert seed_aware_test([[0.5, 0.5]], [[0.5, 0.5]]).interval() == (0.0, 0.0)
+    with pytest.raises(ValueError, match="level"):
+        test.interval(95)
+
+
 def test_seed_variance_recovers_the_seed_component():
     rng = np.random.default_rng(2)
     y = rng.normal(0, 0.3, (1, 2000)) + rng.normal(0, 0.1, (8, 1)) + rng.normal(0, 0.05, (8, 2000))

@@ -53,6 +53,23 @@ class SeedAwareTest:
     queries: int
     query_variance: float  # variance of the mean difference coming from queries (and the residual)
     seed_variance: tuple[float, float]  # each method's seed variance component sigma_u^2
+    standard_error: float = math.nan  # of `difference`: query part plus each method's seed part
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """The `level` confidence interval of `difference` (Satterthwaite's t): what a "no significant difference"
+        can and cannot exclude. A zero-variance test gives the difference itself at both ends.
+
+        Example:
+            >>> low, high = seed_aware_test([[0.5, 0.7, 0.4, 0.6]], [[0.4, 0.5, 0.4, 0.4]]).interval()
+            >>> round(low, 3), round(high, 3)
+            (-0.027, 0.277)
+        """
+        if not 0 < level < 1:
+            raise ValueError(f"level must be between 0 and 1, got {level}")
+        if not self.standard_error > 0:
+            return self.difference, self.difference
+        half = float(stats.t.ppf(0.5 + level / 2, self.df)) * self.standard_error
+        return self.difference - half, self.difference + half
 
 
 def seed_variance(y: np.ndarray) -> tuple[float, float, float, float]:
@@ -91,11 +108,12 @@ def seed_aware_test(a: np.ndarray, b: np.ndarray) -> SeedAwareTest:
     if variance <= 0 or not terms:
         t = 0.0 if difference == 0 else math.copysign(math.inf, difference)
         return SeedAwareTest(difference, t, math.nan, 1.0 if difference == 0 else 0.0, (a.shape[0], b.shape[0]),
-                             queries, query_variance, tuple(seed_parts))
+                             queries, query_variance, tuple(seed_parts), 0.0)
     df = variance**2 / sum(v**2 / dof for v, dof in terms if dof > 0)
     t = difference / math.sqrt(variance)
     p = float(2 * stats.t.sf(abs(t), df))
-    return SeedAwareTest(difference, t, df, p, (a.shape[0], b.shape[0]), queries, query_variance, tuple(seed_parts))
+    return SeedAwareTest(difference, t, df, p, (a.shape[0], b.shape[0]), queries, query_variance, tuple(seed_parts),
+                         math.sqrt(variance))
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:

@@ -10,7 +10,7 @@ Example:
     >>> rows = collect_rows([result])
     >>> significance(rows, {"reference": "pca d=32"})
     >>> print(table(rows, {"evaluate": [{"name": "test"}]}))
-    | method | bytes/vector | head params | seeds | test NDCG@10 | Δ vs ref | p per seed | p (seeds) | p Holm |
+    | method | bytes/vector | head params | seeds | test NDCG@10 | Δ vs ref [95% CI] | p per seed | p (seeds) | p Holm |
     |---|--:|--:|--:|--:|--:|--:|--:|--:|
     | pca d=32 (ref) | 128 | 12,320 (fit) | deterministic | 0.5000 |  |  |  |  |
 """
@@ -111,6 +111,7 @@ def _compare(first: dict, second: dict, first_seeds: list, second_seeds: list) -
         per_seed.append(None if j is None else paired_t_test(a[i], b[j])[1])
     test = seed_aware_test(a, b)
     return {"delta": first["mean"] - second["mean"], "p_per_seed": per_seed, "p_seeds": test.p,
+            "interval": list(test.interval(0.95)),
             "seed_test": {"t": test.t, "df": test.df, "seeds": list(test.seeds), "queries": test.queries,
                           "seed_variance": list(test.seed_variance), "query_variance": test.query_variance}}
 
@@ -170,7 +171,8 @@ _COLUMNS = ("NDCG@10", "Δ", "p per seed", "p (seeds)", "p Holm")
 
 
 def _test_cells(e: dict) -> list[str]:
-    """Δ, the per-seed p-values (their range when there are several), the seed-aware and the Holm p."""
+    """Δ with the seed-aware test's 95% confidence interval, the per-seed p-values (their range when there are
+    several), the seed-aware and the Holm p."""
     if e.get("delta") is None:
         return ["", "", "", ""]
     per_seed = [p for p in e["p_per_seed"] if p is not None]
@@ -179,7 +181,10 @@ def _test_cells(e: dict) -> list[str]:
         seeds = f"{_fmt_p(low)}–{_fmt_p(high)}" if _fmt_p(low) != _fmt_p(high) else _fmt_p(low)
     else:
         seeds = _fmt_p(per_seed[0]) if per_seed else ""
-    return [f"{e['delta']:+.4f}", seeds, _fmt_p(e["p_seeds"]), _fmt_p(e.get("p_holm"))]
+    delta = f"{e['delta']:+.4f}"
+    if e.get("interval"):
+        delta += " [{:+.3f}, {:+.3f}]".format(*e["interval"])
+    return [delta, seeds, _fmt_p(e["p_seeds"]), _fmt_p(e.get("p_holm"))]
 
 
 def table(rows: list[dict], cfg: dict) -> str:
@@ -188,7 +193,7 @@ def table(rows: list[dict], cfg: dict) -> str:
     evals = [item["name"] for item in eval_sets(cfg)]
     head = ["method", "bytes/vector", "head params", "seeds"]
     for name in evals:
-        head += [f"{name} {_COLUMNS[0]}", *(f"{c} vs ref" if c == "Δ" else c for c in _COLUMNS[1:])]
+        head += [f"{name} {_COLUMNS[0]}", *("Δ vs ref [95% CI]" if c == "Δ" else c for c in _COLUMNS[1:])]
     lines = _markdown_head(head)
     lines += ["| " + " | ".join(_table_cells(row, evals)) + " |" for row in rows]
     return "\n".join(lines)
@@ -199,7 +204,8 @@ def pairs_table(rows: list[dict], cfg: dict) -> str:
     the table); pairs naming a row the results lack are left out."""
     evals = [item["name"] for item in eval_sets(cfg)]
     by_label = {r["label"]: r for r in rows}
-    head = ["comparison"] + [f"{name} {col}" for name in evals for col in _COLUMNS[1:]]
+    columns = ["Δ [95% CI]" if col == "Δ" else col for col in _COLUMNS[1:]]
+    head = ["comparison"] + [f"{name} {col}" for name in evals for col in columns]
     cells_of, tested = [], []
     for first, second in cfg["pairs"]:
         a, b = by_label.get(first), by_label.get(second)
@@ -367,13 +373,15 @@ def _report(recipe: dict, profile: str, cfg: dict, rows: list[dict], done: int, 
     protocols = ", ".join(f"{it['name']}: {it['protocol']}" for it in eval_sets(cfg))
     lines += [f"Runs finished: {done} of {runs}. Encoder: {cfg.get('encoder') or 'minilm'}, max length "
               f"{cfg['max_length']}. Evaluation ({protocols}); NDCG@10 mean ± standard deviation over seeds. "
-              f"Against the reference row: Δ of the means; p per seed: paired t-tests over queries, each seed's run "
-              f"against the reference's run of the same seed (or its only run), the range over seeds; p (seeds): "
+              f"Against the reference row: Δ of the means [the seed-aware test's 95% confidence interval]; p per "
+              f"seed: paired t-tests over queries, each seed's run against the reference's run of the same seed (or "
+              f"its only run), the range over seeds; p (seeds): "
               f"a t-test whose unit includes the seeds (query and seed effects, qcompress.evaluation.seed_stats); "
               f"p Holm: that p adjusted over every test of the table.", "",
               table(rows, cfg), ""]
     if cfg.get("pairs"):
-        lines += ["Paired comparisons (Δ = first − second; the same tests, Holm over this table):", "",
+        lines += ["Paired comparisons (Δ = first − second [95% confidence interval]; the same tests, Holm over this "
+                  "table):", "",
                   pairs_table(rows, cfg), ""]
     return "\n".join(lines)
 
