@@ -25,7 +25,7 @@ def test_the_interval_is_the_paired_t_interval_for_deterministic_methods_and_agr
     low, high = seed_aware_test(a, b).interval(0.9)
     expected = ttest_rel(a[0], b[0]).confidence_interval(0.9)
     assert (low, high) == (pytest.approx(expected.low), pytest.approx(expected.high))
-    # With seeds: the 95% interval excludes 0 exactly when p < 0.05, and widens with the seed spread.
+    # With seeds: the 95% interval holds the difference and excludes 0 exactly when p < 0.05.
     queries = rng.normal(0.5, 0.2, 60)
     for spread in (0.0, 0.02, 0.05):
         x = queries + 0.02 + rng.normal(0, spread, (3, 1)) + rng.normal(0, 0.05, (3, 60))
