@@ -77,3 +77,16 @@ def test_holm_matches_the_step_down_rule():
     assert holm(p) == pytest.approx([0.004, 0.06, 0.08, 0.5])
     assert holm([None, 0.2]) == [None, 0.2]
     assert math.isnan(holm([math.nan])[0])
+
+
+def test_degrees_of_freedom_never_fall_below_the_seed_parts_own():
+    # Seed means that differ a little more than their noise: Satterthwaite's df of MS_seed - MS_residual fell to
+    # 0.47 here, and the 95% interval of a difference of ~0.01 was [-3.74, +3.76] (the audit's [-72.3, +72.3] kind).
+    rng = np.random.default_rng(849)
+    a, b = rng.normal(0, 0.2, (3, 30)), np.zeros((1, 30))
+    test = seed_aware_test(a, b)
+    assert test.df >= 2.0  # 3 seeds: the seed part rests on 2 degrees of freedom
+    low, high = test.interval()
+    assert high - low < 0.5
+    # with a negligible seed part nothing changes: the paired t-test's df (queries - 1)
+    assert seed_aware_test(rng.normal(0, 0.2, (1, 30)), b).df == 29.0

@@ -10,8 +10,8 @@ invisible to it. Here each method's scores are a (seeds x queries) matrix, model
 and the difference of the two methods' means is tested with a t statistic whose variance has a query part (the
 spread of the per-query differences, as in a paired test) plus each method's seed part, sigma_u^2 / seeds,
 estimated from the seed means (a two-way ANOVA without replication; negative estimates are set to 0), with
-Satterthwaite's degrees of freedom. A deterministic method (one run) has no seed part; two deterministic methods
-give exactly the paired t-test over queries. Runs of the two methods are treated as independent even when they
+Satterthwaite's degrees of freedom, floored at the seed part's own (seeds - 1; see `_df_floor`). A deterministic
+method (one run) has no seed part; two deterministic methods give exactly the paired t-test over queries. Runs of the two methods are treated as independent even when they
 share a seed number, which can only overstate the variance (a conservative test).
 
 Example: a method 0.02 better on average, whose 3 training seeds vary by 0.02, against a deterministic one. Over
@@ -109,11 +109,22 @@ def seed_aware_test(a: np.ndarray, b: np.ndarray) -> SeedAwareTest:
         t = 0.0 if difference == 0 else math.copysign(math.inf, difference)
         return SeedAwareTest(difference, t, math.nan, 1.0 if difference == 0 else 0.0, (a.shape[0], b.shape[0]),
                              queries, query_variance, tuple(seed_parts), 0.0)
-    df = variance**2 / sum(v**2 / dof for v, dof in terms if dof > 0)
+    df = max(variance**2 / sum(v**2 / dof for v, dof in terms if dof > 0), _df_floor(terms))
     t = difference / math.sqrt(variance)
     p = float(2 * stats.t.sf(abs(t), df))
     return SeedAwareTest(difference, t, df, p, (a.shape[0], b.shape[0]), queries, query_variance, tuple(seed_parts),
                          math.sqrt(variance))
+
+
+def _df_floor(terms: list[tuple[float, float]]) -> float:
+    """The smallest degrees of freedom among the positive variance terms (for a seed part: seeds - 1).
+
+    Satterthwaite's formula with a difference of mean squares (MS_seed - MS_residual) can give df below 1 when the
+    seed part dominates and is barely estimable; a t interval with df 0.3 is tens of units wide ([-72.3, +72.3] was
+    published once). Every estimate that enters the variance rests on at least this many degrees of freedom, and
+    Satterthwaite's df of a sum of positive terms is never below it: the floor restores that bound.
+    """
+    return min(dof for v, dof in terms if v > 0 and dof > 0)
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
