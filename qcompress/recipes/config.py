@@ -31,7 +31,7 @@ from qcompress.errors import InputError
 from qcompress.training import resolve_variant
 
 __all__ = ["RunSpec", "load_recipe", "profile_config", "expand_runs", "eval_sets", "trec_dir", "config_key",
-           "format_template", "variant_layers", "plain_name", "METRIC", "RUN_KINDS"]
+           "format_template", "variant_layers", "plain_name", "toml_module", "METRIC", "RUN_KINDS"]
 
 METRIC = "ndcg_cut_10"  # the metric of the tables, the plots and the paired tests
 RUN_KINDS = ("train", "encoder", "peer", "first_stage")
@@ -39,7 +39,8 @@ _DEFAULT_LABELS = {"train": "{variant}", "encoder": "encoder {similarity}", "pee
                    "first_stage": "first stage (BM25)"}
 
 
-def _toml():
+def toml_module():
+    """tomllib (Python 3.11+), else tomli."""
     try:
         import tomllib  # Python 3.11+
     except ImportError:  # Python 3.10
@@ -70,7 +71,7 @@ def plain_name(value: Any, field: str, file: str | os.PathLike | None = None) ->
 
 def load_recipe(path: str | os.PathLike) -> dict:
     """Read a recipe file (TOML) and check its top-level layout; the recipe remembers its `path`."""
-    tomllib = _toml()
+    tomllib = toml_module()
     path = Path(path)
     with path.open("rb") as f:
         recipe = tomllib.load(f)
@@ -83,7 +84,7 @@ def load_recipe(path: str | os.PathLike) -> dict:
 
 
 def _parse_value(text: str) -> Any:
-    tomllib = _toml()
+    tomllib = toml_module()
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

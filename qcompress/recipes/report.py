@@ -31,7 +31,8 @@ from qcompress.evaluation.seed_stats import holm, seed_aware_test
 from qcompress.recipes.config import METRIC, eval_sets, expand_runs, format_template, variant_layers
 from qcompress.recipes.runner import current_result
 
-__all__ = ["collect_rows", "significance", "table", "pairs_table", "plot", "aggregate", "update_doc", "export"]
+__all__ = ["collect_rows", "significance", "table", "pairs_table", "plot", "aggregate", "update_doc", "update_doc_body",
+           "export", "per_query_matrix"]
 
 _OTHER_METRICS = ("recip_rank_10", "recall_100", "map")  # kept per seed in summary.json
 
@@ -93,7 +94,7 @@ def _reference_label(cfg: dict, row: dict) -> str | None:
         return None
 
 
-def _matrix(e: dict, qids: list[str]) -> np.ndarray:
+def per_query_matrix(e: dict, qids: list[str]) -> np.ndarray:
     """An evaluation entry's per-query NDCG@10 as a (seeds x queries) matrix over `qids`."""
     return np.array([[e["per_query"][q][i] for q in qids] for i in range(len(e["values"]))])
 
@@ -104,7 +105,7 @@ def _compare(first: dict, second: dict, first_seeds: list, second_seeds: list) -
     Per seed: each run of `first` against the run of `second` with the same seed, or against `second`'s only run
     when that one is deterministic (otherwise no per-seed test)."""
     qids = sorted(set(first["per_query"]) & set(second["per_query"]))
-    a, b = _matrix(first, qids), _matrix(second, qids)
+    a, b = per_query_matrix(first, qids), per_query_matrix(second, qids)
     per_seed = []
     for i, seed in enumerate(first_seeds):
         j = 0 if second_seeds == [None] else (second_seeds.index(seed) if seed in second_seeds else None)
@@ -422,7 +423,12 @@ def update_doc(doc: Path, key: str, results_md: Path) -> bool:
     `<!-- /table -->` in `doc`; returns False when the doc has no such markers."""
     lines = results_md.read_text().splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith("Runs finished")), 0)
-    body = "\n".join(lines[start:]).strip()
+    return update_doc_body(doc, key, "\n".join(lines[start:]))
+
+
+def update_doc_body(doc: Path, key: str, body: str) -> bool:
+    """Put `body` between `<!-- table: KEY -->` and `<!-- /table -->` in `doc`; False when it has no such markers."""
+    body = body.strip()
     text = doc.read_text()
     # Markers with nothing between them yet are a pair too (a lazy ".*?\n" would run on to the next table's end).
     pattern = re.compile(rf"(<!-- table: {re.escape(key)} -->\n)(?:.*?\n)??(<!-- /table -->)", re.S)
