@@ -332,3 +332,34 @@ def test_read_ahead_yields_in_order_and_raises_where_the_error_is():
             got.append(item)
     assert got == [1, 2]
     assert list(read_ahead(iter([]))) == []
+
+
+@pytest.mark.parametrize("cuts", [[0, 40], [0, 1, 2, 40], [0, 13, 27, 40]])
+def test_topk_merged_batch_by_batch_equals_the_whole(cuts):
+    # Scores on a coarse grid: many exact ties, some straddling the batch boundaries.
+    scores = torch.randint(0, 5, (3, 40), generator=torch.Generator().manual_seed(30)).float()
+    from qcompress.search import TopK, select_topk
+
+    best = TopK(3, 7)
+    for start, end in zip(cuts, cuts[1:]):
+        part, local = select_topk(scores[:, start:end], 7)
+        best.add(part, local + start)
+    assert_same((best.scores, best.indices), select_topk(scores, 7))
+    assert best.scores.dtype == torch.float32 and best.indices.dtype == torch.int64
+
+
+@pytest.mark.parametrize("codes", [False, True])
+def test_pair_scores_do_not_depend_on_how_pairs_are_cut(codes):
+    from qcompress.search import cosine_pairs, log_fidelity_pairs
+
+    corpus, queries = angles(50, 24, 31), angles(4, 24, 32)
+    corpus = quantize_angles(corpus) if codes else corpus
+    rows, docs = torch.randint(0, 4, (300,)), torch.randint(0, 50, (300,))
+    whole = log_fidelity_pairs(queries, corpus, rows, docs, codes=codes, chunk_elements=1 << 20)
+    assert torch.equal(whole, log_fidelity_pairs(queries, corpus, rows, docs, codes=codes, chunk_elements=24 * 7))
+    full = pairwise_log_fidelity(queries, decode_codes(corpus) if codes else corpus)
+    assert torch.equal(whole, full[rows, docs])  # the oracle's formula, bit for bit
+    if not codes:
+        unit = torch.nn.functional.normalize(queries, dim=-1)
+        pieces = cosine_pairs(unit, corpus, rows, docs, chunk_elements=5)
+        assert torch.equal(cosine_pairs(unit, corpus, rows, docs), pieces)
