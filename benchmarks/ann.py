@@ -6,7 +6,7 @@
 Data: the clustered synthetic corpus of benchmarks/search.py (64 latent factors mixed into n dims, N/100 cluster
 centres, angles = encode_angles(u)), generated a million rows at a time and kept only as 8-bit codes; queries
 are corpus rows plus --query-noise in the pre-tanh space. The corpus is written to a Parquet file with the
-library's writer, indexed with `qcompress.ann.build_index` (the path of `qcompress index build`), then:
+library's writer, indexed with `qcompress.search.approximate.build_index` (the path of `qcompress index build`), then:
   exact   FidelityIndex(codes, corpus_codes=True, cache_features=False).search: the exact top-k from the codes
           in memory (features recomputed a chunk at a time: the cached features would be 2n floats a row)
   ivf     ApproximateIndex.search at each --nprobe and --rerank (candidates re-ranked exactly), median of --repeats
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 
-from qcompress.ann import ApproximateIndex, build_index, recall_at_k
 from qcompress.formats import EmbeddingWriter
 from qcompress.quantization import decode_codes
 from qcompress.quantum import encode_angles
 from qcompress.search import FidelityIndex
+from qcompress.search.approximate import ApproximateIndex, build_index, recall_at_k
 
 PIECE = 1 << 20
 

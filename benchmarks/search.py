@@ -54,7 +54,9 @@ import torch
 from qcompress.formats import EmbeddingWriter
 from qcompress.formats.embeddings import scan_embeddings
 from qcompress.quantum import encode_angles
-from qcompress.search import FidelityIndex, _features, _read_ahead, brute_force_topk, search_parquet, topk
+from qcompress.search import FidelityIndex, brute_force_topk, search_parquet, topk
+from qcompress.search.features import angle_features
+from qcompress.search.stream import read_ahead
 
 METHODS = ("flat-ip", "flat-ip-oneshot", "flat-ip-stream", "index", "topk", "index-uint8", "topk-uint8", "parquet")
 BASELINE = {"index": "flat-ip", "index-uint8": "flat-ip", "topk": "flat-ip-oneshot", "topk-uint8": "flat-ip-oneshot",
@@ -93,26 +95,26 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 
 
 def flat_ip(queries: torch.Tensor, features: torch.Tensor, k: int):
-    return (_features(queries) @ features.T).topk(k, dim=1)
+    return (angle_features(queries) @ features.T).topk(k, dim=1)
 
 
 def flat_ip_oneshot(queries: torch.Tensor, corpus: torch.Tensor, k: int, step: int = 1 << 15):
     """Features computed from the angles a chunk at a time (bounded memory, like `topk`), then one top-k."""
-    qf = _features(queries)
+    qf = angle_features(queries)
     ip = torch.empty(len(queries), len(corpus))
     for s in range(0, len(corpus), step):
-        ip[:, s : s + step] = qf @ _features(corpus[s : s + step]).T
+        ip[:, s : s + step] = qf @ angle_features(corpus[s : s + step]).T
     return ip.topk(k, dim=1)
 
 
 def flat_ip_stream(queries: torch.Tensor, path: Path, k: int, batch_rows: int = 1 << 18):
     """The flat search over a Parquet file of angles, read exactly as search_parquet reads it."""
-    qf = _features(queries)
+    qf = angle_features(queries)
     best_values, best_rows = torch.empty(len(queries), 0), torch.empty(len(queries), 0, dtype=torch.int64)
     _, batches = scan_embeddings(path, batch_rows=batch_rows, keep_codes=True, unique=True)
     offset = 0
-    for batch in _read_ahead(batches):
-        values, rows = (qf @ _features(batch.values).T).topk(min(k, len(batch.values)), dim=1)
+    for batch in read_ahead(batches):
+        values, rows = (qf @ angle_features(batch.values).T).topk(min(k, len(batch.values)), dim=1)
         best_values, chosen = torch.cat([best_values, values], 1).topk(k, dim=1)
         best_rows = torch.cat([best_rows, rows + offset], 1).gather(1, chosen)
         offset += len(batch.values)
@@ -138,7 +140,7 @@ def run_method(name: str, queries, corpus, codes, k, prepared):
     if name == "flat-ip-stream":
         return flat_ip_stream(queries, prepared["parquet"], k)
     if name == "faiss-ip":
-        return prepared["faiss"].search(_features(queries).numpy(), k)
+        return prepared["faiss"].search(angle_features(queries).numpy(), k)
     if name in ("index", "index-uint8"):
         return prepared[name].search(queries, k)
     if name == "topk":

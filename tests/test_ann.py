@@ -1,15 +1,15 @@
-"""The approximate index (issue 19): IVF candidates re-ranked by exact log-fidelity, `qcompress.ann`."""
+"""The approximate index (issue 19): IVF candidates re-ranked by exact log-fidelity, `qcompress.search.approximate`."""
 
 import math
 
 import pytest
 import torch
 
-from qcompress.ann import ApproximateIndex, build_index, recall_at_k
 from qcompress.errors import InputError
 from qcompress.formats import EmbeddingWriter
 from qcompress.quantization import decode_codes
 from qcompress.search import brute_force_topk
+from qcompress.search.approximate import ApproximateIndex, build_index, recall_at_k
 
 META = {"encoder": "x", "head": "none", "similarity": "fidelity"}
 

@@ -8,7 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import qcompress.search as search
+import qcompress.search.features as features_module
+import qcompress.search.pairs as pairs_module
+import qcompress.search.stream as stream_module
 from qcompress.errors import InputError
 from qcompress.formats import EmbeddingWriter, dequantize_angles, quantize_angles
 from qcompress.quantum import pairwise_log_fidelity
@@ -142,7 +144,7 @@ def test_temporaries_stay_within_the_chunk(monkeypatch):
     corpus, queries = angles(3000, 40, 12), angles(5, 40, 13)
     expected = brute_force_topk(queries, corpus, 10)
     sizes = {"exact": [], "features": [], "cos": []}
-    real = (search.log_cos2_half, search._features, FidelityIndex._block_cos)
+    real = (pairs_module.log_cos2_half, features_module.angle_features, FidelityIndex._block_cos)
 
     def exact(delta):
         sizes["exact"].append(delta.numel())
@@ -157,8 +159,8 @@ def test_temporaries_stay_within_the_chunk(monkeypatch):
         sizes["cos"].append(out.numel())
         return out
 
-    monkeypatch.setattr(search, "log_cos2_half", exact)
-    monkeypatch.setattr(search, "_features", features)
+    monkeypatch.setattr(pairs_module, "log_cos2_half", exact)
+    monkeypatch.setattr(features_module, "angle_features", features)
     monkeypatch.setattr(FidelityIndex, "_block_cos", block_cos)
     chunk = 2000
     index = FidelityIndex(corpus, cache_features=False, candidates=8, chunk_elements=chunk)
@@ -250,11 +252,11 @@ def test_search_parquet_reads_fewer_rows_a_batch_for_many_queries(tmp_path, monk
     ids = [f"doc{i}" for i in range(len(corpus))]
     write_embeddings(tmp_path / "c.parquet", ids, corpus.numpy())
     queries = angles(40, 8, 22)
-    monkeypatch.setattr(search, "SCORES_PER_BATCH", 4000)
-    monkeypatch.setattr(search, "MIN_BATCH_ROWS", 1)
+    monkeypatch.setattr(stream_module, "SCORES_PER_BATCH", 4000)
+    monkeypatch.setattr(stream_module, "MIN_BATCH_ROWS", 1)
     seen = []
-    original = search.scan_embeddings
-    monkeypatch.setattr(search, "scan_embeddings",
+    original = stream_module.scan_embeddings
+    monkeypatch.setattr(stream_module, "scan_embeddings",
                         lambda path, **kw: seen.append(kw["batch_rows"]) or original(path, **kw))
     scores, found = search_parquet(queries, tmp_path / "c.parquet", 5, candidates=8)
     expected = brute_force_topk(queries, corpus, 5)
@@ -308,16 +310,16 @@ def test_one_shot_search_finds_the_first_bad_row_while_scanning():
 
 @pytest.mark.parametrize("shape", [(40, 6), (40, 7), (40, 2)])
 def test_code_features_by_pairs_equal_one_lookup_per_code(shape):
-    from qcompress.search import _CODE_FEATURES, _code_features
+    from qcompress.search.features import CODE_FEATURES, code_features
 
     codes = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     for part in (codes, codes[:, 1:3], codes[::2]):  # even and odd widths, contiguous or not
-        expected = _CODE_FEATURES[part.long()].reshape(part.shape[0], -1)
-        assert torch.equal(_code_features(part), expected)
+        expected = CODE_FEATURES[part.long()].reshape(part.shape[0], -1)
+        assert torch.equal(code_features(part), expected)
 
 
 def test_read_ahead_yields_in_order_and_raises_where_the_error_is():
-    from qcompress.search import _read_ahead
+    from qcompress.search.stream import read_ahead
 
     def items():
         yield 1
@@ -326,7 +328,38 @@ def test_read_ahead_yields_in_order_and_raises_where_the_error_is():
 
     got = []
     with pytest.raises(ValueError, match="bad batch 3"):
-        for item in _read_ahead(items()):
+        for item in read_ahead(items()):
             got.append(item)
     assert got == [1, 2]
-    assert list(_read_ahead(iter([]))) == []
+    assert list(read_ahead(iter([]))) == []
+
+
+@pytest.mark.parametrize("cuts", [[0, 40], [0, 1, 2, 40], [0, 13, 27, 40]])
+def test_topk_merged_batch_by_batch_equals_the_whole(cuts):
+    # Scores on a coarse grid: many exact ties, some straddling the batch boundaries.
+    scores = torch.randint(0, 5, (3, 40), generator=torch.Generator().manual_seed(30)).float()
+    from qcompress.search import TopK, select_topk
+
+    best = TopK(3, 7)
+    for start, end in zip(cuts, cuts[1:]):
+        part, local = select_topk(scores[:, start:end], 7)
+        best.add(part, local + start)
+    assert_same((best.scores, best.indices), select_topk(scores, 7))
+    assert best.scores.dtype == torch.float32 and best.indices.dtype == torch.int64
+
+
+@pytest.mark.parametrize("codes", [False, True])
+def test_pair_scores_do_not_depend_on_how_pairs_are_cut(codes):
+    from qcompress.search import cosine_pairs, log_fidelity_pairs
+
+    corpus, queries = angles(50, 24, 31), angles(4, 24, 32)
+    corpus = quantize_angles(corpus) if codes else corpus
+    rows, docs = torch.randint(0, 4, (300,)), torch.randint(0, 50, (300,))
+    whole = log_fidelity_pairs(queries, corpus, rows, docs, codes=codes, chunk_elements=1 << 20)
+    assert torch.equal(whole, log_fidelity_pairs(queries, corpus, rows, docs, codes=codes, chunk_elements=24 * 7))
+    full = pairwise_log_fidelity(queries, decode_codes(corpus) if codes else corpus)
+    assert torch.equal(whole, full[rows, docs])  # the oracle's formula, bit for bit
+    if not codes:
+        unit = torch.nn.functional.normalize(queries, dim=-1)
+        pieces = cosine_pairs(unit, corpus, rows, docs, chunk_elements=5)
+        assert torch.equal(cosine_pairs(unit, corpus, rows, docs), pieces)

@@ -1,4 +1,4 @@
-"""`qcompress index build`: an approximate index (IVF + exact re-ranking, qcompress.ann) of an embedding file."""
+"""`qcompress index build`: an approximate index of an embedding file (qcompress.search.approximate)."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def build_command(
         qcompress index build corpus.parquet -o corpus.index
         qcompress score queries.parquet --index corpus.index --nprobe 32 -o run.trec
     """
-    from qcompress.ann import build_index
     from qcompress.formats import count_embedding_rows
+    from qcompress.search.approximate import build_index
 
     if output.exists() and not force:
         raise ValueError(f"-o {output}: already exists; pass --force to replace it")

@@ -147,9 +147,9 @@ def _score_files(queries: Path, corpus: Path, top_k: int, output: Optional[str],
 
 def _write(query_ids: list[str], scores, doc_ids: list[list[str]], output: Optional[str], tag: str) -> None:
     from qcompress.formats import write_run
+    from qcompress.search.runs import run_from_ranking
 
-    run = {qid: dict(zip(doc_ids[row], scores[row].tolist())) for row, qid in enumerate(query_ids)}
-    write_run(output or "-", run, tag)
+    write_run(output or "-", run_from_ranking(query_ids, doc_ids, scores), tag)
     if output:
         note(f"wrote the top {scores.shape[1]} documents for each of {len(query_ids):,} queries to {output}")
 
@@ -158,8 +158,8 @@ def _score_index(queries: Path, index: Path, top_k: int, output: Optional[str], 
                  rerank: int, recall_queries: int) -> None:
     import torch
 
-    from qcompress.ann import ApproximateIndex, recall_at_k
     from qcompress.formats import check_same_model, read_embeddings
+    from qcompress.search.approximate import ApproximateIndex, recall_at_k
 
     q = read_embeddings(queries)
     approx = ApproximateIndex(index)

@@ -1,4 +1,4 @@
-"""`qcompress search`: ad-hoc query texts against a compressed corpus (qcompress.search_text)."""
+"""`qcompress search`: ad-hoc query texts against a compressed corpus (qcompress.search.text)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def search_command(
 
         qcompress search "what is lift" --corpus corpus.parquet --model models/qbec --top-k 5
     """
-    from qcompress.search_text import search_texts
+    from qcompress.search.text import search_texts
 
     spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision)
     model = spec.load(device)

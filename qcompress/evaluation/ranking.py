@@ -15,6 +15,7 @@ from qcompress import search
 from qcompress.cache import encode
 from qcompress.evaluation.metrics import METRICS, Run, evaluate_run, measure_run
 from qcompress.evaluation.protocols import collection_texts
+from qcompress.search import run_from_pools, run_from_topk
 from qcompress.similarity import check_similarity, pairwise_scores
 
 __all__ = ["Progress", "exact_topk", "rank", "Evaluation", "evaluate"]
@@ -85,21 +86,12 @@ def rank(
     docs = encode(model, gathered.doc_texts, batch_size=batch_size, cache=cache, role="document",
                   on_batch=progress("encoding documents", len(doc_ids)))
 
-    run: Run = {}
     if pools is None:
-        scores, indices = exact_topk(queries, docs, top_k, model.similarity)
-        for row, qid in enumerate(qids):
-            run[qid] = {doc_ids[j]: s for j, s in zip(indices[row].tolist(), scores[row].tolist())}
-        return run
-    position = {d: i for i, d in enumerate(doc_ids)}
-    for row, qid in enumerate(qids):
-        pool = pools[qid]
-        if not pool:
-            run[qid] = {}  # nothing to rank: evaluate_run scores this query 0
-            continue
-        scores = pairwise_scores(queries[row : row + 1], docs[[position[d] for d in pool]], model.similarity)[0]
-        run[qid] = dict(zip(pool, scores.tolist()))
-    return run
+        return run_from_topk(qids, doc_ids, *exact_topk(queries, docs, top_k, model.similarity))
+    return run_from_pools(  # an empty pool ranks nothing: evaluate_run scores that query 0
+        qids, doc_ids, pools,
+        lambda row, positions: pairwise_scores(queries[row : row + 1], docs[positions], model.similarity)[0],
+    )
 
 
 @dataclass

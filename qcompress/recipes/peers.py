@@ -55,7 +55,7 @@ from qcompress.quantization import dequantize_angles, quantize_angles
 from qcompress.quantum import pairwise_log_fidelity
 from qcompress.recipes.peers_faiss import CODE_METHODS, code_representation
 from qcompress.recipes.representation import Representation, cosine, hamming_scores
-from qcompress.search import select_topk
+from qcompress.search import run_from_pools, run_from_topk, select_topk
 
 __all__ = [
     "PEER_METHODS",
@@ -263,19 +263,9 @@ def rank_with(
         raise ValueError(f"top_k must be positive, got {top_k}")
     stored = rep.documents(doc_emb)
     queries = rep.queries(query_emb)
-    run: dict[str, dict[str, float]] = {}
     if texts.pools is None:
-        values, indices = select_topk(rep.score(queries, stored), top_k)
-        for row, qid in enumerate(texts.qids):
-            run[qid] = {texts.doc_ids[j]: s for j, s in zip(indices[row].tolist(), values[row].tolist())}
-        return run
-    position = {d: i for i, d in enumerate(texts.doc_ids)}
-    for row, qid in enumerate(texts.qids):
-        pool = texts.pools[qid]
-        if not pool:
-            run[qid] = {}  # nothing to rank: evaluate_run scores this query 0
-            continue
-        sub = rep.subset(stored, [position[d] for d in pool])
-        scores = rep.score(_query_rows(queries, row), sub)[0]
-        run[qid] = dict(zip(pool, scores.tolist()))
-    return run
+        return run_from_topk(texts.qids, texts.doc_ids, *select_topk(rep.score(queries, stored), top_k))
+    return run_from_pools(  # an empty pool ranks nothing: evaluate_run scores that query 0
+        texts.qids, texts.doc_ids, texts.pools,
+        lambda row, positions: rep.score(_query_rows(queries, row), rep.subset(stored, positions))[0],
+    )

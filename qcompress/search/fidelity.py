@@ -1,10 +1,10 @@
-"""Exact top-k search by log-fidelity (and by cosine), in memory or streamed from Parquet.
+"""Exact top-k by log-fidelity over angles in memory: `FidelityIndex`, `topk`, and their oracle `brute_force_topk`.
 
 Fidelity is not an inner product, so no vector index ranks by it directly, and evaluating log-fidelity for every
-(query, document) pair in torch eager costs two orders of magnitude more than a matrix multiply. `FidelityIndex`
-makes exact search cost about one matrix multiply by filtering with upper bounds that are inner products (SPEC §2),
-then settling the few survivors with the reference formula (`qcompress.quantum.log_cos2_half`, summed over
-qubits).
+(query, document) pair in torch eager costs far more than a matrix multiply. `FidelityIndex` makes exact search
+cost about one matrix multiply by filtering with upper bounds that are inner products (SPEC §2), then settling the
+few survivors with the reference formula (`qcompress.quantum.log_cos2_half` summed over qubits, in
+`qcompress.search.pairs`). The features f below are `qcompress.search.features`.
 
 How a search works (m queries, N documents, n qubits, k results):
 
@@ -14,7 +14,7 @@ How a search works (m queries, N documents, n qubits, k results):
    This is the tightest bound that depends on the inner product alone: a tangent of log at any x0 (SPEC §2 uses
    x0 = 1, i.e. log x <= x - 1) gives n(log x0 - 1) + S/x0, minimised at x0 = S/n, which is this bound; and as it
    is increasing in the inner product, every tangent ranks documents in the same order. Being tighter, it lets
-   through several times fewer candidates than the x0 = 1 tangent on random angles.
+   through fewer candidates than the x0 = 1 tangent.
 2. Seed: the top-C documents by inner product (C = max(k, 128)) are scored exactly; the k-th best of them, L,
    is a lower bound of the true k-th score. A document can only make the top-k if its bound reaches L, i.e. if
    its inner product reaches a threshold t(L). For a query whose (C+1)-th inner product is below t(L), the
@@ -25,7 +25,8 @@ How a search works (m queries, N documents, n qubits, k results):
    bounded almost exactly by log prod_i max(x_i, 2^-7) (one log per 16 qubits; the clamp only raises the bound)
    and the rest by Jensen on their share of the inner product. Each stage drops the documents whose bound falls
    below L; the survivors of the last stage (typically a few per query) get the reference score.
-4. The reference scores of the seed and the survivors give the top-k, sorted by (score desc, index asc).
+4. The reference scores of the seed and the survivors give the top-k, sorted by (score desc, index asc)
+   (`qcompress.search.selection`: the tie rule of every top-k).
 
 Every bound is compared with a safety margin that covers float32 rounding: the worst-case error of the matmul
 (1.1 u n (2n + 8 + R), u = 2^-24, R the largest |a| + |b|), of the per-qubit terms, and of the reference sum
@@ -38,16 +39,16 @@ same features, and checks that every result equals `brute_force_topk`'s. The ref
 matmul as N grows: the k-th score rises and fewer documents can reach it. A flat inner-product search is no
 substitute: its top-k is not the fidelity top-k (the benchmark reports its recall).
 
-Alternatives that lost when measured: plain chunked torch eager (`brute_force_topk`), two orders of magnitude
-slower than the flat search; torch.compile of the fused per-pair kernel (slow to compile, and not bit-identical to
-eager); weighting the qubits in the Jensen bound per query, per document or per block of 16 qubits (fewer
-candidates, but more work per pair than it saves). numba was not tried: a fused loop could only speed up the
-refinement, which is already cheaper than the matmul at a million documents, and it would be a new dependency.
+Alternatives that lost when measured: plain chunked torch eager (`brute_force_topk`), far slower than the flat
+search; torch.compile of the fused per-pair kernel (slow to compile, and not bit-identical to eager); weighting the
+qubits in the Jensen bound per query, per document or per block of 16 qubits (fewer candidates, but more work per
+pair than it saves). numba was not tried: a fused loop could only speed up the refinement, which is already
+cheaper than the matmul on large corpora, and it would be a new dependency.
 
 Contention: the refinement is thousands of small torch ops, and OpenMP's spin-waiting at the end of each parallel
-op slowed it by one or two orders of magnitude when another process held a core. So a search runs torch
-single-threaded and spreads independent pieces (corpus chunks, pairs) over Python threads instead
-(`qcompress.search_base.search_workers`): with one core busy it stays within 2x of the flat search (benchmark).
+op slows them badly when another process holds a core. So a search runs torch single-threaded and spreads
+independent pieces (corpus chunks, pairs) over Python threads instead (`qcompress.search.workers.search_workers`);
+`benchmarks/search.py` times it idle and with one core busy.
 
 Memory: the queries' (m, N) inner products, the corpus, its features when cached ((N, 2n) float32, the default
 of `FidelityIndex`; `topk` computes them block by block instead), and temporaries bounded by `chunk_elements`.
@@ -55,72 +56,41 @@ Nothing of size m * N * n is ever made.
 
 8-bit codes (`corpus_codes=True`): uint8 tensors holding round(theta/pi*255), decoded as float32(code * pi/255),
 exactly as `qcompress.quantization.dequantize_angles`; scores are those of the decoded angles.
+
+Corpora larger than memory are streamed from Parquet, a batch at a time through this index, by
+`qcompress.search.stream.search_parquet`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import torch
 from torch import Tensor
 
-from qcompress.formats.embeddings import scan_embeddings
-from qcompress.quantization import DECODE, decode_codes
-from qcompress.quantum import log_cos2_half, pairwise_log_fidelity
-from qcompress.search_base import (  # _float_angles is also imported from here by qcompress.ann
-    DEFAULT_CHUNK_ELEMENTS,
-    UNIT_ROUNDOFF,
-    _check_corpus,
-    _chunk_extent,
-    _float_angles,
-    _largest,
-    _max_abs,
-    _read_ahead,
-    append_ragged,
-    check_2d,
+from qcompress.quantization import decode_codes
+from qcompress.quantum import pairwise_log_fidelity
+from qcompress.search.checks import (
+    check_corpus,
     check_dims,
     check_k,
-    empty_result,
-    rank,
-    search_workers,
-    select_topk,
+    check_positive,
+    chunk_extent,
+    float_angles,
+    largest_extent,
+    max_abs,
 )
-from qcompress.search_cosine import brute_force_topk_cosine, topk_cosine
+from qcompress.search.features import features_of
+from qcompress.search.pairs import PAIR_ELEMENTS, UNIT_ROUNDOFF, log_fidelity_pairs, score_rows, spread_pairs
+from qcompress.search.selection import TopK, append_ragged, empty_result, rank, select_topk
+from qcompress.search.workers import DEFAULT_CHUNK_ELEMENTS, search_workers
 
-__all__ = [
-    "FidelityIndex",
-    "topk",
-    "topk_cosine",
-    "brute_force_topk",
-    "brute_force_topk_cosine",
-    "select_topk",
-    "decode_codes",
-    "search_parquet",
-]
-
-PathLike = str | os.PathLike
+__all__ = ["FidelityIndex", "topk", "brute_force_topk", "DEFAULT_CANDIDATES"]
 
 _BLOCK = 16  # qubits per block: one log per block per pair in the refinement stages
 # Lower clamp of each factor x_i inside a block's product: 16 factors stay >= 2^-112, far from float32 underflow.
 _CLAMP = 2.0**-7
 DEFAULT_CANDIDATES = 128
-SCORES_PER_BATCH = 1 << 28  # search_parquet: most (query, document) scores held at once
-MIN_BATCH_ROWS = 4096  # ... unless a batch would get fewer rows than this
-
-
-# -- features and bounds -----------------------------------------------------------------------------------------
-
-# cos and sin of each code's angle (qcompress.quantization.DECODE): the features of 8-bit corpora, by look-up.
-_CODE_FEATURES = torch.stack([torch.cos(DECODE), torch.sin(DECODE)], dim=1)
-# The features of two neighbouring codes at once, indexed by the pair's bytes read as one 16-bit number (in the
-# machine's byte order): half the look-ups, from a 1 MiB table. Measured 1.5x faster than one look-up per code
-# (16,384 x 128 codes: 7.8 vs 11.5 ms).
-_PAIR = torch.arange(1 << 16)
-_FIRST, _SECOND = (_PAIR & 255, _PAIR >> 8) if sys.byteorder == "little" else (_PAIR >> 8, _PAIR & 255)
-_PAIR_FEATURES = torch.cat([_CODE_FEATURES[_FIRST], _CODE_FEATURES[_SECOND]], 1).contiguous()
-del _PAIR, _FIRST, _SECOND
 
 
 def _blocks(n: int) -> list[tuple[int, int]]:
@@ -134,28 +104,6 @@ def _stages(n_blocks: int) -> list[int]:
         ends.append(done)
         done *= 2
     return ends + [n_blocks]
-
-
-def _features(angles: Tensor) -> Tensor:
-    """(rows, n) angles -> (rows, 2n) features [cos a0, sin a0, cos a1, sin a1, ...].
-
-    The layout only has to match between queries and documents for the matmul; interleaved, the features of a
-    block of qubits are one contiguous slice (what a refinement stage gathers), and cos and sin are written in
-    place, with no temporaries.
-    """
-    out = torch.empty(angles.shape[0], angles.shape[1], 2, dtype=torch.float32)
-    torch.cos(angles, out=out[:, :, 0])
-    torch.sin(angles, out=out[:, :, 1])
-    return out.view(angles.shape[0], -1)
-
-
-def _code_features(codes: Tensor) -> Tensor:
-    """`_features` of 8-bit codes, by table look-up (no cos/sin per element)."""
-    rows, n = codes.shape
-    if n % 2 == 0 and codes.is_contiguous():
-        pairs = codes.view(torch.int16).to(torch.int32).bitwise_and_(0xFFFF)
-        return _PAIR_FEATURES.index_select(0, pairs.flatten()).view(rows, -1)
-    return _CODE_FEATURES.index_select(0, codes.flatten().to(torch.int32)).view(rows, -1)
 
 
 class FidelityIndex:
@@ -186,11 +134,10 @@ class FidelityIndex:
         candidates: int = DEFAULT_CANDIDATES,
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     ) -> None:
-        for name, value in (("candidates", candidates), ("chunk_elements", chunk_elements)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive("candidates", candidates)
+        check_positive("chunk_elements", chunk_elements)
         self.codes = bool(corpus_codes)
-        self.corpus = _check_corpus(corpus, self.codes, require_finite=False)  # checked below, in pieces
+        self.corpus = check_corpus(corpus, self.codes, require_finite=False)  # checked below, in pieces
         self.size, self.dim = self.corpus.shape
         if self.dim == 0:
             raise ValueError("corpus has 0 qubits per row; expected angles of shape (N, n) with n >= 1")
@@ -198,17 +145,17 @@ class FidelityIndex:
         # Largest |angle|: it bounds how far float32 rounding of (a - b) in the reference moves an angle. Checked
         # and measured piece by piece: no temporary as large as the corpus. Without cached features (one-shot
         # search) it is measured during the search's scan, while each chunk is in cache: a separate pass over the
-        # corpus cost a quarter of the whole flat search (benchmarks/search.py).
+        # corpus costs a good share of a whole flat search (benchmarks/search.py).
         self.max_abs: float | None = math.pi if self.codes else None
         if self.max_abs is None and cache_features:
-            self.max_abs = _max_abs(self.corpus, "corpus", chunk_elements)
-        # Elementwise passes work on cache-sized pieces: 2-5x faster than memory-sized ones. The reference formula
-        # (a dozen temporaries) is fastest at ~2^17 numbers; refinement stages, with fewer temporaries and more
-        # Python overhead per piece, at ~2^20 (2 * 16 features per pair).
-        self.work_elements = min(chunk_elements, 1 << 17)
+            self.max_abs = max_abs(self.corpus, "corpus", chunk_elements)
+        # Elementwise passes work on cache-sized pieces, much faster than memory-sized ones. The reference formula
+        # (a dozen temporaries) is fastest at ~2^17 numbers (PAIR_ELEMENTS); refinement stages, with fewer
+        # temporaries and more Python overhead per piece, at ~2^20 (2 * 16 features per pair).
+        self.work_elements = min(chunk_elements, PAIR_ELEMENTS)
         self.pair_chunk = max(1, min(chunk_elements, 1 << 20) // (2 * _BLOCK))
         # Corpus rows per chunk of the scan: features of 2^21 numbers (8 MiB) are read back by the matmul while
-        # still in cache; 2^22 measured 5-10% slower one-shot, 2^19 slower again (per-chunk overhead).
+        # still in cache; 2^22 measured slower one-shot, 2^19 slower again (per-chunk overhead).
         self.chunk_rows = max(1, min(chunk_elements, 1 << 21) // (2 * self.dim))
         self.features = None
         if cache_features:
@@ -223,31 +170,20 @@ class FidelityIndex:
     def _chunks(self) -> list[tuple[int, int]]:
         return [(s, min(self.size, s + self.chunk_rows)) for s in range(0, self.size, self.chunk_rows)]
 
-    # The corpus seen as float32 angles or features, a slice of rows or a gathered set of rows at a time.
-    def _angles(self, rows: Tensor | slice) -> Tensor:
-        part = self.corpus[rows]
-        return decode_codes(part) if self.codes else part
-
     def _corpus_features(self, start: int, end: int) -> Tensor:
         if self.features is not None:
             return self.features[start:end]
-        part = self.corpus[start:end]
-        return _code_features(part) if self.codes else _features(part)
+        return features_of(self.corpus[start:end], codes=self.codes)
 
     def _exact(self, queries: Tensor, rows: Tensor, docs: Tensor) -> Tensor:
         """Reference log-fidelity of the pairs (queries[rows], corpus[docs]), as `pairwise_log_fidelity` computes it."""
-        out = torch.empty(rows.numel(), dtype=torch.float32)
-        step = max(1, self.work_elements // self.dim)
-        for s in range(0, rows.numel(), step):
-            r, d = rows[s : s + step], docs[s : s + step]
-            out[s : s + r.numel()] = log_cos2_half(queries[r] - self._angles(d)).sum(-1)
-        return out
+        return log_fidelity_pairs(queries, self.corpus, rows, docs, codes=self.codes, chunk_elements=self.work_elements)
 
     def _block_cos(self, queries, rows, docs, start, end) -> Tensor:
         """cos(a_i - b_i) for the pairs (rows, docs) and qubits start..end, from the angles.
 
-        Gathering 16 angles a pair and one vectorised cos is cheaper than gathering 32 cached features a pair and
-        multiplying them (measured: about 0.7x the time), so the refinement never reads the features.
+        Gathering 16 angles a pair and one vectorised cos measured cheaper than gathering 32 cached features a pair
+        and multiplying them, so the refinement never reads the features.
         """
         doc_angles = self.corpus[:, start:end].index_select(0, docs)
         if self.codes:
@@ -286,7 +222,7 @@ class FidelityIndex:
             tensor([[0, 2]])
         """
         k = check_k(k)
-        queries = _float_angles(queries, "queries")
+        queries = float_angles(queries, "queries")
         check_dims(queries, self.dim)
         m, size = queries.shape[0], self.size
         k = min(k, size)
@@ -301,16 +237,15 @@ class FidelityIndex:
         seed = min(size, max(k, self.candidates))
         if seed == size:  # small corpus: score everything
             self._measure_corpus()
-            rows, docs = torch.arange(m).repeat_interleave(size), torch.arange(size).repeat(m)
             stats.update(seed_certified=m, exact_pairs=m * size)
-            return select_topk(self._exact_pairs(queries, rows, docs, run).view(m, size), k)
+            return select_topk(self._exact_rows(queries, torch.arange(size).expand(m, size), run), k)
         chunks = self._chunks()
         # 1. Inner products of every document, chunk by chunk, each chunk listing its best `listed` per query (and
-        # the next value, which bounds the rest of the chunk). A top-8 costs a quarter of a top-129.
+        # the next value, which bounds the rest of the chunk). A short top-k costs much less than a long one.
         listed = min(seed, max(8, math.ceil(4 * seed / len(chunks))))
-        query_features = _features(queries)
+        query_features = features_of(queries)
         # Every full chunk's inner products in one allocation: one per chunk, between the features' temporaries,
-        # fragmented the heap (peak 2.6x the inner products' size, measured at 1M x 128 codes).
+        # fragmented the heap (a peak of several times the inner products' size, measured).
         full = size // self.chunk_rows  # every chunk but a shorter last one
         products = torch.empty(full, m, self.chunk_rows)
         scanned = run(lambda j: self._scan(query_features, chunks[j], listed, products[j] if j < full else None),
@@ -325,8 +260,7 @@ class FidelityIndex:
         seed = min(seed, values.shape[1])
         chosen = values.topk(seed, dim=1).indices
         seed_docs = listed_docs.gather(1, chosen)
-        seed_scores = self._exact_pairs(queries, torch.arange(m).repeat_interleave(seed), seed_docs.flatten(),
-                                        run).view(m, seed)
+        seed_scores = self._exact_rows(queries, seed_docs, run)
         kth = seed_scores.topk(k, dim=1).values[:, -1]
         if floor is not None:
             kth = torch.maximum(kth, floor.to(torch.float32))
@@ -352,12 +286,13 @@ class FidelityIndex:
         stats["exact_pairs"] += rows.numel()
         return rank(*append_ragged(seed_scores, seed_docs, rows, docs, scores, sentinel=size), k)
 
-    def _exact_pairs(self, queries: Tensor, rows: Tensor, docs: Tensor, run) -> Tensor:
-        """`_exact` over many pairs, its pieces spread over the workers."""
-        step = max(1, (1 << 20) // self.dim)
-        pieces = [(s, s + step) for s in range(0, rows.numel(), step)]
-        parts = run(lambda p: self._exact(queries, rows[p[0] : p[1]], docs[p[0] : p[1]]), pieces)
-        return torch.cat(parts) if parts else torch.empty(0)
+    def _exact_rows(self, queries: Tensor, docs: Tensor, run) -> Tensor:
+        """`_exact` of query i with the documents docs[i] ((m, c) indices), in pieces spread over the workers."""
+        def spread(rows: Tensor, flat_docs: Tensor) -> Tensor:
+            return spread_pairs(lambda r, d: self._exact(queries, r, d), rows, flat_docs, run,
+                                piece=max(1, (1 << 20) // self.dim))
+
+        return score_rows(spread, docs)
 
     def _scan(self, query_features: Tensor, span: tuple[int, int], listed: int, out: Tensor | None = None):
         """A chunk's inner products (m, rows; written to `out` when given), its best `listed` + 1 per query (values,
@@ -365,7 +300,7 @@ class FidelityIndex:
         None, largest |angle|)."""
         extent = None
         if self.max_abs is None:
-            extent = _chunk_extent(self.corpus[span[0] : span[1]], span[0])
+            extent = chunk_extent(self.corpus[span[0] : span[1]], span[0])
         ip = torch.matmul(query_features, self._corpus_features(*span).T, out=out)
         values, local = ip.topk(min(listed + 1, ip.shape[1]), dim=1)
         return ip, values, local + span[0], extent
@@ -373,8 +308,8 @@ class FidelityIndex:
     def _measure_corpus(self, extents: list | None = None) -> None:
         """Set `max_abs` (checking that every angle is finite) from the scan's chunk extents, or by a pass."""
         if self.max_abs is None:
-            self.max_abs = (_max_abs(self.corpus, "corpus", self.chunk_elements) if extents is None
-                            else _largest("corpus", extents))
+            self.max_abs = (max_abs(self.corpus, "corpus", self.chunk_elements) if extents is None
+                            else largest_extent("corpus", extents))
 
     def _settle(self, queries, item, threshold, floor, ip_error):
         """One piece of step 3: given pairs (chunk None: rows, docs, inner products), or a chunk (its inner
@@ -466,86 +401,20 @@ def topk(
 def brute_force_topk(
     queries: Tensor, corpus: Tensor, k: int, *, corpus_codes: bool = False, chunk_rows: int = 65536
 ) -> tuple[Tensor, Tensor]:
-    """Reference for `topk`: `pairwise_log_fidelity` over corpus chunks, top-k per chunk, merged; same tie rule.
+    """Reference for `topk`: `pairwise_log_fidelity` over corpus chunks, top-k per chunk, merged (`TopK`).
 
     Example:
         >>> brute_force_topk(torch.zeros(1, 2), torch.zeros(3, 2), 2)
         (tensor([[0., 0.]]), tensor([[0, 1]]))
     """
     k = check_k(k)
-    queries = _float_angles(queries, "queries")
-    corpus = _check_corpus(corpus, corpus_codes)
+    queries = float_angles(queries, "queries")
+    corpus = check_corpus(corpus, corpus_codes)
     check_dims(queries, corpus.shape[1])
-    m, size = queries.shape[0], corpus.shape[0]
-    best_scores, best_indices = empty_result(m, 0)
-    for start in range(0, size, chunk_rows):
+    best = TopK(queries.shape[0], k)
+    for start in range(0, corpus.shape[0], chunk_rows):
         chunk = corpus[start : start + chunk_rows]
         chunk = decode_codes(chunk) if corpus_codes else chunk
         scores, indices = select_topk(pairwise_log_fidelity(queries, chunk, chunk_elements=1 << 17), k)
-        best_scores, best_indices = rank(
-            torch.cat([best_scores, scores], 1), torch.cat([best_indices, indices + start], 1), k
-        )
-    return best_scores, best_indices
-
-
-# -- Parquet corpora larger than memory ---------------------------------------------------------------------------
-
-
-def search_parquet(
-    queries: Tensor,
-    path: PathLike,
-    k: int,
-    *,
-    batch_rows: int = 1 << 18,
-    candidates: int = DEFAULT_CANDIDATES,
-) -> tuple[Tensor, list[list[str]]]:
-    """Exact top-k over a qcompress embedding Parquet file or folder, streamed batch by batch (bounded memory).
-
-    Angles (`angles` column, float32 or uint8 codes) are ranked by log-fidelity, vectors (`vectors`) by cosine.
-    Returns (scores (m, min(k, N)), ids: one list of document id strings per query), best first; ties go to the
-    row that comes first (files in name order), so the result is `topk`'s on the whole dataset read in order.
-    Memory: two batches of `batch_rows` rows (the one searched and the next, read ahead), the searched one's
-    features and (m, batch_rows) scores, and the ids seen (compactly, to refuse a repeated one). With many queries
-    the batches are smaller, so that the scores stay under SCORES_PER_BATCH numbers (1 GiB of float32; 10,000
-    queries read 26,843 rows at a time). The file is checked as it is read (`qcompress.formats.scan_embeddings`):
-    bad rows and duplicate ids raise `InputError` naming the file, row and id.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> from qcompress.formats import EmbeddingWriter
-        >>> out = pathlib.Path(tempfile.mkdtemp()) / "emb.parquet"
-        >>> with EmbeddingWriter(out, dim=2, metadata={"similarity": "fidelity"}) as w:
-        ...     w.write(["a", "b", "c"], torch.tensor([[0.0, 0.0], [3.0, 3.0], [0.1, 0.0]]))
-        >>> search_parquet(torch.tensor([[0.0, 0.1]]), out, 2)[1]
-        [['a', 'c']]
-    """
-    k = check_k(k)
-    check_2d(queries, "queries")
-    # Fewer rows a batch for many queries: the (m, rows) scores stay under SCORES_PER_BATCH numbers.
-    batch_rows = min(batch_rows, max(MIN_BATCH_ROWS, SCORES_PER_BATCH // max(1, queries.shape[0])))
-    meta, batches = scan_embeddings(path, batch_rows=batch_rows, keep_codes=True, unique=True)
-    cosine, codes = meta["column"] == "vectors", meta["encoding"] == "uint8"
-    if not cosine:
-        queries = _float_angles(queries, "queries")
-    check_dims(queries, int(meta["dim"]))
-    m = queries.shape[0]
-    best_scores, best_positions = empty_result(m, 0)
-    id_of: dict[int, str] = {}
-    offset = 0
-    for batch in _read_ahead(batches):
-        ids, values = batch.ids, batch.values
-        floor = best_scores[:, -1] if best_scores.shape[1] == k else None
-        if cosine:
-            scores, local = topk_cosine(queries, values, k)
-        else:
-            index = FidelityIndex(values, corpus_codes=codes, cache_features=False, candidates=candidates)
-            scores, local = index.search(queries, k, floor=floor)
-        positions = local + offset
-        for position, doc_id in zip(positions.flatten().tolist(), ids.take(local.flatten().numpy()).to_pylist()):
-            id_of[position] = doc_id
-        best_scores, best_positions = rank(
-            torch.cat([best_scores, scores], 1), torch.cat([best_positions, positions], 1), k
-        )
-        id_of = {p: id_of[p] for p in best_positions.flatten().tolist()}  # only the current winners' ids
-        offset += len(values)
-    return best_scores, [[id_of[p] for p in row] for row in best_positions.tolist()]
+        best.add(scores, indices + start)
+    return best.scores, best.indices

@@ -1,0 +1,273 @@
+"""Approximate top-k by log-fidelity for corpora beyond exact search: an inverted-file index (faiss IVF) over the
+[cos θ; sin θ] features proposes candidates, and each candidate is re-ranked by the exact log-fidelity.
+
+Why this works: the inner product of the features is the sum of cos(a_i - b_i), whose Jensen bound ranks documents
+(SPEC §2, `qcompress.search.fidelity`); documents close by fidelity are close by inner product, so the IVF's
+cells around a query hold its fidelity neighbours. The IVF stores the features (`qcompress.search.features`) as
+8-bit scalar codes (faiss `SQ8`: 2n bytes a document), looks at `nprobe` cells per query and returns its best
+`rerank` documents by (approximate) inner product; those are scored with the reference formula
+(`qcompress.search.pairs.log_fidelity_pairs`, as the exact search does) and the best k kept, ties to the lower
+row. Nothing guarantees the true top-k is among the candidates: `recall_at_k` measures it against the exact
+search, and `qcompress score --index` reports it with every run.
+
+An index is a folder, written atomically by `build_index` from an embedding Parquet file (or folder):
+    index.json     format, the corpus's qcompress metadata, number of rows, nlist, the source's path and size
+    ivf.faiss      the faiss index (faiss's own binary format; nothing is unpickled)
+    values.npy     the stored angles (float32 or uint8 codes), (rows, n), memory-mapped when searching (a plain
+                   numeric array: read with allow_pickle=False)
+    ids.arrow      Arrow IPC: the `id` of each row
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from qcompress.formats import EmbeddingWriter
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> corpus = torch.rand(2000, 16) * math.pi
+    >>> with EmbeddingWriter(folder / "c.parquet", dim=16, metadata={"similarity": "fidelity"}) as w:
+    ...     w.write([f"d{i}" for i in range(2000)], corpus)
+    >>> index = build_index(folder / "c.parquet", folder / "c.index", nlist=8)
+    >>> scores, ids = ApproximateIndex(folder / "c.index").search(corpus[:2], 3, nprobe=8)
+    >>> [row[0] for row in ids]
+    ['d0', 'd1']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import Tensor
+
+from qcompress.atomic import atomic_dir
+from qcompress.errors import InputError
+from qcompress.formats.embeddings import count_embedding_rows, read_embedding_metadata, scan_embeddings
+from qcompress.search.checks import check_dims, check_k, check_positive, float_angles
+from qcompress.search.features import features_of
+from qcompress.search.fidelity import FidelityIndex
+from qcompress.search.pairs import log_fidelity_pairs, spread_pairs
+from qcompress.search.selection import TopK, rank
+from qcompress.search.workers import search_workers
+
+__all__ = ["build_index", "ApproximateIndex", "recall_at_k", "IndexInfo", "FORMAT", "DEFAULT_RERANK"]
+
+FORMAT = 1
+DEFAULT_RERANK = 100  # candidates re-ranked exactly per query
+TRAIN_PER_LIST = 40  # k-means training rows per IVF cell (faiss warns below 39)
+BATCH_ROWS = 1 << 16
+PathLike = str | os.PathLike
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise InputError("the approximate index needs faiss: pip install faiss-cpu") from None
+    return faiss
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What `build_index` wrote: rows, IVF cells, seconds spent training and adding."""
+
+    rows: int
+    nlist: int
+    train_seconds: float
+    add_seconds: float
+
+
+def default_nlist(rows: int) -> int:
+    """IVF cells for a corpus: about sqrt(rows) (faiss's guideline), a power of 2, 1 to 65,536.
+
+    Example:
+        >>> default_nlist(10_000_000)
+        4096
+    """
+    return int(min(1 << 16, max(1, 2 ** round(math.log2(max(1.0, math.sqrt(rows)))))))
+
+
+def _training_sample(path: PathLike, rows: int, size: int, codes: bool) -> np.ndarray:
+    """Features of `size` rows spread evenly over the corpus (every rows/size-th row)."""
+    picks = np.unique(np.linspace(0, rows - 1, size).astype(np.int64))
+    parts, offset = [], 0
+    _, batches = scan_embeddings(path, batch_rows=BATCH_ROWS, keep_codes=True)
+    for batch in batches:
+        local = picks[(picks >= offset) & (picks < offset + len(batch.values))] - offset
+        if local.size:
+            parts.append(features_of(batch.values[torch.from_numpy(local)], codes=codes).numpy())
+        offset += len(batch.values)
+    return np.concatenate(parts)
+
+
+def build_index(
+    corpus: PathLike,
+    out: PathLike,
+    *,
+    nlist: int | None = None,
+    overwrite: bool = False,
+    on_rows: Callable[[int], None] | None = None,
+) -> IndexInfo:
+    """Build an approximate index (module docstring) of an embedding Parquet file or folder of angles.
+
+    `nlist` IVF cells (default `default_nlist`); k-means trains on TRAIN_PER_LIST rows a cell, spread evenly over
+    the corpus. The corpus is read twice (once for the training sample, once to add every row), a batch at a
+    time; `on_rows(n)` reports the rows added. Duplicate ids and bad rows raise `InputError` (nothing is written).
+    """
+    import time
+
+    faiss = _faiss()
+    meta = read_embedding_metadata(corpus)
+    if meta["column"] != "angles":
+        raise InputError("holds cosine vectors; the approximate index is for angle files (fidelity models), "
+                         "and `qcompress score` searches vectors exactly", file=corpus)
+    rows = count_embedding_rows(corpus)
+    if rows == 0:
+        raise InputError("holds no rows; nothing to index", file=corpus)
+    nlist = default_nlist(rows) if nlist is None else nlist
+    if isinstance(nlist, bool) or not isinstance(nlist, int) or not 1 <= nlist <= rows:
+        raise ValueError(f"nlist must be an integer from 1 to the corpus's {rows} rows, got {nlist!r}")
+    codes, dim = meta["encoding"] == "uint8", int(meta["dim"])
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    index = faiss.index_factory(2 * dim, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
+    start = time.perf_counter()
+    index.train(_training_sample(corpus, rows, min(rows, TRAIN_PER_LIST * nlist), codes))
+    trained = time.perf_counter()
+    id_schema = pa.schema([pa.field("id", pa.string(), nullable=False)])
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        values = np.lib.format.open_memmap(tmp / "values.npy", mode="w+", dtype=np.uint8 if codes else np.float32,
+                                           shape=(rows, dim))
+        with pa.OSFile(str(tmp / "ids.arrow"), "wb") as sink, pa.ipc.new_file(sink, id_schema) as writer:
+            _, batches = scan_embeddings(corpus, batch_rows=BATCH_ROWS, keep_codes=True, unique=True)
+            offset = 0
+            for batch in batches:
+                index.add(features_of(batch.values, codes=codes).numpy())
+                values[offset : offset + len(batch.values)] = batch.values.numpy()
+                writer.write_batch(pa.record_batch([batch.ids], schema=id_schema))
+                offset += len(batch.values)
+                if on_rows is not None:
+                    on_rows(len(batch.values))
+        values.flush()
+        del values
+        faiss.write_index(index, str(tmp / "ivf.faiss"))
+        source = Path(corpus)
+        info = {"format": FORMAT, "metadata": meta, "rows": rows, "nlist": nlist,
+                "source": {"path": str(source.resolve()), "bytes": _size(source)}}
+        (tmp / "index.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    return IndexInfo(rows, nlist, trained - start, time.perf_counter() - trained)
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.glob("*.parquet")) if path.is_dir() else path.stat().st_size
+
+
+class ApproximateIndex:
+    """An index folder written by `build_index`, opened for search (the corpus memory-mapped, the IVF in memory)."""
+
+    def __init__(self, folder: PathLike) -> None:
+        faiss = _faiss()
+        self.folder = Path(folder)
+        info_file = self.folder / "index.json"
+        try:
+            info = json.loads(info_file.read_text())
+        except FileNotFoundError:
+            raise InputError("not an index folder (no index.json); build one with `qcompress index build`",
+                             file=self.folder) from None
+        except (OSError, json.JSONDecodeError) as err:
+            raise InputError(f"unreadable index description ({err}); build the index again", file=info_file) from None
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
+            raise InputError(f"index format {info.get('format') if isinstance(info, dict) else None!r} is not "
+                             f"this qcompress's ({FORMAT}); build the index again", file=info_file)
+        self.metadata, self.rows, self.nlist = info["metadata"], int(info["rows"]), int(info["nlist"])
+        self.dim, self.codes = int(self.metadata["dim"]), self.metadata["encoding"] == "uint8"
+        try:
+            self.ivf = faiss.read_index(str(self.folder / "ivf.faiss"))
+            ids = pa.ipc.open_file(pa.memory_map(str(self.folder / "ids.arrow"))).read_all()
+            # Copy-on-write: the file is never changed, and torch gets a writable array (it warns on read-only).
+            values = np.load(self.folder / "values.npy", mmap_mode="c", allow_pickle=False)
+        except (RuntimeError, OSError, ValueError, pa.ArrowException) as err:
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise InputError(f"damaged index ({reason}); build it again", file=self.folder) from None
+        expected = (self.rows, self.dim)
+        if ids.num_rows != self.rows or self.ivf.ntotal != self.rows or values.shape != expected:
+            raise InputError(f"damaged index: {ids.num_rows} ids, {self.ivf.ntotal} indexed rows and values of shape "
+                             f"{values.shape} for {expected} described; build it again", file=self.folder)
+        self.ids = ids.column("id").combine_chunks()
+        self.values = torch.from_numpy(values)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def candidates(self, queries: Tensor, count: int, nprobe: int, run=None) -> Tensor:
+        """(m, count) rows proposed by the IVF for each query (-1 where the probed cells hold fewer)."""
+        if run is None:
+            with search_workers() as run:
+                return self.candidates(queries, count, nprobe, run)
+        faiss = _faiss()
+        self.ivf.nprobe = nprobe
+        features = features_of(queries).numpy()
+        pieces = [(s, min(len(features), s + 16)) for s in range(0, len(features), 16)]
+
+        def probe(span: tuple[int, int]) -> np.ndarray:
+            faiss.omp_set_num_threads(1)  # this thread's setting: the parallelism is over pieces of queries
+            return self.ivf.search(features[span[0] : span[1]], count)[1]
+
+        found = run(probe, pieces)
+        return torch.from_numpy(np.concatenate(found) if found else np.empty((0, count), np.int64))
+
+    def search(self, queries: Tensor, k: int, *, nprobe: int = 16, rerank: int = DEFAULT_RERANK
+               ) -> tuple[Tensor, list[list[str]]]:
+        """Approximate top-k by log-fidelity: (scores (m, k'), ids), best first, ties to the lower row; k' =
+        min(k, rows). The scores are exact log-fidelities of the documents returned."""
+        scores, rows = self.search_rows(queries, k, nprobe=nprobe, rerank=rerank)
+        ids = self.ids.take(pa.array(rows.flatten().numpy())).to_pylist()
+        width = rows.shape[1]
+        return scores, [ids[i * width : (i + 1) * width] for i in range(rows.shape[0])]
+
+    def search_rows(self, queries: Tensor, k: int, *, nprobe: int = 16, rerank: int = DEFAULT_RERANK
+                    ) -> tuple[Tensor, Tensor]:
+        """`search`, returning corpus rows instead of ids."""
+        k = check_k(k)
+        check_positive("nprobe", nprobe)
+        check_positive("rerank", rerank)
+        queries = float_angles(queries, "queries")
+        check_dims(queries, self.dim)
+        k = min(k, self.rows)
+        with search_workers() as run:  # torch single-threaded: no OpenMP spin-waits on a busy machine
+            found = self.candidates(queries, max(k, rerank), nprobe, run)
+            valid = found >= 0
+            rows, slots = valid.nonzero(as_tuple=True)
+            exact = torch.full(found.shape, -math.inf)
+            # Scored by the reference formula, as the exact search scores them.
+            exact[rows, slots] = spread_pairs(
+                lambda r, d: log_fidelity_pairs(queries, self.values, r, d, codes=self.codes),
+                rows, found[rows, slots], run, piece=max(1, (1 << 17) // self.dim))
+            # Unfilled slots (fewer candidates than asked): distinct out-of-range rows and -inf, never chosen first.
+            filler = self.rows + torch.arange(found.shape[1]).expand_as(found)
+            return rank(exact, torch.where(valid, found, filler), k)
+
+    def exact_search(self, queries: Tensor, k: int, *, batch_rows: int = 1 << 20) -> tuple[Tensor, Tensor]:
+        """Exact top-k (scores, rows) over the stored corpus, a batch of rows at a time: `recall_at_k`'s truth."""
+        queries = float_angles(queries, "queries")
+        best = TopK(len(queries), k)
+        for start in range(0, self.rows, batch_rows):
+            part = self.values[start : start + batch_rows]
+            index = FidelityIndex(part, corpus_codes=self.codes, cache_features=False)
+            scores, local = index.search(queries, k, floor=best.floor)
+            best.add(scores, local + start)
+        return best.scores, best.indices
+
+
+def recall_at_k(found: Tensor, truth: Tensor) -> float:
+    """Share of the true top-k rows (truth (m, k)) that `found` (m, k) holds, over all queries.
+
+    Example:
+        >>> recall_at_k(torch.tensor([[1, 2], [3, 4]]), torch.tensor([[2, 1], [3, 5]]))
+        0.75
+    """
+    hits = sum(len(set(a) & set(b)) for a, b in zip(found.tolist(), truth.tolist()))
+    return hits / max(1, truth.numel())

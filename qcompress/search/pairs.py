@@ -1,0 +1,97 @@
+"""Exact scores of (query row, document row) pairs: what every exact search and the approximate index's re-ranking
+settle their results with.
+
+Log-fidelity is the reference formula, `qcompress.quantum.log_cos2_half` of the angle differences summed over
+qubits (as `pairwise_log_fidelity`); 8-bit codes are decoded first (`qcompress.quantization.decode_codes`).
+Cosine is one row-wise dot product of the unit query with the normalised document. Each pair's score comes from
+elementwise ops and one sum over its own row, so it is the same bit for bit wherever the pair sits in a batch and
+however the pairs are cut into pieces or spread over threads: what lets the exact searches equal their
+brute-force oracles bit for bit, and a matmul could not (its rounding depends on the blocking).
+
+Memory: temporaries of at most `chunk_elements` numbers (pairs x qubits), whatever the number of pairs.
+
+Example:
+    >>> queries, corpus = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 0.0], [2.0, 1.0]])
+    >>> log_fidelity_pairs(queries, corpus, torch.tensor([0, 0]), torch.tensor([1, 0]))
+    tensor([-1.4924,  0.0000])
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from qcompress.quantization import decode_codes
+from qcompress.quantum import log_cos2_half
+
+__all__ = ["log_fidelity_pairs", "cosine_pairs", "score_rows", "spread_pairs", "PAIR_ELEMENTS", "UNIT_ROUNDOFF"]
+
+UNIT_ROUNDOFF = 2.0**-24  # of float32: the unit of every error margin of the exact searches
+# Numbers per temporary of the reference formula (a dozen temporaries): cache-sized pieces are the fastest.
+PAIR_ELEMENTS = 1 << 17
+
+PairScore = Callable[[Tensor, Tensor], Tensor]  # (query rows, document rows), one entry a pair -> scores
+
+
+def log_fidelity_pairs(
+    queries: Tensor, corpus: Tensor, rows: Tensor, docs: Tensor, *, codes: bool = False,
+    chunk_elements: int = PAIR_ELEMENTS,
+) -> Tensor:
+    """Log-fidelity of the pairs (queries[rows], corpus[docs]): float32 angles, or uint8 codes with `codes`."""
+    def score(r: Tensor, d: Tensor) -> Tensor:
+        part = corpus[d]
+        return log_cos2_half(queries[r] - (decode_codes(part) if codes else part)).sum(-1)
+
+    return _in_pieces(score, rows, docs, max(1, chunk_elements // max(1, corpus.shape[1])))
+
+
+def cosine_pairs(
+    unit_queries: Tensor, corpus: Tensor, rows: Tensor, docs: Tensor, *, chunk_elements: int = PAIR_ELEMENTS
+) -> Tensor:
+    """Cosine of the pairs (unit_queries[rows], corpus[docs]); queries already normalised (`F.normalize`), so
+    that the query side is done once. Zero vectors score 0.
+
+    Example:
+        >>> cosine_pairs(torch.tensor([[1.0, 0.0]]), torch.tensor([[3.0, 4.0]]), torch.tensor([0]), torch.tensor([0]))
+        tensor([0.6000])
+    """
+    def score(r: Tensor, d: Tensor) -> Tensor:
+        return (unit_queries[r] * F.normalize(corpus[d], dim=-1)).sum(-1)
+
+    return _in_pieces(score, rows, docs, max(1, chunk_elements // max(1, corpus.shape[1])))
+
+
+def _in_pieces(score: PairScore, rows: Tensor, docs: Tensor, step: int) -> Tensor:
+    out = torch.empty(rows.numel(), dtype=torch.float32)
+    for s in range(0, rows.numel(), step):
+        r, d = rows[s : s + step], docs[s : s + step]
+        out[s : s + r.numel()] = score(r, d)
+    return out
+
+
+def score_rows(score: PairScore, docs: Tensor) -> Tensor:
+    """(m, c) scores of query i with the documents docs[i] ((m, c) indices), from a pair scorer.
+
+    Example:
+        >>> score_rows(lambda r, d: (10 * r + d).float(), torch.tensor([[3, 4], [5, 6]]))
+        tensor([[ 3.,  4.],
+                [15., 16.]])
+    """
+    m, c = docs.shape
+    return score(torch.arange(m).repeat_interleave(c), docs.reshape(-1)).view(m, c)
+
+
+def spread_pairs(score: PairScore, rows: Tensor, docs: Tensor, run, *, piece: int) -> Tensor:
+    """`score(rows, docs)` in pieces of `piece` pairs, spread over `run` (`search_workers`); pieces in order.
+
+    Example:
+        >>> spread_pairs(lambda r, d: (r + d).float(), torch.arange(5), torch.ones(5, dtype=torch.long),
+        ...              lambda fn, items: [fn(i) for i in items], piece=2)
+        tensor([1., 2., 3., 4., 5.])
+    """
+    pieces = [slice(s, s + piece) for s in range(0, rows.numel(), piece)]
+    parts = run(lambda p: score(rows[p], docs[p]), pieces)
+    return torch.cat(parts) if parts else torch.empty(0)
