@@ -3,11 +3,11 @@
 The input streams through: each chunk of `chunk_size` records is read (the reader checks every line and refuses
 duplicate ids, in memory that grows with the ids only: `qcompress.formats.ids`), encoded and written as one row
 group, in input order, before the next is read; memory does not grow with the corpus. Inside a chunk
-`model.encode` batches texts longest-first so that padding is small. `EmbeddingWriter` writes the output once into
-`OUT.partial/` (locked against a second run writing OUT) and renames the complete file into place at the end, so
-an interrupted run (or a bad line half-way) leaves no `OUT`, and `resume=True` continues after the chunks already
-written: each chunk's input (ids and texts) has a digest in the writer's journal, and a resume whose input differs
-in any finished chunk is refused, naming it.
+`model.encode` batches texts longest-first so that padding is small. `EmbeddingWriter` keeps each finished chunk
+as a part in `OUT.partial/` (locked against a second run writing OUT) and at the end rewrites the parts into OUT
+through pyarrow, so an interrupted run (or a bad line half-way) leaves no `OUT`, and `resume=True` continues after
+the chunks already written: each chunk's input (ids and texts) has a digest in the writer's journal, and a resume
+whose input differs in any finished chunk is refused, naming it.
 
 Example:
     >>> from qcompress.model import build_model                                   # doctest: +SKIP

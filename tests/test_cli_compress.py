@@ -248,6 +248,31 @@ def test_resume_refuses_an_input_changed_inside_a_finished_chunk(quantum_model, 
     assert done == (6, 4) and read_embeddings(out).ids == [r[0] for r in records]
 
 
+def test_an_interrupted_and_resumed_run_writes_the_same_bytes_as_an_uninterrupted_one(quantum_model, tmp_path):
+    """Issue 25: the output is rewritten from the finished parts, so how many runs wrote them does not show."""
+    records = [(f"d{i}", f"text number {i}") for i in range(7)]
+    model = load_model(quantum_model)
+    whole, out = tmp_path / "whole.parquet", tmp_path / "out.parquet"
+    compress(records, whole, model, chunk_size=2, encoding="uint8", store_text=True)
+    for rows in (2, 4):  # interrupted twice, each time after `rows` more rows
+        with pytest.raises(KeyboardInterrupt):
+            compress(records, out, model, chunk_size=2, batch_size=1, encoding="uint8", store_text=True,
+                     resume=out.with_name("out.parquet.partial").exists(), on_batch=interrupt_after(rows))
+    assert compress(records, out, model, chunk_size=2, encoding="uint8", store_text=True, resume=True) == (7, 4)
+    assert out.read_bytes() == whole.read_bytes()
+
+
+def test_resume_of_a_folder_left_by_an_older_qcompress_is_one_line(quantum_model, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    out = tmp_path / "out.parquet"
+    partial_path(out).mkdir()
+    (partial_path(out) / "journal.jsonl").write_text('{"format": 2}\n')
+    result = runner.invoke(app, ["compress", str(docs), "--model", quantum_model, "-o", str(out), "--resume"])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "another qcompress version" in result.stderr and "delete the folder" in result.stderr
+    assert not out.exists()
+
+
 def test_empty_input_is_an_error_unless_allowed(quantum_model, tmp_path):
     """Issue 14 item 16 (fails on main: an empty input wrote an empty file and exited 0)."""
     empty = tmp_path / "empty.jsonl"

@@ -343,12 +343,12 @@ import os, signal, sys, torch
 from qcompress.formats import EmbeddingWriter, partial_path
 out, values = sys.argv[1], torch.load(sys.argv[2])
 writer = EmbeddingWriter(out, dim=3, metadata={META!r}, row_group_size=2)
-writer.write([str(i) for i in range(3)], values[:3])  # one row group on disk, one row buffered
-# Killed half-way through the next row group: bytes in the data file, a torn journal line.
-with open(partial_path(out) / "data", "ab") as data:
-    data.write(b"half a row group")
+writer.write([str(i) for i in range(3)], values[:3])  # one part on disk, one row buffered
+# Killed half-way through the next part: half a temporary file, a renamed part whose journal line is torn.
+(partial_path(out) / ".part-000003.arrow.x.tmp").write_bytes(b"half a part")
+(partial_path(out) / "part-000002.arrow").write_bytes(b"a part")
 with open(partial_path(out) / "journal.jsonl", "ab") as journal:
-    journal.write(b'{{"rows": 2, "end": 99')
+    journal.write(b'{{"part": "part-000002.arrow", "rows": 2')
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -366,6 +366,7 @@ def test_resume_after_a_kill_keeps_finished_row_groups(tmp_path):
     resumed = EmbeddingWriter(out, dim=3, metadata=META, row_group_size=2, resume=True)  # the lock died with it
     assert resumed.rows_written == 2 and resumed.last_id == "1"
     assert [g.rows for g in resumed.row_groups] == [2]
+    assert sorted(p.name for p in partial_path(out).iterdir()) == ["journal.jsonl", "lock", "part-000001.arrow"]
     resumed.write([str(i) for i in range(2, 6)], values[2:])
     resumed.close()
     emb = read_embeddings(out)
@@ -626,36 +627,72 @@ def test_read_qrels_errors(tmp_path, content, line, field, words):
     assert words in raises_at(err, path, line, field)
 
 
-# -- write-once Parquet, compact duplicate checks -------------------------------------------------------------
+# -- the writer's parts and journal, compact duplicate checks --------------------------------------------------
 
 
-def test_stitched_footers_round_trip_through_the_thrift_codec(tmp_path):
-    from qcompress.formats.parquet_footer import decode_struct, encode_struct, footer_bytes
-
-    sink = pa.BufferOutputStream()
-    table = pa.table({"id": ["a", "b"], "v": pa.FixedSizeListArray.from_arrays(pa.array([1.0, 2.0], pa.float32()), 1),
-                      "text": ["x", None], "n": pa.array([1, None], pa.int64()), "f": [True, False]})
-    pq.write_table(table, sink, row_group_size=1)
-    footer = footer_bytes(sink.getvalue().to_pybytes())
-    assert encode_struct(decode_struct(footer)) == footer
-
-
-def test_the_writer_writes_each_row_group_once_and_the_file_reads_everywhere(tmp_path):
+def test_the_output_is_what_one_plain_pyarrow_write_of_the_same_rows_gives(tmp_path):
+    """Every byte through pyarrow: the parts are finished chunks in the folder until close(), and the output is
+    byte for byte what `pyarrow.parquet.write_table` writes for the same rows, row groups and metadata."""
     out = tmp_path / "emb.parquet"
-    values = angles(10, 3)
+    values, ids, texts = angles(10, 3), [f"d{i}" for i in range(10)], [f"text {i}" for i in range(10)]
     with EmbeddingWriter(out, dim=3, metadata=META, row_group_size=4, texts=True) as writer:
-        writer.write([f"d{i}" for i in range(10)], values, texts=[f"text {i}" for i in range(10)])
-        data = partial_path(out) / "data"
-        assert data.stat().st_size > 0  # two row groups already in the output's own bytes
-        size_before_close = data.stat().st_size
-    assert out.stat().st_size > size_before_close  # close() appended the last group and the footer, no rewrite
+        writer.write(ids, values, texts=texts)
+        assert sorted(p.name for p in partial_path(out).iterdir()) == [
+            "journal.jsonl", "lock", "part-000001.arrow", "part-000002.arrow"]  # 2 rows still buffered
+    table = pa.Table.from_arrays(
+        [pa.array(ids), pa.FixedSizeListArray.from_arrays(pa.array(values.numpy().reshape(-1)), 3), pa.array(texts)],
+        schema=writer.schema)
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(table, plain, row_group_size=4, write_statistics=["id", "angles.list.element"])
+    assert out.read_bytes() == plain.read_bytes()
     info = pq.ParquetFile(out).metadata
     assert [info.row_group(i).num_rows for i in range(info.num_row_groups)] == [4, 4, 2]
     emb = read_embeddings(out, texts=True)
-    assert emb.ids == [f"d{i}" for i in range(10)] and torch.equal(emb.values, values)
-    assert emb.texts == [f"text {i}" for i in range(10)]
+    assert emb.ids == ids and torch.equal(emb.values, values) and emb.texts == texts
     pd = pytest.importorskip("pandas")
     assert list(pd.read_parquet(out)["text"]) == emb.texts
+
+
+def test_resume_drops_a_journalled_part_that_is_not_on_disk_whole(tmp_path):
+    """A crash can lose a part's rename while its journal line survives: that part and those after it go."""
+    out = tmp_path / "emb.parquet"
+    values = angles(6, 2)
+    with pytest.raises(KeyboardInterrupt):
+        with EmbeddingWriter(out, dim=2, metadata=META, row_group_size=2) as writer:
+            writer.write([f"d{i}" for i in range(6)], values)
+            raise KeyboardInterrupt
+    (partial_path(out) / "part-000002.arrow").unlink()
+    with EmbeddingWriter(out, dim=2, metadata=META, row_group_size=2, resume=True) as writer:
+        assert writer.rows_written == 2 and writer.last_id == "d1"
+        assert not (partial_path(out) / "part-000003.arrow").exists()
+        writer.write([f"d{i}" for i in range(2, 6)], values[2:])
+    emb = read_embeddings(out)
+    assert emb.ids == [f"d{i}" for i in range(6)] and torch.equal(emb.values, values)
+
+
+@pytest.mark.parametrize("leftover", ["format 2", "format 1"])
+def test_a_folder_left_by_an_older_qcompress_is_refused_in_one_line(tmp_path, leftover):
+    """Format 2 was one data file and a journal of its row groups; format 1 a folder of Parquet parts."""
+    out = tmp_path / "emb.parquet"
+    folder = partial_path(out)
+    folder.mkdir()
+    if leftover == "format 2":
+        (folder / "data").write_bytes(b"PAR1")
+        (folder / "journal.jsonl").write_text(json.dumps({"format": 2, "metadata": META, "columns": ["id"]}) + "\n")
+        words = "its resume journal has format 2, this version writes format 3"
+    else:
+        pq.write_table(pa.table({"id": ["a"]}), folder / "part-000000.parquet")
+        words = "it holds no resume journal"
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(InputError) as err:
+        EmbeddingWriter(out, dim=2, metadata=META, resume=True)
+    message = raises_at(err, folder, None)
+    assert "another qcompress version" in message and words in message and "delete the folder" in message
+    assert "\n" not in message
+    assert sorted(p.name for p in folder.iterdir()) == sorted(before + ["lock"])  # untouched but for the lock
+    with EmbeddingWriter(out, dim=2, metadata=META) as writer:  # without resume: starts over
+        writer.write(["a"], angles(1, 2))
+    assert read_embeddings(out).ids == ["a"] and not folder.exists()
 
 
 def test_unique_ids_are_exact_when_hashes_collide(monkeypatch):

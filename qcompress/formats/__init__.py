@@ -5,8 +5,7 @@ for all of them:
 
     texts       (id, text) records from JSONL, TSV, stdin or Parquet; (query, passage) pairs
     embeddings  the embedding Parquet format (SPEC §6) and its reader, `scan_embeddings`, that every read uses
-    writer      `EmbeddingWriter`: writes embedding Parquet once, crash-safe and resumable
-    parquet_footer  joins the footers of row groups written one by one (what lets the writer write once)
+    writer      `EmbeddingWriter`: writes embedding Parquet through pyarrow, crash-safe and resumable
     ids         `UniqueIds`: duplicate ids in streams of millions of rows, in compact memory
     trec        TREC run files and TREC/BEIR qrels
     lines       numbered lines of a file or stdin, shared by the line-based readers

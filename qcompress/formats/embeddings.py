@@ -208,7 +208,7 @@ def read_texts_by_id(path: PathLike, ids: Iterable[str]) -> dict[str, str]:
 
 
 def count_embedding_rows(path: PathLike) -> int:
-    """Rows of an embedding file or folder, from the Parquet footers (no data read)."""
+    """Rows of an embedding file or folder, from the Parquet metadata (no data read)."""
     total = 0
     for file in _embedding_files(path):
         try:
@@ -311,7 +311,7 @@ def _arrow_batches(
     file: Path, column: str, batch_rows: int | None, texts: bool = False
 ) -> Iterator[tuple[pa.Array, pa.Array, pa.Array | None]]:
     """(ids, values, texts or None) Arrow arrays of `file`, `batch_rows` rows at a time or one row group at a
-    time. A file damaged after its footer was read raises `InputError` naming it, not a traceback."""
+    time. A file damaged after its metadata was read raises `InputError` naming it, not a traceback."""
     columns = ["id", column] + ([TEXT_COLUMN] if texts else [])
     try:
         reader = pq.ParquetFile(file)

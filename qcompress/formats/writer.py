@@ -1,21 +1,27 @@
-"""`EmbeddingWriter`: write the embedding Parquet format (`qcompress.formats.embeddings`) once, crash-safe, resumable.
+"""`EmbeddingWriter`: write the embedding Parquet format (`qcompress.formats.embeddings`) crash-safe and resumable,
+every byte of it through pyarrow.
 
 While it runs, the writer owns the folder `OUT.parquet.partial/`:
-    lock            an exclusive lock (flock) held for the writer's life: a second writer to OUT refuses to start
-    data            `PAR1` and the row groups written so far: the output file without its footer
-    journal.jsonl   a header (settings), then one line per finished row group: rows, byte end, last id, the
-                    caller's digest of its input, and its Parquet footer
-Each row group is encoded in memory as a small Parquet file; its row-group bytes are appended to `data` and its
-footer to the journal (both flushed to disk). `close()` joins the footers into one
-(`qcompress.formats.parquet_footer`), appends it, renames `data` to `OUT.parquet` and deletes the folder: every
-byte of the output is written once, never read back. A run that crashes, is interrupted or is killed keeps every
-finished row group; `resume=True` truncates `data` to the last one in the journal and continues. Nothing ever
-appears at `OUT.parquet` before success.
+    lock                 an exclusive lock (flock) held for the writer's life: a second writer to OUT refuses
+    journal.jsonl        a header (journal format, settings), then one line per finished part: its file, rows,
+                         size, last id and the caller's digest of the input its rows came from
+    part-000001.arrow    one finished chunk of rows, an Arrow IPC file written by pyarrow to a temporary name,
+    ...                  flushed to disk and renamed: a part is complete or absent; its journal line comes after
+`close()` streams the parts, one at a time, through one `pyarrow.parquet.ParquetWriter` (each part becomes one
+row group) into a temporary file beside OUT, renames it onto OUT and deletes the folder: memory holds one part at
+a time, and the output depends only on the parts' rows, so an interrupted and resumed run writes the same bytes as
+an uninterrupted one. A run that crashes, is interrupted or is killed keeps every finished part; `resume=True`
+continues after the last one in the journal (dropping anything a killed run left after it). Nothing ever appears
+at OUT before success.
+
+Why Arrow IPC parts and not Parquet parts: the parts are read back once, by this writer, so Parquet's encoding
+would be paid twice; an IPC part is the table's own buffers, memory-mapped back at close. `close()` then costs
+about one plain Parquet write of the same rows, where Parquet parts would cost a write, a read and a write again
+(`benchmarks/writer_rewrite.py` measures both; either is small next to encoding the texts).
 """
 
 from __future__ import annotations
 
-import base64
 import errno
 import fcntl
 import json
@@ -28,6 +34,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from torch import Tensor
 
@@ -44,25 +51,43 @@ from qcompress.formats.embeddings import (
     value_type,
 )
 from qcompress.formats.lines import PathLike
-from qcompress.formats.parquet_footer import MAGIC, footer_bytes, footer_length, stitch_footer
 from qcompress.quantization import check_encoding, quantize_angles
 
 __all__ = ["EmbeddingWriter", "RowGroup", "DEFAULT_ROW_GROUP_SIZE"]
 
 DEFAULT_ROW_GROUP_SIZE = 16384
-JOURNAL_FORMAT = 2  # version of the journal's layout (1 was a folder of part files)
+# Version of the journal's layout: 1 was a folder of Parquet parts without a journal, 2 one data file whose
+# row groups the journal listed, 3 a folder of Arrow IPC parts.
+JOURNAL_FORMAT = 3
 _START_OVER = "delete the folder, or start over without resuming"
 
 
 @dataclass(frozen=True)
 class RowGroup:
-    """A finished row group, as the journal records it."""
+    """A finished chunk of rows, as the journal records it: one part file now, one row group of the output."""
 
+    part: str  # its file's name in the folder
     rows: int
-    end: int  # byte offset in `data` just after its bytes
+    size: int  # the part file's size in bytes
     last_id: str
     digest: str | None  # the caller's digest of the input the rows came from (`write(..., digest=...)`)
-    footer: bytes  # the FileMetaData of the row group written as its own Parquet file
+
+    def record(self) -> dict:
+        """Its journal line."""
+        return {"part": self.part, "rows": self.rows, "size": self.size, "last_id": self.last_id,
+                "digest": self.digest}
+
+
+def _part_name(number: int) -> str:
+    return f"part-{number:06d}.arrow"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _schema(dim: int, encoding: str, column: str, metadata: dict, texts: bool) -> pa.Schema:
@@ -110,13 +135,13 @@ def _lock(folder: Path, output: Path) -> int:
 class EmbeddingWriter:
     """Write (id, embedding[, text]) rows to a qcompress Parquet file, crash-safe and resumable.
 
-    Rows are buffered and written in row groups of `row_group_size` rows into `PATH.partial/` (module docstring).
-    `close()` (or leaving the `with` block normally) finishes `PATH`; if the block raises, the buffered rows are
-    written as one more row group and the folder stays for `resume=True` (or is removed when it holds no rows):
-    nothing ever appears at `PATH` before success. While the writer is open, a second writer to `PATH` raises
-    `InputError` (its folder is locked) and changes nothing.
+    Rows are buffered and written in parts of `row_group_size` rows into `PATH.partial/` (module docstring); each
+    part becomes one row group of `PATH`. `close()` (or leaving the `with` block normally) writes `PATH`; if the
+    block raises, the buffered rows are written as one more part and the folder stays for `resume=True` (or is
+    removed when it holds no rows): nothing ever appears at `PATH` before success. While the writer is open, a
+    second writer to `PATH` raises `InputError` (its folder is locked) and changes nothing.
 
-    `resume=True` keeps the row groups of an earlier run with the same settings; `rows_written` then starts at
+    `resume=True` keeps the parts of an earlier run with the same settings; `rows_written` then starts at
     the number of rows they hold, `row_groups` lists them (with the digests given to `write`) and the caller skips
     that many input rows (`last_id` is the id of the last of them). A mismatch in settings raises `InputError`.
     Without `resume`, an earlier run's folder is emptied.
@@ -188,7 +213,7 @@ class EmbeddingWriter:
             if resume and (self.partial / "journal.jsonl").exists():
                 self._recover()
             elif resume and any(entry.name != "lock" for entry in self.partial.iterdir()):
-                raise InputError(f"holds no resume journal of this qcompress version; {_START_OVER}",
+                raise InputError(f"was left by another qcompress version (it holds no resume journal); {_START_OVER}",
                                  file=self.partial)
             else:
                 self._start()
@@ -202,13 +227,14 @@ class EmbeddingWriter:
 
     def _start(self) -> None:
         """A fresh run: empty the folder (an earlier run's leftovers) but for the lock, then write the header."""
-        for entry in self.partial.iterdir():
-            if entry.name != "lock":
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-        with open(self.partial / "data", "wb") as data:
-            data.write(MAGIC)
-        self._end = len(MAGIC)
+        self._clear(keep={"lock"})
         self._append_journal(self._header(), create=True)
+
+    def _clear(self, keep: set[str]) -> None:
+        """Delete everything in the folder but the names in `keep`."""
+        for entry in self.partial.iterdir():
+            if entry.name not in keep:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
     def _append_journal(self, record: dict, *, create: bool = False) -> None:
         flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_TRUNC if create else 0)
@@ -220,15 +246,33 @@ class EmbeddingWriter:
             os.close(fd)
 
     def _recover(self) -> None:
-        """Read the journal of the earlier run; check its settings; drop bytes after its last finished row group."""
+        """Read the journal of the earlier run, check its settings, keep its finished parts; delete the rest."""
         journal = self.partial / "journal.jsonl"
         lines = journal.read_bytes().split(b"\n")
+        self._check_header(lines[0])
+        kept = len(lines[0]) + 1
+        for line in lines[1:]:
+            group = self._finished(line, journal)
+            if group is None:
+                break  # a torn last line, or a part not on disk whole: it and everything after it go
+            self.row_groups.append(group)
+            kept += len(line) + 1
+        os.truncate(journal, min(kept, journal.stat().st_size))
+        self._clear(keep={"lock", journal.name, *(group.part for group in self.row_groups)})
+        self.rows_written = sum(group.rows for group in self.row_groups)
+        self.last_id = self.row_groups[-1].last_id if self.row_groups else None
+
+    def _check_header(self, line: bytes) -> None:
+        """Refuse a journal of another layout (an older qcompress) or of other settings, in one line."""
         try:
-            header = json.loads(lines[0])
+            header = json.loads(line)
         except json.JSONDecodeError:
             header = None
-        if not isinstance(header, dict) or header.get("format") != JOURNAL_FORMAT:
-            raise InputError(f"not a resume journal of this qcompress version; {_START_OVER}", file=journal)
+        found = header.get("format") if isinstance(header, dict) else None
+        if found != JOURNAL_FORMAT:
+            was = f"format {found}" if isinstance(found, int) else "an unknown format"
+            raise InputError(f"was left by another qcompress version (its resume journal has {was}, this version "
+                             f"writes format {JOURNAL_FORMAT}); {_START_OVER}", file=self.partial)
         diff = metadata_differences(header.get("metadata", {}), self.metadata)
         if header.get("columns") != self.schema.names:
             diff.append(f"columns {json.dumps(header.get('columns'))} vs {json.dumps(self.schema.names)}")
@@ -238,28 +282,21 @@ class EmbeddingWriter:
                 "model and options, or start over without resuming",
                 file=self.partial,
             )
-        kept = len(lines[0]) + 1
-        end = len(MAGIC)
-        for line in lines[1:]:
-            try:
-                item = json.loads(line)
-                group = RowGroup(int(item["rows"]), int(item["end"]), str(item["last_id"]), item["digest"],
-                                 base64.b64decode(item["footer"]))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                break  # the torn last line of a run killed while writing it; the row group's bytes go too
-            if group.end <= end or group.rows <= 0:
-                raise InputError(f"row group {len(self.row_groups) + 1} is not after the one before; {_START_OVER}",
-                                 file=journal)
-            self.row_groups.append(group)
-            end, kept = group.end, kept + len(line) + 1
-        data = self.partial / "data"
-        if not data.is_file() or data.stat().st_size < end:
-            raise InputError(f"the data file is shorter than its journal says; {_START_OVER}", file=self.partial)
-        os.truncate(data, end)
-        os.truncate(journal, min(kept, journal.stat().st_size))
-        self._end = end
-        self.rows_written = sum(group.rows for group in self.row_groups)
-        self.last_id = self.row_groups[-1].last_id if self.row_groups else None
+
+    def _finished(self, line: bytes, journal: Path) -> RowGroup | None:
+        """The finished part a journal line records, or None when the line is torn or its part is not whole."""
+        try:
+            item = json.loads(line)
+            group = RowGroup(str(item["part"]), int(item["rows"]), int(item["size"]), str(item["last_id"]),
+                             item["digest"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+        number = len(self.row_groups) + 1
+        if group.part != _part_name(number) or group.rows <= 0:
+            raise InputError(f"line {number + 1} is not the part after the one before; {_START_OVER}", file=journal)
+        part = self.partial / group.part
+        # Parts are flushed before their journal line, but a rename may not have reached the disk before a crash.
+        return group if part.is_file() and part.stat().st_size == group.size else None
 
     # -- writing -----------------------------------------------------------------------------------------------
     def write(
@@ -340,7 +377,7 @@ class EmbeddingWriter:
         return ids, (np.concatenate(values) if len(values) > 1 else values[0]), texts
 
     def _flush(self, rows: int, digest: str | None) -> None:
-        """Write `rows` buffered rows as one row group: bytes to `data`, then its journal line."""
+        """Write `rows` buffered rows as the next part (flushed to disk, renamed into place), then its journal line."""
         if rows <= 0:
             return
         ids, values, texts = self._take(rows)
@@ -348,63 +385,78 @@ class EmbeddingWriter:
         columns = [pa.array(ids, pa.string()), pa.FixedSizeListArray.from_arrays(flat, self.dim)]
         if texts is not None:
             columns.append(pa.array(texts, pa.string()))
-        sink = pa.BufferOutputStream()
-        # No statistics for texts: a row group's min and max texts would go into the footer whole.
-        pq.write_table(pa.Table.from_arrays(columns, schema=self.schema), sink, row_group_size=rows,
-                       write_statistics=["id", f"{self.column}.list.element"])
-        encoded = sink.getvalue().to_pybytes()
-        body = encoded[len(MAGIC) : -8 - footer_length(encoded)]
-        with open(self.partial / "data", "ab") as data:
-            data.write(body)
-            data.flush()
-            os.fsync(data.fileno())  # the bytes are on disk before the journal says they are
-        self._end += len(body)
-        group = RowGroup(rows, self._end, ids[-1], digest, footer_bytes(encoded))
-        self._append_journal({"rows": group.rows, "end": group.end, "last_id": group.last_id, "digest": digest,
-                              "footer": base64.b64encode(group.footer).decode()})
+        part = self.partial / _part_name(len(self.row_groups) + 1)
+        with atomic_file(part) as tmp:
+            with open(tmp, "wb") as sink:
+                with ipc.new_file(sink, self.schema) as writer:
+                    writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
+                sink.flush()
+                os.fsync(sink.fileno())  # the part is on disk before the journal says it is
+        group = RowGroup(part.name, rows, part.stat().st_size, ids[-1], digest)
+        self._append_journal(group.record())
         self.row_groups.append(group)
 
     def close(self) -> None:
-        """Write the remaining rows and the footer, rename the file to `path`, delete `path.partial`."""
+        """Write the remaining rows, then `path` from the parts (`_write_output`); delete `path.partial`.
+
+        If this fails, the folder stays for `resume=True` (as after `abort`)."""
         if self._closed:
             return
-        self._flush(self._buffered, None)
-        data = self.partial / "data"
+        self._closed = True
         try:
-            if self.row_groups:
-                starts = [len(MAGIC)] + [group.end for group in self.row_groups[:-1]]
-                footer = stitch_footer([g.footer for g in self.row_groups], [s - len(MAGIC) for s in starts])
-                with open(data, "ab") as out:
-                    out.write(footer + len(footer).to_bytes(4, "little") + MAGIC)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(data, self.path)
-            else:
-                with atomic_file(self.path) as tmp:
-                    pq.write_table(self.schema.empty_table(), tmp)
-        finally:
-            self._closed = True
+            self._flush(self._buffered, None)
+            with atomic_file(self.path) as tmp:
+                self._write_output(tmp)
+        except BaseException:
+            self._leave()
+            raise
         self._remove_folder()
 
+    def _write_output(self, path: Path) -> None:
+        """The output file: each part in turn, memory-mapped, as one row group of one ParquetWriter.
+
+        Nothing here depends on how the parts came to be (one run or several), so the bytes do not either. No
+        statistics for texts: a row group's min and max texts would go into the file's metadata whole."""
+        statistics = ["id", f"{self.column}.list.element"]
+        with pq.ParquetWriter(str(path), self.schema, write_statistics=statistics) as out:
+            for group in self.row_groups:
+                out.write_table(self._read_part(group), row_group_size=group.rows)
+            if not self.row_groups:
+                out.write_table(self.schema.empty_table())  # one empty row group, as pyarrow writes an empty table
+        _fsync(path)
+
+    def _read_part(self, group: RowGroup) -> pa.Table:
+        path = self.partial / group.part
+        try:
+            with pa.memory_map(str(path)) as source:
+                table = ipc.open_file(source).read_all()
+        except (pa.ArrowException, OSError) as err:
+            raise InputError(f"cannot read this finished part ({err}); {_START_OVER}", file=path) from None
+        if table.num_rows != group.rows or not table.schema.equals(self.schema, check_metadata=True):
+            raise InputError(f"does not hold the rows its journal line says; {_START_OVER}", file=path)
+        return table
+
     def abort(self) -> None:
-        """Stop without writing `path`: buffered rows become one more row group, kept for `resume=True`; a
-        folder that holds no rows is removed."""
+        """Stop without writing `path`: buffered rows become one more part, kept for `resume=True`; a folder that
+        holds no rows is removed."""
         if self._closed:
             return
         self._closed = True
         try:
             self._flush(self._buffered, None)
         finally:
-            if self.row_groups:
-                self._release()
-            else:
-                self._remove_folder()
+            self._leave()
+
+    def _leave(self) -> None:
+        """Stop holding the folder: keep it when it holds finished parts, else remove it."""
+        if self.row_groups:
+            self._release()
+        else:
+            self._remove_folder()
 
     def _remove_folder(self) -> None:
         """Delete the folder, the lock file last, while still holding the lock."""
-        for entry in self.partial.iterdir():
-            if entry.name != "lock":
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        self._clear(keep={"lock"})
         (self.partial / "lock").unlink(missing_ok=True)
         try:
             self.partial.rmdir()
