@@ -2,10 +2,10 @@
 `qcompress.heads.HEAD_REGISTRY` (or registered with `register_head`); nothing else in qcompress names it.
 
 What a kind is asked for, and by whom:
-    build, num_parameters     the module (`qcompress.heads.build_head`) and its size (`qcompress count-params`)
+    build, num_parameters     the module (`qcompress.heads.build_head`) and its size (count-params, the card)
     project                   `QCompressModel.project`: pooled encoder outputs -> embeddings
-    output_kinds              the embeddings it can make (angles, vectors): the similarities comparing those may
-                              compare it (`ModelConfig` checks); default_similarity when none is chosen
+    output_kinds              what it can output (angles, vectors): `ModelConfig` accepts the similarities that
+                              compare those; default_similarity is the one used when none is chosen
     st_modules                its sentence-transformers modules after pooling (`qcompress.st_folder`)
     describe                  what the model card says it is (`qcompress.model_card`)
     check                     what `ModelConfig` refuses for it, beyond the checks every head gets
