@@ -20,7 +20,6 @@ names the encoder (`load_model(..., encoder=PATH)`, `--encoder PATH`). Weights a
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -36,13 +35,13 @@ from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
 from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH
 from qcompress.encoder import EncoderSource, load_encoder, locate_encoder, position_limit
 from qcompress.errors import InputError
-from qcompress.heads import build_head
+from qcompress.heads import DEFAULT_SIMILARITY, build_head, get_head
 from qcompress.hub import download, is_hub_id
 from qcompress.mixing import InputMixing
 from qcompress.model_card import model_card, read_license
-from qcompress.model_config import CONFIG_NAME, DEFAULT_SIMILARITY, ModelConfig, _positive_int, read_config
+from qcompress.model_config import CONFIG_NAME, ModelConfig, _positive_int, read_config
 from qcompress.pooling import POOLINGS, ROLES, EncoderSettings, pool_hidden
-from qcompress.quantum import encode_angles
+from qcompress.similarity import get_similarity
 from qcompress.st_folder import write_st_files
 
 __all__ = ["ModelConfig", "QCompressModel", "ModelSpec", "build_model", "load_model", "default_device",
@@ -52,7 +51,7 @@ __all__ = ["ModelConfig", "QCompressModel", "ModelSpec", "build_model", "load_mo
 HEAD_WEIGHTS = "head.safetensors"
 MIXING_WEIGHTS = "mixing.safetensors"
 ENCODER_DIR = "encoder"
-# Where a trained default model folder ships with the package (none yet: issue 18 adds one).
+# Where the trained default model folder ships with the package (qcompress/default_model/).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
 
@@ -101,8 +100,8 @@ class QCompressModel(nn.Module):
 
     @property
     def output_kind(self) -> str:
-        """"angles" (compared by fidelity) or "vectors" (compared by cosine)."""
-        return "angles" if self.similarity == "fidelity" else "vectors"
+        """"angles" (compared by fidelity) or "vectors" (compared by cosine): the similarity's."""
+        return get_similarity(self.similarity).output_kind
 
     @property
     def max_length(self) -> int:
@@ -154,15 +153,8 @@ class QCompressModel(nn.Module):
             # The authors' frozen quantum variant L2-normalises before the tanh of the angle encoding; so does every
             # encoder whose sentence-transformers pipeline ends with Normalize.
             pooled = F.normalize(pooled, dim=-1)
-        if self.mixing is not None:
-            pooled = self.mixing(pooled)
-        kind = self.config.head
-        if kind == "quantum":
-            return self.head(encode_angles(pooled))
-        if kind == "linear":
-            out = self.head(pooled)  # tanh(W x + b) in [-1, 1]
-            return out * (math.pi / 2) + (math.pi / 2) if self.similarity == "fidelity" else out
-        return encode_angles(pooled) if self.similarity == "fidelity" else pooled
+        # The head kind (qcompress.heads) does the rest: the quantum head mixes its inputs and encodes them as angles.
+        return get_head(self.config.head).project(self.head, pooled, get_similarity(self.similarity), self.mixing)
 
     def forward(self, texts: Sequence[str]) -> Tensor:
         return self.project(self.pool(texts))
@@ -398,7 +390,7 @@ class ModelSpec:
         """A short name for tables: the folder's name, or encoder:similarity."""
         if self.model_dir is not None:
             return Path(self.model_dir.rstrip("/")).name or self.model_dir
-        return f"{self.encoder}:{self.similarity or DEFAULT_SIMILARITY['none']}"
+        return f"{self.encoder}:{self.similarity or get_head('none').default_similarity}"
 
     def load(self, device: str | torch.device | None = None) -> QCompressModel:
         if self.model_dir is not None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from qcompress.heads import classical_head_num_parameters
-from qcompress.quantum import quantum_head_num_parameters
+from qcompress.heads import get_head
+from qcompress.similarity import get_similarity
 
 __all__ = ["model_card", "read_license"]
 
@@ -43,30 +43,19 @@ def read_license(encoder_folder: str | Path) -> str | None:
     return found.group(1) if found else None
 
 
-def _head_parameters(config) -> int:
-    if config.head == "quantum":
-        return quantum_head_num_parameters(config.in_dim, config.dim)
-    return classical_head_num_parameters(config.in_dim, config.dim) if config.head == "linear" else 0
-
-
 def _what(config) -> str:
     base = config.base_model or "a local encoder"
     at = f" (revision `{config.base_model_revision}`)" if config.base_model_revision else ""
     trained = "fine-tuned" if config.encoder_trained else "frozen"
     pooling = f"{config.pooling} pooling" + (", L2-normalised" if config.normalize else "")
-    if config.head == "quantum":
-        head = f"the quantum-inspired compression head ({_head_parameters(config):,} parameters)"
-    elif config.head == "linear":
-        head = f"a linear head (Linear + tanh, {_head_parameters(config):,} parameters)"
-    else:
-        head = "no head"
-    out = (f"{config.dim} qubit angles in [0, pi], compared by log-fidelity" if config.similarity == "fidelity"
-           else f"{config.dim}-dimensional vectors, compared by cosine")
+    head = get_head(config.head).describe(config)
+    out = get_similarity(config.similarity).describe_output(config.dim)
     return f"`{base}`{at} ({trained}, {pooling}), then {head}: each text becomes {out}."
 
 
 def _usage(config, name: str) -> str:
-    remote = ", trust_remote_code=True" if config.similarity == "fidelity" else ""
+    similarity = get_similarity(config.similarity)
+    remote = ", trust_remote_code=True" if similarity.st_needs_qcompress else ""
     needs = " (needs `pip install qcompress`: the angle encoding and head are its modules)" if remote else ""
     return f"""## Use with sentence-transformers{needs}
 
@@ -75,7 +64,7 @@ from sentence_transformers import SentenceTransformer
 model = SentenceTransformer("{name}"{remote})
 queries = model.encode_query(["what is lift?"])
 documents = model.encode_document(["Lift is the force that holds an aircraft in the air."])
-print(model.similarity(queries, documents))  # {"log-fidelity" if remote else "cosine"}
+print(model.similarity(queries, documents))  # {similarity.label}
 ```
 
 ## Use with qcompress
@@ -141,7 +130,7 @@ def model_card(config, name: str) -> str:
     details = _table([("encoder", encoder), ("pooling", config.pooling),
                       ("L2-normalised before the head", config.normalize), ("max length", config.max_length),
                       ("head", config.head), ("dimensions", f"{config.in_dim} -> {config.dim}"),
-                      ("similarity", "log-fidelity" if config.similarity == "fidelity" else "cosine"),
+                      ("similarity", get_similarity(config.similarity).label),
                       ("qcompress", config.qcompress_version)]) + prompts
     body = [f"# {name}", "", f"A [qcompress]({PAPER}) embedding model: {_what(config)}", "", _usage(config, name),
             _training(config), "## Model details", "", details, "## Citation", "",

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from qcompress._version import __version__
-from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH, DEFAULT_SIMILARITY, MIXINGS, POOLINGS
+from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH, MIXINGS, POOLINGS
 from qcompress.errors import InputError
-from qcompress.heads import HEAD_KINDS
-from qcompress.similarity import SIMILARITIES
+from qcompress.heads import DEFAULT_SIMILARITY, HEAD_REGISTRY, get_head
+from qcompress.similarity import SIMILARITY_REGISTRY
 
 __all__ = ["ModelConfig", "read_config", "CONFIG_NAME", "DEFAULT_SIMILARITY", "DESCRIBE_FIELDS"]
 
@@ -78,24 +78,24 @@ class ModelConfig:
         """(field, what is wrong) for the first invalid field, or None."""
         if not isinstance(self.encoder, str) or not self.encoder:
             return "encoder", f"must be a non-empty string (a Hub id or a folder), got {self.encoder!r}"
-        if not isinstance(self.head, str) or self.head not in HEAD_KINDS:
-            return "head", f"unknown head {self.head!r}; choose one of {', '.join(HEAD_KINDS)}"
+        if HEAD_REGISTRY.problem(self.head) is not None:
+            return "head", HEAD_REGISTRY.problem(self.head)
         for name in ("in_dim", "dim", "max_length"):
             if not _positive_int(getattr(self, name)):
                 return name, f"must be a positive integer, got {getattr(self, name)!r}"
-        if not isinstance(self.similarity, str) or self.similarity not in SIMILARITIES:
-            return "similarity", f"unknown similarity {self.similarity!r}; choose one of {', '.join(SIMILARITIES)}"
-        if self.head == "quantum" and self.similarity != "fidelity":
-            return "similarity", "a quantum head outputs qubit angles, which are compared by fidelity, not cosine"
-        if self.head == "none" and self.dim != self.in_dim:
-            return "dim", f"is {self.dim}, but without a head the output is the encoder's {self.in_dim} dimensions"
+        if SIMILARITY_REGISTRY.problem(self.similarity) is not None:
+            return "similarity", SIMILARITY_REGISTRY.problem(self.similarity)
+        head = get_head(self.head)
+        problem = head.check(self)  # what the head kind refuses (qcompress.heads)
+        if problem is not None:
+            return problem
         if self.dim > self.in_dim:
             return "dim", f"is {self.dim}, larger than in_dim {self.in_dim}: a head compresses"
         if not isinstance(self.pooling, str) or self.pooling not in POOLINGS:
             return "pooling", f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}"
         if not isinstance(self.mixing, str) or self.mixing not in MIXINGS:
             return "mixing", f"unknown mixing {self.mixing!r}; choose one of {', '.join(MIXINGS)}"
-        if self.mixing != "none" and self.head != "quantum":
+        if self.mixing != "none" and not head.mixes_inputs:
             return "mixing", f"{self.mixing} mixes the quantum head's inputs; a {self.head} head has none to mix"
         for name in ("normalize", "encoder_trained"):
             if not isinstance(getattr(self, name), bool):
@@ -127,14 +127,13 @@ class ModelConfig:
     ) -> "ModelConfig":
         """A new model's config: `dim` defaults to in_dim without a head, `similarity` to the head's own; `fields`
         sets the others (pooling, prompts, base model...)."""
-        if head not in HEAD_KINDS:
-            raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEAD_KINDS)}")
-        if head == "none" and dim is None:
+        kind = get_head(head)
+        if not kind.has_dim and dim is None:
             dim = in_dim
         if dim is None:
             raise ValueError(f"a {head} head needs an output size (dim)")
         return cls(encoder=encoder or DEFAULT_ENCODER, head=head, in_dim=in_dim, dim=dim,
-                   similarity=similarity or DEFAULT_SIMILARITY[head], max_length=max_length, normalize=normalize,
+                   similarity=similarity or kind.default_similarity, max_length=max_length, normalize=normalize,
                    **fields)
 
     @classmethod

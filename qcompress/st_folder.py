@@ -10,12 +10,9 @@ A folder written by `QCompressModel.save` loads in sentence-transformers as the 
     N_Dense/, N_AngleEncoding/, ...    the head: Dense (Linear + tanh) for a linear head, AngleEncoding and
                                        QuantumHeadModule (qcompress.st_modules) for angles; weights in safetensors
 
-Head by model (what `QCompressModel.project` computes):
-    none, cosine        nothing: the pooled vector
-    none, fidelity      AngleEncoding
-    linear, cosine      Dense(tanh)
-    linear, fidelity    Dense(identity), then AngleEncoding: tanh(Wx + b) * pi/2 + pi/2
-    quantum             [InputMixingModule,] AngleEncoding, then QuantumHeadModule
+The head's modules are its kind's (`st_modules` of each file in qcompress.heads: they compute what
+`QCompressModel.project` computes); the similarity's sentence-transformers name is its own (`st_function` of
+qcompress.similarity).
 
 The files are written here without importing sentence-transformers (slow to import); the formats are the ones
 sentence-transformers 6 reads (and older versions for the modules they share), checked by loading a saved folder
@@ -31,41 +28,18 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from qcompress._version import __version__
+from qcompress.heads import get_head
+from qcompress.similarity import get_similarity
 
-__all__ = ["write_st_files", "ST_SIMILARITY"]
+__all__ = ["write_st_files"]
 
-ST_SIMILARITY = {"cosine": "cosine", "fidelity": "log_fidelity"}
 _POOLING_FLAGS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
                   "max": "pooling_mode_max_tokens", "lasttoken": "pooling_mode_lasttoken"}
-_TANH, _IDENTITY = "torch.nn.modules.activation.Tanh", "torch.nn.modules.linear.Identity"
 
 
 def _write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _head_modules(config, head_state: dict[str, Tensor] | None,
-                  mixing_state: dict[str, Tensor] | None = None) -> list[tuple[str, str, dict, dict | None]]:
-    """(type, name, config, weights) of each module after pooling and normalisation."""
-    angles = config.similarity == "fidelity"
-    encoding = ("qcompress.st_modules.AngleEncoding", "AngleEncoding", {"dim": config.in_dim}, None)
-    if config.head == "quantum":
-        quantum = {"head.raw": head_state["raw"]}
-        mixing = [] if config.mixing == "none" else [(
-            "qcompress.st_modules.InputMixingModule", "InputMixing", {"kind": config.mixing, "in_dim": config.in_dim},
-            {f"mixing.{k}": v for k, v in mixing_state.items()})]
-        return [*mixing, encoding, ("qcompress.st_modules.QuantumHeadModule", "QuantumHead",
-                           {"in_dim": config.in_dim, "out_dim": config.dim}, quantum)]
-    if config.head == "linear":
-        dense = {"in_features": config.in_dim, "out_features": config.dim, "bias": True,
-                 "activation_function": _IDENTITY if angles else _TANH}
-        weights = {"linear.weight": head_state["linear.weight"], "linear.bias": head_state["linear.bias"]}
-        modules = [("sentence_transformers.models.Dense", "Dense", dense, weights)]
-        if angles:  # AngleEncoding's tanh is the Dense layer's: tanh(Wx + b) * pi/2 + pi/2
-            modules.append(("qcompress.st_modules.AngleEncoding", "AngleEncoding", {"dim": config.dim}, None))
-        return modules
-    return [encoding] if angles else []
 
 
 def write_st_files(folder: str | Path, config, encoder_dir: str, head_state: dict[str, Tensor] | None,
@@ -81,7 +55,7 @@ def write_st_files(folder: str | Path, config, encoder_dir: str, head_state: dic
                  **{flag: mode == config.pooling for mode, flag in _POOLING_FLAGS.items()}}, None)]
     if config.normalize:
         modules.append(("sentence_transformers.models.Normalize", "2_Normalize", None, None))
-    for kind, name, module_config, weights in _head_modules(config, head_state, mixing_state):
+    for kind, name, module_config, weights in get_head(config.head).st_modules(config, head_state, mixing_state):
         modules.append((kind, f"{len(modules)}_{name}", module_config, weights))
     entries = []
     for idx, (kind, path, module_config, weights) in enumerate(modules):
@@ -102,6 +76,6 @@ def write_st_files(folder: str | Path, config, encoder_dir: str, head_state: dic
         "__version__": {"qcompress": __version__},
         "prompts": {"query": config.query_prompt, "document": config.document_prompt},
         "default_prompt_name": None,
-        "similarity_fn_name": ST_SIMILARITY[config.similarity],
+        "similarity_fn_name": get_similarity(config.similarity).st_function,
         **({"requirements": requirements} if requirements else {}),
     })

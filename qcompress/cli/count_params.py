@@ -38,9 +38,8 @@ def count_params(
     """
     from rich.table import Table
 
-    from qcompress.heads import classical_head_num_parameters
+    from qcompress.heads import get_head
     from qcompress.mixing import mixing_fitted_numbers
-    from qcompress.quantum import quantum_head_num_parameters
 
     encoder_params = None
     if encoder is not None:
@@ -53,8 +52,8 @@ def count_params(
     fitted = mixing_fitted_numbers(mixing, in_dim)
     rows = []
     for out_dim in out_dims:
-        quantum = quantum_head_num_parameters(in_dim, out_dim)
-        classical = classical_head_num_parameters(in_dim, out_dim)
+        quantum = get_head("quantum").num_parameters(in_dim, out_dim)
+        classical = get_head("linear").num_parameters(in_dim, out_dim)
         rows.append(
             {
                 "in_dim": in_dim,

@@ -13,6 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from qcompress.defaults import DEFAULT_BATCH_SIZE, MIXINGS
+from qcompress.heads import HEAD_KINDS
+from qcompress.similarity import SIMILARITIES
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ENCODER_HELP", "HeadChoice", "SimilarityChoice", "ModelDir", "Encoder", "Head",
            "Similarity", "MaxLength", "BatchSize", "TrustRemoteCode", "CacheDir", "LegacyCache", "NoCache", "Device",
@@ -29,18 +31,10 @@ DEFAULT_MODEL_HELP = (
 )
 
 
-class HeadChoice(str, Enum):
-    none = "none"
-    linear = "linear"
-    quantum = "quantum"
-
-
-class SimilarityChoice(str, Enum):
-    cosine = "cosine"
-    fidelity = "fidelity"
-
-
-# qcompress.mixing's kinds (MIXINGS), from qcompress.defaults so that --help stays free of torch.
+# The registries' names (qcompress.heads, qcompress.similarity) and qcompress.mixing's kinds (MIXINGS, from
+# qcompress.defaults): all known without importing torch, so that --help stays free of it.
+HeadChoice = Enum("HeadChoice", {name: name for name in HEAD_KINDS}, type=str)
+SimilarityChoice = Enum("SimilarityChoice", {name: name for name in SIMILARITIES}, type=str)
 MixingChoice = Enum("MixingChoice", {name: name for name in MIXINGS}, type=str)
 
 

@@ -11,12 +11,11 @@ from typing import Callable, Mapping, Sequence
 
 from torch import Tensor
 
-from qcompress import search
 from qcompress.cache import encode
 from qcompress.evaluation.metrics import METRICS, Run, evaluate_run, measure_run
 from qcompress.evaluation.protocols import collection_texts
 from qcompress.search import run_from_pools, run_from_topk
-from qcompress.similarity import check_similarity, pairwise_scores
+from qcompress.similarity import get_similarity, pairwise_scores
 
 __all__ = ["Progress", "exact_topk", "rank", "Evaluation", "evaluate"]
 
@@ -33,9 +32,7 @@ def exact_topk(queries: Tensor, docs: Tensor, k: int, similarity: str) -> tuple[
         >>> exact_topk(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0], [2.0, 0.0]]), 1, "cosine")[1]
         tensor([[1]])
     """
-    if check_similarity(similarity) == "fidelity":
-        return search.topk(queries, docs, k)
-    return search.topk_cosine(queries, docs, k)
+    return get_similarity(similarity).topk(queries, docs, k)
 
 
 def _no_progress(description: str, total: int) -> Callable[[int], None]:

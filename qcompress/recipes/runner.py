@@ -43,6 +43,8 @@ from qcompress.model import build_model, load_model
 from qcompress.quantum import encode_angles
 from qcompress.recipes.config import METRIC, RunSpec, config_key, eval_sets, expand_runs, trec_dir, variant_layers
 from qcompress.recipes.peers import DEFAULT_RESCORE_K, rank_with, representation
+from qcompress.similarity import get_similarity
+from qcompress.similarity.base import ANGLES
 from qcompress.training import TrainConfig, checkpoint_dir, summary, train
 
 __all__ = ["run_recipe", "run_one", "current_result"]
@@ -79,7 +81,7 @@ def _pooled(model, texts: Sequence[str], role: str, cache_dir: Path | None, top_
 
 
 def _storage_method(storage: str, similarity: str) -> str:
-    if similarity == "fidelity":
+    if get_similarity(similarity).output_kind == ANGLES:
         methods = {"float32": "angles", "uint8": "uint8 angles", "uint8+uint8 query": "uint8 angles+uint8 query"}
         if storage not in methods:
             raise ValueError(f"angles are stored as float32, uint8 or uint8+uint8 query, not {storage!r}")
@@ -209,7 +211,7 @@ def _run_untrained(spec: RunSpec, cfg: dict, cache_dir: Path) -> dict:
     t1 = time.perf_counter()
     if spec.kind == "encoder":
         similarity = spec.params.get("similarity", "cosine")
-        transform = encode_angles if similarity == "fidelity" else _identity
+        transform = encode_angles if get_similarity(similarity).output_kind == ANGLES else _identity  # head none
         reps = _storage_rows(spec, similarity)
     else:
         similarity, transform = "cosine", _identity

@@ -10,8 +10,9 @@ import string
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from qcompress.defaults import DEFAULT_MAX_LENGTH, DEFAULT_SIMILARITY, MIXINGS, POOLINGS
+from qcompress.defaults import DEFAULT_MAX_LENGTH, MIXINGS, POOLINGS
 from qcompress.errors import InputError
+from qcompress.heads import get_head
 
 __all__ = ["VARIANTS", "DEFAULT_HEAD_LR", "FROZEN_PREFIX", "LOSSES", "PSEUDO_QUERIES", "DISTILL_MIXING", "TrainConfig",
            "ArgumentError", "resolve_variant", "default_dim", "as_config", "check_values", "resolve", "recipe_of", "Progress"]
@@ -348,13 +349,14 @@ def resolve(cfg: TrainConfig, in_dim: int) -> TrainConfig:
     base = resolve_variant(cfg.variant) if cfg.variant is not None else {}
     cfg = dataclasses.replace(cfg, variant=cfg.variant.strip().upper() if cfg.variant else None)
     cfg.head = cfg.head if cfg.head is not None else base.get("head", "none")
-    cfg.similarity = cfg.similarity or base.get("similarity") or DEFAULT_SIMILARITY.get(cfg.head, "cosine")
+    head = get_head(cfg.head)  # the head kind (qcompress.heads): its similarity, size and inputs
+    cfg.similarity = cfg.similarity or base.get("similarity") or head.default_similarity
     cfg.train_layers = cfg.train_layers if cfg.train_layers is not None else base.get("train_layers", 0)
     cfg.normalize = cfg.normalize if cfg.normalize is not None else base.get("normalize")
-    if cfg.dim is None and cfg.head != "none":
+    if cfg.dim is None and head.has_dim:
         cfg.dim = default_dim(in_dim)
-    if cfg.head == "none" and cfg.train_layers == 0:
-        raise ArgumentError("nothing to train: {head} none with a frozen encoder ({train_layers} 0); "
+    if not head.trainable and cfg.train_layers == 0:
+        raise ArgumentError(f"nothing to train: {{head}} {cfg.head} with a frozen encoder ({{train_layers}} 0); "
                             "choose a head or train some layers")
     if not cfg.store_encoder and cfg.train_layers:
         raise ArgumentError("{store_encoder} off needs a frozen encoder: trained layers ({train_layers} {got}) live "
@@ -363,8 +365,8 @@ def resolve(cfg: TrainConfig, in_dim: int) -> TrainConfig:
         if getattr(cfg, name) is None:
             setattr(cfg, name, value)
     if cfg.mixing is None:
-        cfg.mixing = DISTILL_MIXING if cfg.loss == "distill" and cfg.head == "quantum" else "none"
-    if cfg.mixing != "none" and cfg.head != "quantum":
+        cfg.mixing = DISTILL_MIXING if cfg.loss == "distill" and head.mixes_inputs else "none"
+    if cfg.mixing != "none" and not head.mixes_inputs:
         raise ArgumentError("{mixing} mixes the inputs of a quantum head; {head} is {got}", got=cfg.head)
     return cfg
 

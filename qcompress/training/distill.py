@@ -33,8 +33,7 @@ from qcompress.data import load_collection
 from qcompress.data.beir import bundled_path
 from qcompress.errors import InputError
 from qcompress.formats.texts import iter_texts
-from qcompress.quantum import pairwise_log_fidelity_trainable
-from qcompress.similarity import pairwise_scores
+from qcompress.similarity import get_similarity
 from qcompress.training.step import backward_through_head, pool_batch
 
 __all__ = ["PSEUDO_QUERIES", "DistillData", "read_corpus", "pseudo_queries", "distill_forward_backward",
@@ -42,8 +41,6 @@ __all__ = ["PSEUDO_QUERIES", "DistillData", "read_corpus", "pseudo_queries", "di
 
 PSEUDO_QUERIES = ("documents", "spans")
 SPAN_WORDS = (4, 16)
-# Initial scale of the student's similarity: log-fidelity of neighbours spans a few units, cosine a fraction of one.
-INITIAL_SCALE = {"fidelity": 1.0, "cosine": 20.0}
 CALIBRATION_TEXTS = 256  # documents whose similarities set the student's initial scale
 _LEFT_OUT = -1e9  # a logit whose softmax weight is 0 (finite, so that KL's 0 * (a - b) stays 0, not NaN)
 
@@ -118,9 +115,7 @@ def column_indices(rows: Tensor, n: int, extra: int, seed: int, step: int) -> Te
 
 def _similarities(model, a: Tensor, b: Tensor) -> Tensor:
     """The student's similarity: log-fidelity for angles, cosine for vectors."""
-    if model.similarity == "fidelity":
-        return pairwise_log_fidelity_trainable(a, b)
-    return pairwise_scores(a, b, model.similarity)
+    return get_similarity(model.similarity).student_pairwise(a, b)
 
 
 def distill_forward_backward(model, cfg, data: DistillData, batch: Tensor, step: int, log_scale: nn.Parameter,
@@ -151,7 +146,8 @@ def distill_forward_backward(model, cfg, data: DistillData, batch: Tensor, step:
 
 
 def initial_log_scale(similarity: str) -> nn.Parameter:
-    return nn.Parameter(torch.tensor(math.log(INITIAL_SCALE[similarity])))
+    """The student scale's logarithm before calibration: the similarity's own initial scale (`distill_scale`)."""
+    return nn.Parameter(torch.tensor(math.log(get_similarity(similarity).distill_scale)))
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from qcompress.similarity import paired_scores, pairwise_scores
+from qcompress.similarity import get_similarity
 from qcompress.training.config import TrainConfig
 from qcompress.training.negatives import Examples
 
@@ -25,12 +25,11 @@ __all__ = ["forward_backward", "in_batch_mask", "pool_batch", "backward_through_
 def _logits(model, cfg: TrainConfig, eq: Tensor, ed: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """(logits, target) for queries eq (B, d) and their documents ed (B, 1+N, d), positive first."""
     B, cols = ed.shape[0], ed.shape[1]
+    similarity = get_similarity(model.similarity)  # fidelity itself for angles, cosine for vectors
     if not cfg.in_batch_negatives:
-        sim = paired_scores(eq[:, None, :], ed, model.similarity, log=False)  # fidelity itself, or cosine
+        sim = similarity.contrastive_paired(eq[:, None, :], ed)
         return cfg.logit_scale * sim, torch.zeros(B, dtype=torch.long, device=eq.device)
-    sim = pairwise_scores(eq, ed.reshape(B * cols, -1), model.similarity)  # log-fidelity or cosine
-    if model.similarity == "fidelity":
-        sim = torch.exp(sim)
+    sim = similarity.contrastive_pairwise(eq, ed.reshape(B * cols, -1))
     logits = (cfg.logit_scale * sim).masked_fill(mask, float("-inf"))
     return logits, torch.arange(B, device=eq.device) * cols
 
