@@ -15,36 +15,41 @@ oracle's result, scores bit for bit and ties to the lower index. `symmetric=True
 
 How `topk` is fast. For one query the score is a sum of look-ups in a table T[j, l] = log_cos2_half(q_j - level_jl),
 which is what a product quantizer's scan does. faiss's `IndexPQ` (inner product) scores a code as the sum over
-sub-quantizers m of <x_m, centroid_m[code_m]>; with 0/1 centroids that sum is a sum of entries of the query vector
-x, so x = T (flattened) makes faiss scan our codes as they are stored:
-  - bits dividing 8 (1, 2, 4, 8): one 8-bit sub-quantizer per byte of g = 8 / bits qubits; the centroid of byte
-    value c has a 1 at t * 2^bits + (code of qubit t in c) for each of its g qubits, so faiss's table entry for c
-    is the sum of those qubits' terms and a document costs one look-up per byte: the scan of a PQ code of that
-    many bytes;
-  - other bits (3, 5, 6, 7): one sub-quantizer per qubit, faiss's generic `nbits` decoder, whose bit layout is
-    ours (tests/test_codes.py checks both layouts against `scalar_codes.pack`).
-faiss adds in its own order, so its scores S' differ from the reference S by rounding, at most (2n + 32) u
-(1 + |S'|) (u = 2^-24; the summation of n terms <= 0 in any order by each side, (n - 1) u sum|term|, plus the
-per-term difference, a few u relative; with room to spare). Each query asks faiss for C candidates per corpus
-shard (C = max(candidates, 2k)); a document it did not return has S' at most the shard's C-th S', hence S at most
-that plus the margin. The candidates are scored with the reference formula; if the k-th best exact score beats
-every shard's bound, no other document can reach the top-k and the result is exact. Otherwise (many near-ties
-with the k-th) the query is searched again with 8 times more candidates, until certified or every document is a
-candidate. Work is spread over `search_workers` threads in (query block, corpus shard) pieces, each running faiss
-single-threaded: one query uses every thread, and a busy core only slows the pieces it runs.
+sub-quantizers m of <x_m, centroid_m[code_m]>; with 0/1 centroids that is a sum of entries of the query vector x,
+so with x = T (flattened) faiss scans our codes. Each 8-bit sub-quantizer covers g = floor(8 / bits) qubits, whose
+codes are g * bits contiguous bits of the packed row: the centroid of byte value c has a 1 at t * 2^bits + (code
+of qubit t in c) for each of its g qubits, so faiss's table entry for c is the sum of those qubits' terms and a
+document costs one look-up per group. When bits divide 8 (1, 2, 4, 8) the groups are the stored bytes, and the
+scan is exactly that of a PQ code of as many bytes; otherwise (3, 5, 6, 7 bits: 64, 128, 128, 128 groups for 48,
+80, 96, 112 bytes at 128 qubits) each shard's rows are regrouped into bytes first (`_Layout.regroup`).
 
-Speed (benchmarks/codes_search.py, 2 shared cores, 200,000 codes of 128 qubits x 4 bits, 100 queries, top-10):
-see the benchmark's docstring for the measured ratios to faiss `IndexPQ` (M=64, 8 bits) over the same number of
-vectors. Alternatives measured and dropped: table look-ups in torch (`index_select` of the byte tables, then a
-sum) ran 24x slower than faiss's scan; faiss's one-hot tables through BLAS with several OpenMP threads took longer
-than the scan itself on a shared machine (OpenBLAS spin-waits), hence one thread per piece; faiss's 4-bit fast
-scan (`IndexPQFastScan`) scanned 6x faster than `IndexPQ`, but it rounds the tables to 8 bits in ways internal to
-faiss, which a certificate would have to trust; kept for later.
+faiss adds in its own order, so its scores S' differ from the reference S by rounding, at most (2n + 32) u
+(1 + |S'|) (u = 2^-24: each side sums n terms <= 0 in some order, (n - 1) u sum|term|, and the terms of the two
+sides differ by a few u relative; measured at most 14 u (1 + |S'|) at n = 128). Each query asks faiss for C
+candidates per corpus shard (C = max(candidates, 2k)); a document it did not return has S' at most the shard's
+C-th S', hence S at most that plus the margin. The candidates that can reach the top-k are scored with the
+reference formula (the k best by S', then any other whose S' plus the margin reaches their k-th exact score); if
+the k-th best exact score beats every shard's bound, no other document can reach the top-k and the result is
+exact. Otherwise (many near-ties with the k-th) the query is searched again with 8 times more candidates, until
+certified or every document is a candidate. Work is spread over `search_workers` threads in (query block, corpus
+shard) pieces, each running faiss single-threaded: one query uses every thread, and a busy core only slows the
+pieces it runs.
+
+Speed: benchmarks/codes_search.py times `topk` against faiss `IndexPQ` (M = bytes of a code, 8 bits) exhaustive
+search over the same rows, same threads. On 2 cores shared with other engineers (noisy), 200,000 rows of 128
+qubits x 4 bits, 100 queries, top-10: 1.14x IndexPQ's time idle, 1.22x with one core busy. At other widths
+(100,000 rows, 50 queries, IndexPQ of as many bytes): 1.3x at 1, 2 and 8 bits, 2.1-2.7x at 3, 5, 6, 7 bits
+(the regrouping, and 64 or 128 look-ups per row where IndexPQ does 48-112).
+Alternatives measured and dropped: table look-ups in torch (`index_select` of the byte tables, then a sum), 24x
+IndexPQ's time; faiss's generic `nbits` decoder for 3, 5, 6, 7 bits (it reads our layout as it is, one qubit per
+sub-quantizer), 6-15x; faiss's tables through BLAS with several OpenMP threads, slower than the scan itself on a
+shared machine (spin-waits), hence one thread per piece. faiss's 4-bit fast scan (`IndexPQFastScan`) scanned 6x
+faster than IndexPQ, but it rounds the tables to 8 bits in ways internal to faiss, which a certificate would have
+to trust: left for later.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -75,8 +80,9 @@ PI32 = float(torch.tensor(math.pi, dtype=torch.float32))  # pi rounded to float3
 
 DEFAULT_CANDIDATES = 64  # faiss candidates per query and shard, before certification (module docstring)
 QUERY_BLOCK = 16  # queries per piece of work
-MIN_SHARD_ROWS = 1 << 16  # a corpus shard (one faiss index per thread) holds at least this many rows
+MIN_SHARD_ROWS = 1 << 14  # a corpus shard (one faiss index per thread) holds at least this many rows
 SHARD_CENTROID_BYTES = 1 << 27  # all shards' 0/1 codebooks together (32 MiB each at 8 bits x 128 qubits)
+REGROUP_ROWS = 1 << 15  # rows regrouped for faiss at a time (bits not dividing 8)
 _UNIT_ROUNDOFF = 2.0**-24
 _WORK_ELEMENTS = 1 << 22  # numbers per temporary when rescoring candidates
 
@@ -289,38 +295,51 @@ def _check_angles(angles, name: str, dim: int | None = None) -> Tensor:
 
 @dataclass(frozen=True)
 class _Layout:
-    """How faiss sees a codec's packed rows: `subquantizers` codes of `nbits` bits, each covering `group` qubits;
-    a sub-quantizer's slice of the query vector holds its qubits' tables, `width` = group * 2^bits numbers."""
+    """How faiss sees a codec's rows: one byte (an 8-bit sub-quantizer) per group of `group` = floor(8 / bits)
+    qubits, `subquantizers` of them; a sub-quantizer's slice of the query vector holds its qubits' tables, `width`
+    = group * 2^bits numbers. When bits divide 8, these bytes are the packed rows themselves."""
 
     bits: int
     group: int
     subquantizers: int
-    nbits: int
     width: int
 
     @classmethod
     def of(cls, codec: AngleCodes) -> _Layout:
-        group = 8 // codec.bits if 8 % codec.bits == 0 else 1
-        return cls(codec.bits, group, math.ceil(codec.dim / group), group * codec.bits, group << codec.bits)
+        group = 8 // codec.bits
+        return cls(codec.bits, group, math.ceil(codec.dim / group), group << codec.bits)
 
     def centroids(self) -> np.ndarray:
-        """(M, 2^nbits, width) 0/1: the code c of a sub-quantizer picks, for each qubit t of its group, entry
+        """(M, 256, width) 0/1: byte value c of a sub-quantizer picks, for each qubit t of its group, entry
         t * 2^bits + (bits t*b .. t*b+b-1 of c) of its slice of the query vector."""
-        levels, values = 1 << self.bits, np.arange(1 << self.nbits)
-        one = np.zeros((1 << self.nbits, self.width), np.float32)
+        levels, values = 1 << self.bits, np.arange(256)
+        one = np.zeros((256, self.width), np.float32)
         for t in range(self.group):
             one[values, t * levels + ((values >> (t * self.bits)) & (levels - 1))] = 1.0
         return np.ascontiguousarray(np.broadcast_to(one, (self.subquantizers, *one.shape)))
 
+    def regroup(self, packed: np.ndarray) -> np.ndarray:
+        """Packed rows -> (rows, M) bytes: byte i holds bits i*g*b .. (i+1)*g*b - 1 of the row's bit string, the
+        codes of qubits i*g .. i*g + g - 1 (a group's codes are contiguous in the string, LSB first)."""
+        span = self.group * self.bits
+        if span == 8:
+            return packed
+        padded = np.zeros((packed.shape[0], packed.shape[1] + 1), np.uint8)  # a group may end in the last byte
+        padded[:, :-1] = packed
+        start = np.arange(self.subquantizers) * span
+        pairs = padded[:, start // 8].astype(np.uint16) | (padded[:, start // 8 + 1].astype(np.uint16) << 8)
+        return ((pairs >> (start % 8).astype(np.uint16)) & ((1 << span) - 1)).astype(np.uint8)
+
     def index(self, codes: np.ndarray, centroids: np.ndarray):
-        """A faiss IndexPQ (inner product) over packed `codes`, with the 0/1 codebooks `centroids`."""
+        """A faiss IndexPQ (inner product, 8-bit sub-quantizers) over packed `codes`, with the codebooks
+        `centroids`."""
         import faiss  # here: importing faiss takes a while, and only the search needs it
 
-        index = faiss.IndexPQ(self.subquantizers * self.width, self.subquantizers, self.nbits,
-                              faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexPQ(self.subquantizers * self.width, self.subquantizers, 8, faiss.METRIC_INNER_PRODUCT)
         faiss.copy_array_to_vector(centroids.ravel(), index.pq.centroids)
         index.is_trained = True
-        index.add_sa_codes(codes)
+        for start in range(0, codes.shape[0], REGROUP_ROWS):
+            index.add_sa_codes(self.regroup(codes[start : start + REGROUP_ROWS]))
         return index
 
     def query_vectors(self, queries: Tensor, levels: Tensor) -> np.ndarray:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import qcompress.codes as codes_module
 from qcompress.codes import CODES_FILE, PI32, AngleCodes, topk
 from qcompress.errors import InputError
-from qcompress.scalar_codes import pack
+from qcompress.scalar_codes import unpack
 from qcompress.search import brute_force_topk
 
 
@@ -64,10 +64,16 @@ def test_packed_bit_order_by_hand():
 
 @pytest.mark.parametrize("bits", range(1, 9))
 def test_faiss_reads_the_packed_layout(bits):
-    # faiss's sums of the query tables over the stored codes are the scores of the decoded codes, up to rounding
     codec = AngleCodes.fit(crowded(200, 13, bits), bits)
     codes, queries = codec.encode(crowded(50, 13, 7)), crowded(3, 13, 8)
     layout = codes_module._Layout.of(codec)
+    # one byte per group of floor(8 / bits) qubits, their codes LSB first
+    per_qubit = unpack(codes, bits, 13).long()
+    group = 8 // bits
+    padded = torch.nn.functional.pad(per_qubit, (0, layout.subquantizers * group - 13)).view(50, -1, group)
+    expected = (padded << (torch.arange(group) * bits)).sum(2)
+    assert torch.equal(torch.from_numpy(layout.regroup(codes.numpy())).long(), expected)
+    # faiss's sums of the query tables over those bytes are the scores of the decoded codes, up to rounding
     index = layout.index(codes.numpy(), layout.centroids())
     values, rows = index.search(layout.query_vectors(queries, codec.levels), 50)
     reference = torch.stack([(torch.log(torch.cos((q[None].double() - codec.decode(codes).double()) / 2) ** 2)).sum(1)
