@@ -13,10 +13,10 @@ from packed codes in a tensor (building its faiss shards, i.e. copying the codes
 of --repeats runs after a warm-up, interleaved. Then --check queries are compared with the oracle
 (`brute_force_topk` on the decoded codes), scores and indices bit for bit.
 
-Measured (`--rows 200000 --busy`, 2 cores shared with other engineers at a load average of ~10, so noisy; both
-results equal to the oracle): idle, IndexPQ 0.732 s, codes.topk 0.832 s (1.14x), symmetric 0.836 s (1.14x); one
-core busy, IndexPQ 1.065 s, codes.topk 1.293 s (1.22x), symmetric 1.353 s (1.27x). Not yet measured: 1M rows on
-idle cores.
+Measured (`--rows 200000 --busy`, 2 cores shared with other engineers at a load average of 7-10, so noisy; both
+results equal to the oracle): idle, IndexPQ 0.566 s, codes.topk 0.630 s (1.11x), symmetric 0.650 s (1.15x); one
+core busy, IndexPQ 0.857 s, codes.topk 0.955 s (1.11x), symmetric 0.963 s (1.12x). (An earlier run of the same
+4-bit path under heavier load: 1.14x idle, 1.22x busy.) Not yet measured: 1M rows on idle cores.
 """
 
 from __future__ import annotations

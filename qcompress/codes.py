@@ -37,9 +37,9 @@ pieces it runs.
 
 Speed: benchmarks/codes_search.py times `topk` against faiss `IndexPQ` (M = bytes of a code, 8 bits) exhaustive
 search over the same rows, same threads. On 2 cores shared with other engineers (noisy), 200,000 rows of 128
-qubits x 4 bits, 100 queries, top-10: 1.14x IndexPQ's time idle, 1.22x with one core busy. At other widths
-(100,000 rows, 50 queries, IndexPQ of as many bytes): 1.3x at 1, 2 and 8 bits, 2.1-2.7x at 3, 5, 6, 7 bits
-(the regrouping, and 64 or 128 look-ups per row where IndexPQ does 48-112).
+qubits x 4 bits, 100 queries, top-10: 1.11x IndexPQ's time idle, 1.11x with one core busy (1.14x and 1.22x in a
+run under heavier load). At other widths (100,000 rows, 50 queries, IndexPQ of as many bytes): 1.3x at 1, 2 and 8
+bits, 2.1-2.7x at 3, 5, 6, 7 bits (the regrouping, and 64 or 128 look-ups per row where IndexPQ does 48-112).
 Alternatives measured and dropped: table look-ups in torch (`index_select` of the byte tables, then a sum), 24x
 IndexPQ's time; faiss's generic `nbits` decoder for 3, 5, 6, 7 bits (it reads our layout as it is, one qubit per
 sub-quantizer), 6-15x; faiss's tables through BLAS with several OpenMP threads, slower than the scan itself on a
