@@ -13,46 +13,20 @@ Score (asymmetric, the default): float32 query angles against the documents' dec
 exactly as `qcompress.search.brute_force_topk(queries, codec.decode(codes), k)` computes it: `topk` returns that
 oracle's result, scores bit for bit and ties to the lower index. `symmetric=True` codes and decodes the queries too.
 
-How `topk` is fast. For one query the score is a sum of look-ups in a table T[j, l] = log_cos2_half(q_j - level_jl),
-which is what a product quantizer's scan does. faiss's `IndexPQ` (inner product) scores a code as the sum over
-sub-quantizers m of <x_m, centroid_m[code_m]>; with 0/1 centroids that is a sum of entries of the query vector x,
-so with x = T (flattened) faiss scans our codes. Each 8-bit sub-quantizer covers g = floor(8 / bits) qubits, whose
-codes are g * bits contiguous bits of the packed row: the centroid of byte value c has a 1 at t * 2^bits + (code
-of qubit t in c) for each of its g qubits, so faiss's table entry for c is the sum of those qubits' terms and a
-document costs one look-up per group. When bits divide 8 (1, 2, 4, 8) the groups are the stored bytes, and the
-scan is exactly that of a PQ code of as many bytes; otherwise (3, 5, 6, 7 bits: 64, 128, 128, 128 groups for 48,
-80, 96, 112 bytes at 128 qubits) each shard's rows are regrouped into bytes first (`_Layout.regroup`).
+`topk` (and `CodeIndex`, which builds the search once for a corpus searched several times) live in
+`qcompress.search.codes`, which says how they are fast: faiss's product-quantizer scan as the look-up engine,
+certified against its rounding. Within 2x of faiss `IndexPQ` over as many bytes (benchmarks/codes_search.py).
 
-faiss adds in its own order, so its scores S' differ from the reference S by rounding, at most (2n + 32) u
-(1 + |S'|) (u = 2^-24: each side sums n terms <= 0 in some order, (n - 1) u sum|term|, and the terms of the two
-sides differ by a few u relative; measured at most 14 u (1 + |S'|) at n = 128). Each query asks faiss for C
-candidates per corpus shard (C = max(candidates, 2k)); a document it did not return has S' at most the shard's
-C-th S', hence S at most that plus the margin. The candidates that can reach the top-k are scored with the
-reference formula (the k best by S', then any other whose S' plus the margin reaches their k-th exact score); if
-the k-th best exact score beats every shard's bound, no other document can reach the top-k and the result is
-exact. Otherwise (many near-ties with the k-th) the query is searched again with 8 times more candidates, until
-certified or every document is a candidate. Work is spread over `search_workers` threads in (query block, corpus
-shard) pieces, each running faiss single-threaded: one query uses every thread, and a busy core only slows the
-pieces it runs.
-
-Speed: benchmarks/codes_search.py times `topk` against faiss `IndexPQ` (M = bytes of a code, 8 bits) exhaustive
-search over the same rows, same threads. On 2 cores shared with other engineers (noisy), 200,000 rows of 128
-qubits x 4 bits, 100 queries, top-10: 1.11x IndexPQ's time idle, 1.11x with one core busy (1.14x and 1.22x in a
-run under heavier load). At other widths (100,000 rows, 50 queries, IndexPQ of as many bytes): 1.3x at 1, 2 and 8
-bits, 2.1-2.7x at 3, 5, 6, 7 bits (the regrouping, and 64 or 128 look-ups per row where IndexPQ does 48-112).
-Alternatives measured and dropped: table look-ups in torch (`index_select` of the byte tables, then a sum), 24x
-IndexPQ's time; faiss's generic `nbits` decoder for 3, 5, 6, 7 bits (it reads our layout as it is, one qubit per
-sub-quantizer), 6-15x; faiss's tables through BLAS with several OpenMP threads, slower than the scan itself on a
-shared machine (spin-waits), hence one thread per piece. faiss's 4-bit fast scan (`IndexPQFastScan`) scanned 6x
-faster than IndexPQ, but it rounds the tables to 8 bits in ways internal to faiss, which a certificate would have
-to trust: left for later.
+Which levels a corpus is coded with (`compress --bits`, `evaluate --bits`, `quantize`: one rule, `corpus_codec`):
+the model's own codec when it has one of those bits (`train --bits`), else levels fitted on the corpus's first
+FIT_ROWS rows, so that a streamed, resumable writer knows them after its first rows and every command that codes
+the same corpus gets the same levels.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -62,11 +36,21 @@ from torch import Tensor
 
 from qcompress.atomic import atomic_file
 from qcompress.errors import InputError
-from qcompress.quantum import log_fidelity, log_cos2_half
 from qcompress.scalar_codes import check_bits, decode, encode, fit_levels, pack, packed_bytes, unpack
-from qcompress.search import search_workers, select_topk
 
-__all__ = ["AngleCodes", "topk", "CODES_FILE", "BIT_ORDER"]
+__all__ = ["AngleCodes", "topk", "CodeIndex", "CODES_FILE", "BIT_ORDER", "FIT_ROWS", "check_angles",
+           "model_codec", "stored_bits", "corpus_codec"]
+
+
+
+def __getattr__(name: str):
+    """`topk` and `CodeIndex`, re-exported from qcompress.search.codes on first use (PEP 562): the search package
+    reads code files through qcompress.formats, which needs this module, so it cannot be imported here eagerly."""
+    if name in ("topk", "CodeIndex"):
+        from qcompress.search import codes as search_codes
+
+        return getattr(search_codes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 CODES_FILE = "codes.safetensors"  # a codec's file name in a model folder
 FORMAT = "qcompress-angle-codes"
@@ -77,14 +61,7 @@ BIT_ORDER = ("LSB first: the code of qubit j is bits j*b .. j*b+b-1 of the row's
 DECODING = "angle of qubit j = levels[j][code_j] (float32 radians)"
 SCORE = "log-fidelity: sum over qubits j of log cos^2((query_j - angle_j) / 2)"
 PI32 = float(torch.tensor(math.pi, dtype=torch.float32))  # pi rounded to float32: the largest angle stored
-
-DEFAULT_CANDIDATES = 64  # faiss candidates per query and shard, before certification (module docstring)
-QUERY_BLOCK = 16  # queries per piece of work
-MIN_SHARD_ROWS = 1 << 14  # a corpus shard (one faiss index per thread) holds at least this many rows
-SHARD_CENTROID_BYTES = 1 << 27  # all shards' 0/1 codebooks together (32 MiB each at 8 bits x 128 qubits)
-REGROUP_ROWS = 1 << 15  # rows regrouped for faiss at a time (bits not dividing 8)
-_UNIT_ROUNDOFF = 2.0**-24
-_WORK_ELEMENTS = 1 << 22  # numbers per temporary when rescoring candidates
+FIT_ROWS = 4096  # a corpus's levels are fitted on its first rows (module docstring): compress's first chunk
 
 
 def _tensor(x, name: str) -> Tensor:
@@ -165,7 +142,7 @@ class AngleCodes:
                     [1.0000, 1.0000]])
         """
         bits = check_bits(bits)
-        angles = _check_angles(angles, "angles")
+        angles = check_angles(angles, "angles")
         if angles.shape[0] == 0 or angles.shape[1] == 0:
             raise ValueError(f"levels are fitted on at least one row of at least one qubit, got shape "
                              f"{tuple(angles.shape)}")
@@ -183,7 +160,7 @@ class AngleCodes:
 
     def encode(self, angles: Tensor) -> Tensor:
         """Angles (N, dim) -> packed codes (N, bytes_per_vector) uint8: each angle's nearest level (ties: the lower)."""
-        angles = _check_angles(angles, "angles", self.dim)
+        angles = check_angles(angles, "angles", self.dim)
         return pack(encode(angles, self.levels), self.bits)
 
     def decode(self, codes: Tensor) -> Tensor:
@@ -199,13 +176,20 @@ class AngleCodes:
         if codes.dtype != torch.uint8 or codes.dim() != 2 or codes.shape[1] != width:
             raise ValueError(f"{name} of {self.dim} qubits at {self.bits} bits are uint8 rows of {width} bytes, got "
                              f"{codes.dtype} of shape {tuple(codes.shape)}")
-        used = self.dim * self.bits - 8 * (width - 1)  # bits used in the last byte
-        if used < 8 and codes.shape[0]:
-            bad = (codes[:, -1] >> used).nonzero().flatten()
-            if bad.numel():
-                raise ValueError(f"{name} row {int(bad[0])} sets unused bits of its last byte: not packed codes of "
-                                 f"{self.dim} qubits at {self.bits} bits")
+        bad = self.corrupt_row(codes)
+        if bad is not None:
+            raise ValueError(f"{name} row {bad} sets unused bits of its last byte: not packed codes of {self.dim} "
+                             f"qubits at {self.bits} bits")
         return codes.contiguous()
+
+    def corrupt_row(self, codes: Tensor) -> int | None:
+        """The first row of packed `codes` (N, bytes_per_vector) uint8 that sets an unused high bit of its last
+        byte (no packed row does: SPEC §7), or None."""
+        used = self.dim * self.bits - 8 * (self.bytes_per_vector - 1)  # bits used in the last byte
+        if used == 8 or codes.shape[0] == 0:
+            return None
+        bad = (codes[:, -1] >> used).nonzero().flatten()
+        return int(bad[0]) if bad.numel() else None
 
     # -- storage ----------------------------------------------------------------------------------------------------
 
@@ -275,7 +259,7 @@ class AngleCodes:
             raise InputError(f"not a valid codec ({err})", file=path) from None
 
 
-def _check_angles(angles, name: str, dim: int | None = None) -> Tensor:
+def check_angles(angles, name: str, dim: int | None = None) -> Tensor:
     """Angles as a contiguous float32 tensor (rows, dim), finite; ValueError naming `name` otherwise."""
     angles = _tensor(angles, name)
     if angles.dim() != 2:
@@ -290,202 +274,53 @@ def _check_angles(angles, name: str, dim: int | None = None) -> Tensor:
     return angles
 
 
-# -- exact top-k on codes ---------------------------------------------------------------------------------------
+# -- which levels a corpus is coded with -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """How faiss sees a codec's rows: one byte (an 8-bit sub-quantizer) per group of `group` = floor(8 / bits)
-    qubits, `subquantizers` of them; a sub-quantizer's slice of the query vector holds its qubits' tables, `width`
-    = group * 2^bits numbers. When bits divide 8, these bytes are the packed rows themselves."""
-
-    bits: int
-    group: int
-    subquantizers: int
-    width: int
-
-    @classmethod
-    def of(cls, codec: AngleCodes) -> _Layout:
-        group = 8 // codec.bits
-        return cls(codec.bits, group, math.ceil(codec.dim / group), group << codec.bits)
-
-    def centroids(self) -> np.ndarray:
-        """(M, 256, width) 0/1: byte value c of a sub-quantizer picks, for each qubit t of its group, entry
-        t * 2^bits + (bits t*b .. t*b+b-1 of c) of its slice of the query vector."""
-        levels, values = 1 << self.bits, np.arange(256)
-        one = np.zeros((256, self.width), np.float32)
-        for t in range(self.group):
-            one[values, t * levels + ((values >> (t * self.bits)) & (levels - 1))] = 1.0
-        return np.ascontiguousarray(np.broadcast_to(one, (self.subquantizers, *one.shape)))
-
-    def regroup(self, packed: np.ndarray) -> np.ndarray:
-        """Packed rows -> (rows, M) bytes: byte i holds bits i*g*b .. (i+1)*g*b - 1 of the row's bit string, the
-        codes of qubits i*g .. i*g + g - 1 (a group's codes are contiguous in the string, LSB first)."""
-        span = self.group * self.bits
-        if span == 8:
-            return packed
-        padded = np.zeros((packed.shape[0], packed.shape[1] + 1), np.uint8)  # a group may end in the last byte
-        padded[:, :-1] = packed
-        start = np.arange(self.subquantizers) * span
-        pairs = padded[:, start // 8].astype(np.uint16) | (padded[:, start // 8 + 1].astype(np.uint16) << 8)
-        return ((pairs >> (start % 8).astype(np.uint16)) & ((1 << span) - 1)).astype(np.uint8)
-
-    def index(self, codes: np.ndarray, centroids: np.ndarray):
-        """A faiss IndexPQ (inner product, 8-bit sub-quantizers) over packed `codes`, with the codebooks
-        `centroids`."""
-        import faiss  # here: importing faiss takes a while, and only the search needs it
-
-        index = faiss.IndexPQ(self.subquantizers * self.width, self.subquantizers, 8, faiss.METRIC_INNER_PRODUCT)
-        faiss.copy_array_to_vector(centroids.ravel(), index.pq.centroids)
-        index.is_trained = True
-        for start in range(0, codes.shape[0], REGROUP_ROWS):
-            index.add_sa_codes(self.regroup(codes[start : start + REGROUP_ROWS]))
-        return index
-
-    def query_vectors(self, queries: Tensor, levels: Tensor) -> np.ndarray:
-        """(m, M * width) float32: T[j, l] = log_cos2_half(q_j - level_jl), qubit-major, zero for padding qubits."""
-        tables = log_cos2_half(queries[:, :, None] - levels[None])  # (m, d, 2^bits), every value finite
-        pad = self.subquantizers * self.group - levels.shape[0]
-        if pad:
-            tables = torch.nn.functional.pad(tables, (0, 0, 0, pad))
-        return tables.reshape(queries.shape[0], -1).numpy()
+def model_codec(model) -> AngleCodes | None:
+    """A model's own codec (`QCompressModel.codec`, from `train --bits`), or None when it was trained without."""
+    return getattr(model, "codec", None)
 
 
-def _faiss_single_thread(search):
-    """Run `search()` with faiss single-threaded in this thread (the parallelism is over pieces), then restore."""
-    import faiss
-
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        return search()
-    finally:
-        faiss.omp_set_num_threads(previous)
-
-
-def topk(query_angles: Tensor, codes: Tensor, codec: AngleCodes, k: int, *, symmetric: bool = False,
-         candidates: int = DEFAULT_CANDIDATES) -> tuple[Tensor, Tensor]:
-    """Exact top-k by log-fidelity of float angles (m, d) against packed codes (N, bytes): (scores, indices), each
-    (m, min(k, N)), float32 and int64, best first, ties to the lower index: the result of
-    `qcompress.search.brute_force_topk(query_angles, codec.decode(codes), k)`, scores bit for bit. With
-    `symmetric=True`, that of the coded and decoded queries. `candidates`: faiss candidates per query and shard
-    before the certificate (module docstring); more only costs rescoring.
+def stored_bits(model, bits: int | None) -> int:
+    """Bits per qubit of what a model's documents are stored as: `bits` when given (0: float32, no codes), else
+    the model's default, its codec's bits (0 without one). ValueError for codes of a model that outputs vectors.
 
     Example:
-        >>> codec = AngleCodes.uniform(dim=4, bits=2)
-        >>> docs = codec.encode(torch.tensor([[0.4, 0.4, 0.4, 0.4], [2.7, 2.7, 2.7, 2.7], [0.4, 0.4, 0.4, 1.2]]))
-        >>> scores, indices = topk(torch.full((1, 4), 0.5), docs, codec, k=2)
-        >>> indices
-        tensor([[0, 2]])
+        >>> class Cosine:  # a stand-in: a model that compares vectors by cosine, without a codec
+        ...     output_kind = "vectors"
+        >>> stored_bits(Cosine(), None), stored_bits(Cosine(), 0)
+        (0, 0)
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer (the number of results per query), got {k!r}")
-    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-        raise ValueError(f"candidates must be a positive integer, got {candidates!r}")
-    queries = _check_angles(query_angles, "query_angles", codec.dim)
-    codes = codec.check_codes(codes)
-    if symmetric:
-        queries = codec.decode(codec.encode(queries))
-    m, size = queries.shape[0], codes.shape[0]
-    k = min(k, size)
-    if m == 0 or size == 0:
-        return torch.empty(m, k, dtype=torch.float32), torch.empty(m, k, dtype=torch.int64)
-    threads = torch.get_num_threads()
-    with search_workers() as run:
-        return _CodeSearch(codes, codec, threads, run).topk(queries, k, max(candidates, 2 * k))
+    if bits is None:
+        codec = model_codec(model)
+        return codec.bits if codec is not None else 0
+    if bits == 0:
+        return 0
+    check_bits(bits)
+    if model.output_kind != "angles":
+        raise ValueError(f"{bits}-bit codes store qubit angles; this model outputs cosine vectors (float32 only)")
+    return bits
 
 
-class _CodeSearch:
-    """One `topk` call: the corpus split into shards, each a faiss index over its rows' codes."""
+def corpus_codec(bits: int, first_rows: Tensor, codec: AngleCodes | None = None) -> tuple[AngleCodes, str]:
+    """The codec a corpus is coded with at `bits` per qubit, and where its levels come from (for the file's
+    metadata): `codec` (the model's) when it has those bits, else levels fitted (`AngleCodes.fit`, seed 0) on the
+    corpus's first FIT_ROWS rows (`first_rows`: the corpus's angles from its first row, at least FIT_ROWS of them
+    or all; uniform levels for an empty corpus).
 
-    def __init__(self, codes: Tensor, codec: AngleCodes, threads: int, run) -> None:
-        self.codes, self.codec, self.run = codes, codec, run
-        self.layout = _Layout.of(codec)
-        centroids = self.layout.centroids()
-        size = codes.shape[0]
-        shards = max(1, min(threads, size // MIN_SHARD_ROWS, SHARD_CENTROID_BYTES // centroids.nbytes))
-        step = math.ceil(size / shards)
-        self.spans = [(start, min(size, start + step)) for start in range(0, size, step)]
-        array = codes.numpy()
-        self.indexes = run(lambda span: self.layout.index(array[span[0] : span[1]], centroids), self.spans)
-        # Rounding of faiss's sums and of the reference's, relative to (1 + |score|): the module docstring.
-        self.margin = (2 * codec.dim + 32) * _UNIT_ROUNDOFF
-
-    def topk(self, queries: Tensor, k: int, wanted: int) -> tuple[Tensor, Tensor]:
-        m = queries.shape[0]
-        scores, indices = torch.empty(m, k), torch.empty(m, k, dtype=torch.int64)
-        pending = torch.arange(m)
-        while pending.numel():
-            rows = queries[pending]
-            found, approx, bound = self._candidates(rows, wanted)
-            best, chosen = self._rescore(rows, found, approx, k)
-            certified = best[:, -1].double() > bound  # a document left out scores at most `bound`
-            scores[pending[certified]], indices[pending[certified]] = best[certified], chosen[certified]
-            pending = pending[~certified]
-            wanted *= 8
-        return scores, indices
-
-    def _upper(self, approx: Tensor) -> Tensor:
-        """The most that a document whose faiss score is `approx` can score (float64): the module docstring."""
-        approx = approx.double()
-        return torch.where(approx > -math.inf, approx + self.margin * (1.0 + approx.abs()), approx)
-
-    def _candidates(self, queries: Tensor, wanted: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Corpus rows proposed by faiss (m, C) (-1 for none), their faiss scores (m, C) (-inf for none), and (m,)
-        float64: the most that a row not proposed can score (-inf when every row was)."""
-        blocks = [(s, min(queries.shape[0], s + QUERY_BLOCK)) for s in range(0, queries.shape[0], QUERY_BLOCK)]
-        pieces = [(block, shard) for block in blocks for shard in range(len(self.spans))]
-        found = self.run(lambda piece: self._search_piece(queries, *piece, wanted), pieces)
-        shards = len(self.spans)
-        by_block = [found[b * shards : (b + 1) * shards] for b in range(len(blocks))]
-
-        def joined(i: int) -> Tensor:  # the shards side by side, the blocks one under the other
-            return torch.cat([torch.cat([piece[i] for piece in block], 1) for block in by_block])
-
-        rows, approx = joined(0), joined(1)
-        return rows, approx.masked_fill_(rows < 0, -math.inf), joined(2).amax(1)
-
-    def _search_piece(self, queries: Tensor, block: tuple[int, int], shard: int, wanted: int):
-        """faiss's candidates for a block of queries in a shard: rows, faiss scores, (block, 1) bound."""
-        start, end = self.spans[shard]
-        count = min(wanted, end - start)
-        vectors = self.layout.query_vectors(queries[block[0] : block[1]], self.codec.levels)
-        values, rows = _faiss_single_thread(lambda: self.indexes[shard].search(vectors, count))
-        values, rows = torch.from_numpy(values), torch.from_numpy(rows)
-        if count == end - start:  # every row of the shard proposed
-            bound = torch.full((rows.shape[0], 1), -math.inf, dtype=torch.float64)
-        else:
-            bound = self._upper(values[:, -1:])
-        return torch.where(rows >= 0, rows + start, rows), values, bound
-
-    def _rescore(self, queries: Tensor, found: Tensor, approx: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """The exact top-k among the candidates `found` (m, C): reference scores, ties to the lower corpus row.
-
-        Only the candidates that can make it are scored: the k best by faiss score, whose k-th exact score is a
-        floor, then every other one whose faiss score allows the floor (typically none).
-        """
-        m, width = found.shape
-        scores = torch.full((m, width), -math.inf)
-        first = approx.topk(k, dim=1).indices
-        rows = torch.arange(m).repeat_interleave(k)
-        scores[rows, first.flatten()] = self._exact(queries, rows, found[rows, first.flatten()])
-        floor = scores.gather(1, first).amin(1)
-        reach = (self._upper(approx) >= floor[:, None].double()) & (scores == -math.inf)
-        rows, columns = reach.nonzero(as_tuple=True)
-        scores[rows, columns] = self._exact(queries, rows, found[rows, columns])
-        # Sorted by corpus row (the missing last), a lower column is a lower row: select_topk's tie rule is ours.
-        order = torch.where(found < 0, self.codes.shape[0] + torch.arange(width), found).argsort(1)
-        best, local = select_topk(scores.gather(1, order), k)
-        return best, found.gather(1, order).gather(1, local)
-
-    def _exact(self, queries: Tensor, rows: Tensor, docs: Tensor) -> Tensor:
-        """Reference scores of the pairs (queries[rows], corpus row docs), as `brute_force_topk` computes them."""
-        step = max(1, _WORK_ELEMENTS // (8 * self.codec.dim))
-        pieces = [(s, min(rows.numel(), s + step)) for s in range(0, rows.numel(), step)]
-
-        def exact(piece: tuple[int, int]) -> Tensor:
-            part = slice(*piece)
-            return log_fidelity(queries[rows[part]], self.codec.decode(self.codes[docs[part]]))
-
-        parts = self.run(exact, pieces)
-        return torch.cat(parts) if parts else torch.empty(0)
+    Example:
+        >>> fitted, source = corpus_codec(1, torch.tensor([[0.5], [0.6], [2.0]]))
+        >>> fitted.levels, source
+        (tensor([[0.5500, 2.0000]]), 'fitted per qubit (Lloyd-Max, seed 0) on the first 3 rows of the corpus')
+        >>> corpus_codec(1, torch.zeros(0, 1), AngleCodes.uniform(1, 1))[1]
+        "the model's codec (codes.safetensors)"
+    """
+    bits = check_bits(bits)
+    if codec is not None and codec.bits == bits:
+        return codec, "the model's codec (codes.safetensors)"
+    rows = first_rows[:FIT_ROWS]
+    if rows.shape[0] == 0:
+        return AngleCodes.uniform(rows.shape[1], bits), "uniform on [0, pi] (the corpus is empty)"
+    source = f"fitted per qubit (Lloyd-Max, seed 0) on the first {rows.shape[0]} rows of the corpus"
+    return AngleCodes.fit(rows, bits), source

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import qcompress.codes as codes_module
+import qcompress.search.codes as search_codes
 from qcompress.codes import CODES_FILE, PI32, AngleCodes, topk
 from qcompress.errors import InputError
 from qcompress.scalar_codes import unpack
@@ -66,7 +66,7 @@ def test_packed_bit_order_by_hand():
 def test_faiss_reads_the_packed_layout(bits):
     codec = AngleCodes.fit(crowded(200, 13, bits), bits)
     codes, queries = codec.encode(crowded(50, 13, 7)), crowded(3, 13, 8)
-    layout = codes_module._Layout.of(codec)
+    layout = search_codes._Layout.of(codec)
     # one byte per group of floor(8 / bits) qubits, their codes LSB first
     per_qubit = unpack(codes, bits, 13).long()
     group = 8 // bits
@@ -249,7 +249,7 @@ def test_near_ties_by_rounding_are_settled_by_the_certificate():
 
 
 def test_shards_and_threads_give_the_same_result(monkeypatch):
-    monkeypatch.setattr(codes_module, "MIN_SHARD_ROWS", 100)
+    monkeypatch.setattr(search_codes, "MIN_SHARD_ROWS", 100)
     docs = crowded(1000, 16, 2)
     codec = AngleCodes.fit(docs, 4)
     codes, queries = codec.encode(docs), crowded(40, 16, 3)

@@ -312,6 +312,12 @@ def bar_on_first_use(start: Callable[[str, int], Callable[[int], None]], descrip
     return on_rows
 
 
+def codes_note(rows: int, codec, levels_source: str, output: Path, extra: str = "") -> None:
+    """The line that says what a file of low-bit codes holds (compress --bits, quantize)."""
+    note(f"wrote {rows:,} rows of {codec.dim} qubits as {codec.bits}-bit codes ({codec.bytes_per_vector:,} bytes a "
+         f"row; levels {levels_source}) to {output}{extra}")
+
+
 def print_table(table: "Table") -> None:
     """Print a results table whole: piped or redirected, as wide as it needs (rich would cut numbers at 80
     columns); on a terminal, at the terminal's width."""

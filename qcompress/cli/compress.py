@@ -1,5 +1,5 @@
-"""`qcompress compress`: texts -> a Parquet file of angles or vectors (qcompress.compress, qcompress.ray_engine),
-or JSON lines on stdout."""
+"""`qcompress compress`: texts -> a Parquet file of angles, low-bit codes or vectors (qcompress.compress,
+qcompress.ray_engine), or JSON lines on stdout."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from typing import Annotated, Optional
 import typer
 
 from qcompress.cli._common import (
-    bar_on_first_use, cache_folder, check_writable, command, model_spec, note, progress_bars, usage_error,
+    bar_on_first_use, cache_folder, check_writable, codes_note, command, model_spec, note, progress_bars, usage_error,
 )
 from qcompress.cli.options import (
-    DEFAULT_BATCH_SIZE, BatchSize, CacheDir, Device, Encoder, Head, LegacyCache, MaxLength, ModelDir, NoCache,
-    Revision, Similarity, TrustRemoteCode, value,
+    DEFAULT_BATCH_SIZE, BatchSize, Bits, CacheDir, Device, Encoder, Float32, Head, LegacyCache, MaxLength, ModelDir,
+    NoCache, Revision, Similarity, TrustRemoteCode, chosen_bits, value,
 )
 
 STDOUT = "-"
@@ -39,7 +39,7 @@ InputPath = Annotated[str, typer.Argument(
     "TSV `id<TAB>text`, or - for stdin.")]
 Output = Annotated[Optional[str], typer.Option(
     "-o", "--output",
-    help="Parquet file to write (`id` + `angles` or `vectors`), or - for JSON lines on stdout (`{\"id\": ..., "
+    help="Parquet file to write (`id` + `angles`, `codes` or `vectors`), or - for JSON lines on stdout (`{\"id\": ..., "
     "\"angles\": [...]}`, one per text, in input order). Default: INPUT's name with .parquet, beside it.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output file (else it is refused).")]
 RoleOption = Annotated[Role, typer.Option(
@@ -48,7 +48,8 @@ RoleOption = Annotated[Role, typer.Option(
     "'query: '), recorded in the file's metadata. Compress queries with --role query.")]
 Uint8 = Annotated[bool, typer.Option(
     "--uint8",
-    help="Store angles as 8-bit codes round(theta/pi*255) (1 byte per qubit instead of 4). Angle models only.")]
+    help="Store angles as uniform 8-bit codes round(theta/pi*255) (1 byte per qubit instead of 4). Angle models "
+    "only.")]
 Resume = Annotated[bool, typer.Option(
     "--resume",
     help="Continue an interrupted run from the chunks it finished (kept in OUTPUT.partial/); same input and model "
@@ -82,6 +83,8 @@ def compress_command(
     head: Head = None,
     similarity: Similarity = None,
     role: RoleOption = Role.document,
+    bits: Bits = None,
+    float32: Float32 = False,
     uint8: Uint8 = False,
     resume: Resume = False,
     store_text: StoreText = False,
@@ -108,9 +111,16 @@ def compress_command(
     similarity, a digest of the weights, qcompress version) and the encoding, so `qcompress score` never
     compares files of different models. The pooled-output cache is not used with --engine ray.
 
+    With --bits B (and by default for a model trained with --bits) the file holds a `codes` column of
+    ceil(dim*B/8) bytes a row, and its metadata the levels that decode them and where they came from: the
+    model's own levels when it was trained with B bits, else levels fitted per qubit (Lloyd-Max) on the first
+    4,096 rows of INPUT, encoded before the rest (--resume reuses the interrupted run's levels). `qcompress
+    quantize` codes a float32 file the same way without encoding the texts again.
+
     Examples:
 
         qcompress compress corpus.jsonl                      # -> corpus.parquet, the default model
+        qcompress compress corpus.jsonl --model models/qbec -o corpus-4bit.parquet --bits 4   # 64 B at 128 qubits
         qcompress compress corpus.jsonl --model models/qbec -o corpus-u8.parquet --uint8
         qcompress compress queries.tsv --encoder minilm --head none --similarity fidelity -o - | head -c 300
     """
@@ -125,6 +135,11 @@ def compress_command(
         check_writable(out, "-o")
     if output is None:
         note(f"writing {out}" + (" (a folder of Parquet files)" if engine is Engine.ray else ""))
+    bits = chosen_bits(bits, float32, uint8)
+    if bits and (out is None or engine is Engine.ray):
+        where = "-o -" if out is None else "--engine ray"
+        usage_error(f"--bits: codes need a Parquet file written by this process ({where} writes float32 or --uint8); "
+                    "compress to float32, then `qcompress quantize` the file")
     spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision)
     encoding, role = "uint8" if uint8 else "float32", value(role)
     if engine is Engine.ray:
@@ -132,14 +147,14 @@ def compress_command(
             usage_error("--resume, --store-text and --device are for the local engine; --engine ray writes the whole "
                         "folder again, one GPU per worker where the cluster has them")
         typed = cache if cache is not None else cache_dir if cache_dir != os.environ.get("QCOMPRESS_CACHE") else None
-        return _compress_ray(input_path, out, spec, encoding, batch_size, num_workers, ray_address, typed, role,
+        return _compress_ray(input_path, out, spec, encoding, bits, batch_size, num_workers, ray_address, typed, role,
                              allow_empty)
     if num_workers is not None or ray_address is not None:
         usage_error("--num-workers and --ray-address go with --engine ray")
     folder = cache_folder(cache_dir, cache, no_cache)
     if out is None:
-        return _compress_to_stdout(input_path, spec, encoding, batch_size, device, folder, role, allow_empty)
-    _compress_local(input_path, out, spec, encoding, batch_size, resume, device, folder, role, store_text,
+        return _compress_to_stdout(input_path, spec, encoding, bits, batch_size, device, folder, role, allow_empty)
+    _compress_local(input_path, out, spec, encoding, bits, batch_size, resume, device, folder, role, store_text,
                     allow_empty)
 
 
@@ -161,12 +176,22 @@ def _empty_input(input_path: str, what: str) -> ValueError:
     return ValueError(f"{input_path}: no records to compress (empty input); pass --allow-empty to write {what}")
 
 
-def _compress_local(input_path: str, output: Path, spec, encoding: str, batch_size: int, resume: bool,
-                    device: Optional[str], cache_dir: Optional[str], role: str, store_text: bool,
+def _float_only(model, bits: Optional[int], where: str) -> None:
+    """Refuse to write a model's default codes where only float32 or uint8 go (JSON lines, --engine ray)."""
+    from qcompress.codes import stored_bits
+
+    if bits is None and stored_bits(model, None):
+        raise ValueError(f"this model stores {stored_bits(model, None)}-bit codes by default, which {where} cannot "
+                         "write; pass --float32 (then `qcompress quantize` codes the file)")
+
+
+def _compress_local(input_path: str, output: Path, spec, encoding: str, bits: Optional[int], batch_size: int,
+                    resume: bool, device: Optional[str], cache_dir: Optional[str], role: str, store_text: bool,
                     allow_empty: bool) -> None:
     import itertools
 
     from qcompress.cache import PooledCache
+    from qcompress.codes import stored_bits
     from qcompress.compress import compress
     from qcompress.formats import iter_texts
     from qcompress.formats.lines import count_lines
@@ -178,18 +203,21 @@ def _compress_local(input_path: str, output: Path, spec, encoding: str, batch_si
         raise _empty_input(input_path, "an empty file")
     model = spec.load(device)
     check_encoding(encoding, model.output_kind)  # before any progress bar
+    stored_bits(model, bits)
     cache = PooledCache(cache_dir, model) if cache_dir is not None else None
     with progress_bars() as start:
         done = compress(itertools.chain(first, records), output, model, batch_size=batch_size, encoding=encoding,
-                        resume=resume, cache=cache, on_batch=bar_on_first_use(start, "compressing",
-                                                                             count_lines(input_path)),
+                        bits=bits, resume=resume, cache=cache,
+                        on_batch=bar_on_first_use(start, "compressing", count_lines(input_path)),
                         store_text=store_text, role=role)
     earlier = f" ({done.resumed:,} from the earlier run)" if done.resumed else ""
+    if done.codec is not None:
+        return codes_note(done.rows, done.codec, done.levels_source, output, earlier)
     note(f"wrote {done.rows:,} rows of {model.dim} {_kind(encoding, model)} to {output}{earlier}")
 
 
-def _compress_to_stdout(input_path: str, spec, encoding: str, batch_size: int, device: Optional[str],
-                        cache_dir: Optional[str], role: str, allow_empty: bool) -> None:
+def _compress_to_stdout(input_path: str, spec, encoding: str, bits: Optional[int], batch_size: int,
+                        device: Optional[str], cache_dir: Optional[str], role: str, allow_empty: bool) -> None:
     """JSON lines on stdout, chunk by chunk, so that a pipeline sees the first rows before the last is encoded."""
     import numpy as np
 
@@ -203,6 +231,7 @@ def _compress_to_stdout(input_path: str, spec, encoding: str, batch_size: int, d
         raise _empty_input(input_path, "no lines")
     model = spec.load(device)
     check_encoding(encoding, model.output_kind)
+    _float_only(model, bits, "-o - (JSON lines)")
     cache = PooledCache(cache_dir, model) if cache_dir is not None else None
     key = model.output_kind
     with progress_bars() as start:
@@ -225,7 +254,7 @@ def _kind(encoding: str, model) -> str:
     return "uint8 angle codes" if encoding == "uint8" else f"float32 {model.output_kind}"
 
 
-def _compress_ray(input_path: str, output: Path, spec, encoding: str, batch_size: int,
+def _compress_ray(input_path: str, output: Path, spec, encoding: str, bits: Optional[int], batch_size: int,
                   num_workers: Optional[int], ray_address: Optional[str], cache_dir: Optional[str], role: str,
                   allow_empty: bool) -> None:
     """`compress --engine ray`: see qcompress.ray_engine. `cache_dir`: a cache folder typed on the command line."""
@@ -239,6 +268,7 @@ def _compress_ray(input_path: str, output: Path, spec, encoding: str, batch_size
     if not records and not allow_empty:
         raise _empty_input(input_path, "an empty folder")
     model = spec.load()
+    _float_only(model, bits, "--engine ray")
     with progress_bars() as start:
         result = compress_ray(records, output, model, spec, num_workers=num_workers, ray_address=ray_address,
                               batch_size=batch_size, encoding=encoding,

@@ -14,8 +14,8 @@ from qcompress.cli._common import (
     progress_bars, usage_error,
 )
 from qcompress.cli.options import (
-    DEFAULT_BATCH_SIZE, ENCODER_HELP, AsJson, BatchSize, CacheDir, Device, Head, LegacyCache, MaxLength, NoCache,
-    Revision, Similarity, TrustRemoteCode, value,
+    DEFAULT_BATCH_SIZE, ENCODER_HELP, AsJson, BatchSize, Bits, CacheDir, Device, Float32, Head, LegacyCache,
+    MaxLength, NoCache, Revision, Similarity, TrustRemoteCode, chosen_bits, value,
 )
 
 if TYPE_CHECKING:
@@ -194,9 +194,10 @@ def _results_table(comparison: "Comparison", collection: "Collection", caption: 
             table.add_column("p (Holm)", justify="right")
     for m in comparison.models:
         size = m.bytes_per_vector
+        stored = (f"{size['codes']:,} ({size['bits']}-bit x {m.description['dim']})" if size.get("codes") else
+                  f"{size['float32']:,}" + (f" (u8 {size['uint8']:,})" if size["uint8"] else ""))
         cells = [
-            m.label, m.description["head"], str(m.description["dim"]), f"{m.head_parameters:,}",
-            f"{size['float32']:,}" + (f" (u8 {size['uint8']:,})" if size["uint8"] else ""),
+            m.label, m.description["head"], str(m.description["dim"]), f"{m.head_parameters:,}", stored,
             *(f"{m.evaluation.metrics[k]:.4f}" for k in comparison.measures),
         ]
         s = comparison.significance.get(m.label)
@@ -289,6 +290,8 @@ def evaluate_command(
     first_stage: FirstStage = None,
     top_k: TopK = 1000,
     metrics: Metrics = None,
+    bits: Bits = None,
+    float32: Float32 = False,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     max_length: MaxLength = None,
     device: Device = None,
@@ -307,6 +310,10 @@ def evaluate_command(
     Metrics are ir_measures names, computed by pytrec_eval over every judged query of the split: a query with
     nothing ranked scores 0 (and is counted), never silently dropped. Every output names its protocol.
 
+    With --bits B (and by default for a model trained with --bits) the documents are ranked as the B-bit codes
+    `compress --bits B` stores, with the same levels, against float32 query angles: the scores of `compress
+    --bits B` + `score`, and bytes/vector says the code size, e.g. 64 (4-bit x 128).
+
     Several models give one comparison table (head parameters, bytes per stored vector, metrics) with p-values
     against the first model on the first metric: a two-sided paired permutation test
     (scipy.stats.permutation_test, the queries' two values swapped or not) in the table, and in --json also a
@@ -318,8 +325,10 @@ def evaluate_command(
         qcompress evaluate --encoder minilm --head none --similarity fidelity --dataset cranfield
         qcompress evaluate --model models/bec --model models/qbec --trec 2019 --json --metric nDCG@10 --metric AP
         qcompress evaluate --model models/qbec --dataset beir/scifact --split test
+        qcompress evaluate --model models/qbec --dataset path/to/beir-folder --bits 4
     """
     model_dirs = model_dirs or []
+    bits = chosen_bits(bits, float32)
     check_model_options(encoder, value(head), value(similarity))
     dataset_id, protocol = _collection_and_protocol(value(trec), trec_dir, dataset, value(protocol), first_stage)
     from qcompress.evaluation import compare
@@ -343,7 +352,7 @@ def evaluate_command(
             comparison = compare(
                 specs, collection, protocol, first_stage=first, top_k=top_k, batch_size=batch_size,
                 cache_dir=cache_folder(cache_dir, cache, no_cache), permutations=permutations, seed=seed,
-                progress=start, measures=metrics or DEFAULT_METRICS, device=device,
+                progress=start, measures=metrics or DEFAULT_METRICS, device=device, bits=bits,
             )
     except UnknownDocuments as err:
         if first_stage is None:

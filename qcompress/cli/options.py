@@ -12,13 +12,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from qcompress.cli._common import usage_error
 from qcompress.defaults import DEFAULT_BATCH_SIZE, MIXINGS
 from qcompress.heads import HEAD_KINDS
 from qcompress.similarity import SIMILARITIES
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ENCODER_HELP", "HeadChoice", "SimilarityChoice", "ModelDir", "Encoder", "Head",
            "Similarity", "MaxLength", "BatchSize", "TrustRemoteCode", "CacheDir", "LegacyCache", "NoCache", "Device",
-           "AsJson", "Revision", "MixingChoice", "value", "check_device"]
+           "AsJson", "Revision", "MixingChoice", "Bits", "Float32", "value", "check_device", "chosen_bits"]
 
 ENCODER_HELP = (
     "Instead of --model: an encoder without a trained head (hub id, local folder, or 'minilm' for the offline "
@@ -41,6 +42,15 @@ MixingChoice = Enum("MixingChoice", {name: name for name in MIXINGS}, type=str)
 def value(choice: Optional[Enum]) -> Optional[str]:
     """The plain string of an Enum option (None stays None)."""
     return None if choice is None else choice.value
+
+
+def chosen_bits(bits: Optional[int], float32: bool, uint8: bool = False) -> Optional[int]:
+    """--bits B, --float32 and --uint8 as the library's `bits`: B, 0 (no codes) or None (the model's default);
+    more than one of them is wrong usage."""
+    given = [flag for flag, on in (("--bits", bits is not None), ("--float32", float32), ("--uint8", uint8)) if on]
+    if len(given) > 1:
+        usage_error(f"{' and '.join(given)} are ways to store the angles; choose one")
+    return 0 if float32 or uint8 else bits
 
 
 def check_device(device: Optional[str]) -> Optional[str]:
@@ -89,3 +99,13 @@ CacheDir = Annotated[Optional[str], typer.Option(
 LegacyCache = Annotated[Optional[str], typer.Option("--cache", hidden=True, help="The old name of --cache-dir.")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Use no pooled-output cache (read none, write none).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+Bits = Annotated[Optional[int], typer.Option(
+    "--bits", min=1, max=8,
+    help="Documents as B-bit codes (1-8 bits a qubit: the index of one of the qubit's 2^B levels), ceil(dim*B/8) "
+    "bytes a vector (128 qubits x 4 bits = 64 bytes): what compress stores, and evaluate ranks (float32 query "
+    "angles against the codes' levels). Levels: the model's own when it was trained with --bits B, else fitted "
+    "per qubit (Lloyd-Max) on the first 4,096 documents. Default: B-bit codes for a model trained with --bits B, "
+    "float32 for others. Angle models only.")]
+Float32 = Annotated[bool, typer.Option(
+    "--float32", help="Float32 angles even for a model trained with --bits (whose documents are its codes by "
+    "default).")]

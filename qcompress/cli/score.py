@@ -31,6 +31,10 @@ Pairs = Annotated[Optional[str], typer.Option(
     "--pairs",
     help="Instead of QUERIES CORPUS: (query, passage) pairs, TSV `query<TAB>passage` or JSONL (`query`, `passage`), "
     "or - for stdin. Prints one score per line, in order, with --model, --encoder or the default model.")]
+Symmetric = Annotated[bool, typer.Option(
+    "--symmetric",
+    help="With a CORPUS (or --index) of low-bit codes: code the queries with the corpus's levels too, and score "
+    "the decoded levels against each other (default: float32 query angles against the corpus's levels).")]
 Fidelity = Annotated[bool, typer.Option(
     "--fidelity",
     help="With --pairs and an angle model: print the fidelity itself, in [0, 1] (underflows to 0 for unrelated "
@@ -75,6 +79,7 @@ def score_command(
         "clustered, 4,096 cells: 0.988 at 256, 0.994 at 320, 0.998 at 512; see the recall@10 printed by every run)."),
     rerank: int = typer.Option(100, "--rerank", min=1, help="With --index: candidates re-ranked exactly per query."),
     recall_queries: RecallQueries = 10,
+    symmetric: Symmetric = False,
     top_k: int = typer.Option(1000, "--top-k", min=1, help="Documents per query in the run."),
     output: Output = None,
     tag: str = typer.Option("qcompress", "--tag", help="Run tag, the last column of the TREC run."),
@@ -99,6 +104,10 @@ def score_command(
     [0, pi], as for queries (an error names the file, row and id). With --index instead of CORPUS the search is
     approximate (faster beyond ~10M documents), and its recall against the exact search is reported.
 
+    A CORPUS of low-bit codes (`compress --bits`, `quantize`) is ranked exactly on its codes: the float32 query
+    angles against each document's levels (asymmetric), or with --symmetric the queries' own codes under the
+    corpus's levels. Coded queries are read as their levels; two files coded with other levels are refused.
+
     With --pairs and a model (--model, --encoder and --similarity, or the default model; --batch-size,
     --max-length and --device apply to it): one score per pair and line, in input order: log-fidelity for
     fidelity models (--fidelity for the fidelity itself), cosine for cosine models.
@@ -106,13 +115,14 @@ def score_command(
     Examples:
 
         qcompress score queries.parquet corpus.parquet --top-k 100 -o run.trec --tag qbec
+        qcompress score queries.parquet corpus-4bit.parquet --top-k 100 -o run.trec    # 4-bit codes
         qcompress score queries.parquet --index corpus.index --nprobe 32 --top-k 100 -o run.trec
         printf 'what is lift\\tLift is a force.\\n' | qcompress score --pairs - --model models/qbec
     """
     check_model_options(encoder, value(head), value(similarity))
     if pairs is not None:
-        if queries is not None or corpus is not None:
-            usage_error("--pairs scores text pairs with a model; it takes no QUERIES CORPUS files")
+        if queries is not None or corpus is not None or symmetric:
+            usage_error("--pairs scores text pairs with a model; it takes no QUERIES CORPUS files (nor --symmetric)")
         from qcompress.formats import read_pairs
 
         records = read_pairs(pairs)  # all of it, validated, before the model is loaded
@@ -129,19 +139,34 @@ def score_command(
         check_writable(Path(output), "-o")
     with quiet_closed_pipe():
         if index is not None:
-            _score_index(queries, index, top_k, output, tag, nprobe, rerank, recall_queries)
+            _score_index(queries, index, top_k, output, tag, nprobe, rerank, recall_queries, symmetric)
         else:
-            _score_files(queries, corpus, top_k, output, tag)
+            _score_files(queries, corpus, top_k, output, tag, symmetric)
 
 
-def _score_files(queries: Path, corpus: Path, top_k: int, output: Optional[str], tag: str) -> None:
+def _coded_queries(values, metadata: dict, symmetric: bool, corpus: Path):
+    """The query angles to search with: with --symmetric, coded and decoded with the corpus's levels."""
+    from qcompress.formats.embeddings import codec_of
+
+    if not symmetric:
+        return values
+    codec = codec_of(metadata)
+    if codec is None:
+        raise ValueError(f"--symmetric codes the queries with the levels of a corpus of low-bit codes; {corpus} holds "
+                         f"{metadata['encoding']} {metadata['column']}")
+    return codec.decode(codec.encode(values))
+
+
+def _score_files(queries: Path, corpus: Path, top_k: int, output: Optional[str], tag: str, symmetric: bool) -> None:
     from qcompress.formats import check_same_model, read_embedding_metadata, read_embeddings
     from qcompress.search import search_parquet
 
     q = read_embeddings(queries)  # refuses duplicate ids, naming the file, row and id
-    check_same_model(q.metadata, read_embedding_metadata(corpus), what=f"{queries} and {corpus}")
+    corpus_meta = read_embedding_metadata(corpus)
+    check_same_model(q.metadata, corpus_meta, what=f"{queries} and {corpus}")
+    values = _coded_queries(q.values, corpus_meta, symmetric, corpus)
     # The corpus is streamed batch by batch, its ids checked unique as they come: memory stays bounded.
-    scores, doc_ids = search_parquet(q.values, corpus, top_k)
+    scores, doc_ids = search_parquet(values, corpus, top_k)
     _write(q.ids, scores, doc_ids, output, tag)
 
 
@@ -155,7 +180,7 @@ def _write(query_ids: list[str], scores, doc_ids: list[list[str]], output: Optio
 
 
 def _score_index(queries: Path, index: Path, top_k: int, output: Optional[str], tag: str, nprobe: int,
-                 rerank: int, recall_queries: int) -> None:
+                 rerank: int, recall_queries: int, symmetric: bool) -> None:
     import torch
 
     from qcompress.formats import check_same_model, read_embeddings
@@ -164,13 +189,14 @@ def _score_index(queries: Path, index: Path, top_k: int, output: Optional[str], 
     q = read_embeddings(queries)
     approx = ApproximateIndex(index)
     check_same_model(q.metadata, approx.metadata, what=f"{queries} and {index}")
-    scores, doc_ids = approx.search(q.values, top_k, nprobe=nprobe, rerank=rerank)
+    values = _coded_queries(q.values, approx.metadata, symmetric, index)
+    scores, doc_ids = approx.search(values, top_k, nprobe=nprobe, rerank=rerank)
     _write(q.ids, scores, doc_ids, output, tag)
     sample = min(recall_queries, len(q))
     if sample:
         picks = torch.linspace(0, len(q) - 1, sample).round().long().unique()
         k = min(10, len(approx))
-        found = approx.search_rows(q.values[picks], k, nprobe=nprobe, rerank=rerank)[1]
-        recall = recall_at_k(found, approx.exact_search(q.values[picks], k)[1])
+        found = approx.search_rows(values[picks], k, nprobe=nprobe, rerank=rerank)[1]
+        recall = recall_at_k(found, approx.exact_search(values[picks], k)[1])
         note(f"approximate search (nprobe {nprobe}, {rerank} candidates re-ranked): recall@{k} {recall:.3f} "
              f"against exact search on {len(picks)} of {len(q):,} queries")

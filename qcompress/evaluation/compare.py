@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from qcompress.cache import PooledCache
+from qcompress.scalar_codes import check_bits
 from qcompress.encoder import offline_minilm_path, resolve_encoder
 from qcompress.evaluation.protocols import check_protocol
 from qcompress.evaluation.ranking import Evaluation, Progress, evaluate
@@ -34,7 +35,9 @@ class ModelResult:
     tag: str  # the label as a TREC run tag and file-name part (`run_tag`)
     description: dict  # qcompress.model.ModelConfig.describe()
     head_parameters: int
-    bytes_per_vector: dict[str, int | None]  # "float32", and "uint8" (None for vectors: only angles have codes)
+    # "float32", "uint8" (None for vectors: only angles have codes), and "codes" and "bits": the low-bit codes the
+    # documents were ranked as (None when they were not)
+    bytes_per_vector: dict[str, int | None]
     evaluation: Evaluation
 
 
@@ -93,23 +96,28 @@ def _unique_label(spec: ModelSpec, model: QCompressModel, taken: Sequence[str]) 
 
 
 def _evaluate_spec(spec: ModelSpec, taken: Sequence[str], collection, protocol: str, *, cache_dir, device,
-                   progress: Progress | None, **options) -> ModelResult:
+                   progress: Progress | None, bits: int | None, **options) -> ModelResult:
     model = spec.load(device)
     label = _unique_label(spec, model, taken)
     cache = PooledCache(cache_dir, model) if cache_dir is not None else None
     labelled = None if progress is None else (lambda what, total: progress(f"{label}: {what}", total))
-    result = evaluate(model, collection, protocol, cache=cache, progress=labelled, **options)
+    angles = model.output_kind == "angles"
+    bits = bits if angles else 0  # vectors have no codes: a note says so (`_notes`)
+    result = evaluate(model, collection, protocol, cache=cache, progress=labelled, bits=bits, **options)
+    codec = result.codec
     return ModelResult(
         label=label,
         tag=run_tag(label),
         description=model.describe(),
         head_parameters=model.head_parameters(),
-        bytes_per_vector={"float32": 4 * model.dim, "uint8": model.dim if model.output_kind == "angles" else None},
+        bytes_per_vector={"float32": 4 * model.dim, "uint8": model.dim if angles else None,
+                          "codes": codec.bytes_per_vector if codec is not None else None,
+                          "bits": codec.bits if codec is not None else None},
         evaluation=result,
     )
 
 
-def _notes(collection, protocol: str, models: list[ModelResult]) -> list[str]:
+def _notes(collection, protocol: str, models: list[ModelResult], bits: int | None) -> list[str]:
     notes = []
     unranked = models[0].evaluation.judged_without_text
     if protocol == "judged" and unranked:
@@ -117,6 +125,12 @@ def _notes(collection, protocol: str, models: list[ModelResult]) -> list[str]:
         notes.append(f"note: {unranked:,} of {total:,} judgements name documents without text in "
                      f"{collection.name}; they cannot be ranked (NDCG's ideal ranking still counts them)")
     for m in models:
+        codec = m.evaluation.codec
+        if codec is not None:
+            notes.append(f"{m.label}: documents ranked as {codec.bits}-bit codes ({codec.bytes_per_vector:,} bytes a "
+                         f"vector), levels {m.evaluation.levels_source}; float32 query angles against them")
+        elif bits and m.bytes_per_vector["uint8"] is None:
+            notes.append(f"{m.label}: cosine vectors, ranked as float32 (--bits codes qubit angles)")
         if m.evaluation.empty_queries:
             notes.append(f"{m.label}: {len(m.evaluation.empty_queries)} of {len(collection.qrels)} judged queries "
                          "had no candidates and score 0")
@@ -137,6 +151,7 @@ def compare(
     progress: Progress | None = None,
     measures: Sequence[str] = DEFAULT_MEASURES,
     device: str | None = None,
+    bits: int | None = None,
 ) -> Comparison:
     """Evaluate each model of `specs` on `collection` (a `qcompress.data.Collection`) under `protocol` on the
     ir_measures `measures` (`metrics.measure_run`) and test every later model against the first on per-query
@@ -145,8 +160,10 @@ def compare(
 
     `first_stage`, `top_k`, `batch_size` and `progress` are `rank`'s; `rerank` without `first_stage` uses the
     collection's own. `cache_dir` holds pooled encoder outputs (`qcompress.cache.PooledCache`), None for none;
-    `device` is where the models run (default: cuda when available). The arguments are checked before any
-    model is loaded.
+    `device` is where the models run (default: cuda when available). `bits` ranks the documents of angle models
+    as the low-bit codes `compress --bits` stores (`ranking.rank`; 0: float32; None: as each model stores them by
+    default; cosine models are ranked as float32, with a note). The arguments are checked before any model is
+    loaded.
     """
     if not specs:
         raise ValueError("specs is empty: name at least one model")
@@ -156,6 +173,8 @@ def compare(
     for name, value in (("top_k", top_k), ("batch_size", batch_size), ("permutations", permutations)):
         if value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
+    if bits:
+        check_bits(bits)
     shipped = getattr(collection, "first_stage", None) if protocol == "rerank" else None
     check_protocol(protocol, first_stage if first_stage is not None else shipped)
 
@@ -163,7 +182,7 @@ def compare(
     for spec in specs:
         models.append(_evaluate_spec(spec, [m.label for m in models], collection, protocol, cache_dir=cache_dir,
                                      device=device, progress=progress, first_stage=first_stage, top_k=top_k,
-                                     batch_size=batch_size, metrics=names))
+                                     batch_size=batch_size, metrics=names, bits=bits))
     qids, metric = list(collection.qrels), names[0]
     base = [models[0].evaluation.per_query[q][metric] for q in qids]
     tests = [scipy_paired_test([m.evaluation.per_query[q][metric] for q in qids], base, permutations=permutations,
@@ -171,4 +190,4 @@ def compare(
     holm_randomization, holm_t = holm([t.randomization_p for t in tests]), holm([t.t_p for t in tests])
     significance = {m.label: Significance(test, holm_randomization[i], holm_t[i])
                     for i, (m, test) in enumerate(zip(models[1:], tests))}
-    return Comparison(protocol, qids, models, names, metric, significance, _notes(collection, protocol, models))
+    return Comparison(protocol, qids, models, names, metric, significance, _notes(collection, protocol, models, bits))

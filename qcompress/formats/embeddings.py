@@ -1,14 +1,17 @@
 """The embedding Parquet format (SPEC §6), and its one reader: a stream of checked batches.
 
 An embedding file is Parquet with an `id` string column and either `angles` (fixed-size list of float32 radians in
-[0, pi], or of uint8 codes round(theta/pi*255), see `qcompress.quantization`) or `vectors` (float32, cosine
-models), and optionally the `text` each row was made from (`qcompress compress --store-text`). The file's key-value metadata holds, under the key `qcompress`, a JSON object naming the model (encoder,
-head, dim, similarity, ...) and the encoding, so that two files from different models are never scored against
-each other. A dataset is one such file, or a folder of them (read in name order) with the same metadata.
+[0, pi], or of uint8 codes round(theta/pi*255), see `qcompress.quantization`), `codes` (low-bit angle codes, SPEC
+§7: `fixed_size_binary` of ceil(dim * bits / 8) bytes, packed LSB first, decoded with the levels that the metadata's
+`codes` object holds, `qcompress.codes.AngleCodes.to_metadata`) or `vectors` (float32, cosine models), and
+optionally the `text` each row was made from (`qcompress compress --store-text`). The file's key-value metadata
+holds, under the key `qcompress`, a JSON object naming the model (encoder, head, dim, similarity, ...) and the
+encoding, so that two files from different models are never scored against each other. A dataset is one such file,
+or a folder of them (read in name order) with the same metadata.
 
-Every read goes through `scan_embeddings`, which checks the metadata up front and each batch as it is read (null
-ids or values, NaN or infinite numbers, angles outside [0, pi], duplicate ids, damaged files), naming the file, the
-row and the id.
+Every read goes through `scan_embeddings`, which checks the metadata up front and each batch as it is read (null ids
+or values, NaN or infinite numbers, angles outside [0, pi], corrupt codes, duplicate ids, damaged files), naming the
+file, the row and the id.
 `read_embeddings` (all in memory), `iter_embedding_batches` and `qcompress.search.search_parquet` use it.
 `qcompress.formats.writer.EmbeddingWriter` writes the format.
 
@@ -43,6 +46,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from qcompress.codes import AngleCodes
 from qcompress.errors import InputError
 from qcompress.formats.ids import UniqueIds
 from qcompress.formats.lines import PathLike
@@ -52,6 +56,7 @@ __all__ = [
     "METADATA_KEY",
     "MODEL_FIELDS",
     "COLUMNS",
+    "CODES",
     "TEXT_COLUMN",
     "has_texts",
     "EmbeddingBatch",
@@ -64,10 +69,14 @@ __all__ = [
     "read_texts_by_id",
     "iter_embedding_batches",
     "check_same_model",
+    "codec_of",
+    "column_type",
 ]
 
 METADATA_KEY = b"qcompress"
-COLUMNS = ("angles", "vectors")
+COLUMNS = ("angles", "vectors", "codes")
+CODES = "codes"  # the encoding, and the column, of low-bit angle codes (SPEC §7)
+FILE_ENCODINGS = (*ENCODINGS, CODES)
 TEXT_COLUMN = "text"  # optional: the text of each row (compress --store-text)
 # The fields that identify the model that produced a file; two files are comparable only if these agree.
 MODEL_FIELDS = ("encoder", "head", "dim", "similarity")
@@ -82,6 +91,31 @@ def partial_path(path: PathLike) -> Path:
 def value_type(encoding: str) -> pa.DataType:
     """The Arrow type of one stored number: uint8 codes or float32."""
     return pa.uint8() if encoding == "uint8" else pa.float32()
+
+
+def column_type(encoding: str, dim: int, codec: AngleCodes | None = None) -> pa.DataType:
+    """The Arrow type of the values column: `fixed_size_binary` of a code's bytes for low-bit codes (their
+    `codec`), else a fixed-size list of `dim` float32 or uint8 numbers.
+
+    Example:
+        >>> column_type("codes", 128, AngleCodes.uniform(128, 4)), column_type("uint8", 3)
+        (FixedSizeBinaryType(fixed_size_binary[64]), FixedSizeListType(fixed_size_list<item: uint8>[3]))
+    """
+    if encoding == CODES:
+        return pa.binary(codec.bytes_per_vector)
+    return pa.list_(value_type(encoding), dim)
+
+
+def codec_of(meta: Mapping[str, Any], file: PathLike | None = None) -> AngleCodes | None:
+    """The codec that decodes a code file's values (its metadata's `codes` object), None for other encodings;
+    `InputError` naming the file and field when the description is not a codec."""
+    if meta.get("encoding") != CODES:
+        return None
+    try:
+        return AngleCodes.from_metadata(meta.get(CODES))
+    except InputError as err:
+        raise InputError(f"the codes described in the metadata are not a codec: {err.reason}", file=file,
+                         field=f"{CODES}.{err.field}" if err.field else CODES) from None
 
 
 def metadata_differences(a: Mapping, b: Mapping, keys: Iterable[str] | None = None) -> list[str]:
@@ -140,9 +174,9 @@ def _metadata_object(schema: pa.Schema, file: Path) -> dict:
 def _check_schema(schema: pa.Schema, meta: dict, file: Path) -> None:
     """The metadata names a known encoding, column and dim, and the columns have the types it implies."""
     encoding, column, dim = meta.get("encoding"), meta.get("column"), meta.get("dim")
-    if encoding not in ENCODINGS:
+    if encoding not in FILE_ENCODINGS:
         raise InputError(
-            f"unknown encoding {encoding!r} in metadata; expected one of {', '.join(ENCODINGS)}",
+            f"unknown encoding {encoding!r} in metadata; expected one of {', '.join(FILE_ENCODINGS)}",
             file=file,
             field="encoding",
         )
@@ -152,6 +186,12 @@ def _check_schema(schema: pa.Schema, meta: dict, file: Path) -> None:
         )
     if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
         raise InputError(f"dim in metadata must be a positive integer, got {dim!r}", file=file, field="dim")
+    if (encoding == CODES) != (column == CODES):
+        raise InputError(f"encoding {encoding!r} with column {column!r}: low-bit codes are stored in the column "
+                         f"`{CODES}`, and only they are", file=file, field="column")
+    codec = codec_of(meta, file)
+    if codec is not None and codec.dim != dim:
+        raise InputError(f"the codes describe {codec.dim} qubits, but dim is {dim}", file=file, field=CODES)
     names = schema.names
     id_type = schema.field("id").type if "id" in names else None
     if id_type is None or not (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
@@ -162,14 +202,17 @@ def _check_schema(schema: pa.Schema, meta: dict, file: Path) -> None:
         text_type = schema.field(TEXT_COLUMN).type
         if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
             raise InputError(f"wrong column type {text_type}; expected string", file=file, field=TEXT_COLUMN)
-    expected = value_type(encoding)
-    found = schema.field(column).type
-    if not (pa.types.is_fixed_size_list(found) and found.list_size == dim and found.value_type == expected):
-        raise InputError(
-            f"wrong column type {found}; expected fixed_size_list<{expected}>[{dim}] for {encoding} encoding",
-            file=file,
-            field=column,
-        )
+    expected, found = column_type(encoding, dim, codec), schema.field(column).type
+    if found != expected:
+        what = f"{codec.bits}-bit codes of {dim} qubits" if codec is not None else f"{encoding} encoding"
+        raise InputError(f"wrong column type {found}; expected {_type_name(expected)} for {what}", file=file,
+                         field=column)
+
+
+def _type_name(arrow_type: pa.DataType) -> str:
+    if pa.types.is_fixed_size_list(arrow_type):
+        return f"fixed_size_list<{arrow_type.value_type}>[{arrow_type.list_size}]"
+    return str(arrow_type)
 
 
 def _dataset_metadata(files: list[Path]) -> dict:
@@ -233,8 +276,10 @@ class EmbeddingBatch:
     file: Path
     first_row: int  # 0-based position of the batch's first row in `file`
     ids: pa.Array  # Arrow strings (`ids.to_pylist()` makes Python strings; searches only convert the winners)
-    values: Tensor  # (rows, dim) float32, or the stored uint8 codes when scanned with keep_codes=True
+    values: Tensor  # (rows, dim) float32, or the stored uint8 codes when scanned with keep_codes=True: 8-bit
+    #                 codes (rows, dim), or low-bit codes packed (rows, codec.bytes_per_vector)
     texts: pa.Array | None = None  # Arrow strings, when scanned with texts=True
+    codec: AngleCodes | None = None  # what decodes low-bit codes (`codec_of` the metadata); None for others
 
 
 def scan_embeddings(
@@ -248,9 +293,11 @@ def scan_embeddings(
     """The metadata of an embedding file or folder (checked now) and its rows as checked batches (read lazily).
 
     Files come in name order; a batch holds `batch_rows` rows, or one Parquet row group when `batch_rows` is None.
-    uint8 codes are decoded to float32 angles (`qcompress.quantization.DECODE`) unless `keep_codes=True`, which
-    leaves them uint8 for a reader that decodes only what it uses. Raises `InputError` naming the file, row and id
-    for null ids or values, NaN or infinite numbers, angles outside [0, pi] and unreadable (damaged) data; with
+    uint8 codes are decoded to float32 angles (`qcompress.quantization.DECODE`), and low-bit codes by the file's
+    codec (`codec_of`, also on each batch), unless `keep_codes=True`, which leaves them uint8 (low-bit codes packed,
+    a row's bytes) for a reader that decodes only what it uses. Raises `InputError` naming the file, row and id
+    for null ids or values, NaN or infinite numbers, angles outside [0, pi], corrupt codes (a row setting a
+    padding bit) and unreadable (damaged) data; with
     `unique=True` also for an id seen before (memory: ~32 bytes plus the id per row, `qcompress.formats.ids`).
     With `texts=True` each batch carries the `text` column (an `InputError` if the dataset has none). The module
     docstring shows an example.
@@ -273,6 +320,7 @@ def has_texts(path: PathLike) -> bool:
 
 def _scan(files: list[Path], meta: dict, batch_rows: int | None, keep_codes: bool,
           texts: bool) -> Iterator[EmbeddingBatch]:
+    codec = codec_of(meta, files[0])
     for file in files:
         row = 0
         for ids, values, text in _arrow_batches(file, meta["column"], batch_rows, texts):
@@ -280,7 +328,7 @@ def _scan(files: list[Path], meta: dict, batch_rows: int | None, keep_codes: boo
                 bad = int(np.flatnonzero(text.is_null().to_numpy(zero_copy_only=False))[0])
                 raise InputError(f'row {row + bad + 1} (id "{ids[bad].as_py()}") has no text (null)', file=file,
                                  field=TEXT_COLUMN)
-            yield EmbeddingBatch(file, row, ids, _decode(ids, values, meta, file, row, keep_codes), text)
+            yield EmbeddingBatch(file, row, ids, _decode(ids, values, meta, file, row, keep_codes, codec), text, codec)
             row += len(ids)
 
 
@@ -331,12 +379,15 @@ def _arrow_batches(
                          file=file) from None
 
 
-def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: int, keep_codes: bool) -> Tensor:
+def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: int, keep_codes: bool,
+            codec: AngleCodes | None) -> Tensor:
     """The batch's values as a (rows, dim) tensor, checked; `first_row` places the batch in the file."""
     column, dim = meta["column"], int(meta["dim"])
     if ids.null_count:
         row = first_row + int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0]) + 1
         raise InputError(f"row {row} has no id (null); every row needs one", file=file, field="id")
+    if codec is not None:
+        return _decode_codes(ids, values, codec, file, first_row, keep_codes)
     flat = values.flatten()
     if values.null_count or flat.null_count:
         raise InputError("missing (null) values; every row needs all its numbers", file=file, field=column)
@@ -355,6 +406,25 @@ def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: 
     if column == "angles" and decoded.numel():
         _check_angle_range(decoded, ids, file, first_row)
     return decoded
+
+
+def _decode_codes(ids: pa.Array, values: pa.Array, codec: AngleCodes, file: Path, first_row: int,
+                  keep_codes: bool) -> Tensor:
+    """A batch of packed low-bit codes (`fixed_size_binary`) as (rows, bytes) uint8, or decoded when not
+    `keep_codes`; a null or corrupt row (a padding bit set: not what a codec packs) is an `InputError`."""
+    if values.null_count:
+        row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        raise InputError(f'row {first_row + row + 1} (id "{ids[row].as_py()}") has no codes (null)', file=file,
+                         field=CODES)
+    width = codec.bytes_per_vector
+    data = np.frombuffer(values.buffers()[1], dtype=np.uint8, count=(values.offset + len(values)) * width)
+    codes = torch.from_numpy(data[values.offset * width :].reshape(len(values), width).copy())
+    bad = codec.corrupt_row(codes)
+    if bad is not None:
+        raise InputError(f'row {first_row + bad + 1} (id "{ids[bad].as_py()}") sets unused bits of its last byte: '
+                         f"not {codec.bits}-bit codes of {codec.dim} qubits (a corrupt code column)", file=file,
+                         field=CODES)
+    return codes if keep_codes else codec.decode(codes)
 
 
 def _plausible(values: np.ndarray, column: str) -> bool:
@@ -402,6 +472,11 @@ class Embeddings:
     def column(self) -> str:
         return self.metadata["column"]
 
+    @property
+    def codec(self) -> AngleCodes | None:
+        """The codec of a file of low-bit codes (`values` holds their decoded angles), else None."""
+        return codec_of(self.metadata)
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -419,9 +494,10 @@ def iter_embedding_batches(path: PathLike) -> Iterator[tuple[list[str], Tensor]]
 def read_embeddings(path: PathLike, *, texts: bool = False) -> Embeddings:
     """Read a qcompress embedding file, or a folder of them (one dataset, files sorted by name), into memory.
 
-    Angles stored as uint8 codes are decoded to float32 code/255*pi. Raises `InputError` for files not written by
-    qcompress, wrong column types, NaN values, angles outside [0, pi], differing metadata in a folder, and
-    duplicate ids. With `texts=True`, `Embeddings.texts` holds the `text` column (an error if there is none).
+    Angles stored as uint8 codes are decoded to float32 code/255*pi, low-bit codes to their levels. Raises `InputError`
+    for files not written by qcompress, wrong column types, NaN values, angles outside [0, pi], corrupt codes,
+    differing metadata in a folder, and duplicate ids. With `texts=True`, `Embeddings.texts` holds the `text` column
+    (an error if there is none).
     """
     meta, batches = scan_embeddings(path, unique=True, texts=texts)
     ids: list[str] = []
@@ -439,11 +515,14 @@ def read_embeddings(path: PathLike, *, texts: bool = False) -> Embeddings:
 def check_same_model(
     meta_a: Mapping[str, Any], meta_b: Mapping[str, Any], *, what: str = "the two embedding files"
 ) -> None:
-    """Raise `InputError` unless both metadata name the same model (encoder, head, dim, similarity, model_id).
+    """Raise `InputError` unless both metadata name the same model (encoder, head, dim, similarity, model_id), and,
+    when both hold low-bit codes, the same codes (bits and levels).
 
     Where both have a `model_id` (a digest of the weights and of everything that decides the outputs) it is the
     model's identity, and the encoder's name is not compared: `minilm` and its full Hub id are one model. Encoding,
-    role and qcompress version may differ (a uint8 file compares fine with a float32 file of the same model).
+    role and qcompress version may differ (a uint8 file compares fine with a float32 file of the same model, and
+    float32 queries with a code file: the asymmetric score), but two files of codes with other levels do not: each
+    one's codes mean other angles.
 
     Example:
         >>> m = {"encoder": "minilm", "head": "quantum", "dim": 128, "similarity": "fidelity"}
@@ -452,6 +531,12 @@ def check_same_model(
         Traceback (most recent call last):
         ...
         qcompress.errors.InputError: field "dim": the two embedding files come from different models (dim 128 ...
+        >>> four, three = AngleCodes.uniform(128, 4).to_metadata(), AngleCodes.uniform(128, 3).to_metadata()
+        >>> check_same_model(dict(m, codes=four), m)  # float32 queries against codes: the asymmetric score
+        >>> check_same_model(dict(m, codes=four), dict(m, codes=three))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        qcompress.errors.InputError: field "codes": the two embedding files are coded differently (bits 4 vs 3); ...
     """
     keys = list(MODEL_FIELDS)
     if "model_id" in meta_a and "model_id" in meta_b:
@@ -464,6 +549,13 @@ def check_same_model(
         raise InputError(
             f"{what} come from different models ({details}); compress both with the same model", field=diff[0]
         )
+    codes_a, codes_b = meta_a.get(CODES), meta_b.get(CODES)
+    if isinstance(codes_a, dict) and isinstance(codes_b, dict):
+        bits_a, bits_b = codes_a.get("bits"), codes_b.get("bits")
+        if (bits_a, codes_a.get("levels")) != (bits_b, codes_b.get("levels")):
+            details = f"bits {bits_a} vs {bits_b}" if bits_a != bits_b else f"{bits_a}-bit codes with other levels"
+            raise InputError(f"{what} are coded differently ({details}); score float32 queries against the coded "
+                             "corpus (`score --symmetric` codes them with its levels)", field=CODES)
 
 
 def _normalise(key: str, value: Any) -> Any:

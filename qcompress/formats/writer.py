@@ -36,24 +36,27 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+import torch
 from torch import Tensor
 
 from qcompress._version import __version__
 from qcompress.atomic import atomic_file
+from qcompress.codes import AngleCodes
 from qcompress.errors import InputError
 from qcompress.formats.embeddings import (
     ANGLE_TOLERANCE,
+    CODES,
     COLUMNS,
     METADATA_KEY,
     TEXT_COLUMN,
+    column_type,
     metadata_differences,
     partial_path,
-    value_type,
 )
 from qcompress.formats.lines import PathLike
 from qcompress.quantization import check_encoding, quantize_angles
 
-__all__ = ["EmbeddingWriter", "RowGroup", "DEFAULT_ROW_GROUP_SIZE"]
+__all__ = ["EmbeddingWriter", "RowGroup", "DEFAULT_ROW_GROUP_SIZE", "earlier_metadata"]
 
 DEFAULT_ROW_GROUP_SIZE = 16384
 # Version of the journal's layout: 1 was a folder of Parquet parts without a journal, 2 one data file whose
@@ -90,10 +93,10 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _schema(dim: int, encoding: str, column: str, metadata: dict, texts: bool) -> pa.Schema:
+def _schema(dim: int, encoding: str, column: str, metadata: dict, texts: bool, codec: AngleCodes | None) -> pa.Schema:
     fields = [
         pa.field("id", pa.string(), nullable=False),
-        pa.field(column, pa.list_(value_type(encoding), dim), nullable=False),
+        pa.field(column, column_type(encoding, dim, codec), nullable=False),
     ]
     if texts:
         fields.append(pa.field(TEXT_COLUMN, pa.string(), nullable=False))
@@ -146,9 +149,11 @@ class EmbeddingWriter:
     that many input rows (`last_id` is the id of the last of them). A mismatch in settings raises `InputError`.
     Without `resume`, an earlier run's folder is emptied.
 
-    `values` are angles in [0, pi] for `column="angles"` (stored as float32, or as 8-bit codes with
-    `encoding="uint8"`), or float vectors for `column="vectors"` (cosine models, float32 only). With `texts=True`
-    each row also keeps its text, in a `text` column.
+    `values` are angles in [0, pi] for `column="angles"` (stored as float32, as 8-bit codes with
+    `encoding="uint8"`, or as low-bit codes with `encoding="codes"` and their `codec`: a `codes` column, and the
+    codec's description, with `levels_source` saying where its levels came from, in the metadata), or float
+    vectors for `column="vectors"` (cosine models, float32 only). With `texts=True` each row also keeps its text,
+    in a `text` column.
 
     Example:
         >>> import tempfile, pathlib
@@ -172,12 +177,23 @@ class EmbeddingWriter:
         resume: bool = False,
         row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
         texts: bool = False,
+        codec: AngleCodes | None = None,
+        levels_source: str | None = None,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        if column not in COLUMNS:
-            raise ValueError(f"column must be one of {', '.join(COLUMNS)}, got {column!r}")
-        check_encoding(encoding, column)
+        if column not in COLUMNS or column == CODES:
+            raise ValueError(f"column must be angles or vectors (what the model outputs), got {column!r}")
+        if encoding == CODES:
+            if column != "angles":
+                raise ValueError("low-bit codes store qubit angles; this model outputs cosine vectors (float32 only)")
+            if codec is None or codec.dim != dim:
+                raise ValueError(f"encoding='codes' needs the codec of the {dim} qubits, got {codec!r}")
+            column = CODES
+        else:
+            check_encoding(encoding, column)
+            if codec is not None:
+                raise ValueError(f"a codec goes with encoding='codes', not {encoding!r}")
         if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) or row_group_size <= 0:
             raise ValueError(f"row_group_size must be a positive integer, got {row_group_size!r}")
         meta = dict(metadata)
@@ -185,6 +201,8 @@ class EmbeddingWriter:
             if key in meta and meta[key] != value:
                 raise ValueError(f"metadata[{key!r}] is {meta[key]!r} but the writer was given {key}={value!r}")
         meta.update(dim=dim, encoding=encoding, column=column)
+        if codec is not None:
+            meta[CODES] = dict(codec.to_metadata(), **({"levels_source": levels_source} if levels_source else {}))
         meta.setdefault("qcompress_version", __version__)
         try:
             json.dumps(meta)
@@ -193,10 +211,10 @@ class EmbeddingWriter:
 
         self.path = Path(path)
         self.partial = partial_path(self.path)
-        self.dim, self.encoding, self.column, self.texts = dim, encoding, column, bool(texts)
+        self.dim, self.encoding, self.column, self.texts, self.codec = dim, encoding, column, bool(texts), codec
         self.metadata = meta
         self.row_group_size = row_group_size
-        self.schema = _schema(dim, encoding, column, meta, self.texts)
+        self.schema = _schema(dim, encoding, column, meta, self.texts, codec)
         self.rows_written = 0
         self.last_id: str | None = None
         self.row_groups: list[RowGroup] = []
@@ -344,17 +362,20 @@ class EmbeddingWriter:
         self._flush(self._buffered, digest)
 
     def _checked(self, array: np.ndarray, ids: list[str]) -> np.ndarray:
-        """The values as stored (float32, or uint8 codes), after checking they are finite and in range."""
+        """The values as stored (float32, uint8 codes, or packed low-bit codes), after checking they are finite and
+        in range."""
         array = array.astype(np.float32, copy=False)
         if not np.isfinite(array).all():
             bad = int((~np.isfinite(array)).any(axis=1).argmax())
             raise ValueError(f"values for id {ids[bad]!r} contain NaN or infinite numbers; nothing was written")
-        if self.column == "angles":
+        if self.column != "vectors":
             if array.size and (array.min() < -ANGLE_TOLERANCE or array.max() > math.pi + ANGLE_TOLERANCE):
                 raise ValueError(
                     f"angles must be radians in [0, pi], got values in [{array.min():.4g}, {array.max():.4g}]"
                 )
             array = np.clip(array, 0.0, math.pi).astype(np.float32, copy=False)
+        if self.codec is not None:
+            return self.codec.encode(torch.from_numpy(array)).numpy()
         return quantize_angles(array) if self.encoding == "uint8" else np.array(array, dtype=np.float32)
 
     def _take(self, rows: int) -> tuple[list[str], np.ndarray, list[str] | None]:
@@ -381,8 +402,7 @@ class EmbeddingWriter:
         if rows <= 0:
             return
         ids, values, texts = self._take(rows)
-        flat = pa.array(np.ascontiguousarray(values).reshape(-1))
-        columns = [pa.array(ids, pa.string()), pa.FixedSizeListArray.from_arrays(flat, self.dim)]
+        columns = [pa.array(ids, pa.string()), self._values_column(values)]
         if texts is not None:
             columns.append(pa.array(texts, pa.string()))
         part = self.partial / _part_name(len(self.row_groups) + 1)
@@ -395,6 +415,15 @@ class EmbeddingWriter:
         group = RowGroup(part.name, rows, part.stat().st_size, ids[-1], digest)
         self._append_journal(group.record())
         self.row_groups.append(group)
+
+    def _values_column(self, values: np.ndarray) -> pa.Array:
+        """Stored values (rows, ...) as the Arrow column: packed code rows as `fixed_size_binary`, else a
+        fixed-size list of numbers."""
+        values = np.ascontiguousarray(values)
+        if self.codec is not None:
+            arrow_type = self.schema.field(CODES).type
+            return pa.FixedSizeBinaryArray.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+        return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), self.dim)
 
     def close(self) -> None:
         """Write the remaining rows, then `path` from the parts (`_write_output`); delete `path.partial`.
@@ -417,7 +446,7 @@ class EmbeddingWriter:
 
         Nothing here depends on how the parts came to be (one run or several), so the bytes do not either. No
         statistics for texts: a row group's min and max texts would go into the file's metadata whole."""
-        statistics = ["id", f"{self.column}.list.element"]
+        statistics = ["id"] if self.codec is not None else ["id", f"{self.column}.list.element"]
         with pq.ParquetWriter(str(path), self.schema, write_statistics=statistics) as out:
             for group in self.row_groups:
                 out.write_table(self._read_part(group), row_group_size=group.rows)
@@ -480,3 +509,25 @@ class EmbeddingWriter:
             self.abort()
         except Exception:  # noqa: BLE001 - the original error is the one to report
             pass
+
+
+def earlier_metadata(path: PathLike) -> dict | None:
+    """The metadata that an interrupted writer to `path` recorded in its journal (`PATH.partial/`), or None when
+    there is none to read: what a resumed run must repeat (a code file's levels, so that `compress --resume` codes
+    its rows with the earlier run's). The writer checks it again under its lock.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "emb.parquet"
+        >>> writer = EmbeddingWriter(out, dim=2, metadata={"similarity": "fidelity"})
+        >>> writer.abort()  # an interrupted run that wrote no rows leaves nothing to resume
+        >>> earlier_metadata(out) is None
+        True
+    """
+    try:
+        with open(partial_path(path) / "journal.jsonl", "rb") as journal:
+            header = json.loads(journal.readline())
+    except (OSError, json.JSONDecodeError):
+        return None
+    meta = header.get("metadata") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else None

@@ -9,7 +9,10 @@ approximate index beyond exact search's reach, and the runs built from their res
                     the IVF work on
     fidelity.py     FidelityIndex, topk: exact top-k by log-fidelity at about a matmul's cost; brute_force_topk
     cosine.py       topk_cosine, brute_force_topk_cosine
-    stream.py       search_parquet: exact top-k over a Parquet file or folder larger than memory
+    codes.py        CodeIndex, topk: exact top-k on low-bit angle codes (`qcompress.codes.topk`), faiss's PQ scan
+                    certified against its rounding
+    stream.py       search_parquet: exact top-k over a Parquet file or folder larger than memory (angles, 8-bit
+                    or low-bit codes, vectors)
     approximate.py  build_index, ApproximateIndex: IVF candidates re-ranked exactly (`qcompress index build`)
     text.py         search_texts: query texts against a compressed corpus (`qcompress search`)
     runs.py         runs {qid: {doc id: score}} from a full ranking or from per-query pools
@@ -27,6 +30,7 @@ Example:
 """
 
 from qcompress.quantization import decode_codes
+from qcompress.search.codes import CodeIndex
 from qcompress.search.cosine import brute_force_topk_cosine, topk_cosine
 from qcompress.search.fidelity import DEFAULT_CANDIDATES, FidelityIndex, brute_force_topk, topk
 from qcompress.search.pairs import cosine_pairs, log_fidelity_pairs
@@ -37,6 +41,7 @@ from qcompress.search.workers import DEFAULT_CHUNK_ELEMENTS, search_workers
 
 __all__ = [
     "FidelityIndex",
+    "CodeIndex",
     "topk",
     "topk_cosine",
     "brute_force_topk",

@@ -13,8 +13,11 @@ search, and `qcompress score --index` reports it with every run.
 An index is a folder, written atomically by `build_index` from an embedding Parquet file (or folder):
     index.json     format, the corpus's qcompress metadata, number of rows, nlist, the source's path and size
     ivf.faiss      the faiss index (faiss's own binary format; nothing is unpickled)
-    values.npy     the stored angles (float32 or uint8 codes), (rows, n), memory-mapped when searching (a plain
-                   numeric array: read with allow_pickle=False)
+    values.npy     the stored angles (float32 or uint8 codes, (rows, n); low-bit codes packed, (rows, bytes)),
+                   memory-mapped when searching (a plain numeric array: read with allow_pickle=False)
+
+A file of low-bit codes (SPEC §7) is indexed by the features of its decoded angles, and the candidates re-ranked
+by the exact score on the codes (float32 query angles against their levels), as `qcompress.codes.topk` scores.
     ids.arrow      Arrow IPC: the `id` of each row
 
 Example:
@@ -46,9 +49,10 @@ from torch import Tensor
 
 from qcompress.atomic import atomic_dir
 from qcompress.errors import InputError
-from qcompress.formats.embeddings import count_embedding_rows, read_embedding_metadata, scan_embeddings
+from qcompress.formats.embeddings import codec_of, count_embedding_rows, read_embedding_metadata, scan_embeddings
 from qcompress.search.checks import check_dims, check_k, check_positive, float_angles
-from qcompress.search.features import features_of
+from qcompress.search.codes import CodeIndex
+from qcompress.search.features import angle_features, features_of
 from qcompress.search.fidelity import FidelityIndex
 from qcompress.search.pairs import log_fidelity_pairs, spread_pairs
 from qcompress.search.selection import TopK, rank
@@ -91,7 +95,16 @@ def default_nlist(rows: int) -> int:
     return int(min(1 << 16, max(1, 2 ** round(math.log2(max(1.0, math.sqrt(rows)))))))
 
 
-def _training_sample(path: PathLike, rows: int, size: int, codes: bool) -> np.ndarray:
+def _stored_features(meta: dict) -> Callable[[Tensor], Tensor]:
+    """What turns a batch of stored values (`scan_embeddings(keep_codes=True)`) into features."""
+    codec = codec_of(meta)
+    if codec is not None:
+        return lambda values: angle_features(codec.decode(values))
+    codes = meta["encoding"] == "uint8"
+    return lambda values: features_of(values, codes=codes)
+
+
+def _training_sample(path: PathLike, rows: int, size: int, features: Callable[[Tensor], Tensor]) -> np.ndarray:
     """Features of `size` rows spread evenly over the corpus (every rows/size-th row)."""
     picks = np.unique(np.linspace(0, rows - 1, size).astype(np.int64))
     parts, offset = [], 0
@@ -99,7 +112,7 @@ def _training_sample(path: PathLike, rows: int, size: int, codes: bool) -> np.nd
     for batch in batches:
         local = picks[(picks >= offset) & (picks < offset + len(batch.values))] - offset
         if local.size:
-            parts.append(features_of(batch.values[torch.from_numpy(local)], codes=codes).numpy())
+            parts.append(features(batch.values[torch.from_numpy(local)]).numpy())
         offset += len(batch.values)
     return np.concatenate(parts)
 
@@ -112,7 +125,7 @@ def build_index(
     overwrite: bool = False,
     on_rows: Callable[[int], None] | None = None,
 ) -> IndexInfo:
-    """Build an approximate index (module docstring) of an embedding Parquet file or folder of angles.
+    """Build an approximate index (module docstring) of an embedding Parquet file or folder of angles (or codes).
 
     `nlist` IVF cells (default `default_nlist`); k-means trains on TRAIN_PER_LIST rows a cell, spread evenly over
     the corpus. The corpus is read twice (once for the training sample, once to add every row), a batch at a
@@ -122,7 +135,7 @@ def build_index(
 
     faiss = _faiss()
     meta = read_embedding_metadata(corpus)
-    if meta["column"] != "angles":
+    if meta["column"] == "vectors":
         raise InputError("holds cosine vectors; the approximate index is for angle files (fidelity models), "
                          "and `qcompress score` searches vectors exactly", file=corpus)
     rows = count_embedding_rows(corpus)
@@ -131,21 +144,22 @@ def build_index(
     nlist = default_nlist(rows) if nlist is None else nlist
     if isinstance(nlist, bool) or not isinstance(nlist, int) or not 1 <= nlist <= rows:
         raise ValueError(f"nlist must be an integer from 1 to the corpus's {rows} rows, got {nlist!r}")
-    codes, dim = meta["encoding"] == "uint8", int(meta["dim"])
+    dim, features, codec = int(meta["dim"]), _stored_features(meta), codec_of(meta)
+    shape = (rows, codec.bytes_per_vector) if codec is not None else (rows, dim)
     faiss.omp_set_num_threads(torch.get_num_threads())
     index = faiss.index_factory(2 * dim, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
     start = time.perf_counter()
-    index.train(_training_sample(corpus, rows, min(rows, TRAIN_PER_LIST * nlist), codes))
+    index.train(_training_sample(corpus, rows, min(rows, TRAIN_PER_LIST * nlist), features))
     trained = time.perf_counter()
     id_schema = pa.schema([pa.field("id", pa.string(), nullable=False)])
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        values = np.lib.format.open_memmap(tmp / "values.npy", mode="w+", dtype=np.uint8 if codes else np.float32,
-                                           shape=(rows, dim))
+        stored = np.float32 if meta["encoding"] == "float32" else np.uint8
+        values = np.lib.format.open_memmap(tmp / "values.npy", mode="w+", dtype=stored, shape=shape)
         with pa.OSFile(str(tmp / "ids.arrow"), "wb") as sink, pa.ipc.new_file(sink, id_schema) as writer:
             _, batches = scan_embeddings(corpus, batch_rows=BATCH_ROWS, keep_codes=True, unique=True)
             offset = 0
             for batch in batches:
-                index.add(features_of(batch.values, codes=codes).numpy())
+                index.add(features(batch.values).numpy())
                 values[offset : offset + len(batch.values)] = batch.values.numpy()
                 writer.write_batch(pa.record_batch([batch.ids], schema=id_schema))
                 offset += len(batch.values)
@@ -184,6 +198,7 @@ class ApproximateIndex:
                              f"this qcompress's ({FORMAT}); build the index again", file=info_file)
         self.metadata, self.rows, self.nlist = info["metadata"], int(info["rows"]), int(info["nlist"])
         self.dim, self.codes = int(self.metadata["dim"]), self.metadata["encoding"] == "uint8"
+        self.codec = codec_of(self.metadata, info_file)  # low-bit codes: values holds them packed
         try:
             self.ivf = faiss.read_index(str(self.folder / "ivf.faiss"))
             ids = pa.ipc.open_file(pa.memory_map(str(self.folder / "ids.arrow"))).read_all()
@@ -192,7 +207,7 @@ class ApproximateIndex:
         except (RuntimeError, OSError, ValueError, pa.ArrowException) as err:
             reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             raise InputError(f"damaged index ({reason}); build it again", file=self.folder) from None
-        expected = (self.rows, self.dim)
+        expected = (self.rows, self.dim if self.codec is None else self.codec.bytes_per_vector)
         if ids.num_rows != self.rows or self.ivf.ntotal != self.rows or values.shape != expected:
             raise InputError(f"damaged index: {ids.num_rows} ids, {self.ivf.ntotal} indexed rows and values of shape "
                              f"{values.shape} for {expected} described; build it again", file=self.folder)
@@ -243,8 +258,9 @@ class ApproximateIndex:
             rows, slots = valid.nonzero(as_tuple=True)
             exact = torch.full(found.shape, -math.inf)
             # Scored by the reference formula, as the exact search scores them.
+            decode = None if self.codec is None else self.codec.decode
             exact[rows, slots] = spread_pairs(
-                lambda r, d: log_fidelity_pairs(queries, self.values, r, d, codes=self.codes),
+                lambda r, d: log_fidelity_pairs(queries, self.values, r, d, codes=self.codes, decode=decode),
                 rows, found[rows, slots], run, piece=max(1, (1 << 17) // self.dim))
             # Unfilled slots (fewer candidates than asked): distinct out-of-range rows and -inf, never chosen first.
             filler = self.rows + torch.arange(found.shape[1]).expand_as(found)
@@ -256,7 +272,10 @@ class ApproximateIndex:
         best = TopK(len(queries), k)
         for start in range(0, self.rows, batch_rows):
             part = self.values[start : start + batch_rows]
-            index = FidelityIndex(part, corpus_codes=self.codes, cache_features=False)
+            if self.codec is not None:
+                index = CodeIndex(part, self.codec)
+            else:
+                index = FidelityIndex(part, corpus_codes=self.codes, cache_features=False)
             scores, local = index.search(queries, k, floor=best.floor)
             best.add(scores, local + start)
         return best.scores, best.indices

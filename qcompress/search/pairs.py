@@ -2,7 +2,8 @@
 settle their results with.
 
 Log-fidelity is the reference formula, `qcompress.quantum.log_cos2_half` of the angle differences summed over
-qubits (as `pairwise_log_fidelity`); 8-bit codes are decoded first (`qcompress.quantization.decode_codes`).
+qubits (as `pairwise_log_fidelity`); 8-bit codes are decoded first (`qcompress.quantization.decode_codes`), and
+low-bit codes by their codec (`qcompress.codes.AngleCodes.decode`).
 Cosine is one row-wise dot product of the unit query with the normalised document. Each pair's score comes from
 elementwise ops and one sum over its own row, so it is the same bit for bit wherever the pair sits in a batch and
 however the pairs are cut into pieces or spread over threads: what lets the exact searches equal their
@@ -38,14 +39,17 @@ PairScore = Callable[[Tensor, Tensor], Tensor]  # (query rows, document rows), o
 
 def log_fidelity_pairs(
     queries: Tensor, corpus: Tensor, rows: Tensor, docs: Tensor, *, codes: bool = False,
-    chunk_elements: int = PAIR_ELEMENTS,
+    decode: Callable[[Tensor], Tensor] | None = None, chunk_elements: int = PAIR_ELEMENTS,
 ) -> Tensor:
-    """Log-fidelity of the pairs (queries[rows], corpus[docs]): float32 angles, or uint8 codes with `codes`."""
+    """Log-fidelity of the pairs (queries[rows], corpus[docs]): float32 angles, or uint8 codes with `codes`, or
+    rows that `decode` turns into float32 angles (a low-bit codec's packed rows, `AngleCodes.decode`)."""
+    decode = decode_codes if codes else decode
+
     def score(r: Tensor, d: Tensor) -> Tensor:
         part = corpus[d]
-        return log_cos2_half(queries[r] - (decode_codes(part) if codes else part)).sum(-1)
+        return log_cos2_half(queries[r] - (part if decode is None else decode(part))).sum(-1)
 
-    return _in_pieces(score, rows, docs, max(1, chunk_elements // max(1, corpus.shape[1])))
+    return _in_pieces(score, rows, docs, max(1, chunk_elements // max(1, queries.shape[1])))
 
 
 def cosine_pairs(

@@ -1,9 +1,10 @@
 """Exact top-k over an embedding Parquet file or folder larger than memory: `search_parquet`, streamed batch by
 batch with the next batch read ahead, the batches' top-k merged by `TopK`.
 
-Angles are ranked by log-fidelity (`FidelityIndex`, each batch pruned by the running k-th score), vectors by
-cosine (`topk_cosine`). The result is that of the in-memory search over the whole dataset read in order (files
-in name order), ties to the row that comes first.
+Angles are ranked by log-fidelity (`FidelityIndex`, each batch pruned by the running k-th score), low-bit codes by
+the log-fidelity of float32 query angles against their levels (`qcompress.search.codes.CodeIndex`, also pruned by
+the running k-th score), vectors by cosine (`topk_cosine`). The result is that of the in-memory search over the
+whole dataset read in order (files in name order), ties to the row that comes first.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Iterator, TypeVar
 
 from torch import Tensor
 
-from qcompress.formats.embeddings import scan_embeddings
+from qcompress.formats.embeddings import codec_of, scan_embeddings
 from qcompress.search.checks import check_2d, check_dims, check_k, float_angles
+from qcompress.search.codes import CodeIndex
 from qcompress.search.cosine import topk_cosine
 from qcompress.search.fidelity import DEFAULT_CANDIDATES, FidelityIndex
 from qcompress.search.selection import TopK
@@ -39,7 +41,9 @@ def search_parquet(
 ) -> tuple[Tensor, list[list[str]]]:
     """Exact top-k over a qcompress embedding Parquet file or folder, streamed batch by batch (bounded memory).
 
-    Angles (`angles` column, float32 or uint8 codes) are ranked by log-fidelity, vectors (`vectors`) by cosine.
+    Angles (`angles` column, float32 or uint8 codes) are ranked by log-fidelity, vectors (`vectors`) by cosine,
+    low-bit codes (`codes`, SPEC §7) by the log-fidelity of the float32 queries against their levels (the
+    asymmetric score of `qcompress.codes.topk`; for the symmetric one, pass the queries coded and decoded).
     Returns (scores (m, min(k, N)), ids: one list of document id strings per query), best first; ties go to the
     row that comes first (files in name order), so the result is `topk`'s on the whole dataset read in order.
     Memory: two batches of `batch_rows` rows (the one searched and the next, read ahead), the searched one's
@@ -62,7 +66,7 @@ def search_parquet(
     # Fewer rows a batch for many queries: the (m, rows) scores stay under SCORES_PER_BATCH numbers.
     batch_rows = min(batch_rows, max(MIN_BATCH_ROWS, SCORES_PER_BATCH // max(1, queries.shape[0])))
     meta, batches = scan_embeddings(path, batch_rows=batch_rows, keep_codes=True, unique=True)
-    cosine, codes = meta["column"] == "vectors", meta["encoding"] == "uint8"
+    cosine, codes, codec = meta["column"] == "vectors", meta["encoding"] == "uint8", codec_of(meta)
     if not cosine:
         queries = float_angles(queries, "queries")
     check_dims(queries, int(meta["dim"]))
@@ -73,6 +77,8 @@ def search_parquet(
         ids, values = batch.ids, batch.values
         if cosine:
             scores, local = topk_cosine(queries, values, k)
+        elif codec is not None:
+            scores, local = CodeIndex(values, codec).search(queries, k, floor=best.floor)
         else:
             index = FidelityIndex(values, corpus_codes=codes, cache_features=False, candidates=candidates)
             scores, local = index.search(queries, k, floor=best.floor)
