@@ -68,13 +68,11 @@ def embedding_metadata(model, role: str | None = None) -> dict:
 
 
 class Compressed(NamedTuple):
-    """What `compress` did: rows in the file, how many of them an earlier run had written (`resume`), and for a
-    file of low-bit codes their codec and where its levels came from."""
+    """What `compress` did: rows in the file, and how many of them an earlier run had written (`resume`). (A file
+    of low-bit codes names its codec in its metadata: `qcompress.formats.embeddings.codec_of`.)"""
 
     rows: int
     resumed: int
-    codec: AngleCodes | None = None
-    levels_source: str | None = None
 
 
 def chunk_digest(records: list[tuple[str, str]]) -> str:
@@ -173,7 +171,7 @@ def compress(
             writer.write([doc_id for doc_id, _ in chunk], values, texts=[t for _, t in chunk] if store_text else None,
                          digest=chunk_digest(chunk))
         rows = writer.rows_written
-    return Compressed(rows, resumed, codec, source)
+    return Compressed(rows, resumed)
 
 
 def _levels(model, bits: int, out, resume: bool, records: Iterator[tuple[str, str]], chunk_size: int,

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from qcompress.codes import AngleCodes
 from qcompress.errors import InputError
 from qcompress.formats import EmbeddingWriter
 from qcompress.quantization import decode_codes
@@ -23,18 +24,23 @@ def clustered(n: int, dim: int, seed: int = 0) -> torch.Tensor:
 
 def write_index(tmp_path, corpus, encoding="float32", nlist=8):
     path = tmp_path / f"c-{encoding}.parquet"
-    with EmbeddingWriter(path, dim=corpus.shape[1], metadata=META, encoding=encoding, row_group_size=300) as writer:
+    codec = AngleCodes.fit(corpus, 4) if encoding == "codes" else None
+    with EmbeddingWriter(path, dim=corpus.shape[1], metadata=META, encoding=encoding, row_group_size=300,
+                         codec=codec) as writer:
         writer.write([f"d{i}" for i in range(len(corpus))], corpus)
     info = build_index(path, tmp_path / f"c-{encoding}.index", nlist=nlist)
     assert (info.rows, info.nlist) == (len(corpus), nlist)
     return ApproximateIndex(tmp_path / f"c-{encoding}.index")
 
 
-@pytest.mark.parametrize("encoding", ["float32", "uint8"])
+@pytest.mark.parametrize("encoding", ["float32", "uint8", "codes"])
 def test_every_cell_probed_and_every_row_reranked_is_the_exact_search(tmp_path, encoding):
     corpus = clustered(1000, 12)
     index = write_index(tmp_path, corpus, encoding)
-    stored = decode_codes(index.values) if encoding == "uint8" else corpus
+    stored = {"float32": corpus, "uint8": decode_codes(index.values)}.get(encoding)
+    if encoding == "codes":  # 4-bit codes of 12 qubits: the index keeps them packed, 6 bytes a row
+        assert index.values.shape == (1000, 6) and index.codec == AngleCodes.fit(corpus, 4)
+        stored = index.codec.decode(index.values)
     queries = (corpus[:7] + 0.2).clamp(0, math.pi)
     scores, rows = index.search_rows(queries, 10, nprobe=8, rerank=1000)
     truth_scores, truth_rows = brute_force_topk(queries, stored, 10)

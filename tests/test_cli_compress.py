@@ -4,12 +4,14 @@ import json
 import math
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from qcompress.cli import app
+from qcompress.codes import AngleCodes
 from qcompress.compress import compress
 from qcompress.errors import InputError
 from qcompress.formats import partial_path, read_embeddings, read_texts
@@ -340,3 +342,145 @@ def test_store_text_adds_a_text_column_that_readers_expose(quantum_model, tmp_pa
     emb = read_embeddings(out, texts=True)
     assert emb.texts == [t for _, t in read_texts(docs)]
     assert read_embeddings(out).texts is None  # only when asked for
+
+
+# -- low-bit codes: compress --bits, a model's codec, quantize --------------------------------------------------
+
+
+def codes_and_meta(path):
+    table = pq.read_table(path)
+    return table.column("id").to_pylist(), table.column("codes"), json.loads(table.schema.metadata[b"qcompress"])
+
+
+def test_compress_bits_stores_codes_and_quantize_of_the_float32_file_gives_the_same(quantum_model, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    coded, plain, quantized = tmp_path / "c4.parquet", tmp_path / "f32.parquet", tmp_path / "q4.parquet"
+    result = runner.invoke(app, ["compress", str(docs), "--model", quantum_model, "-o", str(coded), "--bits", "4"])
+    assert result.exit_code == 0, result.output
+    assert ("wrote 5 rows of 16 qubits as 4-bit codes (8 bytes a row; levels fitted per qubit (Lloyd-Max, seed 0) "
+            "on the first 5 rows of the corpus)") in result.stderr
+    ids, codes, meta = codes_and_meta(coded)
+    assert ids == ["d1", "d2", "d3", "d4", "d5"] and codes.type == pa.binary(8)
+    assert (meta["encoding"], meta["column"], meta["codes"]["bits"], meta["head"]) == ("codes", "codes", 4, "quantum")
+    model = load_model(quantum_model)
+    angles = model.encode([t for _, t in read_texts(docs)])
+    codec = AngleCodes.fit(angles, 4)
+    assert AngleCodes.from_metadata(meta["codes"]) == codec
+    assert torch.equal(read_embeddings(coded).values, codec.decode(codec.encode(angles)))
+
+    assert runner.invoke(app, ["compress", str(docs), "--model", quantum_model, "-o", str(plain)]).exit_code == 0
+    for extra in ([], ["--model", quantum_model]):  # the model has no codec: levels fitted on the file either way
+        result = runner.invoke(app, ["quantize", str(plain), "--bits", "4", "-o", str(quantized), "--force", *extra])
+        assert result.exit_code == 0, result.output
+        assert "wrote 5 rows of 16 qubits as 4-bit codes" in result.stderr
+        assert codes_and_meta(quantized) == (ids, codes, meta)  # same codes, same levels, same metadata
+
+
+def test_compress_bits_resume_codes_with_the_interrupted_runs_levels(quantum_model, tmp_path, monkeypatch):
+    import qcompress.compress as compress_module
+
+    records = [(f"d{i}", f"text number {i} of the flow") for i in range(7)]
+    model = load_model(quantum_model)
+    monkeypatch.setattr(compress_module, "FIT_ROWS", 2)  # levels fitted on the first chunk of 2 rows
+    whole, out = tmp_path / "whole.parquet", tmp_path / "out.parquet"
+    compress(records, whole, model, chunk_size=2, bits=3)
+    with pytest.raises(KeyboardInterrupt):
+        compress(records, out, model, chunk_size=2, bits=3, on_batch=interrupt_after(4))
+    monkeypatch.setattr(compress_module, "FIT_ROWS", 4)  # a fit now would give other levels: the journal's are kept
+    assert compress(records, out, model, chunk_size=2, bits=3, resume=True) == (7, 4)
+    assert out.read_bytes() == whole.read_bytes()
+    assert "first 2 rows" in codes_and_meta(out)[2]["codes"]["levels_source"]
+
+
+@pytest.fixture
+def model_with_codec(quantum_model, monkeypatch):
+    """`--model quantum_model` loads with a 3-bit codec, as a model trained with `--bits 3` would
+    (QCompressModel.codec)."""
+    from qcompress.model import ModelSpec
+
+    codec = AngleCodes.fit(torch.rand(300, 16) * math.pi, 3)
+    load = ModelSpec.load
+
+    def with_codec(self, device=None):
+        model = load(self, device)
+        model.codec = codec
+        return model
+
+    monkeypatch.setattr(ModelSpec, "load", with_codec)
+    return codec
+
+
+def test_a_model_with_a_codec_stores_its_codes_unless_told_otherwise(quantum_model, model_with_codec, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+
+    def run(name, *extra):
+        out = tmp_path / name if name != "-" else name
+        result = runner.invoke(app, ["compress", str(docs), "--model", quantum_model, "-o", str(out), *extra])
+        return result, out
+
+    result, out = run("default.parquet")
+    assert result.exit_code == 0, result.output
+    assert "as 3-bit codes (6 bytes a row; levels the model's codec (codes.safetensors))" in result.stderr
+    assert read_embeddings(out).codec == model_with_codec
+    result, out = run("f32.parquet", "--float32")
+    assert result.exit_code == 0 and read_embeddings(out).encoding == "float32"
+    result, out = run("u8.parquet", "--uint8")
+    assert result.exit_code == 0 and read_embeddings(out).encoding == "uint8"
+    result, out = run("b2.parquet", "--bits", "2")  # other bits than the model's: levels fitted on the input
+    assert result.exit_code == 0 and "2-bit codes (4 bytes a row; levels fitted per qubit" in result.stderr
+    result, out = run("b3.parquet", "--bits", "3")
+    assert read_embeddings(out).codec == model_with_codec
+    result = runner.invoke(app, ["quantize", str(tmp_path / "f32.parquet"), "--bits", "3", "--model", quantum_model,
+                                 "-o", str(tmp_path / "q3.parquet")])
+    assert result.exit_code == 0, result.output
+    assert codes_and_meta(tmp_path / "q3.parquet") == codes_and_meta(out)  # compress --bits 3 = quantize --bits 3
+    result, _ = run("-")  # JSON lines cannot carry the levels
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "this model stores 3-bit codes by default, which -o - (JSON lines) cannot write; pass --float32" in (
+        result.stderr)
+    result, _ = run("-", "--float32")
+    assert result.exit_code == 0 and '"angles": [' in result.stdout
+
+
+def test_codes_usage_errors_are_one_line(quantum_model, tiny_encoder, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    out = str(tmp_path / "x.parquet")
+    cases = [  # 1: bad input, 2: wrong usage
+        (["-o", out, "--model", quantum_model, "--bits", "4", "--uint8"], "--bits and --uint8 are ways to store", 2),
+        (["-o", out, "--model", quantum_model, "--bits", "4", "--float32"], "--bits and --float32", 2),
+        (["-o", out, "--model", quantum_model, "--bits", "9"], "--bits", 2),
+        (["-o", "-", "--model", quantum_model, "--bits", "4"], "--bits: codes need a Parquet file", 2),
+        (["-o", out, "--encoder", tiny_encoder, "--bits", "4"], "4-bit codes store qubit angles; this model outputs "
+         "cosine vectors", 1),
+    ]
+    for args, message, code in cases:
+        result = runner.invoke(app, ["compress", str(docs), *args])
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]
+
+
+def test_quantize_refuses_vectors_coded_files_and_another_model_in_one_line(quantum_model, tiny_encoder, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    files = {}
+    for name, extra in (("vectors", ["--encoder", tiny_encoder]), ("u8", ["--model", quantum_model, "--uint8"]),
+                        ("c4", ["--model", quantum_model, "--bits", "4"]), ("f32", ["--model", quantum_model])):
+        files[name] = tmp_path / f"{name}.parquet"
+        assert runner.invoke(app, ["compress", str(docs), "-o", str(files[name]), *extra]).exit_code == 0
+    other = tmp_path / "other"
+    build_model(tiny_encoder, head="quantum", dim=16, max_length=64).save(other)  # other random weights
+    out = tmp_path / "q.parquet"
+    cases = [
+        ([str(files["vectors"])], "holds cosine vectors; only angle files (fidelity models) are coded", 1),
+        ([str(files["u8"])], 'field "encoding": is already coded (uint8 (8-bit) codes)', 1),
+        ([str(files["c4"])], 'field "encoding": is already coded (4-bit codes); quantize the float32 file', 1),
+        ([str(files["f32"]), "--model", str(other)], "the model and", 1),
+        ([str(files["f32"]), "-o", str(files["f32"]), "--force"], "-o names INPUT itself", 2),
+        ([str(files["f32"]), "-o", str(files["c4"])], "exists; pass --force", 2),
+        ([str(files["f32"]), "--bits", "0"], "--bits", 2),
+    ]
+    for args, message, code in cases:
+        result = runner.invoke(app, ["quantize", "--bits", "4", "-o", str(out), *args])
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not out.exists()

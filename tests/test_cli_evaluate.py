@@ -293,3 +293,36 @@ def test_qrels_without_a_positive_judgement_give_a_warning(models, folder):
     out, result = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--protocol", "judged")
     assert out["nDCG@10"] == 0.0
     assert "warning" in result.stderr and "no positive judgement" in result.stderr
+
+
+def test_bits_ranks_angle_models_on_codes_and_says_so(models, folder, monkeypatch):
+    out, result = evaluate_json("--model", models["qbec"], "--model", models["bec"], "--dataset", str(folder),
+                                "--bits", "3", "--protocol", "judged")
+    sizes = {m["label"]: m["bytes_per_vector"] for m in out["models"]}
+    assert sizes["qbec"] == {"float32": 64, "uint8": 16, "codes": 6, "bits": 3}  # 16 qubits x 3 bits
+    assert sizes["bec"] == {"float32": 64, "uint8": None, "codes": None, "bits": None}
+    assert "qbec: documents ranked as 3-bit codes (6 bytes a vector), levels fitted per qubit" in result.stderr
+    assert "bec: cosine vectors, ranked as float32 (--bits codes qubit angles)" in result.stderr
+    result = runner.invoke(app, ["evaluate", "--model", models["qbec"], "--dataset", str(folder), "--bits", "3",
+                                 "--float32"])
+    assert result.exit_code == 2 and "--bits and --float32 are ways to store the angles" in result.stderr
+
+    # a model trained with --bits (QCompressModel.codec) is ranked on its codes by default, --float32 opts out
+    from qcompress.codes import AngleCodes
+    from qcompress.model import ModelSpec
+
+    codec, load = AngleCodes.uniform(16, 2), ModelSpec.load
+
+    def with_codec(self, device=None):
+        model = load(self, device)
+        model.codec = codec
+        return model
+
+    monkeypatch.setattr(ModelSpec, "load", with_codec)
+    coded, result = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--per-query")
+    assert coded["models"][0]["bytes_per_vector"]["codes"] == 4
+    assert "levels the model's codec (codes.safetensors)" in result.stderr
+    plain, _ = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--float32", "--per-query")
+    assert plain["models"][0]["bytes_per_vector"]["codes"] is None
+    explicit, _ = evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--bits", "2", "--per-query")
+    assert explicit["per_query"] == coded["per_query"]  # --bits 2 = the model's own 2-bit codes

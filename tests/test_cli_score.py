@@ -292,3 +292,93 @@ def test_index_build_and_score_with_the_index(tmp_path):
     for args, message, code in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == code and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+# -- low-bit codes: score, evaluate --bits, index on code files ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def encoder128(tmp_path_factory):
+    """A tiny random BERT of hidden size 128: with --head none --similarity fidelity, 128 qubit angles."""
+    from conftest import make_tiny_bert
+
+    return str(make_tiny_bert(tmp_path_factory.mktemp("bert128"), hidden=128))
+
+
+def run_lines(text):
+    return sorted(line.rsplit(" ", 1)[0] for line in text.splitlines())  # without the tag
+
+
+def test_compress_bits_and_score_give_evaluate_bits_scores(encoder128, tmp_path):
+    folder = beir_folder(tmp_path / "beir")
+    model = ["--encoder", encoder128, "--head", "none", "--similarity", "fidelity"]
+    queries, corpus = tmp_path / "q.parquet", tmp_path / "c4.parquet"
+    for texts, out, extra in ((folder / "queries.jsonl", queries, ["--role", "query"]),
+                              (folder / "corpus.jsonl", corpus, ["--bits", "4"])):
+        result = runner.invoke(app, ["compress", str(texts), *model, "-o", str(out), *extra])
+        assert result.exit_code == 0, result.output
+    assert "wrote 6 rows of 128 qubits as 4-bit codes (64 bytes a row" in result.stderr
+    scored = runner.invoke(app, ["score", str(queries), str(corpus), "--top-k", "4"])
+    assert scored.exit_code == 0, scored.output
+    run = tmp_path / "eval.trec"
+    result = runner.invoke(app, ["evaluate", *model, "--dataset", str(folder), "--bits", "4", "--top-k", "4",
+                                 "--run-out", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["models"][0]["bytes_per_vector"] == {"float32": 512, "uint8": 128, "codes": 64, "bits": 4}
+    assert "documents ranked as 4-bit codes (64 bytes a vector), levels fitted per qubit" in result.stderr
+    assert run_lines(run.read_text()) == run_lines(scored.stdout)  # the same documents, ranks and scores
+    table = runner.invoke(app, ["evaluate", *model, "--dataset", str(folder), "--bits", "4", "--top-k", "4"])
+    assert table.exit_code == 0 and "64 (4-bit x 128)" in table.stdout
+    plain = runner.invoke(app, ["evaluate", *model, "--dataset", str(folder), "--top-k", "4", "--json"])
+    assert json.loads(plain.stdout)["models"][0]["bytes_per_vector"]["codes"] is None  # float32 angles
+
+
+def test_score_on_a_code_file_is_the_oracle_and_symmetric_codes_the_queries(tmp_path):
+    from qcompress.codes import AngleCodes
+    from qcompress.formats import EmbeddingWriter
+    from qcompress.search import brute_force_topk
+
+    g = torch.Generator().manual_seed(3)
+    corpus = (math.pi / 2 + 0.3 * torch.randn(300, 12, generator=g)).clamp(0, math.pi)
+    queries = (math.pi / 2 + 0.3 * torch.randn(4, 12, generator=g)).clamp(0, math.pi)
+    codec = AngleCodes.fit(corpus, 3)
+    meta = {"encoder": "x", "head": "none", "similarity": "fidelity"}
+    paths = {name: tmp_path / f"{name}.parquet" for name in ("c3", "q", "q3", "other")}
+    for name, values, ids, extra in (("c3", corpus, "d", {"codec": codec}), ("q", queries, "q", {}),
+                                     ("q3", queries, "q", {"codec": codec}),
+                                     ("other", queries, "q", {"codec": AngleCodes.uniform(12, 3)})):
+        coded = {"encoding": "codes"} if extra else {}
+        with EmbeddingWriter(paths[name], dim=12, metadata=meta, row_group_size=100, **coded, **extra) as writer:
+            writer.write([f"{ids}{i}" for i in range(len(values))], values)
+
+    def expected(query_angles):
+        scores, rows = brute_force_topk(query_angles, codec.decode(codec.encode(corpus)), 5)
+        return sorted(f"q{q} Q0 d{r} {rank} {s}" for q in range(4)
+                      for rank, (r, s) in enumerate(zip(rows[q].tolist(), scores[q].tolist()), 1))
+
+    def scored(*args):
+        result = runner.invoke(app, ["score", *args, "--top-k", "5"])
+        assert result.exit_code == 0, result.output
+        return [" ".join(f[:4]) + f" {float(f[4])}" for f in (line.split() for line in run_lines(result.stdout))]
+
+    assert sorted(scored(str(paths["q"]), str(paths["c3"]))) == expected(queries)
+    symmetric = expected(codec.decode(codec.encode(queries)))
+    assert sorted(scored(str(paths["q"]), str(paths["c3"]), "--symmetric")) == symmetric
+    assert sorted(scored(str(paths["q3"]), str(paths["c3"]))) == symmetric  # coded queries: their levels
+    result = runner.invoke(app, ["score", str(paths["other"]), str(paths["c3"])])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "are coded differently (3-bit codes with other levels)" in result.stderr
+    result = runner.invoke(app, ["score", str(paths["q"]), str(paths["q"]), "--symmetric"])
+    assert result.exit_code == 1 and "--symmetric codes the queries with the levels of a corpus" in result.stderr
+
+    index = tmp_path / "c3.index"
+    result = runner.invoke(app, ["index", "build", str(paths["c3"]), "-o", str(index), "--nlist", "4"])
+    assert result.exit_code == 0, result.output
+    for extra, truth in (([], expected(queries)), (["--symmetric"], symmetric)):
+        approx = runner.invoke(app, ["score", str(paths["q"]), "--index", str(index), "--nprobe", "4", "--top-k", "5",
+                                     *extra])
+        assert approx.exit_code == 0, approx.output
+        assert "recall@10 1.000" in approx.stderr  # every cell probed: the exact search on the codes
+        assert sorted(" ".join(f[:4]) + f" {float(f[4])}" for f in (line.split() for line in
+                                                                      run_lines(approx.stdout))) == truth

@@ -83,3 +83,19 @@ def test_readers_expose_the_stored_texts(corpus):
 
     with pytest.raises(InputError, match="has no `text` column"):
         read_embeddings(corpus / "plain.parquet", texts=True)
+
+
+def test_search_on_a_code_file_ranks_the_query_against_the_stored_codes(corpus):
+    coded = corpus / "c2.parquet"
+    result = runner.invoke(app, ["compress", str(corpus / "docs.jsonl"), "--model", str(corpus / "qbec"),
+                                 "-o", str(coded), "--bits", "2", "--store-text"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["search", "wing flow", "--corpus", str(coded), "--model", str(corpus / "qbec"),
+                                 "--top-k", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    hits = [json.loads(line) for line in result.stdout.splitlines()]
+    emb = read_embeddings(coded)  # the codes' levels
+    scores, rows = brute_force_topk(load_model(corpus / "qbec").encode(["wing flow"]), emb.values, 4)
+    assert [h["id"] for h in hits] == [emb.ids[i] for i in rows[0].tolist()]
+    assert [h["score"] for h in hits] == pytest.approx(scores[0].tolist(), abs=1e-5)
+    assert all(h["text"] == DOCS[h["id"]] for h in hits)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qcompress.search.codes as search_codes
-from qcompress.codes import CODES_FILE, PI32, AngleCodes, topk
+from qcompress.codes import CODES_FILE, FIT_ROWS, PI32, AngleCodes, corpus_codec, stored_bits, topk
 from qcompress.errors import InputError
 from qcompress.scalar_codes import unpack
 from qcompress.search import brute_force_topk
@@ -203,6 +203,32 @@ def test_bad_codec_files_and_descriptions_are_input_errors(tmp_path):
         AngleCodes.from_metadata({**meta, "levels": [[0.0]]})
 
 
+# -- which levels a corpus is coded with ---------------------------------------------------------------------------
+
+
+class Model:
+    """A stand-in for QCompressModel: what the levels rule reads."""
+
+    def __init__(self, codec=None, output_kind="angles"):
+        self.codec, self.output_kind = codec, output_kind
+
+
+def test_the_levels_rule_of_compress_evaluate_and_quantize():
+    own = AngleCodes.fit(crowded(300, 6, 20), 4)
+    assert (stored_bits(Model(own), None), stored_bits(Model(own), 0), stored_bits(Model(own), 2)) == (4, 0, 2)
+    assert stored_bits(Model(), None) == 0 and stored_bits(object(), None) == 0  # a model without a codec
+    with pytest.raises(ValueError, match="outputs cosine vectors"):
+        stored_bits(Model(output_kind="vectors"), 4)
+    with pytest.raises(ValueError, match="bits must be an integer from 1 to 8"):
+        stored_bits(Model(), 9)
+    corpus = crowded(FIT_ROWS + 500, 6, 21)
+    assert corpus_codec(4, corpus, own) == (own, "the model's codec (codes.safetensors)")
+    fitted, source = corpus_codec(3, corpus, own)  # the model's codec has other bits: fitted on the corpus
+    assert fitted == AngleCodes.fit(corpus[:FIT_ROWS], 3) != AngleCodes.fit(corpus, 3)
+    assert source == f"fitted per qubit (Lloyd-Max, seed 0) on the first {FIT_ROWS} rows of the corpus"
+    assert corpus_codec(2, corpus[:0])[0] == AngleCodes.uniform(6, 2)
+
+
 # -- exact top-k --------------------------------------------------------------------------------------------------
 
 
@@ -259,6 +285,34 @@ def test_shards_and_threads_give_the_same_result(monkeypatch):
         assert_same(topk(queries, codes, codec, 10, candidates=4), oracle(queries, codes, codec, 10))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_an_index_built_once_answers_every_search_and_a_floor_only_drops_what_cannot_enter():
+    docs = crowded(900, 16, 11)
+    codec = AngleCodes.fit(docs, 3)
+    codes = codec.encode(docs)
+    index = search_codes.CodeIndex(codes, codec)
+    assert len(index) == 900
+    for seed, k, symmetric in ((12, 1, False), (13, 10, True), (14, 900, False)):
+        queries = crowded(5, 16, seed)
+        assert_same(index.search(queries, k, symmetric=symmetric), oracle(queries, codes, codec, k, symmetric))
+    # a floor (the k-th score of earlier batches) may leave out what scores below it; the rows stay exact above it
+    codec = AngleCodes.uniform(dim=4, bits=2)  # levels 0.39, 1.18, 1.96, 2.75
+    near = [[0.4] * 4, [0.4, 0.4, 0.4, 1.2], [0.4, 0.4, 1.2, 1.2]]  # three distinct best scores ...
+    codes = codec.encode(torch.tensor([[2.7] * 4] * 100 + near + [[2.0] * 4] * 300))  # ... then 300 tied ones
+    queries = torch.full((2, 4), 0.4)
+    index = search_codes.CodeIndex(codes, codec)
+    scores, indices = oracle(queries, codes, codec, 7)
+    rounds = []
+    original = index._candidates
+    index._candidates = lambda *args: rounds.append(1) or original(*args)
+    assert_same(index.search(queries, 7, candidates=1), (scores, indices))
+    assert len(rounds) > 1  # the ties at the 7th score take more candidates to settle ...
+    rounds.clear()
+    floor = scores[:, 2]  # ... but when only the three best can enter, none
+    got_scores, got = index.search(queries, 7, floor=floor, candidates=1)
+    assert len(rounds) == 1
+    assert torch.equal(got_scores[:, :3], scores[:, :3]) and torch.equal(got[:, :3], indices[:, :3])
 
 
 @settings(max_examples=40, deadline=None)

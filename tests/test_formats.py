@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from qcompress.codes import AngleCodes
 from qcompress.errors import InputError
 from qcompress.formats import (
     EmbeddingWriter,
@@ -31,6 +32,8 @@ from qcompress.formats import (
     scan_embeddings,
     write_run,
 )
+from qcompress.formats.embeddings import codec_of
+from qcompress.formats.writer import earlier_metadata
 
 META = {"encoder": "minilm", "head": "quantum", "similarity": "fidelity"}
 
@@ -547,6 +550,139 @@ def test_check_same_model():
     assert "dim 128 vs 64" in message and 'similarity "fidelity" vs "cosine"' in message
     with pytest.raises(InputError, match="model_id"):
         check_same_model(dict(a, model_id="x"), dict(a, model_id="y"))
+
+
+# -- low-bit code files ---------------------------------------------------------------------------------------
+
+
+def write_codes(path, values, codec, *, ids=None, row_group_size=4, **kw):
+    ids = ids or [f"d{i}" for i in range(len(values))]
+    with EmbeddingWriter(path, dim=codec.dim, metadata=META, encoding="codes", codec=codec, levels_source="test",
+                         row_group_size=row_group_size, **kw) as writer:
+        writer.write(ids, values)
+    return path
+
+
+def test_write_read_low_bit_codes(tmp_path):
+    values = angles(10, 13, seed=3)
+    codec = AngleCodes.fit(values, 3)  # 13 x 3 = 39 bits: 5 bytes, one padding bit
+    out = write_codes(tmp_path / "c3.parquet", values, codec)
+    schema = pq.read_schema(out)
+    assert schema.names == ["id", "codes"] and schema.field("codes").type == pa.binary(5)
+    meta = json.loads(schema.metadata[b"qcompress"])
+    assert (meta["encoding"], meta["column"], meta["dim"]) == ("codes", "codes", 13)
+    assert meta["codes"]["levels_source"] == "test" and AngleCodes.from_metadata(meta["codes"]) == codec
+    emb = read_embeddings(out)  # decoded to the levels the codes name
+    assert emb.codec == codec and torch.equal(emb.values, codec.decode(codec.encode(values)))
+    meta, batches = scan_embeddings(out, batch_rows=3, keep_codes=True)
+    batches = list(batches)
+    assert [len(b.ids) for b in batches] == [3, 3, 3, 1] and all(b.codec == codec for b in batches)
+    assert torch.equal(torch.cat([b.values for b in batches]), codec.encode(values))  # packed, as stored
+    assert codec_of(meta) == codec and codec_of(dict(meta, encoding="float32")) is None
+
+
+def test_a_reader_outside_qcompress_decodes_a_code_file(tmp_path):
+    values = angles(6, 5, seed=4)
+    codec = AngleCodes.fit(values, 2)
+    out = write_codes(tmp_path / "c2.parquet", values, codec)
+    table = pq.read_table(out)  # pyarrow and the metadata's description only
+    meta = json.loads(table.schema.metadata[b"qcompress"])["codes"]
+    b, d = meta["bits"], meta["dim"]
+    rows = np.frombuffer(b"".join(table.column("codes").to_pylist()), np.uint8).reshape(len(table), -1)
+    bits = np.unpackbits(rows, axis=1, bitorder="little")[:, : d * b].reshape(-1, d, b)
+    decoded = np.array(meta["levels"], np.float32)[np.arange(d), (bits * (1 << np.arange(b))).sum(2)]
+    assert np.array_equal(decoded, read_embeddings(out).values.numpy())
+
+
+def code_table(path, column: pa.Array, codec, *, meta=None):
+    meta = meta or dict(META, dim=codec.dim, encoding="codes", column="codes", codes=codec.to_metadata())
+    pq.write_table(qcompress_table(column, meta=meta, column="codes"), path, row_group_size=2)
+    return path
+
+
+def test_a_corrupt_or_short_code_column_is_a_one_line_error(tmp_path):
+    codec = AngleCodes.uniform(dim=13, bits=4)  # 7 bytes a row, the last byte's 4 high bits unused
+    good = codec.encode(angles(5, 13, seed=5)).numpy()
+    corrupt = good.copy()
+    corrupt[3, -1] |= 0x80
+    path = code_table(tmp_path / "corrupt.parquet", pa.array([r.tobytes() for r in corrupt], pa.binary(7)), codec)
+    with pytest.raises(InputError) as err:
+        read_embeddings(path)
+    message = raises_at(err, path, None, "codes")
+    assert 'row 4 (id "3") sets unused bits of its last byte: not 4-bit codes of 13 qubits' in message
+    assert "\n" not in message
+    short = pa.array([r[:6].tobytes() for r in good], pa.binary(6))
+    for column, found in [(short, "fixed_size_binary[6]"), (pa.array([r[:6].tobytes() for r in good]), "binary")]:
+        path = code_table(tmp_path / "short.parquet", column, codec)
+        with pytest.raises(InputError) as err:
+            read_embeddings(path)
+        message = raises_at(err, path, None, "codes")
+        assert f"wrong column type {found}; expected fixed_size_binary[7] for 4-bit codes of 13 qubits" in message
+    null = pa.array([good[0].tobytes(), None], pa.binary(7))
+    path = code_table(tmp_path / "null.parquet", null, codec)
+    with pytest.raises(InputError) as err:
+        read_embeddings(path)
+    assert 'row 2 (id "1") has no codes (null)' in raises_at(err, path, None, "codes")
+    column = pa.array([r.tobytes() for r in good], pa.binary(7))
+    meta = dict(META, dim=12, encoding="codes", column="codes", codes=codec.to_metadata())
+    with pytest.raises(InputError) as err:
+        read_embeddings(code_table(tmp_path / "dim.parquet", column, codec, meta=meta))
+    assert "the codes describe 13 qubits, but dim is 12" in str(err.value)
+    broken = dict(codec.to_metadata(), levels=[[0.0]])
+    meta = dict(META, dim=13, encoding="codes", column="codes", codes=broken)
+    with pytest.raises(InputError) as err:
+        read_embeddings(code_table(tmp_path / "levels.parquet", column, codec, meta=meta))
+    assert raises_at(err, tmp_path / "levels.parquet", None, "codes.levels")
+    meta = dict(META, dim=13, encoding="codes", column="angles", codes=codec.to_metadata())
+    with pytest.raises(InputError, match="stored in the column `codes`"):
+        read_embeddings(code_table(tmp_path / "column.parquet", column, codec, meta=meta))
+
+
+def test_files_coded_with_other_levels_are_other_files(tmp_path):
+    values = angles(8, 6, seed=6)
+    fitted, uniform = AngleCodes.fit(values, 4), AngleCodes.uniform(6, 4)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_codes(folder / "a.parquet", values[:4], fitted, ids=["a", "b", "c", "d"])
+    write_codes(folder / "b.parquet", values[4:], uniform, ids=["e", "f", "g", "h"])
+    with pytest.raises(InputError, match="metadata differs from a.parquet"):
+        read_embeddings(folder)
+    a, b = (read_embedding_metadata(folder / name) for name in ("a.parquet", "b.parquet"))
+    with pytest.raises(InputError) as err:
+        check_same_model(a, b)
+    assert str(err.value).startswith('field "codes": the two embedding files are coded differently (4-bit codes '
+                                     "with other levels)")
+    plain = dict(META, dim=6, encoding="float32", column="angles")
+    check_same_model(plain, a)  # float32 queries against codes: the asymmetric score
+    check_same_model(a, dict(b, codes=a["codes"]))
+
+
+def test_the_writer_codes_angles_and_resumes_with_the_same_codec(tmp_path):
+    values = angles(9, 7, seed=7)
+    codec = AngleCodes.fit(values, 5)
+    out = tmp_path / "c5.parquet"
+    writer = EmbeddingWriter(out, dim=7, metadata=META, encoding="codes", codec=codec, levels_source="test",
+                             row_group_size=4)
+    writer.write([f"d{i}" for i in range(5)], values[:5])
+    writer.abort()  # an interrupted run: one finished part of 4 rows, and one of 1
+    assert AngleCodes.from_metadata(earlier_metadata(out)["codes"]) == codec
+    with pytest.raises(InputError, match="cannot resume"):
+        EmbeddingWriter(out, dim=7, metadata=META, encoding="codes", codec=AngleCodes.uniform(7, 5),
+                        levels_source="test", resume=True)
+    with EmbeddingWriter(out, dim=7, metadata=META, encoding="codes", codec=codec, levels_source="test",
+                         row_group_size=4, resume=True) as writer:
+        assert writer.rows_written == 5
+        writer.write([f"d{i}" for i in range(5, 9)], values[5:])
+    assert torch.equal(read_embeddings(out).values, codec.decode(codec.encode(values)))
+    assert earlier_metadata(out) is None
+    for kwargs, words in [({"codec": codec}, "a codec goes with encoding='codes'"),
+                          ({"encoding": "codes"}, "needs the codec of the 7 qubits"),
+                          ({"encoding": "codes", "codec": codec, "column": "vectors"}, "outputs cosine vectors"),
+                          ({"encoding": "codes", "codec": AngleCodes.uniform(6, 5)}, "needs the codec of the 7")]:
+        with pytest.raises(ValueError, match=words):
+            EmbeddingWriter(tmp_path / "bad.parquet", dim=7, metadata=META, **kwargs)
+    with pytest.raises(ValueError, match=r"radians in \[0, pi\]"):
+        write_codes(tmp_path / "range.parquet", values + 4, codec)
 
 
 # -- TREC runs and qrels ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import torch
 import qcompress.search.features as features_module
 import qcompress.search.pairs as pairs_module
 import qcompress.search.stream as stream_module
+from qcompress.codes import AngleCodes
 from qcompress.errors import InputError
 from qcompress.formats import EmbeddingWriter, dequantize_angles, quantize_angles
 from qcompress.quantum import pairwise_log_fidelity
@@ -243,6 +244,29 @@ def test_search_parquet_streams_a_folder(tmp_path, encoding):
     assert found == [[ids[i] for i in row] for row in expected[1].tolist()]
     single = search_parquet(queries, folder / "a.parquet", 3000)
     assert len(single[1][0]) == 700
+
+
+@pytest.mark.parametrize("bits", [1, 3, 4])
+def test_search_parquet_ranks_low_bit_codes_as_the_oracle(tmp_path, bits):
+    # float32 queries against the levels of the stored codes: brute force over the decoded codes, bit for bit,
+    # with the batches' top-k merged (each batch's search pruned by the running k-th score) and ties to the lower row
+    corpus = with_duplicates(angles(1500, 24, 30 + bits))
+    codec = AngleCodes.fit(corpus, bits)
+    ids = [f"doc{i}" for i in range(len(corpus))]
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name, part in (("a.parquet", slice(0, 700)), ("b.parquet", slice(700, None))):
+        with EmbeddingWriter(folder / name, dim=24, metadata={"encoder": "test", "similarity": "fidelity"},
+                             encoding="codes", codec=codec, row_group_size=300) as writer:
+            writer.write(ids[part], corpus[part])
+    queries = angles(5, 24, 40 + bits)
+    queries[0] = corpus[20]
+    expected = brute_force_topk(queries, codec.decode(codec.encode(corpus)), 8)
+    scores, found = search_parquet(queries, folder, 8, batch_rows=256)
+    assert torch.equal(scores, expected[0])
+    assert found == [[ids[i] for i in row] for row in expected[1].tolist()]
+    with pytest.raises(ValueError, match="23 qubits but the corpus has 24"):
+        search_parquet(queries[:, :23], folder, 3)
 
 
 def test_search_parquet_reads_fewer_rows_a_batch_for_many_queries(tmp_path, monkeypatch):

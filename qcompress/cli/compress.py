@@ -193,7 +193,8 @@ def _compress_local(input_path: str, output: Path, spec, encoding: str, bits: Op
     from qcompress.cache import PooledCache
     from qcompress.codes import stored_bits
     from qcompress.compress import compress
-    from qcompress.formats import iter_texts
+    from qcompress.formats import iter_texts, read_embedding_metadata
+    from qcompress.formats.embeddings import codec_of
     from qcompress.formats.lines import count_lines
     from qcompress.quantization import check_encoding
 
@@ -211,8 +212,9 @@ def _compress_local(input_path: str, output: Path, spec, encoding: str, bits: Op
                         on_batch=bar_on_first_use(start, "compressing", count_lines(input_path)),
                         store_text=store_text, role=role)
     earlier = f" ({done.resumed:,} from the earlier run)" if done.resumed else ""
-    if done.codec is not None:
-        return codes_note(done.rows, done.codec, done.levels_source, output, earlier)
+    meta = read_embedding_metadata(output)
+    if codec_of(meta) is not None:
+        return codes_note(done.rows, codec_of(meta), meta["codes"].get("levels_source"), output, earlier)
     note(f"wrote {done.rows:,} rows of {model.dim} {_kind(encoding, model)} to {output}{earlier}")
 
 
