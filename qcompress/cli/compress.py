@@ -127,14 +127,7 @@ def compress_command(
     out = _output_path(input_path, output)
     if out is None and (resume or store_text or engine is not Engine.local):
         usage_error("-o - streams JSON lines; --resume, --store-text and --engine ray write files")
-    if out is not None and engine is Engine.local:  # the ray engine refuses any output in the way itself
-        if out.is_dir():
-            usage_error(f"-o {out}: is a folder; give a file path such as {out / 'embeddings.parquet'}")
-        if out.exists() and not force:
-            usage_error(f"{out} exists; pass --force to replace it, or -o to write elsewhere")
-        check_writable(out, "-o")
-    if output is None:
-        note(f"writing {out}" + (" (a folder of Parquet files)" if engine is Engine.ray else ""))
+    _check_output(out, output, engine, force)
     bits = chosen_bits(bits, float32, uint8)
     if bits and (out is None or engine is Engine.ray):
         where = "-o -" if out is None else "--engine ray"
@@ -156,6 +149,18 @@ def compress_command(
         return _compress_to_stdout(input_path, spec, encoding, bits, batch_size, device, folder, role, allow_empty)
     _compress_local(input_path, out, spec, encoding, bits, batch_size, resume, device, folder, role, store_text,
                     allow_empty)
+
+
+def _check_output(out: Optional[Path], output: Optional[str], engine: Engine, force: bool) -> None:
+    """Refuse an output in the way before any work; say where the default output goes."""
+    if out is not None and engine is Engine.local:  # the ray engine refuses any output in the way itself
+        if out.is_dir():
+            usage_error(f"-o {out}: is a folder; give a file path such as {out / 'embeddings.parquet'}")
+        if out.exists() and not force:
+            usage_error(f"{out} exists; pass --force to replace it, or -o to write elsewhere")
+        check_writable(out, "-o")
+    if output is None:
+        note(f"writing {out}" + (" (a folder of Parquet files)" if engine is Engine.ray else ""))
 
 
 def _output_path(input_path: str, output: Optional[str]) -> Optional[Path]:

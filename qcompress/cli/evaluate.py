@@ -105,6 +105,22 @@ def _check_arguments(metrics: Optional[List[str]], run_out: Optional[Path], revi
         usage_error("--revision goes with one --model (a Hub id)")
 
 
+def _first_stage(first_stage: Optional[Path], protocol: str,
+                 collection: "Collection") -> tuple[Optional[dict], Optional[str]]:
+    """The run of --first-stage (None without) and how the output names the first stage (the collection's own
+    for --protocol rerank without one)."""
+    from qcompress.formats import read_run
+
+    if first_stage is not None:
+        return read_run(first_stage), str(first_stage)
+    if protocol != "rerank":
+        return None, None
+    if collection.first_stage is None:
+        usage_error(f"--protocol rerank needs --first-stage RUN (a TREC run file, e.g. BM25 top-1000); "
+                    f"{collection.name} ships no first-stage run")
+    return None, f"{collection.name} first stage (shipped)"
+
+
 def _first_stage_line(path: Path, doc_id: str) -> Optional[int]:
     """The first line of a TREC run file that names `doc_id`."""
     from qcompress.formats.lines import open_lines
@@ -333,17 +349,10 @@ def evaluate_command(
     dataset_id, protocol = _collection_and_protocol(value(trec), trec_dir, dataset, value(protocol), first_stage)
     from qcompress.evaluation import compare
     from qcompress.evaluation.protocols import UnknownDocuments
-    from qcompress.formats import read_run
 
     _check_arguments(metrics, run_out, revision, model_dirs)
     collection = _load(dataset_id, split, value(trec), trec_dir)
-    first = read_run(first_stage) if first_stage is not None else None
-    first_stage_name = str(first_stage) if first_stage is not None else None
-    if protocol == "rerank" and first is None:
-        if collection.first_stage is None:
-            usage_error(f"--protocol rerank needs --first-stage RUN (a TREC run file, e.g. BM25 top-1000); "
-                        f"{collection.name} ships no first-stage run")
-        first_stage_name = f"{collection.name} first stage (shipped)"
+    first, first_stage_name = _first_stage(first_stage, protocol, collection)
     specs = [model_spec(d, None, None, None, max_length, trust_remote_code, revision) for d in model_dirs]
     if encoder is not None or not model_dirs:  # the baseline (or the default model): first
         specs.insert(0, model_spec(None, encoder, value(head), value(similarity), max_length, trust_remote_code))
