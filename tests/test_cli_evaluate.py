@@ -58,7 +58,7 @@ def test_judged_protocol_hand_computed(models, folder):
     assert out["metrics"]["qbec"]["nDCG@10"] == out["nDCG@10"]
     assert out["per_query"]["qbec"]["q3"]["nDCG@10"] == 0.0
     assert out["models"][0]["head_parameters"] == 12 * 1 * 16  # 32 -> 16 qubits: k = 2 registers
-    assert out["models"][0]["bytes_per_vector"] == {"float32": 64, "uint8": 16}
+    assert out["models"][0]["bytes_per_vector"] == {"float32": 64, "uint8": 16, "codes": None, "bits": None}
 
 
 def test_rerank_protocol_with_hand_made_first_stage_and_missing_query(models, folder, tmp_path):

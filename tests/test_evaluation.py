@@ -248,7 +248,7 @@ def test_compare_labels_models_uniquely_and_tests_each_against_the_first(tiny_en
     assert set(result.significance) == {f"{name}:cosine#2"} and significance.test.t_p == 1.0
     assert significance.randomization_p_holm == significance.test.randomization_p == 1.0  # one test: Holm is raw
     assert result.measures == ["nDCG@10", "RR@10", "R@100", "R@1000", "AP"] and result.metric == "nDCG@10"
-    assert result.models[0].bytes_per_vector == {"float32": 4 * 32, "uint8": None}
+    assert result.models[0].bytes_per_vector == {"float32": 4 * 32, "uint8": None, "codes": None, "bits": None}
     assert result.qids == ["q1", "q2"] and result.judged_without_text == 0 and result.notes == []
     assert seen[:2] == [f"{name}:cosine: encoding queries", f"{name}:cosine: encoding documents"]
     assert any(tmp_path.iterdir())  # the pooled outputs were cached

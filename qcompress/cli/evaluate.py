@@ -347,7 +347,9 @@ def evaluate_command(
     bits = chosen_bits(bits, float32)
     check_model_options(encoder, value(head), value(similarity))
     dataset_id, protocol = _collection_and_protocol(value(trec), trec_dir, dataset, value(protocol), first_stage)
-    from qcompress.evaluation import compare
+    # The function from its module: importing the submodule `compare` (a doctest run does) makes the package's
+    # `compare` attribute that module.
+    from qcompress.evaluation.compare import compare
     from qcompress.evaluation.protocols import UnknownDocuments
 
     _check_arguments(metrics, run_out, revision, model_dirs)

@@ -21,7 +21,7 @@ app.add_typer(index_app, name="index")
 @index_app.command("build", cls=Command)
 @cli_errors
 def build_command(
-    corpus: Path = typer.Argument(..., metavar="CORPUS", help="Corpus embeddings (angles): a Parquet file or folder."),
+    corpus: Path = typer.Argument(..., metavar="CORPUS", help="Corpus embeddings (angles, or low-bit codes): a Parquet file or folder."),
     output: Path = typer.Option(..., "-o", "--output", help="Index folder to write (atomically)."),
     nlist: Optional[int] = typer.Option(
         None, "--nlist", min=1, help="IVF cells. Default: about the square root of the corpus's rows."
@@ -29,7 +29,7 @@ def build_command(
     force: bool = typer.Option(False, "--force", help="Replace an existing index folder."),
 ) -> None:
     """Build an IVF index over the corpus's [cos; sin] features (faiss, 8-bit scalar codes), with a copy of its
-    ids and angles for the exact re-ranking.
+    ids and angles (or low-bit codes: the features of their levels) for the exact re-ranking.
 
     `qcompress score QUERIES --index DIR` then proposes candidates from the --nprobe nearest cells and re-ranks
     them by exact log-fidelity, reporting recall@10 against the exact search.

@@ -18,7 +18,8 @@ from qcompress.cli.options import (
 def search_command(
     query: str = typer.Argument(..., metavar="QUERY", help="The query text."),
     corpus: Path = typer.Option(
-        ..., "--corpus", help="Corpus embeddings from `qcompress compress` (a Parquet file or folder)."
+        ..., "--corpus", help="Corpus embeddings from `qcompress compress` (a Parquet file or folder; low-bit codes "
+        "are ranked on their codes)."
     ),
     top_k: int = typer.Option(10, "--top-k", min=1, help="Hits to show."),
     model_dir: ModelDir = None,

@@ -26,7 +26,7 @@ candidates per corpus shard (C = max(candidates, 2k)); a document it did not ret
 C-th S', hence S at most that plus the margin. The candidates that can reach the top-k are scored with the
 reference formula (the k best by S', then any other whose S' plus the margin reaches their k-th exact score); if
 the k-th best exact score beats every shard's bound, no other document can reach the top-k and the result is
-exact. Otherwise (many near-ties with the k-th) the query is searched again with 8 times more candidates, until
+exact (with a `floor`, also when the floor beats every bound: what was left out could not enter). Otherwise (many near-ties with the k-th) the query is searched again with 8 times more candidates, until
 certified or every document is a candidate. Work is spread over `search_workers` threads in (query block, corpus
 shard) pieces, each running faiss single-threaded: one query uses every thread, and a busy core only slows the
 pieces it runs.
@@ -48,21 +48,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from qcompress.codes import check_angles
+from qcompress.codes import AngleCodes, check_angles
 from qcompress.quantum import log_cos2_half
 from qcompress.search.checks import check_k, check_positive
 from qcompress.search.pairs import UNIT_ROUNDOFF, log_fidelity_pairs, spread_pairs
 from qcompress.search.selection import empty_result, select_topk
 from qcompress.search.workers import search_workers
-
-if TYPE_CHECKING:
-    from qcompress.codes import AngleCodes
 
 __all__ = ["CodeIndex", "topk", "DEFAULT_CANDIDATES"]
 
@@ -163,6 +159,7 @@ def topk(query_angles: Tensor, codes: Tensor, codec: AngleCodes, k: int, *, symm
     """
     check_k(k)
     check_positive("candidates", candidates)
+    check_angles(query_angles, "query_angles", codec.dim)  # before the index is built
     return CodeIndex(codes, codec).search(query_angles, k, symmetric=symmetric, candidates=candidates)
 
 
