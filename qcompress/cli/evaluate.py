@@ -347,9 +347,7 @@ def evaluate_command(
     bits = chosen_bits(bits, float32)
     check_model_options(encoder, value(head), value(similarity))
     dataset_id, protocol = _collection_and_protocol(value(trec), trec_dir, dataset, value(protocol), first_stage)
-    # The function from its module: importing the submodule `compare` (a doctest run does) makes the package's
-    # `compare` attribute that module.
-    from qcompress.evaluation.compare import compare
+    from qcompress.evaluation.compare import compare  # not the package's: importing the submodule replaces it
     from qcompress.evaluation.protocols import UnknownDocuments
 
     _check_arguments(metrics, run_out, revision, model_dirs)
