@@ -7,6 +7,6 @@ library inside its function, so that `qcompress --help` and `qcompress COMMAND -
 """
 
 from qcompress.cli._common import app
-from qcompress.cli import compress, count_params, evaluate, index, recipe, score, search, train  # noqa: E402,F401
+from qcompress.cli import bench, compress, count_params, evaluate, index, recipe, score, search, train  # noqa: E402,F401
 
 __all__ = ["app"]
