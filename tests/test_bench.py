@@ -20,10 +20,11 @@ from qcompress.bench.methods.rabitq import rabitq_dims
 from qcompress.bench.run import BenchConfig, plan_runs
 from qcompress.bench.results import ResultStore
 from qcompress.bench.topk import chunked_topk, leave_out
-from qcompress.defaults import BENCH_METHODS
+from qcompress.defaults import BENCH_METHODS, PSEUDO_QUERY_KINDS
 from qcompress.errors import InputError
 from qcompress.recipes.peers_rabitq import code_size
 from qcompress.search import select_topk
+from qcompress.training.distill import PSEUDO_QUERIES
 
 
 def _brute(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
@@ -181,7 +182,8 @@ def test_the_plan_runs_randomised_methods_per_seed_and_shares_settings_across_bu
     shared = [p for p in planned if p.setting.label == "rabitq dims=384 bits=1"]  # 56 B: reached by both budgets
     assert [p.seed for p in shared] == [1, 2] and shared[0].budgets == (64, 128)
     assert not refusals
-    assert tuple(METHODS) == BENCH_METHODS
+    assert tuple(METHODS) == BENCH_METHODS  # the command line's list (qcompress.defaults, free of torch)
+    assert PSEUDO_QUERY_KINDS == PSEUDO_QUERIES
 
 
 def test_the_split_is_seeded_disjoint_and_keeps_equal_texts_together():

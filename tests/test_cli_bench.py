@@ -188,3 +188,20 @@ def test_the_table_and_the_plot(tiny_encoder, corpus, queries, tmp_path):
 def test_wrong_usage_is_one_line(tiny_encoder, corpus, args, message, code):
     result = bench(str(corpus), "--encoder", tiny_encoder, *args)
     assert result.exit_code == code and message in result.output, result.output
+
+
+def test_ctrl_c_keeps_the_finished_runs(tiny_encoder, corpus, tmp_path, monkeypatch):
+    from qcompress.bench import methods
+
+    def interrupt(*_, **__):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(methods.METHODS["lsh"], "fit", interrupt)  # lsh runs after float32 and pca-scalar
+    out = tmp_path / "out"
+    result = bench(str(corpus), "--encoder", tiny_encoder, "--method", "float32", "--method", "pca-scalar",
+                   "--method", "lsh", "--bytes", "8", "--seed", "1", "--no-cache", "--out", str(out))
+    assert result.exit_code == 130, result.output
+    assert "finished runs are kept in" in result.output
+    kept = sorted(p.name for p in (out / "results").glob("*.json"))
+    assert kept == ["float32.json", "pca-scalar_dims=16_bits=4.json", "pca-scalar_dims=32_bits=2.json",
+                    "pca-scalar_dims=8_bits=8.json"]  # 64 x 1 bit would need 64 dimensions: the tiny BERT has 32

@@ -109,6 +109,13 @@ def _cell(measure: dict | None) -> str:
     return f"{measure['mean']:.4f} ± {half:.4f}" if math.isfinite(half) else f"{measure['mean']:.4f}"
 
 
+def _count(n: int) -> str:
+    """12 -> "12", 49536 -> "50k", 1234567 -> "1.2M"."""
+    if n < 1000:
+        return str(n)
+    return f"{n / 1000:.0f}k" if n < 999_500 else f"{n / 1e6:.1f}M"
+
+
 def _setting_text(row: dict) -> str:
     text = " ".join(f"{k}={v}" for k, v in row["setting"].items()) or "-"
     return text + (" *" if row["best_split"] and _has_splits(row) else "")
@@ -126,7 +133,7 @@ def results_table(result: "BenchResult") -> "Table":
     given = [qs for qs in result.query_sets if qs.name != "pseudo-queries"]
     judged = bool(given) and bool(given[0].queries.judged())
     table = Table(title=f"{result.data.collection}: {result.data.describe()}", caption=_caption(result))
-    for name in ("bytes", "rank", "method", "setting", "seeds", "stored B", "in memory B"):
+    for name in ("bytes", "rank", "method", "setting", "seeds", "stored B", "in memory B", "fitted"):
         table.add_column(name, justify="left" if name in ("method", "setting") else "right")
     columns = [(sets[0], "recall@10"), (sets[0], "recall@100")]
     if given:
@@ -142,7 +149,7 @@ def results_table(result: "BenchResult") -> "Table":
         previous = row["budget"]
         seeds = str(len(row["seeds"])) if row["seeds"] else "-"
         table.add_row(f"{row['budget']:g}", str(row["rank"]), row["method"], _setting_text(row), seeds,
-                      f"{row['bytes_stored']:g}", f"{row['bytes_resident']:g}",
+                      f"{row['bytes_stored']:g}", f"{row['bytes_resident']:g}", _count(row["fitted_numbers"]),
                       *(_cell(row["measures"].get(qs, {}).get(m)) for qs, m in columns),
                       f"{row['fit_seconds']:.1f}", f"{row['search_seconds']:.2f}")
     return table
@@ -156,8 +163,9 @@ def _caption(result: "BenchResult") -> str:
     return (f"recall@k: share of the float32 encoder's exact top k (cosine) over the evaluated documents that a "
             f"method's top k keeps. Queries: {sets}. Mean ± half-width of the 95% interval (over queries; over "
             f"seeds and queries for randomised methods). Ranked within each budget by recall@10 on the "
-            f"pseudo-queries; * the best split of its method at that budget. Encoder {result.encoder}, max length "
-            f"{result.max_length}." + (f" {refused}." if refused else ""))
+            f"pseudo-queries; * the best split of its method at that budget. fitted: numbers fitted or trained "
+            f"on the fit documents, stored once (PCA axes, levels, codebooks, rotations, a head). Encoder "
+            f"{result.encoder}, max length {result.max_length}." + (f" {refused}." if refused else ""))
 
 
 def plot_frontier(result: "BenchResult", path: str | Path) -> Path:

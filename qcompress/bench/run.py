@@ -217,7 +217,7 @@ def run_bench(data: BenchData, config: BenchConfig = BenchConfig(), *, encoder: 
         planned, refusals = plan_runs(config, int(fit.shape[1]), len(data.fit))
         context = FitContext(data.fit.ids, data.fit.texts, encoder=encoder, max_length=model.max_length,
                              device=device, cache_dir=cache_folder, work_dir=scratch, head_steps=config.head_steps,
-                             rescore_k=config.rescore_k, extra={"hub_encoder": bool(model.config.base_model)})
+                             rescore_k=config.rescore_k, store_encoder=not model.config.base_model)
         runs = []
         for i, item in enumerate(planned):
             label = item.setting.label + (f" seed {item.seed}" if item.seed is not None else "")

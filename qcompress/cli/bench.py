@@ -84,6 +84,27 @@ def _check(methods: List[str], pseudo_query_kind: str, plot: Optional[Path], out
         check_writable(out / "results" / "x.json", "--out")
 
 
+def _run(data, config, **options):
+    """run_bench with one progress display on stderr: a bar per encoding stage, then one for the runs, which
+    names the run in progress."""
+    from qcompress.bench import run_bench
+
+    with progress() as bars:
+        task = None
+
+        def start(description: str, total: int):
+            stage = bars.add_task(description, total=total)
+            return lambda n: bars.advance(stage, n)
+
+        def on_run(what: str, done: int, total: int) -> None:
+            nonlocal task
+            if task is None:
+                task = bars.add_task("runs", total=total)
+            bars.update(task, completed=done, description=f"run {min(done + 1, total)}/{total}: {what}")
+
+        return run_bench(data, config, progress=start, on_run=on_run, **options)
+
+
 @command("bench")
 def bench_command(
     corpus: Corpus,
@@ -137,7 +158,7 @@ def bench_command(
         usage_error("--fit-corpus and --fit-fraction both say what to fit on; give one")
     if qrels and not queries:
         usage_error("--qrels judges the --queries: give them too")
-    from qcompress.bench import BenchConfig, bench_json, load_bench_data, plot_frontier, results_table, run_bench
+    from qcompress.bench import BenchConfig, bench_json, load_bench_data, plot_frontier, results_table
 
     data = load_bench_data(corpus, split=split, queries=queries or [], qrels=qrels or [], fit_corpus=fit_corpus,
                            fit_fraction=fit_fraction, transductive=transductive, seed=split_seed)
@@ -146,22 +167,8 @@ def bench_command(
                          seeds=tuple(seeds or BENCH_SEEDS), pseudo_queries=pseudo_queries,
                          pseudo_query_kind=pseudo_query_kind, sample_seed=split_seed, head_steps=head_steps)
     try:
-        with progress() as bars:  # one display: a bar per encoding stage, then one for the runs
-            task = None
-
-            def start(description: str, total: int):
-                stage = bars.add_task(description, total=total)
-                return lambda n: bars.advance(stage, n)
-
-            def on_run(what: str, done: int, total: int) -> None:
-                nonlocal task
-                if task is None:
-                    task = bars.add_task("runs", total=total)
-                bars.update(task, completed=done, description=f"run {min(done + 1, total)}/{total}: {what}")
-
-            result = run_bench(data, config, encoder=encoder, max_length=max_length, batch_size=batch_size,
-                               device=device, cache_dir=cache_folder(cache_dir, None, no_cache), out=out,
-                               progress=start, on_run=on_run)
+        result = _run(data, config, encoder=encoder, max_length=max_length, batch_size=batch_size, device=device,
+                      cache_dir=cache_folder(cache_dir, None, no_cache), out=out)
     except KeyboardInterrupt:
         if out is not None:
             note(f"qcompress bench: interrupted; finished runs are kept in {out / 'results'} (run again to go on)")

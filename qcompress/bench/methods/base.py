@@ -26,7 +26,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -77,9 +77,9 @@ class FitContext:
     device: str | None = None
     cache_dir: Path | None = None  # pooled-output cache holding the fit documents (the head's training reads it)
     work_dir: Path | None = None  # scratch space for the run (deleted afterwards)
+    store_encoder: bool = True  # a trained head's folder holds the encoder (False: names it by its Hub id)
     head_steps: int = 150
     rescore_k: int = 100
-    extra: dict = field(default_factory=dict)
 
 
 class Fitted(Protocol):

@@ -130,7 +130,7 @@ def train_head(qubits: int, seed: int, context: FitContext) -> Path:
            "head_lr": HEAD_LR, "epochs": 1 << 20, "max_steps": context.head_steps, "pseudo_queries": "documents",
            "dataset": str(_fit_file(context)), "encoder": context.encoder, "max_length": context.max_length,
            "cache_dir": str(context.cache_dir) if context.cache_dir else None, "device": context.device,
-           "seed": seed, "output": str(folder), "store_encoder": not context.extra.get("hub_encoder", False)})
+           "seed": seed, "output": str(folder), "store_encoder": context.store_encoder})
     return folder
 
 
