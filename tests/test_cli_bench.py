@@ -130,6 +130,9 @@ def test_the_json_object_says_what_was_run(full_run):
         assert [r["rank"] for r in group] == list(range(1, len(group) + 1))
         recalls = [r["measures"]["pseudo-queries"]["recall@10"]["mean"] for r in group]
         assert recalls == sorted(recalls, reverse=True)
+        pca = [r for r in group if r["method"] == "pca-scalar"]  # 8 B: 32 x 2, 16 x 4, 8 x 8 bits; 16 B: 32 x 4, 16 x 8
+        assert [r["best_split"] for r in pca] == [True] + [False] * (len(pca) - 1)
+        assert {r["splits_in_budget"] for r in pca} == {len(pca)} and len(pca) == (3 if budget == 8 else 2)
 
 
 def test_every_method_reaches_the_bytes_it_claims(full_run):

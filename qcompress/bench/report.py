@@ -13,6 +13,7 @@ deterministic methods, over seeds and queries for randomised ones.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,9 +53,14 @@ def _mean(runs: list[dict], key: str) -> float:
     return sum(r[key] for r in runs) / len(runs)
 
 
+def _primary(row: dict) -> float:
+    return row["measures"][PRIMARY[0]][PRIMARY[1]]["mean"]
+
+
 def summary_rows(result: "BenchResult") -> list[dict]:
     """One row per (method, setting): sizes, times (means over seeds), measures with intervals; sorted by budget,
-    then by rank within it (`rank` 1 is the best; `best_split`: the best setting of its method in the budget)."""
+    then by rank within it (`rank` 1 is the best; `best_split`: the best setting of its method in the budget, out
+    of `splits_in_budget`)."""
     by_label: dict[str, list[dict]] = {}
     for run in result.runs:
         by_label.setdefault(run["label"], []).append(run)
@@ -70,14 +76,16 @@ def summary_rows(result: "BenchResult") -> list[dict]:
             "fit_seconds": _mean(runs, "fit_seconds"), "encode_seconds": _mean(runs, "encode_seconds"),
             "search_seconds": _mean(runs, "search_seconds"), "measures": _measures(runs),
         })
-    primary = lambda row: row["measures"][PRIMARY[0]][PRIMARY[1]]["mean"]  # noqa: E731
-    rows.sort(key=lambda row: (row["budget"], -primary(row), row["label"]))
-    rank, best = 0, set()
+    rows.sort(key=lambda row: (row["budget"], -_primary(row), row["label"]))
+    rank, seen = 0, set()
     for i, row in enumerate(rows):
         rank = 1 if i == 0 or row["budget"] != rows[i - 1]["budget"] else rank + 1
         row["rank"] = rank
-        row["best_split"] = (row["budget"], row["method"]) not in best
-        best.add((row["budget"], row["method"]))
+        row["best_split"] = (row["budget"], row["method"]) not in seen
+        seen.add((row["budget"], row["method"]))
+    splits = Counter((row["budget"], row["method"]) for row in rows)
+    for row in rows:
+        row["splits_in_budget"] = splits[row["budget"], row["method"]]
     return rows
 
 
@@ -118,11 +126,7 @@ def _count(n: int) -> str:
 
 def _setting_text(row: dict) -> str:
     text = " ".join(f"{k}={v}" for k, v in row["setting"].items()) or "-"
-    return text + (" *" if row["best_split"] and _has_splits(row) else "")
-
-
-def _has_splits(row: dict) -> bool:
-    return row["method"] in ("pca-scalar", "rabitq", "head")
+    return text + (" *" if row["best_split"] and row["splits_in_budget"] > 1 else "")
 
 
 def results_table(result: "BenchResult") -> "Table":

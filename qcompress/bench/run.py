@@ -37,8 +37,8 @@ from qcompress.bench.methods import METHODS, FitContext, Refusal, Setting, exact
 from qcompress.bench.results import ResultStore, digest, provenance
 from qcompress.cache import PooledCache, encoder_key, pool_texts
 from qcompress.defaults import BENCH_BYTES, BENCH_HEAD_STEPS, BENCH_METHODS, BENCH_PSEUDO_QUERIES, BENCH_SEEDS
-from qcompress.recipes.peers import DEFAULT_RESCORE_K
 from qcompress.errors import InputError
+from qcompress.recipes.peers import DEFAULT_RESCORE_K
 
 __all__ = ["BenchConfig", "BenchResult", "QuerySet", "run_bench", "plan_runs", "DEPTH"]
 
