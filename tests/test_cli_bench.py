@@ -84,8 +84,10 @@ def test_fit_and_evaluated_documents_that_overlap_are_refused_by_id_and_by_text(
 def test_a_disjoint_fit_corpus_is_accepted_and_the_output_says_inductive(tiny_encoder, corpus, tmp_path):
     fit = _write_corpus(tmp_path / "fit.jsonl", [f"f{i}" for i in range(30)], _texts(30, offset=500))
     out = bench_json(str(corpus), "--fit-corpus", str(fit), "--encoder", tiny_encoder, "--method", "float32",
-                     "--method", "pca-scalar", "--bytes", "8", "--no-cache")
+                     "--method", "pca-scalar", "--bytes", "8", "--no-cache", "--pseudo-query-kind", "spans")
     assert out["protocol"] == "inductive" and (out["fit_documents"], out["evaluated_documents"]) == (30, 80)
+    assert out["pseudo_query_kind"] == "spans" and out["query_sets"][0]["queries"] == 80  # all, fewer than 2,000
+    assert out["rows"][-1]["measures"]["pseudo-queries"]["recall@10"]["mean"] == 1.0  # float32, last
     assert out["description"] == "inductive: fit on 30 documents disjoint from the 80 evaluated"
 
 
