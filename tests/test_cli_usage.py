@@ -119,7 +119,7 @@ def test_cli_choices_are_the_librarys():
 
 # -- --help ----------------------------------------------------------------------------------------------------------
 
-COMMANDS = ["compress", "count-params", "evaluate", "quantize", "recipe", "score", "train"]
+COMMANDS = ["bench", "compress", "count-params", "evaluate", "quantize", "recipe", "score", "train"]
 
 
 def help_text(*args):

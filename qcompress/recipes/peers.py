@@ -20,6 +20,11 @@ into stored document vectors of a known size, plus a way to score a query agains
                product with the documents' +-1 bits re-ranks them (sentence-transformers' rescoring), d/8 bytes
     pq, opq, lsh   product quantization, OPQ and random-hyperplane LSH codes of `code_bytes` bytes
                (`qcompress.recipes.peers_faiss`)
+    pca-scalar PCA to `dim` dimensions + `bits`-bit Lloyd-Max codes per dimension, float32 query
+               (`qcompress.recipes.peers_scalar`): ceil(dim * bits / 8) bytes
+    rabitq     PCA of the normalised embeddings to `dim` dimensions (default: all, a rotation), then faiss's RaBitQ
+               codes of `bits` bits per dimension after a `seed`ed random rotation, float32 query
+               (`qcompress.recipes.peers_rabitq`): faiss's code_size, per-vector factors included
     angles     qubit angles (quantum head or plain tanh encoding) by log-fidelity, float32: 4d bytes
     uint8 angles   the same angles stored as 8-bit codes round(theta / pi * 255) (qcompress.formats), d bytes;
                the query stays float32
@@ -54,12 +59,15 @@ from qcompress.evaluation import Texts
 from qcompress.quantization import dequantize_angles, quantize_angles
 from qcompress.quantum import pairwise_log_fidelity
 from qcompress.recipes.peers_faiss import CODE_METHODS, code_representation
+from qcompress.recipes.peers_rabitq import RABITQ_METHOD, rabitq_representation
+from qcompress.recipes.peers_scalar import SCALAR_METHOD, scalar_representation
 from qcompress.recipes.representation import Representation, cosine, hamming_scores
 from qcompress.search import run_from_pools, run_from_topk, select_topk
 
 __all__ = [
     "PEER_METHODS",
     "CODE_METHODS",
+    "LOW_BIT_METHODS",
     "ANGLE_METHODS",
     "DEFAULT_RESCORE_K",
     "Representation",
@@ -71,6 +79,7 @@ __all__ = [
 PEER_METHODS = ("float32", "float16", "truncate", "pca", "pca-normalised", "int8", "int8+rescore", "binary",
                 "binary+rescore")
 ANGLE_METHODS = ("angles", "uint8 angles", "uint8 angles+uint8 query")
+LOW_BIT_METHODS = (SCALAR_METHOD, RABITQ_METHOD)  # fitted codes of a few bits per dimension, after PCA
 DEFAULT_RESCORE_K = 100
 
 
@@ -209,12 +218,16 @@ def representation(
     similarity: str = "cosine",
     rescore_k: int = DEFAULT_RESCORE_K,
     code_bytes: int | None = None,
+    bits: int | None = None,
+    seed: int | None = None,
 ) -> Representation:
     """Build a representation by name, fit/calibrated on `reference` (the documents' embeddings).
 
-    `method` is one of PEER_METHODS or CODE_METHODS (for vectors compared by cosine), or one of ANGLE_METHODS (for
-    angle embeddings compared by fidelity). `dim` applies to truncate and the two PCAs, `code_bytes` (bytes per
-    stored vector) to pq, opq and lsh; the others keep the full size.
+    `method` is one of PEER_METHODS, CODE_METHODS or LOW_BIT_METHODS (for vectors compared by cosine), or one of
+    ANGLE_METHODS (for angle embeddings compared by fidelity). `dim` applies to truncate, the PCAs and the low-bit
+    methods' PCA, `code_bytes` (bytes per stored vector) to pq, opq and lsh; the others keep the full size. `bits`
+    is the bits per dimension of pca-scalar and rabitq, or per sub-quantizer of pq and opq (default 8); `seed` seeds
+    the randomised ones (pq, opq, lsh, rabitq).
     """
     n_dim = int(reference.shape[1])
     if method in ANGLE_METHODS:
@@ -236,9 +249,14 @@ def representation(
     if method in ("binary", "binary+rescore"):
         return _binary(method, n_dim, rescore_k)
     if method in CODE_METHODS:
-        return code_representation(method, reference, code_bytes=code_bytes)
+        return code_representation(method, reference, code_bytes=code_bytes, nbits=bits, seed=seed)
+    if method == SCALAR_METHOD:
+        return scalar_representation(reference, _pca("pca", reference, _check_dim(method, dim, n_dim)), bits=bits)
+    if method == RABITQ_METHOD:
+        projection = _pca("pca-normalised", reference, _check_dim(method, n_dim if dim is None else dim, n_dim))
+        return rabitq_representation(reference, projection, bits=bits, seed=seed)
     raise ValueError(f"unknown method {method!r}; choose one of "
-                     f"{', '.join(PEER_METHODS + CODE_METHODS + ANGLE_METHODS)}")
+                     f"{', '.join(PEER_METHODS + CODE_METHODS + LOW_BIT_METHODS + ANGLE_METHODS)}")
 
 
 def _query_rows(q: object, row: int) -> object:

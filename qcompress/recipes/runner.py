@@ -131,7 +131,7 @@ def _evaluate_rows(spec: RunSpec, cfg: dict, model, frozen: bool, cache_dir: Pat
         for row, (_, method, _) in zip(rows, reps):
             rep = representation(method, d, dim=row["params"].get("dim"), similarity=similarity,
                                  rescore_k=int(cfg.get("rescore_k", DEFAULT_RESCORE_K)),
-                                 code_bytes=row["params"].get("bytes"))
+                                 code_bytes=row["params"].get("bytes"), bits=row["params"].get("bits"))
             run = rank_with(rep, texts, q, d, top_k=int(item["top_k"]))
             mean, per_query = evaluate_run(run, collection.qrels, collection.relevance_level, tuple(METRICS))
             row["bytes_per_vector"] = rep.bytes_per_vector
