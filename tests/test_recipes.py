@@ -16,6 +16,7 @@ from qcompress.search import select_topk
 
 from conftest import WORDS, make_tiny_bert
 from qcompress import recipes
+from qcompress.recipes.bench_profile import BENCH_KEYS
 from qcompress.errors import InputError
 from qcompress.recipes import peers, runner
 
@@ -71,6 +72,9 @@ def test_recipe_files_parse_and_expand(path):
     assert set(recipe["profiles"]) >= {"paper", "offline"}
     for profile in recipe["profiles"]:
         cfg = recipes.profile_config(recipe, profile)
+        if "bench" in cfg:  # a `qcompress bench` profile: its settings are the command's (test_bench_profile.py)
+            assert set(cfg["bench"]) <= set(BENCH_KEYS) and len(cfg["bench"].get("seeds", [])) >= 3
+            continue
         specs = recipes.expand_runs(cfg)
         assert specs, f"{path.name}/{profile} has no runs"
         # Every compared row exists: a run's label, or its label with a stored form after it ("... uint8").

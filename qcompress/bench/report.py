@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
     from qcompress.bench.run import BenchResult
 
-__all__ = ["PRIMARY", "summary_rows", "bench_json", "results_table", "plot_frontier"]
+__all__ = ["PRIMARY", "summary_rows", "bench_json", "results_table", "plot_frontier", "markdown_table",
+           "markdown_comparisons"]
 
 PRIMARY = ("pseudo-queries", "recall@10")  # what rows are ranked by
 _MEASURES = ("recall@10", "recall@100", "ndcg@10")
@@ -165,7 +166,7 @@ def _caption(result: "BenchResult") -> str:
                      for s in _query_sets(result))
     refused = "; ".join(f"{r.family} at {r.budget} B refused: {r.reason}" for r in result.refusals)
     return (f"recall@k: share of the float32 encoder's exact top k (cosine) over the evaluated documents that a "
-            f"method's top k keeps. Queries: {sets}. Mean ± half-width of the 95% interval (over queries; over "
+            f"method's top k keeps. Queries: {sets}. Each value: the mean and its 95% interval (over queries; over "
             f"seeds and queries for randomised methods). Ranked within each budget by recall@10 on the "
             f"pseudo-queries; * the best split of its method at that budget. fitted: numbers fitted or trained "
             f"on the fit documents, stored once (PCA axes, levels, codebooks, rotations, a head). Encoder "
@@ -216,3 +217,44 @@ def plot_frontier(result: "BenchResult", path: str | Path) -> Path:
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+def _md_cell(measure: dict | None) -> str:
+    if measure is None or math.isnan(measure["mean"]):
+        return ""
+    return f"{measure['mean']:.4f} [{measure['low']:.3f}, {measure['high']:.3f}]"
+
+
+def markdown_table(result: "BenchResult") -> str:
+    """The table as markdown (for docs/results.md): budgets in increasing order, methods ranked within each,
+    each value with its 95% interval."""
+    sets = [qs for qs in result.query_sets]
+    judged = [qs.name for qs in sets if qs.name != "pseudo-queries" and qs.queries.judged()]
+    columns = [("pseudo-queries", "recall@10"), ("pseudo-queries", "recall@100")]
+    columns += [(name, "ndcg@10") for name in judged[:1]]
+    head = ["bytes", "rank", "method", "setting", "seeds", "stored B", "in memory B", "fitted"]
+    head += [f"{m} ({q}) [95% CI]" for q, m in columns] + ["fit s", "search s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("--:" if h not in ("method", "setting") else "---"
+                                                              for h in head) + "|"]
+    for row in summary_rows(result):
+        seeds = str(len(row["seeds"])) if row["seeds"] else "deterministic"
+        cells = [f"{row['budget']:g}", str(row["rank"]), row["method"], _setting_text(row), seeds,
+                 f"{row['bytes_stored']:g}", f"{row['bytes_resident']:g}", _count(row["fitted_numbers"])]
+        cells += [_md_cell(row["measures"].get(q, {}).get(m)) for q, m in columns]
+        cells += [f"{row['fit_seconds']:.1f}", f"{row['search_seconds']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([f"{result.data.collection}: {result.data.describe()}.", "", *lines, "", _caption(result)])
+
+
+def markdown_comparisons(entries: list[dict]) -> str:
+    """The paired comparisons (`qcompress.bench.compare.compare`) as markdown."""
+    lines = ["| bytes | first | second | measure | Δ = first − second [95% CI] | seeds | p | p Holm | reading |",
+             "|--:|---|---|---|--:|--:|--:|--:|---|"]
+    for e in entries:
+        low, high = e["interval"]
+        seeds = " / ".join(str(s) for s in e["seeds"])
+        p = "<0.001" if e["p"] < 0.001 else f"{e['p']:.3f}"
+        holm = "<0.001" if e["p_holm"] < 0.001 else f"{e['p_holm']:.3f}"
+        lines.append(f"| {e['budget']:g} | {e['first']} | {e['second']} | {e['measure']} ({e['query_set']}) | "
+                     f"{e['difference']:+.4f} [{low:+.3f}, {high:+.3f}] | {seeds} | {p} | {holm} | {e['reading']} |")
+    return "\n".join(lines)

@@ -199,8 +199,10 @@ def _work_cache(cache_dir: str | Path | None, model) -> Iterator[tuple[PooledCac
 def run_bench(data: BenchData, config: BenchConfig = BenchConfig(), *, encoder: str | None = None,
               max_length: int | None = None, batch_size: int = 64, device: str | None = None,
               cache_dir: str | Path | None = None, out: str | Path | None = None,
-              progress: Progress | None = None, on_run: OnRun | None = None) -> BenchResult:
-    """Run every method of `config` on `data` (module docstring); with `out`, results are kept and reused."""
+              progress: Progress | None = None, on_run: OnRun | None = None,
+              stored_only: bool = False) -> BenchResult:
+    """Run every method of `config` on `data` (module docstring); with `out`, results are kept and reused
+    (`stored_only`: only those, running nothing new: a report of what has finished)."""
     from qcompress.model import build_model
 
     unknown = [m for m in config.methods if m not in METHODS]
@@ -226,6 +228,8 @@ def run_bench(data: BenchData, config: BenchConfig = BenchConfig(), *, encoder: 
             result = store.get(item.setting.label, item.seed, key)
             if on_run is not None:
                 on_run(label + (" (done before)" if result is not None else ""), i, len(planned))
+            if result is None and stored_only:
+                continue
             if result is None:
                 with single_threaded():
                     result = dict(_run_one(item, fit, docs, query_sets, data.evaluated.ids, context), key=key,

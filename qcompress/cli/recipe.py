@@ -79,6 +79,7 @@ def recipe_command(
         qcompress recipe recipes/sizes.toml recipes/peers.toml --dry-run
         qcompress recipe recipes/variants.toml --profile paper --set train.max_steps=2 --only QBEC
     """
+    from qcompress.recipes.bench_profile import export_bench, is_bench, run_bench_profile
     from qcompress.recipes.config import expand_runs, load_recipe, profile_config
     from qcompress.recipes.report import aggregate, export as export_runs, update_doc as replace_table
     from qcompress.recipes.runner import current_result, run_recipe
@@ -91,6 +92,20 @@ def recipe_command(
         cfg = profile_config(recipe, profile, overrides)
         if device is not None:  # where models run; not part of a run's identity (config_key)
             cfg["device"] = device
+        rerun = " ".join(["qcompress recipe", str(path), "--profile", profile] + [f"--set {o}" for o in overrides])
+        if is_bench(cfg):
+            if dry_run:
+                done = len(list((out / recipe["name"] / profile / "results").glob("*.json")))
+                print(f"{recipe['name']}/{profile}\tbench\t{done} run(s) finished")
+                continue
+            written = run_bench_profile(recipe, profile, cfg, out, run=not aggregate_only, allow_dirty=allow_dirty,
+                                        command=rerun, log=_log)
+            if export is not None:
+                export_bench(recipe, profile, out, export)
+            if update_doc is not None:
+                replace_table(update_doc, f"{recipe['name']}/{profile}", written)
+            print(f"{recipe['name']}/{profile}: {written}", flush=True)
+            continue
         if dry_run:
             folder = out / recipe["name"] / profile
             for spec in expand_runs(cfg):
@@ -99,7 +114,6 @@ def recipe_command(
             continue
         if not aggregate_only:
             run_recipe(recipe, profile, cfg, out, only=only or [], keep_models=keep_models, log=_log)
-        rerun = " ".join(["qcompress recipe", str(path), "--profile", profile] + [f"--set {o}" for o in overrides])
         written = aggregate(recipe, profile, cfg, out, command=rerun, allow_dirty=allow_dirty)
         if export is not None:
             export_runs(recipe, profile, cfg, out, export)

@@ -122,6 +122,9 @@ def profile_config(recipe: dict, profile: str, overrides: Sequence[str] = ()) ->
     cfg.setdefault("runs", [])
     for i, plot in enumerate(cfg.get("plots", [])):
         plain_name(plot.get("file") if isinstance(plot, dict) else plot, f"plots[{i}].file", path)
+    if isinstance(cfg.get("bench"), dict):  # a `qcompress bench` profile (qcompress.recipes.bench_profile)
+        plain_name(cfg["bench"].get("plot", "x.png"), "bench.plot", path)
+        return cfg
     if not cfg.get("evaluate"):
         raise InputError(f"profile {profile!r} of {recipe['name']!r} has no `evaluate` sets", file=path,
                          field="evaluate")
