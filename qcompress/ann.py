@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from qcompress.atomic import atomic_dir
-from qcompress.errors import InputError
+from qcompress.errors import InputError, MissingDependency
 from qcompress.formats.embeddings import count_embedding_rows, read_embedding_metadata, scan_embeddings
 from qcompress.quantization import decode_codes
 from qcompress.quantum import log_cos2_half
@@ -64,7 +64,7 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise InputError("the approximate index needs faiss: pip install faiss-cpu") from None
+        raise MissingDependency("faiss-cpu", "the approximate index", module="faiss") from None
     return faiss
 
 
@@ -131,7 +131,7 @@ def build_index(
         raise InputError("holds no rows; nothing to index", file=corpus)
     nlist = default_nlist(rows) if nlist is None else nlist
     if isinstance(nlist, bool) or not isinstance(nlist, int) or not 1 <= nlist <= rows:
-        raise ValueError(f"nlist must be an integer from 1 to the corpus's {rows} rows, got {nlist!r}")
+        raise InputError(f"nlist must be an integer from 1 to the corpus's {rows} rows, got {nlist!r}")
     codes, dim = meta["encoding"] == "uint8", int(meta["dim"])
     faiss.omp_set_num_threads(torch.get_num_threads())
     index = faiss.index_factory(2 * dim, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
@@ -235,7 +235,7 @@ class ApproximateIndex:
         k = check_k(k)
         for name, value in (("nprobe", nprobe), ("rerank", rerank)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
         queries = _float_angles(queries, "queries")
         check_dims(queries, self.dim)
         k = min(k, self.rows)

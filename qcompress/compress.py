@@ -129,7 +129,7 @@ def compress(
     column = model.output_kind
     check_encoding(encoding, column)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     records = iter(records)
     with EmbeddingWriter(
         out, dim=model.dim, metadata=embedding_metadata(model, role), encoding=encoding, column=column, resume=resume,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from qcompress.errors import InputError
 from qcompress.quantum import QuantumHead, _check_sizes
 
 HEAD_KINDS = ("none", "linear", "quantum")
@@ -42,9 +43,9 @@ def classical_head_num_parameters(in_dim: int, out_dim: int) -> int:
 def build_head(kind: str, in_dim: int, out_dim: int | None) -> nn.Module | None:
     """`none` -> None, `linear` -> ClassicalHead, `quantum` -> QuantumHead."""
     if kind not in HEAD_KINDS:
-        raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
+        raise InputError(f"unknown head {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
     if kind == "none":
         return None
     if out_dim is None:
-        raise ValueError(f"a {kind} head needs an output size (--dim)")
+        raise InputError(f"a {kind} head needs an output size (--dim)")
     return ClassicalHead(in_dim, out_dim) if kind == "linear" else QuantumHead(in_dim, out_dim)

@@ -72,7 +72,7 @@ class ModelConfig:
         problem = self._problem()
         if problem is not None:
             field, message = problem
-            raise ValueError(f"{field}: {message}")
+            raise InputError(f"{field}: {message}")
 
     def _problem(self) -> tuple[str, str] | None:
         """(field, what is wrong) for the first invalid field, or None."""
@@ -128,11 +128,11 @@ class ModelConfig:
         """A new model's config: `dim` defaults to in_dim without a head, `similarity` to the head's own; `fields`
         sets the others (pooling, prompts, base model...)."""
         if head not in HEAD_KINDS:
-            raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEAD_KINDS)}")
+            raise InputError(f"unknown head {head!r}; choose one of {', '.join(HEAD_KINDS)}")
         if head == "none" and dim is None:
             dim = in_dim
         if dim is None:
-            raise ValueError(f"a {head} head needs an output size (dim)")
+            raise InputError(f"a {head} head needs an output size (dim)")
         return cls(encoder=encoder or DEFAULT_ENCODER, head=head, in_dim=in_dim, dim=dim,
                    similarity=similarity or DEFAULT_SIMILARITY[head], max_length=max_length, normalize=normalize,
                    **fields)

@@ -19,6 +19,8 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import torch
 from torch import Tensor
 
+from qcompress.errors import InputError
+
 __all__ = ["select_topk", "search_workers"]
 
 T = TypeVar("T")
@@ -33,7 +35,7 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 22  # numbers per temporary, by default
 
 def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer (the number of results per query), got {k!r}")
+        raise InputError(f"k must be a positive integer (the number of results per query), got {k!r}")
     return k
 
 
@@ -53,7 +55,7 @@ def check_finite(x: Tensor, name: str) -> None:
 
 def check_dims(queries: Tensor, dim: int) -> None:
     if queries.shape[1] != dim:
-        raise ValueError(
+        raise InputError(
             f"queries have {queries.shape[1]} qubits but the corpus has {dim}; compare embeddings from the same model"
         )
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qcompress.errors import InputError
 from qcompress.quantum import log_fidelity, pairwise_log_fidelity
 
 SIMILARITIES = ("cosine", "fidelity")
@@ -13,7 +14,7 @@ SIMILARITIES = ("cosine", "fidelity")
 
 def check_similarity(name: str) -> str:
     if name not in SIMILARITIES:
-        raise ValueError(f"unknown similarity {name!r}; choose one of {', '.join(SIMILARITIES)}")
+        raise InputError(f"unknown similarity {name!r}; choose one of {', '.join(SIMILARITIES)}")
     return name
 
 
@@ -27,7 +28,7 @@ def pairwise_scores(queries: Tensor, docs: Tensor, similarity: str) -> Tensor:
     if check_similarity(similarity) == "fidelity":
         return pairwise_log_fidelity(queries, docs)
     if queries.shape[-1] != docs.shape[-1]:
-        raise ValueError(f"vectors have different sizes: {queries.shape[-1]} and {docs.shape[-1]}")
+        raise InputError(f"vectors have different sizes: {queries.shape[-1]} and {docs.shape[-1]}")
     return F.normalize(queries, dim=-1) @ F.normalize(docs, dim=-1).T
 
 

@@ -19,6 +19,7 @@ from qcompress.cli.options import (
     DEFAULT_BATCH_SIZE, BatchSize, CacheDir, Device, Encoder, Head, LegacyCache, MaxLength, ModelDir, NoCache,
     Revision, Similarity, TrustRemoteCode, value,
 )
+from qcompress.errors import InputError
 
 STDOUT = "-"
 
@@ -157,8 +158,8 @@ def _output_path(input_path: str, output: Optional[str]) -> Optional[Path]:
     return default
 
 
-def _empty_input(input_path: str, what: str) -> ValueError:
-    return ValueError(f"{input_path}: no records to compress (empty input); pass --allow-empty to write {what}")
+def _empty_input(input_path: str, what: str) -> InputError:
+    return InputError(f"no records to compress (empty input); pass --allow-empty to write {what}", file=input_path)
 
 
 def _compress_local(input_path: str, output: Path, spec, encoding: str, batch_size: int, resume: bool,

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from qcompress import search
 from qcompress.cache import encode
+from qcompress.errors import InputError
 from qcompress.evaluation.metrics import METRICS, Run, evaluate_run, measure_run
 from qcompress.evaluation.protocols import collection_texts
 from qcompress.similarity import check_similarity, pairwise_scores
@@ -76,7 +77,7 @@ def rank(
         {'q1': {'d1': 1.0}}
     """
     if top_k <= 0:
-        raise ValueError(f"top_k must be positive, got {top_k}")
+        raise InputError(f"top_k must be positive, got {top_k}")
     progress = progress or _no_progress
     gathered = collection_texts(collection, protocol, first_stage=first_stage, top_k=top_k)
     qids, doc_ids, pools = gathered.qids, gathered.doc_ids, gathered.pools

@@ -27,13 +27,18 @@ Example:
 
 from __future__ import annotations
 
-import faiss
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qcompress.errors import InputError, require
 from qcompress.recipes.representation import Representation, hamming_scores
+
+if TYPE_CHECKING:
+    import faiss
 
 __all__ = ["CODE_METHODS", "CODE_BITS", "code_representation"]
 
@@ -41,12 +46,17 @@ CODE_METHODS = ("pq", "opq", "lsh")
 CODE_BITS = 8  # bits per PQ sub-quantizer: 256 centroids, one byte per sub-vector (the usual PQ setting)
 
 
+def _faiss():
+    """faiss, imported when a code method is fitted: recipes without one run without it."""
+    return require("faiss", "the recipes' PQ, OPQ and LSH baselines", package="faiss-cpu")
+
+
 def _unit(e: Tensor) -> np.ndarray:
     return np.ascontiguousarray(F.normalize(e.detach().float(), dim=-1).cpu().numpy())
 
 
 def _trained_pq(x: np.ndarray, m: int) -> faiss.ProductQuantizer:
-    pq = faiss.ProductQuantizer(x.shape[1], m, CODE_BITS)
+    pq = _faiss().ProductQuantizer(x.shape[1], m, CODE_BITS)
     # k-means over a corpus of a few thousand documents is below faiss's 39 points per centroid; it trains all the
     # same (every sub-space has n >= 256 points), and saying so once here beats a warning per sub-quantizer.
     pq.cp.min_points_per_centroid = 1
@@ -58,14 +68,14 @@ def _product_quantization(method: str, reference: Tensor, m: int) -> Representat
     """PQ (or OPQ) with m one-byte sub-quantizers, trained on the L2-normalised reference."""
     n, n_dim = reference.shape
     if n_dim % m:
-        raise ValueError(f"{method} cuts {n_dim} dimensions into code_bytes={m} sub-vectors: {m} must divide {n_dim}")
+        raise InputError(f"{method} cuts {n_dim} dimensions into code_bytes={m} sub-vectors: {m} must divide {n_dim}")
     if n < 2**CODE_BITS:
-        raise ValueError(f"{method} trains {2**CODE_BITS} centroids per sub-quantizer on the reference documents: "
+        raise InputError(f"{method} trains {2**CODE_BITS} centroids per sub-quantizer on the reference documents: "
                          f"needs at least {2**CODE_BITS} of them, got {n}")
     x = _unit(reference)
     rotation = None
     if method == "opq":
-        rotation = faiss.OPQMatrix(n_dim, m)
+        rotation = _faiss().OPQMatrix(n_dim, m)
         rotation.pq = _trained_pq(x, m)  # the rotation's own inner PQ, quiet like the final one
         rotation.train(x)
         x = rotation.apply(x)
@@ -94,7 +104,7 @@ def _lsh(reference: Tensor, code_bytes: int) -> Representation:
     n_dim = int(reference.shape[1])
     # rotate_data: a random rotation drawn by faiss with a fixed seed; thresholds at 0 (hyperplanes through the
     # origin), so nothing is fit on the documents.
-    index = faiss.IndexLSH(n_dim, 8 * code_bytes, True, False)
+    index = _faiss().IndexLSH(n_dim, 8 * code_bytes, True, False)
 
     def codes(e: Tensor) -> np.ndarray:
         return index.sa_encode(_unit(e))
@@ -105,9 +115,9 @@ def _lsh(reference: Tensor, code_bytes: int) -> Representation:
 def code_representation(method: str, reference: Tensor, *, code_bytes: int | None) -> Representation:
     """A PQ, OPQ or LSH representation of `code_bytes` bytes per vector, fit on `reference` (the documents)."""
     if method not in CODE_METHODS:
-        raise ValueError(f"unknown code method {method!r}; choose one of {', '.join(CODE_METHODS)}")
+        raise InputError(f"unknown code method {method!r}; choose one of {', '.join(CODE_METHODS)}")
     if code_bytes is None or code_bytes <= 0:
-        raise ValueError(f"{method} needs code_bytes > 0, got {code_bytes}")
+        raise InputError(f"{method} needs code_bytes > 0, got {code_bytes}")
     if method == "lsh":
         return _lsh(reference, int(code_bytes))
     return _product_quantization(method, reference, int(code_bytes))
