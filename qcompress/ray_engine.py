@@ -280,6 +280,8 @@ def _run_pool(ray, records: Sequence[tuple[str, str]], chunk: int, pool: _Pool, 
             if on_rows is not None:
                 on_rows(rows)
     except Exception as err:  # noqa: BLE001 - Ray wraps worker failures in many types
+        # One error line, not an internal error: the cause is usually the model or the cluster, and the worker's
+        # traceback is in Ray's logs, not in this process (--debug could not show it).
         raise InputError(
             f"the Ray job failed after {written:,} of {len(records):,} rows ({_first_line(err)}); nothing was "
             f"written to {output} (Ray's logs: /tmp/ray/session_latest/logs)"
