@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from qcompress.defaults import DEFAULT_BATCH_SIZE
+from qcompress.errors import InputError
 
 __all__ = ["DEFAULT_BATCH_SIZE", "longest_first", "map_batches", "eval_mode"]
 
@@ -29,7 +30,7 @@ __all__ = ["DEFAULT_BATCH_SIZE", "longest_first", "map_batches", "eval_mode"]
 def longest_first(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
     """Indices of `texts` in batches of `batch_size`, longest text first (ties keep input order)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from qcompress.atomic import atomic_file
 from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
+from qcompress.errors import InputError
 from qcompress.sorted_runs import SortedRuns
 
 __all__ = ["CACHE_ENV", "PooledCache", "resolve_cache_dir", "pool_texts", "encode", "project_pooled", "weights_digest",
@@ -129,7 +130,7 @@ def _safetensors_array(path: Path, name: str) -> np.memmap:
             raise ValueError("byte range and shape disagree")
         return np.memmap(path, dtype=dtype, mode="r", offset=8 + size + start, shape=shape)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: damaged cache shard ({err}); delete it (the cache only saves time)") from None
+        raise InputError(f"{path}: damaged cache shard ({err}); delete it (the cache only saves time)") from None
 
 
 class PooledCache:
@@ -158,7 +159,7 @@ class PooledCache:
     def _register(self, shard: Path) -> None:
         keys = np.array(_safetensors_array(shard, "keys"))
         if keys.ndim != 2 or keys.shape[1] != KEY_BYTES:
-            raise ValueError(f"{shard}: damaged cache shard (keys of shape {keys.shape}); delete it")
+            raise InputError(f"{shard}: damaged cache shard (keys of shape {keys.shape}); delete it")
         number = len(self._shards)
         self._shards.append(shard)
         self._keys.append(keys)

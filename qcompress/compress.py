@@ -147,9 +147,9 @@ def compress(
     column = model.output_kind
     check_encoding(encoding, column)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if encoding != "float32" and bits:
-        raise ValueError(f"{encoding} encoding and {bits}-bit codes are two ways to store the angles; choose one")
+        raise InputError(f"{encoding} encoding and {bits}-bit codes are two ways to store the angles; choose one")
     bits = stored_bits(model, bits) if encoding == "float32" else 0
     records = iter(records)
 

@@ -189,7 +189,7 @@ def transformer_layers(model: nn.Module) -> nn.ModuleList:
             return obj
     lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     if not lists:
-        raise ValueError(f"cannot find the transformer layers of {type(model).__name__}; use --train-layers 0")
+        raise InputError(f"cannot find the transformer layers of {type(model).__name__}; use --train-layers 0")
     return max(lists, key=len)
 
 
@@ -200,14 +200,14 @@ def set_trainable_layers(model: nn.Module, n: int) -> list[str]:
     layer[-0] is layer[0]); this does what they intended, the last n.
     """
     if n < 0:
-        raise ValueError(f"--train-layers must be >= 0, got {n}")
+        raise InputError(f"--train-layers must be >= 0, got {n}")
     for p in model.parameters():
         p.requires_grad_(False)
     if n == 0:
         return []
     layers = transformer_layers(model)
     if n > len(layers):
-        raise ValueError(f"--train-layers {n} is more than the {len(layers)} layers this encoder has")
+        raise InputError(f"--train-layers {n} is more than the {len(layers)} layers this encoder has")
     for layer in list(layers)[-n:]:
         for p in layer.parameters():
             p.requires_grad_(True)

@@ -1,8 +1,12 @@
-"""One error type for bad input, formatted so that a user can find and fix the problem in one look."""
+"""The two kinds of error a user can fix: bad input (a file, a line, a field, an argument) and a missing optional
+package. The CLI prints either as one line; anything else is a bug in qcompress (qcompress.cli._common.cli_errors)."""
 
 from __future__ import annotations
 
+import importlib
+import re
 from os import PathLike
+from types import ModuleType
 
 
 class InputError(ValueError):
@@ -30,3 +34,47 @@ class InputError(ValueError):
         if field is not None:
             where += f'field "{field}": '
         super().__init__(where + message)
+
+
+class MissingDependency(ImportError):
+    """A package that one feature needs is not installed: `install` is the pip command that adds it.
+
+    An ImportError, not an InputError: the input is fine (the same command works once the package is there), and
+    `except ImportError` is how Python code falls back when an optional package is absent.
+
+    Example:
+        >>> err = MissingDependency("ray", "--engine ray", extra="ray")
+        >>> str(err)
+        "--engine ray needs ray, which is not installed: pip install 'qcompress[ray]'"
+        >>> MissingDependency("faiss-cpu", "the approximate index", module="faiss").install
+        'pip install faiss-cpu'
+    """
+
+    def __init__(self, package: str, needed_for: str, *, extra: str | None = None, module: str | None = None) -> None:
+        self.package, self.extra, self.needed_for = package, extra, needed_for
+        if extra is not None:
+            self.install = f"pip install 'qcompress[{extra}]'"
+        else:  # a requirement such as "tomli>=2" needs quotes in a shell, a plain name does not
+            self.install = f"pip install {package}" if re.fullmatch(r"[\w.-]+", package) else f"pip install '{package}'"
+        super().__init__(f"{needed_for} needs {package}, which is not installed: {self.install}",
+                         name=module or package)
+
+
+def require(module: str, needed_for: str, *, package: str | None = None, extra: str | None = None) -> ModuleType:
+    """Import and return `module`, or raise MissingDependency naming `package` (default: the module's name) and the
+    qcompress `extra` that installs it.
+
+    Example:
+        >>> require("json", "reading runs").__name__
+        'json'
+        >>> require("no_such_module_here", "this example", package="no-such-package")
+        Traceback (most recent call last):
+        ...
+        qcompress.errors.MissingDependency: this example needs no-such-package, which is not installed: pip install no-such-package
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        if err.name is not None and module != err.name and not module.startswith(err.name + "."):
+            raise  # the package is there but one of its own imports failed: not ours to explain
+        raise MissingDependency(package or module, needed_for, extra=extra, module=module) from None

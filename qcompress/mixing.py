@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from qcompress.defaults import MIXINGS
+from qcompress.errors import InputError
 
 __all__ = ["MIXINGS", "InputMixing", "hadamard_rotation", "mixing_fitted_numbers"]
 
@@ -75,7 +76,7 @@ def mixing_fitted_numbers(kind: str, in_dim: int) -> int:
         [0, 768, 384, 147840]
     """
     if kind not in MIXINGS:
-        raise ValueError(f"unknown mixing {kind!r}; choose one of {', '.join(MIXINGS)}")
+        raise InputError(f"unknown mixing {kind!r}; choose one of {', '.join(MIXINGS)}")
     return {"none": 0, "permute": 2 * in_dim, "hadamard": in_dim, "pca": in_dim * in_dim + in_dim}[kind]
 
 
@@ -90,7 +91,7 @@ class InputMixing(nn.Module):
     def __init__(self, kind: str, in_dim: int) -> None:
         super().__init__()
         if kind not in MIXINGS or kind == "none":
-            raise ValueError(f"unknown mixing {kind!r}; choose one of {', '.join(MIXINGS[1:])}")
+            raise InputError(f"unknown mixing {kind!r}; choose one of {', '.join(MIXINGS[1:])}")
         self.kind, self.in_dim = kind, in_dim
         self.register_buffer("mean", torch.zeros(in_dim))
         if kind == "pca":
@@ -108,7 +109,7 @@ class InputMixing(nn.Module):
         """Fit the mixing on pooled vectors (rows: texts), in float64."""
         x = pooled.detach().double().cpu()
         if x.dim() != 2 or x.shape[0] < 2:
-            raise ValueError(f"fitting a mixing needs at least 2 pooled vectors (rows), got shape {tuple(x.shape)}")
+            raise InputError(f"fitting a mixing needs at least 2 pooled vectors (rows), got shape {tuple(x.shape)}")
         mixing = cls(kind, x.shape[1])
         mean = x.mean(0)
         centred = x - mean

@@ -51,7 +51,8 @@ __all__ = ["ModelConfig", "QCompressModel", "ModelSpec", "build_model", "load_mo
 HEAD_WEIGHTS = "head.safetensors"
 MIXING_WEIGHTS = "mixing.safetensors"
 ENCODER_DIR = "encoder"
-# Where the trained default model folder ships with the package (qcompress/default_model/).
+# The trained default model folder shipped with the package: a head-only folder (a 384 -> 128 quantum head with
+# pca mixing over the frozen all-MiniLM-L6-v2, named by Hub id), distilled by recipes/default-head.sh.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
 
@@ -122,7 +123,7 @@ class QCompressModel(nn.Module):
         if role is None:
             return ""
         if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)} (or None), got {role!r}")
+            raise InputError(f"role must be one of {', '.join(ROLES)} (or None), got {role!r}")
         return self.config.query_prompt if role == "query" else self.config.document_prompt
 
     def prompted(self, texts: Sequence[str], role: str | None) -> list[str]:
@@ -188,7 +189,7 @@ class QCompressModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if not store_encoder and (self.config.encoder_trained or not self.config.base_model):
-            raise ValueError("store_encoder=False needs a frozen encoder that has a Hub id (base_model)")
+            raise InputError("store_encoder=False needs a frozen encoder that has a Hub id (base_model)")
         config = self.config.replace(encoder=ENCODER_DIR, encoder_revision=None) if store_encoder else \
             self.config.replace(encoder=self.config.base_model, encoder_revision=self.config.base_model_revision)
         state = None
@@ -378,12 +379,12 @@ class ModelSpec:
     def __post_init__(self) -> None:
         chosen = (self.similarity, self.pooling, self.query_prompt, self.document_prompt)
         if self.model_dir is not None and any(value is not None for value in chosen):
-            raise ValueError("a model folder names its own similarity, pooling and prompts; give a folder or an "
+            raise InputError("a model folder names its own similarity, pooling and prompts; give a folder or an "
                              "encoder")
         if self.model_dir is None and self.encoder is None:
-            raise ValueError("name a model: a model folder, or an encoder (used without a head)")
+            raise InputError("name a model: a model folder, or an encoder (used without a head)")
         if self.max_length is not None and not _positive_int(self.max_length):
-            raise ValueError(f"max_length must be a positive integer, got {self.max_length!r}")
+            raise InputError(f"max_length must be a positive integer, got {self.max_length!r}")
 
     @property
     def label(self) -> str:

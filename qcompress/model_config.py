@@ -72,7 +72,7 @@ class ModelConfig:
         problem = self._problem()
         if problem is not None:
             field, message = problem
-            raise ValueError(f"{field}: {message}")
+            raise InputError(f"{field}: {message}")
 
     def _problem(self) -> tuple[str, str] | None:
         """(field, what is wrong) for the first invalid field, or None."""
@@ -131,7 +131,7 @@ class ModelConfig:
         if not kind.has_dim and dim is None:
             dim = in_dim
         if dim is None:
-            raise ValueError(f"a {head} head needs an output size (dim)")
+            raise InputError(f"a {head} head needs an output size (dim)")
         return cls(encoder=encoder or DEFAULT_ENCODER, head=head, in_dim=in_dim, dim=dim,
                    similarity=similarity or kind.default_similarity, max_length=max_length, normalize=normalize,
                    **fields)

@@ -60,7 +60,7 @@ def pool_hidden(hidden: Tensor, attention_mask: Tensor, mode: str) -> Tensor:
             index = torch.where(mask, positions, -1).max(dim=1).values
         index = index.clamp(0, mask.shape[1] - 1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
-    raise ValueError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLINGS)}")
+    raise InputError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLINGS)}")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qcompress.errors import InputError
+
 __all__ = ["ENCODINGS", "DECODE", "quantize_angles", "dequantize_angles", "decode_codes", "check_encoding"]
 
 ENCODINGS = ("float32", "uint8")
@@ -34,12 +36,12 @@ def check_encoding(encoding: str, output_kind: str) -> str:
         >>> check_encoding("uint8", "vectors")
         Traceback (most recent call last):
         ...
-        ValueError: uint8 encoding quantises qubit angles in [0, pi]; this model outputs cosine vectors, which are stored as float32
+        qcompress.errors.InputError: uint8 encoding quantises qubit angles in [0, pi]; this model outputs cosine vectors, which are stored as float32
     """
     if encoding not in ENCODINGS:
-        raise ValueError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+        raise InputError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
     if encoding == "uint8" and output_kind != "angles":
-        raise ValueError(
+        raise InputError(
             "uint8 encoding quantises qubit angles in [0, pi]; this model outputs cosine vectors, which are stored "
             "as float32"
         )

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from qcompress.errors import InputError
+
 __all__ = [
     "encode_angles",
     "log_cos2_half",
@@ -66,7 +68,7 @@ def log_cos2_half(delta: Tensor) -> Tensor:
 
 def _check_pair(a: Tensor, b: Tensor) -> None:
     if a.shape[-1] != b.shape[-1]:
-        raise ValueError(
+        raise InputError(
             f"angle tensors have different numbers of qubits: {a.shape[-1]} and {b.shape[-1]} "
             f"(shapes {tuple(a.shape)} and {tuple(b.shape)}); compare embeddings from the same model"
         )
@@ -162,9 +164,9 @@ def pairwise_log_fidelity_trainable(queries: Tensor, docs: Tensor) -> Tensor:
 def _check_sizes(in_dim: int, out_dim: int) -> None:
     for name, value in (("in_dim", in_dim), ("out_dim", out_dim)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
     if out_dim > in_dim:
-        raise ValueError(
+        raise InputError(
             f"out_dim ({out_dim}) is larger than in_dim ({in_dim}): the head compresses, choose out_dim <= in_dim"
         )
 

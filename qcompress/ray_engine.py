@@ -50,25 +50,23 @@ import torch
 from qcompress.atomic import atomic_dir
 from qcompress.batching import DEFAULT_BATCH_SIZE
 from qcompress.compress import embedding_metadata, model_id
+from qcompress.errors import InputError, MissingDependency, require
 from qcompress.formats import EmbeddingWriter, read_parquet_texts, read_texts
 from qcompress.model import ModelSpec
 from qcompress.quantization import check_encoding
 
 __all__ = ["INSTALL_HINT", "require_ray", "read_records", "compress_ray", "RayCompressResult"]
 
-INSTALL_HINT = "--engine ray needs Ray, an optional extra: pip install 'qcompress[ray]'"
+INSTALL_HINT = str(MissingDependency("ray", "--engine ray", extra="ray"))
 MAX_RESTARTS = 3  # restarts per actor after it dies (Ray's default, -1, restarts forever)
 MAX_TASK_RETRIES = 3  # retries of a block whose actor died while encoding it
 MAX_CHUNK = 4096  # rows per block = per output file, as the local path's row groups
 
 
 def require_ray():
-    """Import and return `ray` (with ray.data), or raise ValueError telling how to install it."""
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise ValueError(INSTALL_HINT) from None
+    """Import and return `ray` (with ray.data), or raise MissingDependency telling how to install it."""
+    ray = require("ray", "--engine ray", extra="ray")
+    require("ray.data", "--engine ray", package="ray", extra="ray")
     return ray
 
 
@@ -99,7 +97,7 @@ class _EncodeActor:
         self.model = spec.load("cuda" if torch.cuda.is_available() else "cpu")
         found = model_id(self.model)
         if found != metadata["model_id"]:
-            raise RuntimeError(f"this worker loaded a different model (id {found}, the driver's "
+            raise InputError(f"this worker loaded a different model (id {found}, the driver's "
                                f"{metadata['model_id']}); the model must be the same files on every node")
         self.out_dir, self.metadata = Path(out_dir), metadata
         self.encoding, self.batch_size, self.role = encoding, batch_size, role
@@ -186,7 +184,7 @@ def compress_ray(
     """
     output = _check_output(output)
     if num_workers is not None and num_workers <= 0:
-        raise ValueError(f"num_workers must be positive, got {num_workers}")
+        raise InputError(f"num_workers must be positive, got {num_workers}")
     check_encoding(encoding, model.output_kind)
     metadata = embedding_metadata(model, role)
     ray = require_ray()
@@ -222,7 +220,7 @@ def compress_ray(
 def _check_output(output: str | os.PathLike) -> Path:
     output = Path(output)
     if str(output) == "-":
-        raise ValueError("output '-': the ray engine writes a folder of Parquet files; give a folder path")
+        raise InputError("output '-': the ray engine writes a folder of Parquet files; give a folder path")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         what = "a file" if not output.is_dir() else "a folder that is not empty"
         raise FileExistsError(f"{output}: is {what}; the ray engine writes a new folder: remove it or choose another")
@@ -238,7 +236,7 @@ def _init_ray(ray, ray_address: str | None) -> bool:
                  configure_logging=True, log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = f"the Ray cluster at {ray_address}" if ray_address else "a local Ray cluster"
-        raise ValueError(f"cannot start or join {where}: {_first_line(err)}") from None
+        raise InputError(f"cannot start or join {where}: {_first_line(err)}") from None
     return True
 
 
@@ -282,7 +280,9 @@ def _run_pool(ray, records: Sequence[tuple[str, str]], chunk: int, pool: _Pool, 
             if on_rows is not None:
                 on_rows(rows)
     except Exception as err:  # noqa: BLE001 - Ray wraps worker failures in many types
-        raise ValueError(
+        # One error line, not an internal error: the cause is usually the model or the cluster, and the worker's
+        # traceback is in Ray's logs, not in this process (--debug could not show it).
+        raise InputError(
             f"the Ray job failed after {written:,} of {len(records):,} rows ({_first_line(err)}); nothing was "
             f"written to {output} (Ray's logs: /tmp/ray/session_latest/logs)"
         ) from None

@@ -18,6 +18,8 @@ from __future__ import annotations
 import importlib
 from typing import Generic, Mapping, TypeVar
 
+from qcompress.errors import InputError
+
 __all__ = ["Registry"]
 
 Kind = TypeVar("Kind")
@@ -47,7 +49,7 @@ class Registry(Generic[Kind]):
         """The kind registered as `name` (one instance per name); ValueError names the choices."""
         problem = self.problem(name)
         if problem is not None:
-            raise ValueError(problem)
+            raise InputError(problem)
         if name not in self._instances:
             where = self._where[name]
             if isinstance(where, str):

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qcompress.errors import InputError
+
 __all__ = ["MAX_BITS", "fit_levels", "encode", "decode", "pack", "unpack", "packed_bytes", "check_bits"]
 
 MAX_BITS = 8
@@ -48,7 +50,7 @@ DEFAULT_FIT_ROWS = 1 << 18  # rows sampled (seeded) to fit the levels: 1-D k-mea
 def check_bits(bits: int) -> int:
     """`bits` if it is an integer in 1..8 (ValueError otherwise)."""
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
+        raise InputError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
     return int(bits)
 
 

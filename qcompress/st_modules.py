@@ -23,14 +23,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qcompress.errors import InputError, require
 from qcompress.mixing import InputMixing
 from qcompress.quantum import QuantumHead, encode_angles, log_fidelity, pairwise_log_fidelity
 
-try:
-    from sentence_transformers.base.modules import Module
-except ImportError as err:  # sentence-transformers 5 and older: no Module base class, no on_model_ready hook
-    raise ImportError("qcompress model folders load with sentence-transformers 6 or later "
-                      "(pip install -U sentence-transformers)") from err
+# sentence-transformers 5 and older have no Module base class (nor the on_model_ready hook)
+Module = require("sentence_transformers.base.modules", "loading qcompress model folders",
+                 package="sentence-transformers>=6").Module
 
 __all__ = ["LOG_FIDELITY", "AngleEncoding", "QuantumHeadModule", "InputMixingModule", "log_fidelity_similarity",
            "log_fidelity_similarity_pairwise"]
@@ -104,7 +103,7 @@ class _WeightedModule(Module):
                    local_files_only=local_files_only)
         module = cls(**cls.load_config(model_name_or_path, **hub))
         if cls.load_file_path(model_name_or_path, filename="model.safetensors", **hub) is None:
-            raise ValueError(f"{model_name_or_path}: {subfolder}/model.safetensors is missing ({cls.what})")
+            raise InputError(f"{model_name_or_path}: {subfolder}/model.safetensors is missing ({cls.what})")
         return cls.load_torch_weights(model_name_or_path, model=module, **hub)
 
 

@@ -65,5 +65,12 @@ def minilm_path() -> str:
 
 
 @pytest.fixture(scope="session")
+def pooled_cache() -> Path:
+    """The session's cache folder ($QCOMPRESS_CACHE, set above): what one test encodes with the real MiniLM (pooled
+    outputs, mined negatives, frozen-layer states, each keyed by the encoder's weights and settings) another reuses."""
+    return Path(os.environ["QCOMPRESS_CACHE"])
+
+
+@pytest.fixture(scope="session")
 def cranfield_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "qcompress" / "data" / "cranfield"

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from qcompress.cli import app
+from qcompress.cli import app, command_paths
 
 runner = CliRunner()
 
@@ -119,7 +119,7 @@ def test_cli_choices_are_the_librarys():
 
 # -- --help ----------------------------------------------------------------------------------------------------------
 
-COMMANDS = ["bench", "compress", "count-params", "evaluate", "quantize", "recipe", "score", "train"]
+COMMANDS = command_paths()  # every command and group, from the app itself (["index", "build"] included)
 
 
 def help_text(*args):
@@ -133,9 +133,9 @@ def help_words(*args):
     return " ".join(re.sub("[│╭╮╰╯─]", " ", help_text(*args)).split())
 
 
-@pytest.mark.parametrize("command", ["", *COMMANDS])
+@pytest.mark.parametrize("command", [[], *COMMANDS], ids=" ".join)
 def test_help_renders_right(command):
-    text = help_text(*([command] if command else []))
+    text = help_text(*command)
     assert "<bool>" not in text  # flags take no value
     assert "[[" not in text  # optional arguments are bracketed once
     assert "--cache " not in text  # the old name of --cache-dir still works, unlisted
@@ -145,7 +145,8 @@ def test_help_renders_right(command):
 
 
 def test_usage_lines_name_arguments_as_unix_tools_do():
-    usage = {c: next(line for line in help_text(c).splitlines() if "Usage:" in line).split() for c in COMMANDS}
+    usage = {" ".join(c): next(line for line in help_text(*c).splitlines() if "Usage:" in line).split()
+             for c in COMMANDS}
     assert usage["compress"][-2:] == ["[OPTIONS]", "INPUT"]
     assert usage["score"][-3:] == ["[OPTIONS]", "[QUERIES]", "[CORPUS]"]
     assert usage["recipe"][-2:] == ["[OPTIONS]", "RECIPE..."]
@@ -204,7 +205,7 @@ from typer.testing import CliRunner
 import qcompress.cli
 from qcompress.training.config import TrainConfig
 seen = {"import": sorted(m for m in HEAVY if m in sys.modules)}
-for args in ([], *[[c] for c in COMMANDS]):
+for args in ([], *COMMANDS):
     CliRunner().invoke(qcompress.cli.app, [*args, "--help"])
 seen["help"] = sorted(m for m in HEAVY if m in sys.modules)
 print(json.dumps(seen))

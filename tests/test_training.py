@@ -1,7 +1,6 @@
 """Training (qcompress.training): variants, negatives, exact resume, which layers train, best epoch; MiniLM run."""
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -451,10 +450,11 @@ def _fixed_loss(model, collection, negatives, n: int = 32) -> float:
 
 
 @pytest.mark.integration
-def test_qbec_and_bec_train_on_cranfield_with_minilm(minilm_path, tmp_path_factory):
+def test_qbec_and_bec_train_on_cranfield_with_minilm(minilm_path, pooled_cache, tmp_path_factory):
     """QBEC (384 -> 128 qubits) and BEC on Cranfield's train split. Cost: the last layer only (--train-layers 1, not
-    the variants' 4), 64 tokens, 3 negatives, 24 steps of 8: well under a minute each on 2 cores."""
-    cache = Path(os.environ.get("QCOMPRESS_TEST_CACHE") or tmp_path_factory.mktemp("minilm-cache"))
+    the variants' 4), 64 tokens, 3 negatives, 24 steps of 8. The negatives are mined once (QBEC's run) and read
+    from the session's cache by BEC's run and the checks below (same encoder, same max length)."""
+    cache = pooled_cache
     collection = load_collection("cranfield", "train")
     for variant in ("QBEC", "BEC"):
         out = tmp_path_factory.mktemp(variant) / "model"

@@ -1,6 +1,7 @@
 """What every command shares: the Typer app, the two consoles, one-line errors, model options, progress bars.
 
-Exit codes: 0 success, 1 bad input or a failed job (one line on stderr), 2 wrong usage (the same one-line style:
+Exit codes: 0 success, 1 bad input, a missing package or a failed job (one line on stderr; an internal error, a bug
+in qcompress, says so and shows its traceback with --debug), 2 wrong usage (the same one-line style:
 an unknown option, a value out of range or not among the choices, options that do not go together), 130
 interrupted. Progress and messages go to stderr; stdout carries only results (tables, --json, runs, scores).
 
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Callable, NoReturn, Optional
 import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
+
+from qcompress.errors import InputError, MissingDependency
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -141,21 +144,35 @@ def note(message: str) -> None:
     stderr.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
+_USER_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)  # with InputError
+_debug = False  # --debug or $QCOMPRESS_DEBUG: an internal error shows its traceback (set by `main` on every run)
+
+
 def cli_errors(func: Callable) -> Callable:
-    """Turn bad-input exceptions into one clear line and a non-zero exit; Ctrl-C into exit 130."""
+    """Bad input (InputError, a missing or unwritable file) and a missing package become one line `qcompress:
+    error: ...` and exit 1; Ctrl-C exit 130. Any other exception is a bug in qcompress, not the user's: one line
+    `qcompress: internal error: ...` asking for a report, and exit 1 (with --debug, its traceback too)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except typer.Exit:
+        except (typer.Exit, typer.Abort, ClickException):  # exit codes and usage errors: Group.main prints them
             raise
         except KeyboardInterrupt:
             stderr.print("qcompress: interrupted", highlight=False)
             raise typer.Exit(130)
-        except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as err:
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            fail(message)
+        except (InputError, MissingDependency, *_USER_ERRORS) as err:
+            fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        except Exception as err:
+            if _debug:
+                import traceback
+
+                traceback.print_exc()  # on sys.stderr, as Python prints it
+            message = str(err).splitlines()[0] if str(err) else ""
+            stderr.print(f"qcompress: internal error: {type(err).__name__}: {message} (please report it; run with "
+                         "--debug for the traceback)", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
 
     return wrapper
 
@@ -171,6 +188,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", envvar="QCOMPRESS_DEBUG", show_envvar=False,
+                               help="Show the traceback of an internal error (a bug in qcompress). Also "
+                               "$QCOMPRESS_DEBUG=1."),
 ) -> None:
     """Compress text embeddings with a quantum-inspired head and compare them by fidelity (arXiv 2501.04591).
 
@@ -181,6 +201,8 @@ def main(
         qcompress evaluate --trec 2019               # TREC DL 2019: $QCOMPRESS_TREC_DIR, else ir_datasets
         qcompress train --encoder bert-base-uncased  # -> models/qbec-bert-base-uncased
     """
+    global _debug
+    _debug = debug
 
 
 @contextlib.contextmanager
@@ -239,8 +261,8 @@ def describe_default(spec: "ModelSpec") -> str:
     """What the default model is, in words."""
     if spec.model_dir is not None:
         return f"the trained model shipped with qcompress ({spec.model_dir})"
-    return (f"{spec.encoder} without a head, compared by {spec.similarity} of its angles (the paper's QBT; no "
-            "trained default head ships with this version)")
+    return (f"{spec.encoder} without a head, compared by {spec.similarity} of its angles (the paper's QBT: this "
+            "installation lacks the trained default model, qcompress/default_model/)")
 
 
 def check_model_options(encoder: Optional[str], head: Optional[str], similarity: Optional[str]) -> None:

@@ -19,6 +19,7 @@ from qcompress.cli.options import (
     DEFAULT_BATCH_SIZE, BatchSize, Bits, CacheDir, Device, Encoder, Float32, Head, LegacyCache, MaxLength, ModelDir,
     NoCache, Revision, Similarity, TrustRemoteCode, chosen_bits, value,
 )
+from qcompress.errors import InputError
 
 STDOUT = "-"
 
@@ -177,8 +178,8 @@ def _output_path(input_path: str, output: Optional[str]) -> Optional[Path]:
     return default
 
 
-def _empty_input(input_path: str, what: str) -> ValueError:
-    return ValueError(f"{input_path}: no records to compress (empty input); pass --allow-empty to write {what}")
+def _empty_input(input_path: str, what: str) -> InputError:
+    return InputError(f"no records to compress (empty input); pass --allow-empty to write {what}", file=input_path)
 
 
 def _float_only(model, bits: Optional[int], where: str) -> None:

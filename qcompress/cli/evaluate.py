@@ -66,7 +66,7 @@ def _collection_and_protocol(trec: Optional[str], trec_dir: Optional[Path], data
                         "--trec-dir DIR or $QCOMPRESS_TREC_DIR); use --protocol full to rank a whole corpus")
         if err.field == "first_stage":
             usage_error(f"--first-stage is only used by --protocol rerank, not {protocol}")
-        raise ValueError(err.reason) from None
+        raise InputError(err.reason) from None
 
 
 def _load(dataset_id: str, split: str, trec: Optional[str], trec_dir: Optional[Path]) -> "Collection":

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from qcompress.cli._common import Command, Group, app, bar_on_first_use, cli_errors, progress_bars, stderr
+from qcompress.errors import InputError
 
 index_app = typer.Typer(
     cls=Group,
@@ -43,7 +44,7 @@ def build_command(
     from qcompress.search.approximate import build_index
 
     if output.exists() and not force:
-        raise ValueError(f"-o {output}: already exists; pass --force to replace it")
+        raise InputError(f"-o {output}: already exists; pass --force to replace it")
     rows = count_embedding_rows(corpus)
     with progress_bars() as start:
         info = build_index(corpus, output, nlist=nlist, overwrite=force, on_rows=bar_on_first_use(start, "indexing", rows))

@@ -16,6 +16,7 @@ from qcompress.cli.options import (
     DEFAULT_BATCH_SIZE, BatchSize, Device, Encoder, Head, MaxLength, ModelDir, Revision, Similarity,
     TrustRemoteCode, value,
 )
+from qcompress.errors import InputError
 
 Index = Annotated[Optional[Path], typer.Option(
     "--index",
@@ -47,7 +48,7 @@ def _score_pairs(pairs: list[tuple[str, str]], model, fidelity: bool, batch_size
     from qcompress.similarity import paired_scores
 
     if fidelity and model.similarity != "fidelity":
-        raise ValueError(f"--fidelity needs an angle model; this one compares by {model.similarity}")
+        raise InputError(f"--fidelity needs an angle model; this one compares by {model.similarity}")
     # Each distinct text is encoded once per role, however often it appears (one query against many passages).
     queries = list(dict.fromkeys(a for a, _ in pairs))
     passages = list(dict.fromkeys(b for _, b in pairs))

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from qcompress.data.collection import Collection
 from qcompress.data.trecdl import IR_DATASETS_PREFIXES, RELEVANCE_LEVEL
-from qcompress.errors import InputError
+from qcompress.errors import InputError, require
 
 __all__ = ["DEFAULT_MAX_DOCPAIRS", "IRDatasetsCorpus", "DocpairNegatives", "load_ir_datasets", "split_id"]
 
@@ -33,13 +33,7 @@ _QUIET = _QuietFailedDownloads()
 
 
 def _import_ir_datasets(dataset_id: str) -> Any:
-    try:
-        import ir_datasets
-    except ImportError:
-        raise InputError(
-            f"{dataset_id!r} is not a folder and not 'cranfield', and ir_datasets is not installed to look it up "
-            "(pip install ir_datasets)"
-        ) from None
+    ir_datasets = require("ir_datasets", f"{dataset_id!r} is not a folder and not 'cranfield': looking it up")
     logging.getLogger("ir_datasets").addFilter(_QUIET)  # its one logger; adding the same filter twice is a no-op
     return ir_datasets
 
@@ -267,7 +261,7 @@ class DocpairNegatives(Mapping):
         self, dataset: Any, dataset_id: str, qrels: Mapping[str, Mapping[str, int]], max_docpairs: int | None
     ) -> None:
         if max_docpairs is not None and max_docpairs < 0:
-            raise ValueError(f"max_docpairs must be >= 0 or None, got {max_docpairs}")
+            raise InputError(f"max_docpairs must be >= 0 or None, got {max_docpairs}")
         self._dataset, self.dataset_id, self._qrels = dataset, dataset_id, qrels
         self.max_docpairs = max_docpairs
         self._negatives: dict[str, list[str]] | None = None

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 from qcompress.cache import PooledCache
 from qcompress.scalar_codes import check_bits
 from qcompress.encoder import offline_minilm_path, resolve_encoder
+from qcompress.errors import InputError
 from qcompress.evaluation.protocols import check_protocol
 from qcompress.evaluation.ranking import Evaluation, Progress, evaluate
 from qcompress.evaluation.metrics import DEFAULT_MEASURES, measure_names
@@ -166,13 +167,13 @@ def compare(
     loaded.
     """
     if not specs:
-        raise ValueError("specs is empty: name at least one model")
+        raise InputError("specs is empty: name at least one model")
     names = list(dict.fromkeys(measure_names(measures, collection.relevance_level)))
     if not names:
-        raise ValueError("measures is empty: name at least one measure")
+        raise InputError("measures is empty: name at least one measure")
     for name, value in (("top_k", top_k), ("batch_size", batch_size), ("permutations", permutations)):
         if value <= 0:
-            raise ValueError(f"{name} must be positive, got {value}")
+            raise InputError(f"{name} must be positive, got {value}")
     if bits:
         check_bits(bits)
     shipped = getattr(collection, "first_stage", None) if protocol == "rerank" else None

@@ -137,7 +137,7 @@ def evaluate_run(
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+        raise InputError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
     names = dict(zip(metrics, measure_names([_MEASURE_OF_KEY[m] for m in metrics], relevance_level)))
     mean, per_query = measure_run(run, qrels, [_MEASURE_OF_KEY[m] for m in metrics], relevance_level)
     return ({key: mean[name] for key, name in names.items()},

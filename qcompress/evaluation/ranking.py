@@ -16,6 +16,7 @@ from torch import Tensor
 
 from qcompress.cache import encode
 from qcompress.codes import AngleCodes, corpus_codec, model_codec, stored_bits
+from qcompress.errors import InputError
 from qcompress.evaluation.metrics import METRICS, Run, evaluate_run, measure_run
 from qcompress.evaluation.protocols import collection_texts
 from qcompress.search import run_from_pools, run_from_topk
@@ -87,7 +88,7 @@ def _ranked(model, collection, protocol: str, *, first_stage, top_k: int, batch_
             progress: Progress | None, bits: int | None) -> tuple[Run, AngleCodes | None, str | None]:
     """`rank`'s run, and the codec the documents were coded with and where its levels came from (or None)."""
     if top_k <= 0:
-        raise ValueError(f"top_k must be positive, got {top_k}")
+        raise InputError(f"top_k must be positive, got {top_k}")
     bits = stored_bits(model, bits)
     progress = progress or _no_progress
     gathered = collection_texts(collection, protocol, first_stage=first_stage, top_k=top_k)

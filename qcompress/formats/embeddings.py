@@ -303,7 +303,7 @@ def scan_embeddings(
     docstring shows an example.
     """
     if batch_rows is not None and (isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1):
-        raise ValueError(f"batch_rows must be a positive integer or None, got {batch_rows!r}")
+        raise InputError(f"batch_rows must be a positive integer or None, got {batch_rows!r}")
     files = _embedding_files(path)
     meta = _dataset_metadata(files)
     if texts and not has_texts(files[0]):

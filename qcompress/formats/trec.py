@@ -24,16 +24,16 @@ def _id_key(value: str) -> tuple[int, int | str]:
 
 def _run_lines(run: Mapping[str, Mapping[str, float]], tag: str, top_k: int | None) -> Iterator[str]:
     if not tag or WHITESPACE.search(tag):
-        raise ValueError(f"run tag must be a non-empty word without whitespace, got {tag!r}")
+        raise InputError(f"run tag must be a non-empty word without whitespace, got {tag!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+        raise InputError(f"top_k must be a positive integer or None, got {top_k!r}")
     for qid in sorted(run, key=_id_key):
         if not qid or WHITESPACE.search(qid):
-            raise ValueError(f"query id {qid!r} is empty or contains whitespace; it cannot go into a TREC run")
+            raise InputError(f"query id {qid!r} is empty or contains whitespace; it cannot go into a TREC run")
         scored = []
         for docid, score in run[qid].items():
             if not docid or WHITESPACE.search(docid):
-                raise ValueError(f"doc id {docid!r} is empty or contains whitespace; it cannot go into a TREC run")
+                raise InputError(f"doc id {docid!r} is empty or contains whitespace; it cannot go into a TREC run")
             score = float(score)
             if not math.isfinite(score):
                 raise ValueError(f"score of query {qid!r}, doc {docid!r} is {score}; scores must be finite")

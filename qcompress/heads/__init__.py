@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterator, Mapping
 
 from qcompress._lazy import attach
+from qcompress.errors import InputError
 from qcompress.registry import Registry
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def build_head(kind: str, in_dim: int, out_dim: int | None) -> "nn.Module | None
     if not head.has_dim:
         return head.build(in_dim, in_dim)
     if out_dim is None:
-        raise ValueError(f"a {kind} head needs an output size (--dim)")
+        raise InputError(f"a {kind} head needs an output size (--dim)")
     return head.build(in_dim, out_dim)
 
 

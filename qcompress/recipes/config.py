@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from qcompress._version import __version__
-from qcompress.errors import InputError
+from qcompress.errors import InputError, require
 from qcompress.training import resolve_variant
 
 __all__ = ["RunSpec", "load_recipe", "profile_config", "expand_runs", "eval_sets", "trec_dir", "config_key",
@@ -44,10 +44,7 @@ def toml_module():
     try:
         import tomllib  # Python 3.11+
     except ImportError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise ImportError("reading recipes needs Python 3.11+ (tomllib) or `pip install tomli`") from None
+        tomllib = require("tomli", "reading recipes on Python 3.10")
     return tomllib
 
 

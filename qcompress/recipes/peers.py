@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qcompress.errors import InputError
 from qcompress.evaluation import Texts
 from qcompress.quantization import dequantize_angles, quantize_angles
 from qcompress.quantum import pairwise_log_fidelity
@@ -86,10 +87,7 @@ DEFAULT_RESCORE_K = 100
 def quantize(embeddings: Tensor, precision: str, calibration: Tensor | None = None) -> np.ndarray:
     """sentence-transformers' `quantize_embeddings` (int8 with per-dimension ranges from `calibration`;
     ubinary: packed sign bits)."""
-    try:
-        from sentence_transformers.util.quantization import quantize_embeddings
-    except ImportError:  # older sentence-transformers
-        from sentence_transformers.quantization import quantize_embeddings
+    from sentence_transformers.util.quantization import quantize_embeddings  # where 6.x keeps it
 
     cal = calibration.detach().cpu().numpy().astype(np.float32) if calibration is not None else None
     return quantize_embeddings(embeddings.detach().cpu().numpy().astype(np.float32), precision,
@@ -133,7 +131,7 @@ def _angles(method: str, n_dim: int) -> Representation:
 
 def _check_dim(method: str, dim: int | None, n_dim: int) -> int:
     if dim is None or not 0 < dim <= n_dim:
-        raise ValueError(f"{method} needs 0 < dim <= {n_dim}, got {dim}")
+        raise InputError(f"{method} needs 0 < dim <= {n_dim}, got {dim}")
     return dim
 
 
@@ -233,7 +231,7 @@ def representation(
     if method in ANGLE_METHODS:
         return _angles(method, n_dim)
     if similarity != "cosine":
-        raise ValueError(f"peer method {method!r} compares vectors by cosine, not {similarity}")
+        raise InputError(f"peer method {method!r} compares vectors by cosine, not {similarity}")
     if method == "float32":
         return Representation(method, 4.0 * n_dim, lambda d: d.float(), lambda q: q.float(), cosine)
     if method == "truncate":
@@ -255,7 +253,7 @@ def representation(
     if method == RABITQ_METHOD:
         projection = _pca("pca-normalised", reference, _check_dim(method, n_dim if dim is None else dim, n_dim))
         return rabitq_representation(reference, projection, bits=bits, seed=seed)
-    raise ValueError(f"unknown method {method!r}; choose one of "
+    raise InputError(f"unknown method {method!r}; choose one of "
                      f"{', '.join(PEER_METHODS + CODE_METHODS + LOW_BIT_METHODS + ANGLE_METHODS)}")
 
 
@@ -278,7 +276,7 @@ def rank_with(
         {'q1': {'d1': 1.0}}
     """
     if top_k <= 0:
-        raise ValueError(f"top_k must be positive, got {top_k}")
+        raise InputError(f"top_k must be positive, got {top_k}")
     stored = rep.documents(doc_emb)
     queries = rep.queries(query_emb)
     if texts.pools is None:

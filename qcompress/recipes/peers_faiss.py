@@ -31,13 +31,18 @@ Example:
 
 from __future__ import annotations
 
-import faiss
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qcompress.errors import InputError, require
 from qcompress.recipes.representation import Representation, hamming_scores
+
+if TYPE_CHECKING:
+    import faiss
 
 __all__ = ["CODE_METHODS", "CODE_BITS", "code_representation"]
 
@@ -45,12 +50,17 @@ CODE_METHODS = ("pq", "opq", "lsh")
 CODE_BITS = 8  # bits per PQ sub-quantizer: 256 centroids, one byte per sub-vector (the usual PQ setting)
 
 
+def _faiss():
+    """faiss, imported when a code method is fitted: recipes without one run without it."""
+    return require("faiss", "the recipes' PQ, OPQ and LSH baselines", package="faiss-cpu")
+
+
 def _unit(e: Tensor) -> np.ndarray:
     return np.ascontiguousarray(F.normalize(e.detach().float(), dim=-1).cpu().numpy())
 
 
 def _trained_pq(x: np.ndarray, m: int, nbits: int = CODE_BITS, seed: int | None = None) -> faiss.ProductQuantizer:
-    pq = faiss.ProductQuantizer(x.shape[1], m, nbits)
+    pq = _faiss().ProductQuantizer(x.shape[1], m, nbits)
     if seed is not None:
         pq.cp.seed = int(seed)
     # k-means over a corpus of a few thousand documents is below faiss's 39 points per centroid; it trains all the
@@ -68,7 +78,7 @@ def _sub_quantizers(method: str, n_dim: int, code_bytes: int, nbits: int) -> int
     m = 8 * code_bytes // nbits
     if n_dim % m:
         what = f"code_bytes={code_bytes}" if nbits == CODE_BITS else f"{code_bytes} bytes at {nbits} bits"
-        raise ValueError(f"{method} cuts {n_dim} dimensions into {what} sub-vectors: {m} must divide {n_dim}")
+        raise InputError(f"{method} cuts {n_dim} dimensions into {what} sub-vectors: {m} must divide {n_dim}")
     return m
 
 
@@ -79,12 +89,12 @@ def _product_quantization(method: str, reference: Tensor, code_bytes: int, nbits
     n, n_dim = reference.shape
     m = _sub_quantizers(method, n_dim, code_bytes, nbits)
     if n < 2**nbits:
-        raise ValueError(f"{method} trains {2**nbits} centroids per sub-quantizer on the reference documents: "
+        raise InputError(f"{method} trains {2**nbits} centroids per sub-quantizer on the reference documents: "
                          f"needs at least {2**nbits} of them, got {n}")
     x = _unit(reference)
     rotation = None
     if method == "opq":
-        rotation = faiss.OPQMatrix(n_dim, m)
+        rotation = _faiss().OPQMatrix(n_dim, m)
         inner = _trained_pq(x, m, nbits, seed)  # the rotation's own inner PQ, quiet like the final one
         rotation.pq = inner
         rotation.train(x)
@@ -114,7 +124,7 @@ def _lsh(reference: Tensor, code_bytes: int, seed: int | None) -> Representation
     n_dim = int(reference.shape[1])
     # rotate_data: a random rotation drawn by faiss (its fixed seed unless `seed` is given); thresholds at 0
     # (hyperplanes through the origin), so nothing is fit on the documents.
-    index = faiss.IndexLSH(n_dim, 8 * code_bytes, True, False)
+    index = _faiss().IndexLSH(n_dim, 8 * code_bytes, True, False)
     if seed is not None:
         index.rrot.init(int(seed))
 
@@ -129,9 +139,9 @@ def code_representation(method: str, reference: Tensor, *, code_bytes: int | Non
     """A PQ, OPQ or LSH representation of `code_bytes` bytes per vector, fit on `reference` (the documents);
     `nbits` bits per PQ / OPQ sub-quantizer (default 8), `seed` as the module docstring says."""
     if method not in CODE_METHODS:
-        raise ValueError(f"unknown code method {method!r}; choose one of {', '.join(CODE_METHODS)}")
+        raise InputError(f"unknown code method {method!r}; choose one of {', '.join(CODE_METHODS)}")
     if code_bytes is None or code_bytes <= 0:
-        raise ValueError(f"{method} needs code_bytes > 0, got {code_bytes}")
+        raise InputError(f"{method} needs code_bytes > 0, got {code_bytes}")
     if method == "lsh":
         if nbits not in (None, 1):
             raise ValueError(f"lsh stores one bit per direction, not {nbits}")

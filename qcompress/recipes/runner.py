@@ -36,6 +36,7 @@ from qcompress.atomic import atomic_file
 from qcompress.cache import PooledCache, pool_texts, project_pooled
 from qcompress.data import load_collection
 from qcompress.encoder import transformer_layers
+from qcompress.errors import InputError
 from qcompress.evaluation import METRICS, collection_texts, cut_run, evaluate_run
 from qcompress.frozen_prefix import FrozenPrefixCache
 from qcompress.mixing import mixing_fitted_numbers
@@ -84,10 +85,10 @@ def _storage_method(storage: str, similarity: str) -> str:
     if get_similarity(similarity).output_kind == ANGLES:
         methods = {"float32": "angles", "uint8": "uint8 angles", "uint8+uint8 query": "uint8 angles+uint8 query"}
         if storage not in methods:
-            raise ValueError(f"angles are stored as float32, uint8 or uint8+uint8 query, not {storage!r}")
+            raise InputError(f"angles are stored as float32, uint8 or uint8+uint8 query, not {storage!r}")
         return methods[storage]
     if storage not in ("float32", "int8", "int8+rescore", "binary", "binary+rescore"):
-        raise ValueError(f"vectors are stored as float32, int8(+rescore) or binary(+rescore), not {storage!r}")
+        raise InputError(f"vectors are stored as float32, int8(+rescore) or binary(+rescore), not {storage!r}")
     return storage
 
 
@@ -150,7 +151,7 @@ def _train_settings(spec: RunSpec, cfg: dict, model_dir: Path, cache_dir: Path) 
     encoder settings; resuming when an interrupted training left a checkpoint."""
     unknown = sorted(set(cfg["train"]) - _TRAIN_FIELDS)
     if unknown:
-        raise ValueError(f"unknown train setting(s) {', '.join(unknown)}")
+        raise InputError(f"unknown train setting(s) {', '.join(unknown)}")
     args = {k: v for k, v in cfg["train"].items() if k in _TRAIN_FIELDS}
     args.update({k: v for k, v in spec.params.items() if k in _TRAIN_FIELDS})
     variant = spec.params.get("variant")
@@ -231,7 +232,7 @@ def _run_first_stage(spec: RunSpec, cfg: dict) -> dict:
     for item in eval_sets(cfg):
         collection = _collection(item.get("dataset"), item["split"], trec_dir(cfg))
         if collection.first_stage is None:
-            raise ValueError(f"{item['name']}: the collection ships no first-stage run")
+            raise InputError(f"{item['name']}: the collection ships no first-stage run")
         run = cut_run({q: collection.first_stage.get(q, {}) for q in collection.qrels}, int(item["top_k"]))
         mean, per_query = evaluate_run(run, collection.qrels, collection.relevance_level, tuple(METRICS))
         documents = len({d for r in run.values() for d in r})

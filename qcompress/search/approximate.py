@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from qcompress.atomic import atomic_dir
-from qcompress.errors import InputError
+from qcompress.errors import InputError, MissingDependency
 from qcompress.formats.embeddings import codec_of, count_embedding_rows, read_embedding_metadata, scan_embeddings
 from qcompress.search.checks import check_dims, check_k, check_positive, float_angles
 from qcompress.search.codes import CodeIndex
@@ -71,7 +71,7 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise InputError("the approximate index needs faiss: pip install faiss-cpu") from None
+        raise MissingDependency("faiss-cpu", "the approximate index", module="faiss") from None
     return faiss
 
 
@@ -143,7 +143,7 @@ def build_index(
         raise InputError("holds no rows; nothing to index", file=corpus)
     nlist = default_nlist(rows) if nlist is None else nlist
     if isinstance(nlist, bool) or not isinstance(nlist, int) or not 1 <= nlist <= rows:
-        raise ValueError(f"nlist must be an integer from 1 to the corpus's {rows} rows, got {nlist!r}")
+        raise InputError(f"nlist must be an integer from 1 to the corpus's {rows} rows, got {nlist!r}")
     dim, features, codec = int(meta["dim"]), _stored_features(meta), codec_of(meta)
     shape = (rows, codec.bytes_per_vector) if codec is not None else (rows, dim)
     faiss.omp_set_num_threads(torch.get_num_threads())

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import Tensor
 
+from qcompress.errors import InputError
+
 __all__ = [
     "check_k",
     "check_positive",
@@ -34,13 +36,13 @@ __all__ = [
 
 def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer (the number of results per query), got {k!r}")
+        raise InputError(f"k must be a positive integer (the number of results per query), got {k!r}")
     return k
 
 
 def check_positive(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
@@ -60,7 +62,7 @@ def check_finite(x: Tensor, name: str) -> None:
 
 def check_dims(queries: Tensor, dim: int) -> None:
     if queries.shape[1] != dim:
-        raise ValueError(
+        raise InputError(
             f"queries have {queries.shape[1]} qubits but the corpus has {dim}; compare embeddings from the same model"
         )
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qcompress import search
+from qcompress.errors import InputError
 from qcompress.similarity.base import VECTORS, Similarity
 
 __all__ = ["Cosine"]
@@ -28,7 +29,7 @@ class Cosine(Similarity):
 
     def pairwise(self, queries: Tensor, docs: Tensor) -> Tensor:
         if queries.shape[-1] != docs.shape[-1]:
-            raise ValueError(f"vectors have different sizes: {queries.shape[-1]} and {docs.shape[-1]}")
+            raise InputError(f"vectors have different sizes: {queries.shape[-1]} and {docs.shape[-1]}")
         return F.normalize(queries, dim=-1) @ F.normalize(docs, dim=-1).T
 
     def paired(self, a: Tensor, b: Tensor) -> Tensor:

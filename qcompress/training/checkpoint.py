@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from qcompress.atomic import atomic_dir
+from qcompress.errors import InputError
 from qcompress.model import CONFIG_NAME
 from qcompress.training.config import RESUMABLE_CHANGES, ArgumentError, TrainConfig
 
@@ -172,7 +173,7 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[dict, dict[str, Ten
     weights = load_file(str(folder / "weights.safetensors"))
     params = dict(model.named_parameters())
     if set(weights) != {n for n, p in params.items() if p.requires_grad}:
-        raise ValueError(f"{folder}: the checkpoint's trainable parameters do not match this model; "
+        raise InputError(f"{folder}: the checkpoint's trainable parameters do not match this model; "
                          "resume with the arguments of the interrupted run")
     with torch.no_grad():
         for name, value in weights.items():

@@ -260,7 +260,7 @@ def resolve_variant(name: str) -> dict:
     """
     key = name.strip().upper()
     if key not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)} (case-insensitive)")
+        raise InputError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)} (case-insensitive)")
     return dict(VARIANTS[key])
 
 
@@ -281,9 +281,9 @@ def as_config(config: TrainConfig | Mapping) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(config) - known)
     if unknown:
-        raise ValueError(f"unknown training argument(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise InputError(f"unknown training argument(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     if "output" not in config:
-        raise ValueError("training needs an output folder: output=...")
+        raise InputError("training needs an output folder: output=...")
     return TrainConfig(**config)
 
 
@@ -329,7 +329,7 @@ def check_values(cfg: TrainConfig) -> None:
         raise ArgumentError("{frozen_prefix} must be one of {choices}, got {got!r}", choices=", ".join(FROZEN_PREFIX),
                             got=cfg.frozen_prefix)
     if cfg.optimizer not in ("adam", "adamw"):
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam or adamw")
+        raise ArgumentError("{optimizer} must be adam or adamw, got {got!r}", got=cfg.optimizer)
     for name in ("lr", "head_lr", "logit_scale"):
         if getattr(cfg, name) is not None and not getattr(cfg, name) > 0:
             raise ArgumentError(f"{{{name}}} must be positive, got {{got}}", got=getattr(cfg, name))

@@ -91,7 +91,7 @@ def pseudo_queries(texts: list[str], kind: str, seed: int) -> list[str]:
         True
     """
     if kind not in PSEUDO_QUERIES:
-        raise ValueError(f"unknown pseudo_queries {kind!r}; choose one of {', '.join(PSEUDO_QUERIES)}")
+        raise InputError(f"unknown pseudo_queries {kind!r}; choose one of {', '.join(PSEUDO_QUERIES)}")
     if kind == "documents":
         return list(texts)
     rng = random.Random(seed)

@@ -47,6 +47,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from qcompress.atomic import atomic_file
+from qcompress.errors import InputError
 
 __all__ = ["Context", "context", "setup", "barrier", "main_first", "shard", "reduce_gradients", "save_rng",
            "load_rng"]
@@ -76,9 +77,9 @@ def context() -> Context:
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))
     except ValueError as err:
-        raise ValueError(f"WORLD_SIZE/RANK/LOCAL_RANK must be integers (set by torchrun): {err}") from None
+        raise InputError(f"WORLD_SIZE/RANK/LOCAL_RANK must be integers (set by torchrun): {err}") from None
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"bad torchrun environment: RANK {rank} of WORLD_SIZE {world}")
+        raise InputError(f"bad torchrun environment: RANK {rank} of WORLD_SIZE {world}")
     return Context(world, rank, local)
 
 
