@@ -1,35 +1,17 @@
 #!/usr/bin/env bash
-# The main job on the bundled default, offline: train QBEC and BEC briefly on Cranfield train with the offline
-# all-MiniLM-L6-v2, compress the corpus with each, and evaluate both on Cranfield test (full ranking of the
-# 1,398 documents), printing one comparison table (head parameters, bytes per vector, NDCG@10, p-values against
-# the untrained encoder).
+# The main job on the bundled default, offline: which compression, at how many bytes per vector? `qcompress bench`
+# fits every method (float16, int8, binary with rescoring, PCA + Lloyd-Max scalar codes, PQ, OPQ, RaBitQ, LSH, the
+# label-free distilled quantum head, its low-bit angle codes) on one half of the bundled Cranfield corpus, compresses
+# the other half at 16 / 32 / 48 / 64 / 128 bytes per vector, and measures how much of the offline
+# all-MiniLM-L6-v2's own float32 ranking each keeps (recall@10 / @100 over every evaluated document as a
+# pseudo-query) and NDCG@10 on Cranfield test's judged queries, with 95% intervals; then the frontier plot.
 #
-#   bash recipes/quickstart.sh [OUT_DIR]          (default runs/quickstart; QUICKSTART_STEPS=N to change the length)
+#   bash recipes/quickstart.sh [OUT_DIR]          (default runs/quickstart; finished runs are kept: rerun to resume)
 #
-# A short demonstration, not a result: docs/results.md holds the multi-seed experiments.
+# The paper's own comparison (QBEC against BEC, briefly trained) is recipes/qbec-vs-bec.sh; the multi-seed
+# experiments are in docs/results.md.
 set -euo pipefail
 out=${1:-runs/quickstart}
-steps=${QUICKSTART_STEPS:-30}
-here=$(cd "$(dirname "$0")/.." && pwd)
-corpus="$here/qcompress/data/cranfield/corpus.jsonl"
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 QCOMPRESS_CACHE=${QCOMPRESS_CACHE:-$out/cache}
-
-# Short runs: 2 trained layers (the paper trains 4), 128 tokens, 8 queries x (positive + 3 negatives) per step
-# keep this to minutes on 2 CPU cores. Untrained-encoder work (mining negatives) is cached and shared.
-common=(--dataset cranfield --split train --train-layers 2 --max-length 128 --batch-size 8 --negatives 3
-        --max-steps "$steps" --seed 42 --overwrite)
-for variant in QBEC BEC; do
-  name=$(echo "$variant" | tr 'A-Z' 'a-z')
-  echo "== train $variant ($steps steps) -> $out/$name" >&2
-  qcompress train --variant "$variant" "${common[@]}" -o "$out/$name"
-  echo "== compress the corpus with $variant -> $out/$name-corpus.parquet" >&2
-  qcompress compress "$corpus" --model "$out/$name" -o "$out/$name-corpus.parquet" --max-length 128 --force \
-    --cache-dir "$QCOMPRESS_CACHE"   # evaluate below reuses these pooled outputs instead of encoding the corpus again
-done
-
-# The untrained encoder without a head (the paper's BT, 384 float32) comes first: the p-values compare each
-# compressed model with it. Its pooled outputs are already cached from mining the training negatives.
-echo "== evaluate on Cranfield test (full ranking)" >&2
-qcompress evaluate --encoder minilm --head none --similarity cosine --model "$out/qbec" --model "$out/bec" \
-  --dataset cranfield --split test --max-length 128 --cache-dir "$QCOMPRESS_CACHE" --run-out "$out/run.trec"
+qcompress bench cranfield --out "$out" --plot "$out/frontier.png"
