@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The paper's comparison in miniature, offline (the README's main job before issue 24): train QBEC and BEC briefly
-# on Cranfield train with the offline all-MiniLM-L6-v2, compress the corpus with each, and evaluate both on Cranfield test (full ranking of the
-# 1,398 documents), printing one comparison table (head parameters, bytes per vector, NDCG@10, p-values against
-# the untrained encoder).
+# on Cranfield train with the offline all-MiniLM-L6-v2, compress the corpus with each, and evaluate both on
+# Cranfield test (full ranking of the 1,398 documents), printing one comparison table (head parameters, bytes per
+# vector, NDCG@10, p-values against the untrained encoder).
 #
 #   bash recipes/qbec-vs-bec.sh [OUT_DIR]          (default runs/qbec-vs-bec; QUICKSTART_STEPS=N to change the length)
 #
