@@ -168,9 +168,13 @@ def test_rabitq_takes_the_most_dimensions_whose_code_fits():
 
 
 def test_head_splits_follow_the_registered_codecs():
-    assert head_splits(16, 384) == [(16, 8)] and head_splits(128, 384) == [(128, 8)]
-    assert head_splits(64, 32) == []
+    # every split has qubits * bits = 8 * budget, at a registered width, between MIN_QUBITS and the input's size
+    assert head_splits(16, 384) == [(64, 2), (128, 1)] and head_splits(128, 384) == [(128, 8), (256, 4)]
+    assert head_splits(48, 384) == [(96, 4), (128, 3), (192, 2)]  # 384 x 1 would be as wide as the input
+    # a small input (the tiny test encoders): heads from half its size
+    assert head_splits(64, 32) == [] and head_splits(2, 32) == [(16, 1)] and head_splits(4, 32) == [(16, 2)]
     assert isinstance(METHODS["head"].settings(64, 32, 100)[0], Refusal)
+    assert head_splits(16, 384, min_qubits=16) == [(16, 8), (32, 4), (64, 2), (128, 1)]
 
 
 def test_the_plan_runs_randomised_methods_per_seed_and_shares_settings_across_budgets():

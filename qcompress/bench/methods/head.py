@@ -7,20 +7,24 @@ batch 128 and head learning rate 3e-3 as in recipes/frontier.toml, `head_steps` 
 seed per run: the head's initialisation and the data order).
 
 Storage: B bytes per vector at b bits per qubit is 8 B / b qubits. How angles are stored at b bits is an
-`AngleCodec`, registered by bits in `ANGLE_CODECS`: 8 bits is the built-in one (`qcompress.quantization`'s uint8
-codes round(theta / pi * 255), searched exactly by log-fidelity with the float32 query angles through
-`qcompress.search.topk(..., corpus_codes=True)`, which holds only the codes). Low-bit codes (fitted levels per
-qubit) plug in with `register_angle_codec`: every registered width then adds its (qubits, bits) split to each
-budget, and a head trained for a number of qubits is reused by every width that needs it.
+`AngleCodec`, registered by bits in `ANGLE_CODECS`:
+    8 bits       `qcompress.quantization`'s uint8 codes round(theta / pi * 255), searched exactly by log-fidelity
+                 with the float32 query angles (`qcompress.search.topk(..., corpus_codes=True)`);
+    1, 2, 3, 4   low-bit angle codes (`qcompress.codes.AngleCodes`, SPEC §7): per-qubit Lloyd-Max levels fitted
+                 on the fit documents' angles after training (post-training quantization: quantization-aware
+                 training, `train --bits`, is measured by benchmarks/lowbit_training.py), searched exactly by
+                 `qcompress.codes.topk` with the float32 query angles.
+Every registered width adds its (qubits, bits) split to each budget; a head trained for a number of qubits is
+reused by every width that needs it. Heads of fewer than `MIN_QUBITS` qubits (or half the input's size, if that is
+smaller) are not trained: in the first inductive Cranfield bench, heads of 16-48 qubits at 8 bits kept 0.51-0.71 of
+the float32 top 10, where PCA with scalar codes of the same bytes kept 0.69-0.84, and each head costs a training
+per seed. Heads as wide as the input (no compression step) are not built either.
 
 Example:
     >>> head_splits(16, 384)
-    [(16, 8)]
-    >>> codec = AngleCodec(4, fit=lambda angles: None, encode=lambda state, angles: angles, topk=None)
-    >>> register_angle_codec(codec); head_splits(16, 384)
-    [(16, 8), (32, 4)]
-    >>> unregister_angle_codec(4); head_splits(16, 384)
-    [(16, 8)]
+    [(64, 2), (128, 1)]
+    >>> head_splits(64, 384)
+    [(64, 8), (128, 4), (256, 2)]
 """
 
 from __future__ import annotations
@@ -34,18 +38,22 @@ import torch
 from torch import Tensor
 
 from qcompress.bench.methods.base import FitContext, Refusal, Setting
+from qcompress.codes import AngleCodes
 from qcompress.bench.topk import search_excluding
 from qcompress.cache import project_pooled
 from qcompress.mixing import mixing_fitted_numbers
 from qcompress.quantization import quantize_angles
 from qcompress.search import topk
+from qcompress.search.codes import topk as codes_topk
 
 __all__ = ["HEAD", "AngleCodec", "ANGLE_CODECS", "register_angle_codec", "unregister_angle_codec", "head_splits",
-           "HEAD_BATCH_SIZE", "HEAD_LR"]
+           "HEAD_BATCH_SIZE", "HEAD_LR", "MIN_QUBITS", "LOW_BITS"]
 
 HEAD_BATCH_SIZE = 128  # recipes/frontier.toml's distilled heads
 HEAD_LR = 3e-3
 MIXING = "pca"
+MIN_QUBITS = 64  # narrower heads are not trained (module docstring)
+LOW_BITS = (1, 2, 3, 4)  # widths of the fitted low-bit codes the bench registers
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,16 @@ ANGLE_CODECS: dict[int, AngleCodec] = {
 }
 
 
+def _low_bit(bits: int) -> AngleCodec:
+    """Fitted low-bit codes (qcompress.codes): levels fitted on the fit documents' angles, exact top-k on codes."""
+    return AngleCodec(bits, fit=lambda angles: AngleCodes.fit(angles, bits),
+                      encode=lambda codec, angles: codec.encode(angles),
+                      topk=lambda query_angles, codes, codec, k: codes_topk(query_angles, codes, codec, k))
+
+
+ANGLE_CODECS.update({bits: _low_bit(bits) for bits in LOW_BITS})
+
+
 def register_angle_codec(codec: AngleCodec) -> None:
     """Add (or replace) the codec of `codec.bits` bits per qubit."""
     ANGLE_CODECS[int(codec.bits)] = codec
@@ -79,11 +97,12 @@ def unregister_angle_codec(bits: int) -> None:
     ANGLE_CODECS.pop(int(bits), None)
 
 
-def head_splits(budget: int, dim: int) -> list[tuple[int, int]]:
-    """(qubits, bits) with qubits * bits = 8 * budget for each registered codec, qubits <= dim, most bits first."""
-    total = 8 * budget
+def head_splits(budget: int, dim: int, min_qubits: int = MIN_QUBITS) -> list[tuple[int, int]]:
+    """(qubits, bits) with qubits * bits = 8 * budget for each registered codec, most bits first, and
+    min(min_qubits, dim / 2) <= qubits < dim."""
+    total, lowest = 8 * budget, min(min_qubits, dim // 2)
     return [(total // bits, bits) for bits in sorted(ANGLE_CODECS, reverse=True)
-            if total % bits == 0 and total // bits <= dim]
+            if total % bits == 0 and lowest <= total // bits < dim]
 
 
 class HeadFitted:
@@ -137,13 +156,14 @@ def train_head(qubits: int, seed: int, context: FitContext) -> Path:
 class _Head:
     name = "head"
     randomised = True
-    about = ("quantum head distilled label-free on the fit documents (pca mixing), angles stored at 8 bits per "
-             "qubit, exact log-fidelity with float32 query angles")
+    about = ("quantum head distilled label-free on the fit documents (pca mixing), angles stored at 1-4 bits per "
+             "qubit (fitted levels) or 8 (uniform), exact log-fidelity with float32 query angles")
 
     def settings(self, budget: int, dim: int, n_fit: int) -> list[Setting | Refusal]:
         found = [Setting(self.name, (("qubits", q), ("bits", b))) for q, b in head_splits(budget, dim)]
-        return found or [Refusal(self.name, budget, f"{8 * budget} bits make more than {dim} qubits at every "
-                                                    f"registered width ({', '.join(map(str, sorted(ANGLE_CODECS)))})")]
+        return found or [Refusal(self.name, budget, f"{8 * budget} bits make no head of {min(MIN_QUBITS, dim // 2)} "
+                                                    f"to {dim - 1} qubits at a registered width "
+                                                    f"({', '.join(map(str, sorted(ANGLE_CODECS)))} bits)")]
 
     def fixed(self, dim: int) -> list[Setting]:
         return []
