@@ -43,7 +43,8 @@ def read_front_matter(folder: str | Path, key: str) -> str | None:
 
     Example:
         >>> import tempfile; folder = Path(tempfile.mkdtemp())
-        >>> _ = (folder / "README.md").write_text("---\\nlicense: apache-2.0\\nbase_model:\\n- org/m\\n---\\n# Model\\n")
+        >>> header = "---\\nlicense: apache-2.0\\nbase_model:\\n- org/m\\n---\\n"
+        >>> _ = (folder / "README.md").write_text(header + "# Model\\n")
         >>> read_front_matter(folder, "license"), read_front_matter(folder, "base_model"), read_license(folder)
         ('apache-2.0', 'org/m', 'apache-2.0')
     """
