@@ -3,8 +3,10 @@
 The public names are imported on first use (qcompress._lazy), so that the command line starts without torch.
 """
 
+import sys
+
 from qcompress._lazy import attach
-from qcompress._version import __version__
+from qcompress._version import DISTRIBUTION, __version__
 
 __all__ = [
     "__version__",
@@ -15,6 +17,7 @@ __all__ = [
     "pairwise_log_fidelity",
     "build_model",
     "load_model",
+    "default_model_folder",
 ]
 
 __getattr__, __dir__ = attach(__name__, {
@@ -25,4 +28,12 @@ __getattr__, __dir__ = attach(__name__, {
     "pairwise_log_fidelity": "quantum",
     "build_model": "model",
     "load_model": "model",
+    "default_model_folder": "default_folder",
 })
+
+# A model folder asks sentence-transformers for qcompress-embeddings>=VERSION (config_sentence_transformers.json's
+# "requirements"). It looks the version up as an imported module's __version__ under the distribution's name
+# (qcompress_embeddings) before the installed metadata; a source checkout that was not pip-installed has no
+# metadata, so once qcompress is imported it answers under that name too (`import qcompress` before
+# `SentenceTransformer(folder)` then loads from a fresh clone).
+sys.modules.setdefault(DISTRIBUTION.replace("-", "_"), sys.modules[__name__])

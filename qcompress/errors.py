@@ -8,6 +8,8 @@ import re
 from os import PathLike
 from types import ModuleType
 
+from qcompress._version import DISTRIBUTION
+
 
 class InputError(ValueError):
     """Bad input from a user's file or arguments: the CLI prints it as one line and exits non-zero.
@@ -45,7 +47,7 @@ class MissingDependency(ImportError):
     Example:
         >>> err = MissingDependency("ray", "--engine ray", extra="ray")
         >>> str(err)
-        "--engine ray needs ray, which is not installed: pip install 'qcompress[ray]'"
+        "--engine ray needs ray, which is not installed: pip install 'qcompress-embeddings[ray]'"
         >>> MissingDependency("faiss-cpu", "the approximate index", module="faiss").install
         'pip install faiss-cpu'
     """
@@ -53,7 +55,7 @@ class MissingDependency(ImportError):
     def __init__(self, package: str, needed_for: str, *, extra: str | None = None, module: str | None = None) -> None:
         self.package, self.extra, self.needed_for = package, extra, needed_for
         if extra is not None:
-            self.install = f"pip install 'qcompress[{extra}]'"
+            self.install = f"pip install '{DISTRIBUTION}[{extra}]'"
         else:  # a requirement such as "tomli>=2" needs quotes in a shell, a plain name does not
             self.install = f"pip install {package}" if re.fullmatch(r"[\w.-]+", package) else f"pip install '{package}'"
         super().__init__(f"{needed_for} needs {package}, which is not installed: {self.install}",

@@ -10,6 +10,9 @@ Folder layout (what `QCompressModel.save` writes and `load_model` reads):
     modules.json, ...      the same model as sentence-transformers modules (qcompress.st_folder)
     README.md              the model card, with the Hub's YAML header (qcompress.model_card)
 
+`load_model` also reads a folder that `SentenceTransformer.save` (or `push_to_hub`) wrote for a qcompress model:
+no qcompress.json, the config rebuilt from its sentence-transformers files (`qcompress.st_folder.read_st_folder`).
+
 A model is named by a folder or by a Hugging Face Hub id (with a revision): `load_model` fetches a Hub model
 through huggingface_hub (qcompress.hub), so its cache and HF_HUB_OFFLINE apply. The `encoder` field of a
 folder's qcompress.json is a Hub id or a folder inside the model folder; anything else is refused unless the user
@@ -26,14 +29,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers.utils import logging as hf_logging
 
 from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
 from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH
-from qcompress.encoder import EncoderSource, load_encoder, locate_encoder, position_limit
+from qcompress.encoder import EncoderSource, check_safetensors, load_encoder, locate_encoder, position_limit
 from qcompress.errors import InputError
 from qcompress.heads import DEFAULT_SIMILARITY, build_head, get_head
 from qcompress.hub import download, is_hub_id
@@ -42,11 +44,11 @@ from qcompress.model_card import model_card, read_license
 from qcompress.model_config import CONFIG_NAME, ModelConfig, _positive_int, read_config
 from qcompress.pooling import POOLINGS, ROLES, EncoderSettings, pool_hidden
 from qcompress.similarity import get_similarity
-from qcompress.st_folder import write_st_files
+from qcompress.st_folder import MODULES, Weights, read_st_folder, read_weights, write_st_files
 
 __all__ = ["ModelConfig", "QCompressModel", "ModelSpec", "build_model", "load_model", "default_device",
            "read_config", "model_folder", "CONFIG_NAME", "HEAD_WEIGHTS", "ENCODER_DIR", "DEFAULT_SIMILARITY",
-           "DEFAULT_MODEL_DIR", "default_model_spec"]
+           "DEFAULT_MODEL_DIR", "default_model_spec", "read_folder", "write_model_files", "check_folder"]
 
 HEAD_WEIGHTS = "head.safetensors"
 MIXING_WEIGHTS = "mixing.safetensors"
@@ -204,9 +206,20 @@ class QCompressModel(nn.Module):
             hf_logging.disable_progress_bar()  # our own progress bars own stderr (loading a model turns it back on)
             self.encoder.save_pretrained(folder / ENCODER_DIR, safe_serialization=True)
             self.tokenizer.save_pretrained(folder / ENCODER_DIR)
-            write_st_files(folder, config, ENCODER_DIR, state, mixing_state)
-            (folder / "README.md").write_text(model_card(config, name or Path(folder).name))
-        (folder / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_model_files(folder, config, state, mixing_state, name=name or Path(folder).name,
+                          complete=store_encoder)
+
+
+def write_model_files(folder: str | Path, config: ModelConfig, head_state: dict[str, Tensor] | None,
+                      mixing_state: dict[str, Tensor] | None, *, name: str, complete: bool = True) -> None:
+    """qcompress.json, and for a `complete` folder (its encoder saved in encoder/, the config saying so) the
+    sentence-transformers files and the model card (`name`: the model's name on the card, or its Hub id), of a
+    folder whose weights are in place."""
+    folder = Path(folder)
+    if complete:
+        write_st_files(folder, config, ENCODER_DIR, head_state, mixing_state)
+        (folder / "README.md").write_text(model_card(config, name))
+    (folder / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def build_model(
@@ -287,36 +300,63 @@ def _folder_encoder(folder: Path, config: ModelConfig) -> EncoderSource:
                      "yourself (--encoder PATH)", file=config_path, field="encoder")
 
 
-def _load_head(folder: Path, config: ModelConfig) -> nn.Module | None:
+def read_folder(folder: str | Path) -> tuple[ModelConfig, Weights, Weights]:
+    """A model folder's config and its head's and mixing's weights (a state of None where it has none):
+    from qcompress.json and head.safetensors / mixing.safetensors, or, in a folder that sentence-transformers saved
+    (a modules.json, no qcompress.json), from its sentence-transformers files."""
+    folder = Path(folder)
+    if not (folder / CONFIG_NAME).is_file() and (folder / MODULES).is_file():
+        return read_st_folder(folder)
+    return read_config(folder), read_weights(folder / HEAD_WEIGHTS), read_weights(folder / MIXING_WEIGHTS)
+
+
+def _load_head(config: ModelConfig, weights: Weights) -> nn.Module | None:
     head = build_head(config.head, config.in_dim, config.dim)
     if head is None:
         return None
-    weights = folder / HEAD_WEIGHTS
-    if not weights.is_file():
-        raise InputError(f"missing {HEAD_WEIGHTS} for the {config.head} head", file=folder)
+    if weights.state is None:
+        raise InputError(f"missing {weights.file.name} for the {config.head} head", file=weights.file.parent)
     try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as err:
-        raise InputError(f"not a readable safetensors file ({err})", file=weights) from None
-    try:
-        head.load_state_dict(state)
+        head.load_state_dict(weights.state)
     except RuntimeError as err:
         reason = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise InputError(f"weights do not fit the {config.head} head of {CONFIG_NAME} ({reason})",
-                         file=weights) from None
+        raise InputError(f"weights do not fit the {config.head} head {config.in_dim} -> {config.dim} ({reason})",
+                         file=weights.file) from None
     return head
 
 
-def _load_mixing(folder: Path, config: ModelConfig) -> InputMixing | None:
+def _load_mixing(config: ModelConfig, weights: Weights) -> InputMixing | None:
     if config.mixing == "none":
         return None
-    mixing, weights = InputMixing(config.mixing, config.in_dim), folder / MIXING_WEIGHTS
+    mixing = InputMixing(config.mixing, config.in_dim)
     try:
-        mixing.load_state_dict(load_file(str(weights)))
-    except (SafetensorError, OSError, RuntimeError) as err:
+        if weights.state is None:
+            raise RuntimeError("the file is missing")
+        mixing.load_state_dict(weights.state)
+    except RuntimeError as err:
         reason = str(err).strip().splitlines()[-1]
-        raise InputError(f"not the fitted {config.mixing} mixing of {CONFIG_NAME} ({reason})", file=weights) from None
+        raise InputError(f"not the fitted {config.mixing} mixing of the model ({reason})", file=weights.file) \
+            from None
     return mixing
+
+
+def check_folder(folder: str | Path) -> ModelConfig:
+    """Check a local model folder as `load_model` reads it, without loading the encoder's weights: its config, that
+    the head's and mixing's weights fit it, and that its encoder (inside it, or by Hub id) has safetensors weights.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> build_model("minilm", head="quantum", dim=64).save(folder)
+        >>> check_folder(folder).dim
+        64
+    """
+    folder = Path(folder)
+    config, head_weights, mixing_weights = read_folder(folder)
+    _load_head(config, head_weights)
+    _load_mixing(config, mixing_weights)
+    check_safetensors(_folder_encoder(folder, config).path)
+    return config
 
 
 def load_model(
@@ -327,7 +367,8 @@ def load_model(
     trust_remote_code: bool = False,
     device: str | torch.device | None = None,
 ) -> QCompressModel:
-    """Load a model folder written by `qcompress train`, or a Hub id at `revision` (weights via safetensors only).
+    """Load a model folder written by `qcompress train` (or by `SentenceTransformer.save` for a qcompress model), or a
+    Hub id at `revision` (weights via safetensors only).
 
     `encoder` replaces the folder's own encoder (a folder or Hub id the user vouches for).
 
@@ -339,7 +380,7 @@ def load_model(
         torch.Size([1, 64])
     """
     folder = model_folder(name, revision)
-    config = read_config(folder)
+    config, head_weights, mixing_weights = read_folder(folder)
     source = locate_encoder(encoder) if encoder is not None else _folder_encoder(folder, config)
     enc, tokenizer = load_encoder(str(source.path), trust_remote_code=trust_remote_code)
     if int(enc.config.hidden_size) != config.in_dim:
@@ -349,7 +390,8 @@ def load_model(
         check_max_length(enc, config.max_length, str(source.path))
     except InputError as err:
         raise InputError(err.reason, file=folder / CONFIG_NAME, field="max_length") from None
-    model = QCompressModel(enc, tokenizer, _load_head(folder, config), config, _load_mixing(folder, config))
+    model = QCompressModel(enc, tokenizer, _load_head(config, head_weights), config,
+                           _load_mixing(config, mixing_weights))
     return model.to(device or default_device())
 
 

@@ -1,9 +1,11 @@
 """The sentence-transformers modules of a qcompress model folder: the angle encoding and the quantum head.
 
 `SentenceTransformer(folder, trust_remote_code=True)` imports these classes by the names in the folder's
-modules.json (sentence-transformers 6 asks for trust_remote_code before it imports any module class outside its
-own package; the encoder, pooling, normalisation and the linear head are its own modules). They compute exactly
-what `qcompress.model.QCompressModel.project` computes, with qcompress's own functions.
+modules.json. sentence-transformers 6 asks for trust_remote_code before it imports any module class outside its own
+package, an installed package's included (`sentence_transformers.util.import_module_class`), and none of its own
+modules computes the quantum head or log-fidelity: so angle models need the flag, while the encoder, pooling,
+normalisation and the linear head are its own modules (cosine models load without it). They compute exactly what
+`qcompress.model.QCompressModel.project` computes, with qcompress's own functions.
 
 A model's similarity: sentence-transformers 6 accepts only cosine, dot, euclidean and manhattan as
 `similarity_fn_name` and has no public way to add one. Log-fidelity (SPEC §2) is none of them, so

@@ -90,7 +90,7 @@ def test_a_missing_package_is_one_exception_type_everywhere(monkeypatch):
 
     for module in ("ray", "ir_datasets", "faiss"):
         monkeypatch.setitem(sys.modules, module, None)
-    cases = [(require_ray, "pip install 'qcompress[ray]'"),
+    cases = [(require_ray, "pip install 'qcompress-embeddings[ray]'"),
              (lambda: _import_ir_datasets("beir/scifact"), "pip install ir_datasets"),
              (lambda: code_representation("pq", torch.randn(300, 8), code_bytes=2), "pip install faiss-cpu")]
     for call, install in cases:

@@ -175,7 +175,7 @@ def test_engine_ray_without_ray_says_how_to_install(tmp_path, monkeypatch):
                                  str(tmp_path / "out"), "--engine", "ray"])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        "qcompress: error: --engine ray needs ray, which is not installed: pip install 'qcompress[ray]'"]
+        "qcompress: error: --engine ray needs ray, which is not installed: pip install 'qcompress-embeddings[ray]'"]
 
 
 def test_engine_options_are_checked(tmp_path):

@@ -37,6 +37,8 @@ def command_lines(text: str) -> list[str]:
                     continue
                 line = line[2:]
             line = re.sub(r"(^|\s)#.*$", "", line).strip()  # shell comments
+            if re.match(r"python3? -c ", line):  # Python code, not a qcompress command line
+                continue
             for part in re.split(r"\|\||&&|\||;", line):
                 words = part.split()
                 if "qcompress" in words:

@@ -138,7 +138,7 @@ def test_model_card_has_the_hub_header_training_setup_and_evaluation(tiny_encode
     assert "## Evaluation" in card and f"NDCG@10 on `tiny` split `train` (protocol `{result['validation_protocol']}`)" \
         in card
     assert f"| this model (epoch {result['best_epoch']}) | {result['best_ndcg_cut_10']:.4f} |" in card
-    assert 'SentenceTransformer("qbfec", trust_remote_code=True)' in card
+    assert 'SentenceTransformer("your-name/qbfec", trust_remote_code=True)' in card  # a Hub id, not the folder
 
 
 def test_model_card_names_a_known_base_model_and_its_license(minilm_path, tmp_path):

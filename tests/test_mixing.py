@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from qcompress.errors import InputError
 from qcompress.mixing import MIXINGS, InputMixing, hadamard_rotation, mixing_fitted_numbers
@@ -74,6 +75,9 @@ def test_mixing_is_refused_where_it_cannot_apply_and_checked_on_load(tiny_encode
         ModelConfig.create(encoder="x", head="quantum", in_dim=32, dim=8, mixing="rotate")
     _fitted_model(tiny_encoder, "pca").save(tmp_path)
     (tmp_path / "mixing.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match=r"mixing\.safetensors: not a readable safetensors file"):
+        load_model(tmp_path, device="cpu")
+    save_file({"mean": torch.zeros(3)}, str(tmp_path / "mixing.safetensors"))
     with pytest.raises(InputError, match=r"mixing\.safetensors: not the fitted pca mixing"):
         load_model(tmp_path, device="cpu")
 

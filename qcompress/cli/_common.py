@@ -144,7 +144,8 @@ def note(message: str) -> None:
     stderr.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-_USER_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)  # with InputError
+# With InputError: the user's to fix (ConnectionError: no network, or offline mode, where a command needs the Hub).
+_USER_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError, ConnectionError)
 _debug = False  # --debug or $QCOMPRESS_DEBUG: an internal error shows its traceback (set by `main` on every run)
 
 

@@ -63,7 +63,7 @@ EngineOption = Annotated[Engine, typer.Option(
     "--engine",
     help="local (this process) or ray: a Ray Data actor pool (one model per worker, one GPU each when the "
     "cluster has GPUs) writing OUTPUT as a folder of Parquet files (`part-<first row>.parquet`, in input order), "
-    "read as one dataset by score/evaluate. Needs `pip install 'qcompress[ray]'`. Also reads Parquet input "
+    "read as one dataset by score/evaluate. Needs `pip install 'qcompress-embeddings[ray]'`. Also reads Parquet input "
     "(`id` or `_id`, `text`, optional `title`).")]
 NumWorkers = Annotated[Optional[int], typer.Option(
     "--num-workers", min=1, help="With --engine ray: actors (model copies). Default: one per GPU, else 1.")]
