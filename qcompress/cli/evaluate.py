@@ -181,13 +181,21 @@ def _json_output(comparison: "Comparison", collection: "Collection", *, top_k: i
     return out
 
 
+def _rerank_depth(comparison: "Comparison", top_k: int) -> str:
+    """How many candidates a query had to re-rank: the first stage's depth, cut at top_k (BM25's 100 is not 1000)."""
+    sizes = [len(docs) for docs in comparison.models[0].evaluation.run.values()] or [0]
+    most = max(sizes)
+    depth = f"up to {most:,}" if min(sizes) < most else f"{most:,}"
+    return f"{depth} candidates per query (--top-k {top_k:,})"
+
+
 def _caption(comparison: "Comparison", collection: "Collection", *, top_k: int, first_stage: Optional[str],
              permutations: int) -> str:
     protocol, unranked = comparison.protocol, comparison.judged_without_text
     holm = ", Holm-adjusted over the models" if len(comparison.significance) > 1 else ""
     return (
         _PROTOCOL_NOTES[protocol]
-        + (f" ({first_stage}, top {top_k} per query)" if protocol == "rerank" else "")
+        + (f" ({first_stage}, {_rerank_depth(comparison, top_k)})" if protocol == "rerank" else "")
         + (f"; {unranked:,} judgements without text could not be ranked" if unranked else "")
         + f"; relevance level {collection.relevance_level}"
         + (f"; p: two-sided paired permutation test (scipy, {permutations:,} permutations) on {comparison.metric} "
