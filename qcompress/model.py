@@ -36,7 +36,7 @@ from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH
 from qcompress.encoder import EncoderSource, load_encoder, locate_encoder, position_limit
 from qcompress.errors import InputError
 from qcompress.heads import DEFAULT_SIMILARITY, build_head, get_head
-from qcompress.hub import download, is_hub_id
+from qcompress.hub import download, is_hub_id, snapshot_identity
 from qcompress.mixing import InputMixing
 from qcompress.model_card import model_card, read_license
 from qcompress.model_config import CONFIG_NAME, ModelConfig, _positive_int, read_config
@@ -85,6 +85,9 @@ class QCompressModel(nn.Module):
                              f"{getattr(mixing, 'kind', None)!r} differ")
         self.encoder, self.tokenizer, self.head, self.mixing = encoder, tokenizer, head, mixing
         self.config = config
+        # How to load this model again, where there is a way (set by load_model, build_model): the model_ref of the
+        # Parquet files it writes. {"hub_id", "revision"}, {"folder"}, or {"encoder", "revision"} without a head.
+        self.reference: dict | None = None
 
     # -- what the model is -------------------------------------------------------------------------------------
     @property
@@ -254,6 +257,9 @@ def build_model(
     )
     mixer = InputMixing(mixing, in_dim) if mixing != "none" else None
     model = QCompressModel(enc, tokenizer, build_head(head, in_dim, config.dim), config, mixer)
+    if head == "none":  # a fresh head has no weights anyone can load again
+        model.reference = ({"encoder": source.hub_id, "revision": source.revision} if source.hub_id else
+                           {"encoder": str(Path(source.path).resolve())})
     return model.to(device or default_device())
 
 
@@ -350,6 +356,9 @@ def load_model(
     except InputError as err:
         raise InputError(err.reason, file=folder / CONFIG_NAME, field="max_length") from None
     model = QCompressModel(enc, tokenizer, _load_head(folder, config), config, _load_mixing(folder, config))
+    if encoder is None:  # with another encoder, the folder alone no longer loads this model
+        hub = snapshot_identity(folder)
+        model.reference = {"hub_id": hub[0], "revision": hub[1]} if hub else {"folder": str(folder.resolve())}
     return model.to(device or default_device())
 
 
