@@ -36,6 +36,12 @@ Symmetric = Annotated[bool, typer.Option(
     "--symmetric",
     help="With a CORPUS (or --index) of low-bit codes: code the queries with the corpus's levels too, and score "
     "the decoded levels against each other (default: float32 query angles against the corpus's levels).")]
+Candidates = Annotated[Optional[Path], typer.Option(
+    "--candidates", metavar="RUN",
+    help="With QUERIES CORPUS: re-rank only these candidates, a TREC run (qid Q0 docid rank score tag) from another "
+    "system, e.g. a vector database's top 100 by inner product over `qcompress export --features`, or BM25. Each "
+    "query's candidates are scored exactly and its --top-k best kept: the exact search's result when they hold its "
+    "top k. Queries without candidates get none.")]
 Fidelity = Annotated[bool, typer.Option(
     "--fidelity",
     help="With --pairs and an angle model: print the fidelity itself, in [0, 1] (underflows to 0 for unrelated "
@@ -81,6 +87,7 @@ def score_command(
     rerank: int = typer.Option(100, "--rerank", min=1, help="With --index: candidates re-ranked exactly per query."),
     recall_queries: RecallQueries = 10,
     symmetric: Symmetric = False,
+    candidates: Candidates = None,
     top_k: int = typer.Option(1000, "--top-k", min=1, help="Documents per query in the run."),
     output: Output = None,
     tag: str = typer.Option("qcompress", "--tag", help="Run tag, the last column of the TREC run."),
@@ -118,6 +125,7 @@ def score_command(
         qcompress score queries.parquet corpus.parquet --top-k 100 -o run.trec --tag qbec
         qcompress score queries.parquet corpus-4bit.parquet --top-k 100 -o run.trec    # 4-bit codes
         qcompress score queries.parquet --index corpus.index --nprobe 32 --top-k 100 -o run.trec
+        qcompress score queries.parquet corpus.parquet --candidates lancedb-top100.trec --top-k 10
         printf 'what is lift\\tLift is a force.\\n' | qcompress score --pairs - --model models/qbec
     """
     check_model_options(encoder, value(head), value(similarity))
@@ -130,6 +138,8 @@ def score_command(
         spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision)
         _score_pairs(records, spec.load(device), fidelity, batch_size)
         return
+    if candidates is not None and (corpus is None or index is not None):
+        usage_error("--candidates re-ranks a run against QUERIES CORPUS files (not --index)")
     if queries is None or (corpus is None) == (index is None):
         usage_error("give QUERIES and CORPUS Parquet files (from `qcompress compress`), QUERIES --index DIR, or "
                     "--pairs FILE")
@@ -141,6 +151,8 @@ def score_command(
     with quiet_closed_pipe():
         if index is not None:
             _score_index(queries, index, top_k, output, tag, nprobe, rerank, recall_queries, symmetric)
+        elif candidates is not None:
+            _score_candidates(queries, corpus, candidates, top_k, output, tag, symmetric)
         else:
             _score_files(queries, corpus, top_k, output, tag, symmetric)
 
@@ -169,6 +181,27 @@ def _score_files(queries: Path, corpus: Path, top_k: int, output: Optional[str],
     # The corpus is streamed batch by batch, its ids checked unique as they come: memory stays bounded.
     scores, doc_ids = search_parquet(values, corpus, top_k)
     _write(q.ids, scores, doc_ids, output, tag)
+
+
+def _score_candidates(queries: Path, corpus: Path, candidates: Path, top_k: int, output: Optional[str], tag: str,
+                      symmetric: bool) -> None:
+    from qcompress.formats import check_same_model, read_embedding_metadata, read_embeddings, read_run, write_run
+    from qcompress.search.rerank import rerank_parquet
+
+    run = read_run(candidates)
+    q = read_embeddings(queries)
+    corpus_meta = read_embedding_metadata(corpus)
+    check_same_model(q.metadata, corpus_meta, what=f"{queries} and {corpus}")
+    try:
+        ranked = rerank_parquet(_coded_queries(q.values, corpus_meta, symmetric, corpus), q.ids, corpus, run, top_k)
+    except InputError as err:
+        if err.field != "candidates":
+            raise
+        raise InputError(err.reason, file=candidates) from None
+    write_run(output or "-", ranked, tag)
+    if output:
+        note(f"wrote the exact top {top_k} of the candidates of {sum(1 for d in ranked.values() if d):,} of "
+             f"{len(q.ids):,} queries to {output}")
 
 
 def _write(query_ids: list[str], scores, doc_ids: list[list[str]], output: Optional[str], tag: str) -> None:
