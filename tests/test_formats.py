@@ -26,6 +26,7 @@ from qcompress.formats import (
     read_embedding_metadata,
     read_embeddings,
     read_pairs,
+    read_parquet_texts,
     read_qrels,
     read_run,
     read_texts,
@@ -35,6 +36,7 @@ from qcompress.formats import (
 from qcompress.formats.embeddings import codec_of
 from qcompress.formats.writer import earlier_metadata
 from qcompress.formats.metadata import describe_values, read_metadata
+from qcompress.formats.texts import TextFields
 
 META = {"encoder": "minilm", "head": "quantum", "similarity": "fidelity"}
 
@@ -91,6 +93,63 @@ def test_read_texts_tsv_extra_columns_are_an_error_naming_the_line(tmp_path):
     with pytest.raises(InputError) as err:
         read_texts(path)
     assert "3 tab-separated fields: expected exactly 2" in raises_at(err, path, 2)
+
+
+def test_read_texts_csv_with_a_header_quotes_and_named_fields(tmp_path):
+    path = write(tmp_path, "docs.csv", 'id,title,text\nd1,Wings,"lift, and ""drag"""\n\nd2,,"two\nlines"\n')
+    assert read_texts(path) == [("d1", 'Wings lift, and "drag"'), ("d2", "two\nlines")]
+    path = write(tmp_path, "pyserini.csv", "docid,contents\n7,first\n8,second\n")
+    fields = TextFields.named(id="docid", text="contents")
+    assert read_texts(path, fields=fields) == [("7", "first"), ("8", "second")]
+    with pytest.raises(InputError) as err:
+        read_texts(path)  # the default names: no _id or id field
+    assert 'missing id: each record needs a "_id" or "id" field' in raises_at(err, path, 2, "_id")
+    bad = write(tmp_path, "bad.csv", "id,text\na,x\nb,y,z\n")
+    with pytest.raises(InputError) as err:
+        read_texts(bad)
+    assert "3 values, but the header names 2 fields" in raises_at(err, bad, 3)
+    dup = write(tmp_path, "dup.csv", "id,text\na,x\na,y\n")
+    with pytest.raises(InputError) as err:
+        read_texts(dup)
+    assert 'duplicate id "a" (first on line 2)' in raises_at(err, dup, 3, "id")
+    empty = write(tmp_path, "empty.csv", "id,text\na,\n")
+    with pytest.raises(InputError) as err:
+        read_texts(empty)
+    assert "text is empty" in raises_at(err, empty, 2, "text")
+
+
+def test_read_texts_parquet_streams_rows_with_named_fields(tmp_path, monkeypatch):
+    path = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"docid": [1, 2, 3], "contents": ["a wing", "heat", "flow"],
+                             "headline": ["T", None, "F"]}), path)
+    monkeypatch.setattr("qcompress.formats.tables.BATCH_ROWS", 2)  # rows of several batches
+    fields = TextFields.named(id="docid", text="contents", title="headline")
+    assert read_texts(path, fields=fields) == [("1", "T a wing"), ("2", "heat"), ("3", "F flow")]
+    assert list(iter_texts(path, fields=fields))[2] == ("3", "F flow")
+    assert read_parquet_texts(path, fields) == read_texts(path, fields=fields)
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["x", None, "z"]}), bad)
+    with pytest.raises(InputError) as err:
+        read_texts(bad)
+    assert "must be a string, got null" in raises_at(err, f"{bad} row 2", None, "text")
+    dup = tmp_path / "dup.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "a"], "text": ["x", "y", "z"]}), dup)
+    with pytest.raises(InputError) as err:
+        read_texts(dup)
+    assert 'duplicate id "a" (first on row 1)' in raises_at(err, f"{dup} row 3", None, "id")
+
+
+def test_read_texts_jsonl_with_named_fields_and_tsv_refuses_them(tmp_path):
+    path = write(tmp_path, "docs.jsonl", '{"docid": "d1", "contents": "lift"}\n{"docid": "d2", "contents": 5}\n')
+    fields = TextFields.named(id="docid", text="contents")
+    with pytest.raises(InputError) as err:
+        read_texts(path, fields=fields)
+    assert "must be a string, got 5" in raises_at(err, path, 2, "contents")
+    assert read_texts(write(tmp_path, "ok.jsonl", '{"docid": "d1", "contents": "lift"}\n'), fields=fields) == [
+        ("d1", "lift")]
+    tsv = write(tmp_path, "docs.tsv", "1\tfirst\n")
+    with pytest.raises(InputError, match="TSV lines are `id<TAB>text`, without field names"):
+        read_texts(tsv, fields=fields)
 
 
 def test_read_texts_stdin_sniffs_format(tmp_path, monkeypatch):

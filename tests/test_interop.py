@@ -165,3 +165,22 @@ def test_old_files_with_one_json_value_still_read(files, tmp_path):
     assert read_embedding_metadata(old) == meta and read_embeddings(old).ids == list(DOCS)
     expected = invoke("score", files / "q.parquet", original, "--top-k", "3").stdout
     assert invoke("score", files / "q.parquet", old, "--top-k", "3").stdout == expected
+
+
+def test_compress_reads_csv_parquet_and_named_fields(files, tmp_path):
+    """The same texts as JSONL (`_id`, `text`), CSV and Parquet (Pyserini's `docid`, `contents`): the same file."""
+    model, expected = files / "qbec", read_embeddings(files / "float32.parquet")
+    (tmp_path / "c.csv").write_text("docid,contents\n" + "".join(f'{k},"{v}"\n' for k, v in DOCS.items()))
+    pq.write_table(pa.table({"docid": list(DOCS), "contents": list(DOCS.values())}), tmp_path / "c.parquet")
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"docid": k, "contents": v}) + "\n" for k, v in DOCS.items()))
+    for source in ("c.csv", "c.parquet", "c.jsonl"):
+        out = tmp_path / f"out-{source}.parquet"
+        invoke("compress", tmp_path / source, "--model", model, "-o", out, "--id-field", "docid", "--text-field",
+               "contents")
+        got = read_embeddings(out)
+        assert got.ids == expected.ids and (got.values == expected.values).all(), source
+    result = runner.invoke(app, ["compress", str(tmp_path / "c.csv"), "--model", str(model), "-o",
+                                 str(tmp_path / "x.parquet")])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert f'{tmp_path / "c.csv"}:2: field "_id": missing id' in result.stderr
+    assert not (tmp_path / "x.parquet").exists()
