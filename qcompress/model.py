@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
@@ -73,8 +74,10 @@ class QCompressModel(nn.Module):
 
     Example:
         >>> model = build_model("minilm", head="quantum", dim=128)   # the offline all-MiniLM-L6-v2
-        >>> model.encode(["a query", "a passage"]).shape
-        torch.Size([2, 128])
+        >>> model.encode(["a query", "a passage"]).shape             # numpy, as sentence-transformers returns
+        (2, 128)
+        >>> model.encode("a query", convert_to_tensor=True).shape    # one text: one row; a torch tensor
+        torch.Size([128])
     """
 
     def __init__(self, encoder: nn.Module, tokenizer: Any, head: nn.Module | None, config: ModelConfig,
@@ -165,20 +168,27 @@ class QCompressModel(nn.Module):
 
     def encode(
         self,
-        texts: Sequence[str],
+        texts: str | Sequence[str],
         *,
         role: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_batch: Callable[[int], None] | None = None,
-    ) -> Tensor:
-        """Embeddings (len(texts), dim) as float32 on the CPU, in input order, in eval mode (no dropout).
+        convert_to_tensor: bool = False,
+    ) -> np.ndarray | Tensor:
+        """Embeddings (len(texts), dim), float32, in input order, in eval mode (no dropout): a numpy array, or a
+        torch tensor on the CPU with `convert_to_tensor=True` (as sentence-transformers' `encode`; qcompress's
+        own code asks for tensors). One text (a str) gives one row, shape (dim,).
 
         `role` ("query" or "document") puts the model's prompt for it before each text. Batches are formed
         longest-first (qcompress.batching); `on_batch(n)` is called after each batch.
         """
+        if isinstance(texts, str):
+            return self.encode([texts], role=role, batch_size=batch_size, on_batch=on_batch,
+                               convert_to_tensor=convert_to_tensor)[0]
         texts = self.prompted(texts, role)
         with eval_mode(self):
-            return map_batches(self.forward, texts, batch_size, width=self.dim, on_batch=on_batch)
+            values = map_batches(self.forward, texts, batch_size, width=self.dim, on_batch=on_batch)
+        return values if convert_to_tensor else values.numpy()
 
     # -- persistence -------------------------------------------------------------------------------------------------
     def save(self, folder: str | Path, *, name: str | None = None, store_encoder: bool = True) -> None:
@@ -342,7 +352,7 @@ def load_model(
         >>> folder = tempfile.mkdtemp()
         >>> build_model("minilm", head="quantum", dim=64).save(folder)
         >>> load_model(folder).encode(["what is a wing?"]).shape
-        torch.Size([1, 64])
+        (1, 64)
     """
     folder = model_folder(name, revision)
     config = read_config(folder)

@@ -107,7 +107,7 @@ class _EncodeActor:
         done: dict[str, list] = {"first": [], "rows": [], "file": []}
         for first, ids, texts in zip(batch["first"], batch["ids"], batch["texts"]):
             ids, texts = [str(x) for x in ids], [str(t) for t in texts]
-            values = self.model.encode(texts, role=self.role, batch_size=self.batch_size)
+            values = self.model.encode(texts, role=self.role, batch_size=self.batch_size, convert_to_tensor=True)
             name = _part_name(int(first))
             with EmbeddingWriter(self.out_dir / name, dim=self.model.dim, metadata=self.metadata,
                                  encoding=self.encoding, column=self.model.output_kind,

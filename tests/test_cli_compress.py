@@ -57,7 +57,7 @@ def test_compress_quantum_model_uint8_reads_everywhere(quantum_model, tmp_path):
     assert meta["similarity"] == "fidelity" and len(meta["model_id"]) == 32 and "qcompress_version" in meta
 
     model = load_model(quantum_model)
-    expected = model.encode([t for _, t in read_texts(docs)])
+    expected = model.encode([t for _, t in read_texts(docs)], convert_to_tensor=True)
     codes = np.array(table.column("angles").to_pylist(), dtype=np.uint8)
     assert np.abs(codes.astype(int) - np.rint(expected.numpy() / math.pi * 255)).max() <= 1
 
@@ -206,7 +206,7 @@ def test_compress_cache_fills_and_reuses_pooled_outputs(quantum_model, tmp_path)
     assert any(p.is_file() for p in cache.rglob("*"))  # the first run stored pooled outputs
     a, b = read_embeddings(first), read_embeddings(second)
     model = load_model(quantum_model)
-    expected = model.encode([t for _, t in read_texts(docs)])
+    expected = model.encode([t for _, t in read_texts(docs)], convert_to_tensor=True)
     for emb in (a, b):
         np.testing.assert_allclose(np.asarray(emb.values), expected.numpy(), atol=1e-5)
 
@@ -364,7 +364,7 @@ def test_compress_bits_stores_codes_and_quantize_of_the_float32_file_gives_the_s
     assert ids == ["d1", "d2", "d3", "d4", "d5"] and codes.type == pa.binary(8)
     assert (meta["encoding"], meta["column"], meta["codes"]["bits"], meta["head"]) == ("codes", "codes", 4, "quantum")
     model = load_model(quantum_model)
-    angles = model.encode([t for _, t in read_texts(docs)])
+    angles = model.encode([t for _, t in read_texts(docs)], convert_to_tensor=True)
     codec = AngleCodes.fit(angles, 4)
     assert AngleCodes.from_metadata(meta["codes"]) == codec
     assert torch.equal(read_embeddings(coded).values, codec.decode(codec.encode(angles)))

@@ -7,20 +7,14 @@ from typing import Optional
 
 import typer
 
-from qcompress.cli._common import Command, Group, app, bar_on_first_use, cli_errors, progress_bars, stderr
+from qcompress.cli._common import bar_on_first_use, command, command_group, progress_bars, stderr
 from qcompress.errors import InputError
 
-index_app = typer.Typer(
-    cls=Group,
-    help="Approximate indexes for corpora beyond exact search (searched by `qcompress score --index`).",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-)
-app.add_typer(index_app, name="index")
+index_app = command_group(
+    "index", "Approximate indexes for corpora beyond exact search (searched by `qcompress score --index`).")
 
 
-@index_app.command("build", cls=Command)
-@cli_errors
+@command("build", index_app)
 def build_command(
     corpus: Path = typer.Argument(..., metavar="CORPUS", help="Corpus embeddings (angles, or low-bit codes): a Parquet file or folder."),
     output: Path = typer.Option(..., "-o", "--output", help="Index folder to write (atomically)."),

@@ -8,19 +8,13 @@ from typing import Optional
 
 import typer
 
-from qcompress.cli._common import Command, Group, app, check_writable, cli_errors, note, print_json
+from qcompress.cli._common import check_writable, command, command_group, note, print_json
 
-meta_app = typer.Typer(
-    cls=Group,
-    help="An embedding file's metadata: put it back on a copy written by pandas, polars or DuckDB, or print it.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-)
-app.add_typer(meta_app, name="meta")
+meta_app = command_group(
+    "meta", "An embedding file's metadata: put it back on a copy written by pandas, polars or DuckDB, or print it.")
 
 
-@meta_app.command("copy", cls=Command)
-@cli_errors
+@command("copy", meta_app)
 def copy_command(
     source: Path = typer.Argument(..., metavar="SOURCE", help="The embedding file (or folder) from `qcompress "
                                   "compress` whose rows the copy holds."),
@@ -51,8 +45,7 @@ def copy_command(
     note(f"wrote {target}: {done.rows:,} of the {done.source_rows:,} rows of {source}, with its metadata")
 
 
-@meta_app.command("show", cls=Command)
-@cli_errors
+@command("show", meta_app)
 def show_command(
     path: Path = typer.Argument(..., metavar="FILE", help="An embedding file or folder from `qcompress compress`."),
 ) -> None:

@@ -60,8 +60,9 @@ def _score_pairs(pairs: list[tuple[str, str]], model, fidelity: bool, batch_size
     passages = list(dict.fromkeys(b for _, b in pairs))
     with progress_bars() as start:
         advance = start("encoding", len(queries) + len(passages))
-        q_emb = model.encode(queries, role="query", batch_size=batch_size, on_batch=advance)
-        p_emb = model.encode(passages, role="document", batch_size=batch_size, on_batch=advance)
+        q_emb = model.encode(queries, role="query", batch_size=batch_size, on_batch=advance, convert_to_tensor=True)
+        p_emb = model.encode(passages, role="document", batch_size=batch_size, on_batch=advance,
+                             convert_to_tensor=True)
     q_row, p_row = {t: i for i, t in enumerate(queries)}, {t: i for i, t in enumerate(passages)}
     q = q_emb[[q_row[a] for a, _ in pairs]]
     p = p_emb[[p_row[b] for _, b in pairs]]
