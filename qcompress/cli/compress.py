@@ -114,12 +114,11 @@ def compress_command(
 
     The input streams through in chunks of 4,096 records: each chunk is read and checked (duplicate ids, empty
     texts, malformed lines: an error naming the line), encoded and written as one row group in input order, so
-    memory does not grow with the corpus. The file appears at OUTPUT only when complete, and an existing file is
-    replaced only with --force; an interrupted or failed run keeps its finished chunks in OUTPUT.partial/ for
-    --resume. A second run writing the same OUTPUT is refused. With -o - the whole input is read and checked
-    first, then written as JSON lines chunk by chunk. The metadata names the model (encoder, head, dim,
-    similarity, a digest of the weights, qcompress version) and the encoding, so `qcompress score` never
-    compares files of different models. The pooled-output cache is not used with --engine ray.
+    memory does not grow with the corpus. The file appears at OUTPUT only when complete, an existing file is
+    replaced only with --force, a second run writing the same OUTPUT is refused; an interrupted or failed run
+    keeps its finished chunks in OUTPUT.partial/ for --resume. With -o - the whole input is read and checked
+    first, then written as JSON lines. The metadata (`qcompress meta show`) names the model and the encoding, so
+    `score` never compares files of different models. The pooled-output cache is not used with --engine ray.
 
     With --bits B (and by default for a model trained with --bits) the file holds a `codes` column of
     ceil(dim*B/8) bytes a row, and its metadata the levels that decode them and where they came from: the
@@ -132,7 +131,6 @@ def compress_command(
         qcompress compress corpus.jsonl                      # -> corpus.parquet, the default model
         qcompress compress collection.csv --id-field docid --text-field contents -o collection.parquet
         qcompress compress corpus.jsonl --model models/qbec -o corpus-4bit.parquet --bits 4   # 64 B at 128 qubits
-        qcompress compress corpus.jsonl --model models/qbec -o corpus-u8.parquet --uint8
         qcompress compress queries.tsv --encoder minilm --head none --similarity fidelity -o - | head -c 300
     """
     out = _output_path(input_path, output)

@@ -122,6 +122,13 @@ def _first_stage(first_stage: Optional[Path], protocol: str,
     return None, f"{collection.name} first stage (shipped)"
 
 
+def _read_runs(paths: List[Path]) -> list[tuple[str, dict]]:
+    """--run files as (name, run), each read and checked (an error names its file and line)."""
+    from qcompress.formats import read_run
+
+    return [(str(path), read_run(path)) for path in paths]
+
+
 def _first_stage_line(path: Path, doc_id: str) -> Optional[int]:
     """The first line of a TREC run file that names `doc_id`."""
     from qcompress.formats.lines import open_lines
@@ -341,16 +348,12 @@ def evaluate_command(
     nothing ranked scores 0 (and is counted), never silently dropped. Every output names its protocol.
 
     With --bits B (and by default for a model trained with --bits) the documents are ranked as the B-bit codes
-    `compress --bits B` stores, with the same levels, against float32 query angles: the scores of `compress
-    --bits B` + `score`, and bytes/vector says the code size, e.g. 64 (4-bit x 128).
+    `compress --bits B` stores, against float32 query angles (as `score` ranks them); bytes/vector says so.
 
-    --run FILE scores an existing TREC run (BM25, another system, `score --candidates`) the same way, beside the
-    models or alone, paired tests included.
-
-    Several models give one comparison table (head parameters, bytes per stored vector, metrics) with p-values
-    against the first model on the first metric: a two-sided paired permutation test
-    (scipy.stats.permutation_test, the queries' two values swapped or not) in the table, and in --json also a
-    paired t-test (scipy.stats.ttest_rel), each raw and Holm-adjusted over the models compared.
+    Several models (and --run files: existing TREC runs, scored the same way) give one table (head parameters,
+    bytes per stored vector, metrics) with p-values against the first on the first metric: a two-sided paired
+    permutation test (scipy.stats.permutation_test) in the table, in --json also a paired t-test
+    (scipy.stats.ttest_rel), each raw and Holm-adjusted over the models compared.
 
     Examples:
 
@@ -361,17 +364,14 @@ def evaluate_command(
         qcompress evaluate --model models/qbec --dataset path/to/beir-folder --bits 4
         qcompress evaluate --run bm25.trec --run run.trec --dataset path/to/beir-folder
     """
-    model_dirs, runs = model_dirs or [], runs or []
-    bits = chosen_bits(bits, float32)
+    model_dirs, runs, bits = model_dirs or [], runs or [], chosen_bits(bits, float32)
     check_model_options(encoder, value(head), value(similarity))
     dataset_id, protocol = _collection_and_protocol(value(trec), trec_dir, dataset, value(protocol), first_stage)
     from qcompress.evaluation.compare import compare  # not the package's: importing the submodule replaces it
     from qcompress.evaluation.protocols import UnknownDocuments
 
     _check_arguments(metrics, run_out, revision, model_dirs)
-    from qcompress.formats import read_run
-
-    scored_runs = [(str(path), read_run(path)) for path in runs]  # checked before any model loads
+    scored_runs = _read_runs(runs)  # checked before any model loads
     collection = _load(dataset_id, split, value(trec), trec_dir)
     first, first_stage_name = _first_stage(first_stage, protocol, collection)
     specs = [model_spec(d, None, None, None, max_length, trust_remote_code, revision) for d in model_dirs]
