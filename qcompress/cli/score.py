@@ -49,13 +49,14 @@ Fidelity = Annotated[bool, typer.Option(
 
 
 def _score_pairs(path: str, spec, device: Optional[str], fidelity: bool, batch_size: int) -> None:
+    """`spec()`: the model's spec, asked for (and the default model's note printed) once the pairs are read."""
     import numpy as np
 
     from qcompress.formats import read_pairs
     from qcompress.similarity import paired_scores
 
     pairs = read_pairs(path)  # all of it, validated, before the model is loaded
-    model = spec.load(device)
+    model = spec().load(device)
 
     if fidelity and model.similarity != "fidelity":
         raise InputError(f"--fidelity needs an angle model; this one compares by {model.similarity}")
@@ -137,8 +138,8 @@ def score_command(
     if pairs is not None:
         if queries is not None or corpus is not None or symmetric:
             usage_error("--pairs scores text pairs with a model; it takes no QUERIES CORPUS files (nor --symmetric)")
-        spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision)
-        return _score_pairs(pairs, spec, device, fidelity, batch_size)
+        return _score_pairs(pairs, lambda: model_spec(model_dir, encoder, value(head), value(similarity), max_length,
+                                                      trust_remote_code, revision), device, fidelity, batch_size)
     if candidates is not None and (corpus is None or index is not None):
         usage_error("--candidates re-ranks a run against QUERIES CORPUS files (not --index)")
     if queries is None or (corpus is None) == (index is None):
