@@ -268,13 +268,13 @@ def encode(
     on_batch: Callable[[int], None] | None = None,
     role: str | None = None,
 ) -> Tensor:
-    """`model.encode(texts, role=role)`, with the encoder run only on texts the cache does not hold (None: no
-    cache).
+    """`model.encode(texts, role=role, convert_to_tensor=True)`, with the encoder run only on texts the cache does
+    not hold (None: no cache).
 
     Returns float32 (len(texts), dim) on the CPU, in input order; `on_batch(n)` reports progress in texts.
     """
     if cache is None:
-        return model.encode(texts, role=role, batch_size=batch_size, on_batch=on_batch)
+        return model.encode(texts, role=role, batch_size=batch_size, on_batch=on_batch, convert_to_tensor=True)
     return project_pooled(model, pool_texts(model, texts, cache=cache, batch_size=batch_size, on_batch=on_batch,
                                             role=role))
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from qcompress.defaults import MIXINGS
 from qcompress.errors import InputError
+from qcompress.heads.sizes import mixing_fitted_numbers  # re-exported: defined beside the head sizes
 
 __all__ = ["MIXINGS", "InputMixing", "hadamard_rotation", "mixing_fitted_numbers"]
 
@@ -66,18 +67,6 @@ def hadamard_rotation(n: int, seed: int = HADAMARD_SEED) -> Tensor:
     order = torch.randperm(n, generator=generator)
     blocks = torch.block_diag(*[_hadamard(block) / math.sqrt(block)] * (n // block))
     return signs[:, None] * blocks[order]
-
-
-def mixing_fitted_numbers(kind: str, in_dim: int) -> int:
-    """How many numbers the mixing fits to data (none are trained by gradient).
-
-    Example:
-        >>> [mixing_fitted_numbers(k, 384) for k in MIXINGS]
-        [0, 768, 384, 147840]
-    """
-    if kind not in MIXINGS:
-        raise InputError(f"unknown mixing {kind!r}; choose one of {', '.join(MIXINGS)}")
-    return {"none": 0, "permute": 2 * in_dim, "hadamard": in_dim, "pca": in_dim * in_dim + in_dim}[kind]
 
 
 class InputMixing(nn.Module):

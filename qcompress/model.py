@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -38,7 +39,7 @@ from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH
 from qcompress.encoder import EncoderSource, check_safetensors, load_encoder, locate_encoder, position_limit
 from qcompress.errors import InputError
 from qcompress.heads import DEFAULT_SIMILARITY, build_head, get_head
-from qcompress.hub import download, is_hub_id
+from qcompress.hub import download, is_hub_id, snapshot_identity
 from qcompress.mixing import InputMixing
 from qcompress.model_card import model_card, read_license
 from qcompress.model_config import CONFIG_NAME, ModelConfig, _positive_int, read_config
@@ -75,8 +76,10 @@ class QCompressModel(nn.Module):
 
     Example:
         >>> model = build_model("minilm", head="quantum", dim=128)   # the offline all-MiniLM-L6-v2
-        >>> model.encode(["a query", "a passage"]).shape
-        torch.Size([2, 128])
+        >>> model.encode(["a query", "a passage"]).shape             # numpy, as sentence-transformers returns
+        (2, 128)
+        >>> model.encode("a query", convert_to_tensor=True).shape    # one text: one row; a torch tensor
+        torch.Size([128])
     """
 
     def __init__(self, encoder: nn.Module, tokenizer: Any, head: nn.Module | None, config: ModelConfig,
@@ -87,6 +90,9 @@ class QCompressModel(nn.Module):
                              f"{getattr(mixing, 'kind', None)!r} differ")
         self.encoder, self.tokenizer, self.head, self.mixing = encoder, tokenizer, head, mixing
         self.config = config
+        # How to load this model again, where there is a way (set by load_model, build_model): the model_ref of the
+        # Parquet files it writes. {"hub_id", "revision"}, {"folder"}, or {"encoder", "revision"} without a head.
+        self.reference: dict | None = None
 
     # -- what the model is -------------------------------------------------------------------------------------
     @property
@@ -164,20 +170,27 @@ class QCompressModel(nn.Module):
 
     def encode(
         self,
-        texts: Sequence[str],
+        texts: str | Sequence[str],
         *,
         role: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_batch: Callable[[int], None] | None = None,
-    ) -> Tensor:
-        """Embeddings (len(texts), dim) as float32 on the CPU, in input order, in eval mode (no dropout).
+        convert_to_tensor: bool = False,
+    ) -> np.ndarray | Tensor:
+        """Embeddings (len(texts), dim), float32, in input order, in eval mode (no dropout): a numpy array, or a
+        torch tensor on the CPU with `convert_to_tensor=True` (as sentence-transformers' `encode`; qcompress's
+        own code asks for tensors). One text (a str) gives one row, shape (dim,).
 
         `role` ("query" or "document") puts the model's prompt for it before each text. Batches are formed
         longest-first (qcompress.batching); `on_batch(n)` is called after each batch.
         """
+        if isinstance(texts, str):
+            return self.encode([texts], role=role, batch_size=batch_size, on_batch=on_batch,
+                               convert_to_tensor=convert_to_tensor)[0]
         texts = self.prompted(texts, role)
         with eval_mode(self):
-            return map_batches(self.forward, texts, batch_size, width=self.dim, on_batch=on_batch)
+            values = map_batches(self.forward, texts, batch_size, width=self.dim, on_batch=on_batch)
+        return values if convert_to_tensor else values.numpy()
 
     # -- persistence -------------------------------------------------------------------------------------------------
     def save(self, folder: str | Path, *, name: str | None = None, store_encoder: bool = True) -> None:
@@ -267,6 +280,9 @@ def build_model(
     )
     mixer = InputMixing(mixing, in_dim) if mixing != "none" else None
     model = QCompressModel(enc, tokenizer, build_head(head, in_dim, config.dim), config, mixer)
+    if head == "none":  # a fresh head has no weights anyone can load again
+        model.reference = ({"encoder": source.hub_id, "revision": source.revision} if source.hub_id else
+                           {"encoder": str(Path(source.path).resolve())})
     return model.to(device or default_device())
 
 
@@ -377,7 +393,7 @@ def load_model(
         >>> folder = tempfile.mkdtemp()
         >>> build_model("minilm", head="quantum", dim=64).save(folder)
         >>> load_model(folder).encode(["what is a wing?"]).shape
-        torch.Size([1, 64])
+        (1, 64)
     """
     folder = model_folder(name, revision)
     config, head_weights, mixing_weights = read_folder(folder)
@@ -392,6 +408,9 @@ def load_model(
         raise InputError(err.reason, file=folder / CONFIG_NAME, field="max_length") from None
     model = QCompressModel(enc, tokenizer, _load_head(config, head_weights), config,
                            _load_mixing(config, mixing_weights))
+    if encoder is None:  # with another encoder, the folder alone no longer loads this model
+        hub = snapshot_identity(folder)
+        model.reference = {"hub_id": hub[0], "revision": hub[1]} if hub else {"folder": str(folder.resolve())}
     return model.to(device or default_device())
 
 

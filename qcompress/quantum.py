@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from qcompress.errors import InputError
+from qcompress.heads.sizes import check_sizes as _check_sizes, quantum_head_num_parameters  # re-exported
 
 __all__ = [
     "encode_angles",
@@ -159,27 +160,6 @@ def pairwise_log_fidelity_trainable(queries: Tensor, docs: Tensor) -> Tensor:
         )
     _check_pair(queries, docs)
     return _PairwiseLogFidelity.apply(queries, docs)
-
-
-def _check_sizes(in_dim: int, out_dim: int) -> None:
-    for name, value in (("in_dim", in_dim), ("out_dim", out_dim)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
-    if out_dim > in_dim:
-        raise InputError(
-            f"out_dim ({out_dim}) is larger than in_dim ({in_dim}): the head compresses, choose out_dim <= in_dim"
-        )
-
-
-def quantum_head_num_parameters(in_dim: int, out_dim: int) -> int:
-    """12 * (k - 1) * out_dim with k = ceil(in_dim / out_dim) registers (SPEC §3).
-
-    Example:
-        >>> quantum_head_num_parameters(768, 256)
-        6144
-    """
-    _check_sizes(in_dim, out_dim)
-    return 12 * (math.ceil(in_dim / out_dim) - 1) * out_dim
 
 
 class QuantumHead(nn.Module):

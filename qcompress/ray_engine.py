@@ -51,7 +51,8 @@ from qcompress.atomic import atomic_dir
 from qcompress.batching import DEFAULT_BATCH_SIZE
 from qcompress.compress import embedding_metadata, model_id
 from qcompress.errors import InputError, MissingDependency, require
-from qcompress.formats import EmbeddingWriter, read_parquet_texts, read_texts
+from qcompress.formats import EmbeddingWriter, read_texts
+from qcompress.formats.texts import TextFields
 from qcompress.model import ModelSpec
 from qcompress.quantization import check_encoding
 
@@ -73,11 +74,10 @@ def require_ray():
 # -- input -------------------------------------------------------------------------------------------------------
 
 
-def read_records(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """(id, text) in input order: JSONL/TSV/stdin through `qcompress.formats.read_texts`, or a Parquet file."""
-    if str(path) != "-" and Path(path).suffix.lower() in (".parquet", ".pq"):
-        return read_parquet_texts(path)
-    return read_texts(path)
+def read_records(path: str | os.PathLike, fields: TextFields | None = None) -> list[tuple[str, str]]:
+    """(id, text) in input order, through `qcompress.formats.read_texts` (JSONL, TSV, CSV, Parquet or stdin; the
+    id, text and title fields that `fields` names)."""
+    return read_texts(path, fields=fields)
 
 
 # -- the actor -----------------------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ class _EncodeActor:
         done: dict[str, list] = {"first": [], "rows": [], "file": []}
         for first, ids, texts in zip(batch["first"], batch["ids"], batch["texts"]):
             ids, texts = [str(x) for x in ids], [str(t) for t in texts]
-            values = self.model.encode(texts, role=self.role, batch_size=self.batch_size)
+            values = self.model.encode(texts, role=self.role, batch_size=self.batch_size, convert_to_tensor=True)
             name = _part_name(int(first))
             with EmbeddingWriter(self.out_dir / name, dim=self.model.dim, metadata=self.metadata,
                                  encoding=self.encoding, column=self.model.output_kind,

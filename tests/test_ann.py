@@ -105,3 +105,40 @@ def test_an_index_refuses_duplicate_ids_and_vectors(tmp_path):
         writer.write(["a"], torch.rand(1, 2))
     with pytest.raises(InputError, match="cosine vectors"):
         build_index(vectors, tmp_path / "v.index")
+
+
+@pytest.mark.parametrize("factory, nlist, kind", [("IVF{nlist},Flat", 8, "IndexIVFFlat"), ("HNSW16", None, "IndexHNSWFlat")])
+def test_index_factory_layouts_searched_wide_are_the_exact_search(tmp_path, factory, nlist, kind):
+    """`build_index(factory=...)` (`index build --factory`): another faiss layout, the same exact re-ranking."""
+    import faiss
+
+    corpus = clustered(600, 12, seed=2)
+    path = tmp_path / "c.parquet"
+    with EmbeddingWriter(path, dim=12, metadata=META, row_group_size=250) as writer:
+        writer.write([f"d{i}" for i in range(len(corpus))], corpus)
+    info = build_index(path, tmp_path / "c.index", nlist=nlist, factory=factory)
+    assert (info.nlist, info.factory) == (nlist, factory.replace("{nlist}", str(nlist)))
+    index = ApproximateIndex(tmp_path / "c.index")
+    assert type(faiss.downcast_index(index.ivf)).__name__ == kind and index.factory == info.factory
+    queries = (corpus[:5] + 0.1).clamp(0, math.pi)
+    scores, rows = index.search_rows(queries, 10, nprobe=600, rerank=600)  # every cell / a 600-wide graph search
+    truth_scores, truth_rows = brute_force_topk(queries, corpus, 10)
+    assert torch.equal(rows, truth_rows) and torch.allclose(scores, truth_scores, atol=1e-5)
+
+
+def test_index_factory_strings_faiss_rejects_are_one_line_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from qcompress.cli import app
+
+    corpus = clustered(300, 6)
+    path = tmp_path / "c.parquet"
+    with EmbeddingWriter(path, dim=6, metadata=META) as writer:
+        writer.write([f"d{i}" for i in range(len(corpus))], corpus)
+    for factory, message in [("Nonsense{nlist}", "faiss rejects the index factory string 'Nonsense"),
+                             ("IVF{nlist},PQ5", "should be a multiple of the number of subquantizers"),
+                             ("HNSW8", "nlist goes into a factory string's {nlist}, and 'HNSW8' has none")]:
+        result = CliRunner().invoke(app, ["index", "build", str(path), "-o", str(tmp_path / "x.index"), "--factory",
+                                          factory, "--nlist", "4"])
+        assert result.exit_code == 1 and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1 and not (tmp_path / "x.index").exists()

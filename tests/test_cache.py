@@ -10,7 +10,7 @@ TEXTS = ["the wing flow", "heat transfer in a boundary layer", "pressure", "the 
 
 def test_cache_gives_model_encode_results_and_skips_the_encoder(tiny_encoder, tmp_path, monkeypatch):
     model = build_model(tiny_encoder, head="none", similarity="fidelity", max_length=32)
-    expected = model.encode(TEXTS)
+    expected = model.encode(TEXTS, convert_to_tensor=True)
     cache = PooledCache(tmp_path, model)
     first = encode(model, TEXTS, cache=cache, batch_size=2)
     assert torch.allclose(first, expected, atol=1e-5)
@@ -34,8 +34,8 @@ def test_heads_share_the_encoder_entry_but_other_settings_do_not(tiny_encoder, t
     assert PooledCache(tmp_path, cosine).folder != PooledCache(tmp_path, shorter).folder
     vectors = encode(cosine, TEXTS[:2], cache=PooledCache(tmp_path, cosine))
     angles = encode(fidelity, TEXTS[:2], cache=PooledCache(tmp_path, fidelity))
-    assert torch.allclose(angles, fidelity.encode(TEXTS[:2]), atol=1e-5)
-    assert torch.allclose(vectors, cosine.encode(TEXTS[:2]), atol=1e-5)
+    assert torch.allclose(angles, fidelity.encode(TEXTS[:2], convert_to_tensor=True), atol=1e-5)
+    assert torch.allclose(vectors, cosine.encode(TEXTS[:2], convert_to_tensor=True), atol=1e-5)
 
 
 def test_weights_digest_changes_with_the_weights(tiny_encoder):
@@ -48,7 +48,7 @@ def test_weights_digest_changes_with_the_weights(tiny_encoder):
 
 def test_no_cache_is_model_encode(tiny_encoder):
     model = build_model(tiny_encoder, head="none", max_length=32)
-    assert torch.equal(encode(model, TEXTS), model.encode(TEXTS))
+    assert torch.equal(encode(model, TEXTS), model.encode(TEXTS, convert_to_tensor=True))
     assert encode(model, [], cache=None).shape == (0, 32)
 
 

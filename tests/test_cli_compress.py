@@ -15,6 +15,7 @@ from qcompress.codes import AngleCodes
 from qcompress.compress import compress
 from qcompress.errors import InputError
 from qcompress.formats import partial_path, read_embeddings, read_texts
+from qcompress.formats.metadata import read_metadata
 from qcompress.model import build_model, load_model
 
 runner = CliRunner()
@@ -51,12 +52,12 @@ def test_compress_quantum_model_uint8_reads_everywhere(quantum_model, tmp_path):
 
     table = pq.read_table(out)
     assert table.column("id").to_pylist() == ["d1", "d2", "d3", "d4", "d5"]  # input order
-    meta = json.loads(table.schema.metadata[b"qcompress"])
+    meta = read_metadata(table.schema.metadata)
     assert meta["encoding"] == "uint8" and meta["head"] == "quantum" and meta["dim"] == 16
     assert meta["similarity"] == "fidelity" and len(meta["model_id"]) == 32 and "qcompress_version" in meta
 
     model = load_model(quantum_model)
-    expected = model.encode([t for _, t in read_texts(docs)])
+    expected = model.encode([t for _, t in read_texts(docs)], convert_to_tensor=True)
     codes = np.array(table.column("angles").to_pylist(), dtype=np.uint8)
     assert np.abs(codes.astype(int) - np.rint(expected.numpy() / math.pi * 255)).max() <= 1
 
@@ -205,7 +206,7 @@ def test_compress_cache_fills_and_reuses_pooled_outputs(quantum_model, tmp_path)
     assert any(p.is_file() for p in cache.rglob("*"))  # the first run stored pooled outputs
     a, b = read_embeddings(first), read_embeddings(second)
     model = load_model(quantum_model)
-    expected = model.encode([t for _, t in read_texts(docs)])
+    expected = model.encode([t for _, t in read_texts(docs)], convert_to_tensor=True)
     for emb in (a, b):
         np.testing.assert_allclose(np.asarray(emb.values), expected.numpy(), atol=1e-5)
 
@@ -349,7 +350,7 @@ def test_store_text_adds_a_text_column_that_readers_expose(quantum_model, tmp_pa
 
 def codes_and_meta(path):
     table = pq.read_table(path)
-    return table.column("id").to_pylist(), table.column("codes"), json.loads(table.schema.metadata[b"qcompress"])
+    return table.column("id").to_pylist(), table.column("codes"), read_metadata(table.schema.metadata)
 
 
 def test_compress_bits_stores_codes_and_quantize_of_the_float32_file_gives_the_same(quantum_model, tmp_path):
@@ -363,7 +364,7 @@ def test_compress_bits_stores_codes_and_quantize_of_the_float32_file_gives_the_s
     assert ids == ["d1", "d2", "d3", "d4", "d5"] and codes.type == pa.binary(8)
     assert (meta["encoding"], meta["column"], meta["codes"]["bits"], meta["head"]) == ("codes", "codes", 4, "quantum")
     model = load_model(quantum_model)
-    angles = model.encode([t for _, t in read_texts(docs)])
+    angles = model.encode([t for _, t in read_texts(docs)], convert_to_tensor=True)
     codec = AngleCodes.fit(angles, 4)
     assert AngleCodes.from_metadata(meta["codes"]) == codec
     assert torch.equal(read_embeddings(coded).values, codec.decode(codec.encode(angles)))

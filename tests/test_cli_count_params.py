@@ -47,3 +47,17 @@ def test_count_params_unknown_encoder_folder(tmp_path):
     result = runner.invoke(app, ["count-params", "--encoder", str(tmp_path / "nope")])
     assert result.exit_code == 1
     assert "cannot load" in result.stderr
+
+
+def test_count_params_never_imports_torch():
+    """count-params is arithmetic (qcompress.heads.sizes): a fresh process answers it without loading torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from qcompress.cli import app; "
+            "result = CliRunner().invoke(app, ['count-params', '--in-dim', '768', '--out-dim', '256', '--mixing', "
+            "'pca', '--json']); assert result.exit_code == 0, result.output; print(result.stdout.strip()); "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    table, torch_loaded = done.stdout.splitlines()
+    assert json.loads(table)["rows"][0]["quantum_head"] == 6144 and torch_loaded == "False"

@@ -26,7 +26,7 @@ def _raising(error: Exception):
                                    RuntimeError("boom\nsecond line")])
 def test_a_library_bug_is_an_internal_error_in_one_line(monkeypatch, error):
     """A ValueError that is not an InputError is a bug, not bad input: it must not read as the user's mistake."""
-    monkeypatch.setattr("qcompress.heads.quantum.quantum_head_num_parameters", _raising(error))
+    monkeypatch.setattr("qcompress.heads.sizes.quantum_head_num_parameters", _raising(error))
     result = runner.invoke(app, COUNT)
     assert result.exit_code == 1 and result.stdout == ""
     message = str(error).splitlines()[0]
@@ -37,7 +37,7 @@ def test_a_library_bug_is_an_internal_error_in_one_line(monkeypatch, error):
 
 @pytest.mark.parametrize("how", ["flag", "environment"])
 def test_debug_shows_the_traceback_of_an_internal_error(monkeypatch, how):
-    monkeypatch.setattr("qcompress.heads.quantum.quantum_head_num_parameters", _raising(RuntimeError("boom")))
+    monkeypatch.setattr("qcompress.heads.sizes.quantum_head_num_parameters", _raising(RuntimeError("boom")))
     if how == "flag":
         result = runner.invoke(app, ["--debug", *COUNT])
     else:
@@ -52,7 +52,7 @@ def test_debug_shows_the_traceback_of_an_internal_error(monkeypatch, how):
 
 
 def test_bad_input_stays_one_line_even_with_debug(monkeypatch):
-    monkeypatch.setattr("qcompress.heads.quantum.quantum_head_num_parameters",
+    monkeypatch.setattr("qcompress.heads.sizes.quantum_head_num_parameters",
                         _raising(InputError("out of range", file="x.json", field="dim")))
     for args in (COUNT, ["--debug", *COUNT]):
         result = runner.invoke(app, args)
@@ -62,7 +62,7 @@ def test_bad_input_stays_one_line_even_with_debug(monkeypatch):
 
 def test_ctrl_c_and_usage_errors_keep_their_exit_codes(monkeypatch):
     assert runner.invoke(app, ["count-params", "--in-dim", "0"]).exit_code == 2
-    monkeypatch.setattr("qcompress.heads.quantum.quantum_head_num_parameters", _raising(KeyboardInterrupt()))
+    monkeypatch.setattr("qcompress.heads.sizes.quantum_head_num_parameters", _raising(KeyboardInterrupt()))
     result = runner.invoke(app, COUNT)
     assert result.exit_code == 130 and result.stderr.splitlines() == ["qcompress: interrupted"]
 

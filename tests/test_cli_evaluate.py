@@ -110,6 +110,44 @@ def test_several_models_one_table_with_p_values(models, folder, tmp_path, tiny_e
     assert "Per query" in result.stdout
 
 
+def test_run_files_are_scored_alone_or_beside_models_with_paired_tests(models, folder, tmp_path, monkeypatch):
+    """`evaluate --run FILE`: an existing run scored by the same measures (measure_run) as the models' runs."""
+    from qcompress.evaluation import measure_run
+    from qcompress.data import load_collection
+
+    model_run = tmp_path / "model.trec"
+    evaluate_json("--model", models["qbec"], "--dataset", str(folder), "--run-out", str(model_run))
+    other = tmp_path / "bm25.trec"  # q1: its relevant d1 first; q2: nothing relevant; q3 absent (scores 0)
+    other.write_text("q1 Q0 d1 1 9.0 bm25\nq1 Q0 d2 2 8.0 bm25\nq2 Q0 d5 1 7.0 bm25\n")
+
+    monkeypatch.setattr("qcompress.model.ModelSpec.load", lambda *a, **k: pytest.fail("--run alone loads a model"))
+    out, _ = evaluate_json("--run", str(model_run), "--run", str(other), "--dataset", str(folder),
+                           "--permutations", "200", "--per-query")
+    monkeypatch.undo()
+    qrels = load_collection(str(folder), "test").qrels
+    assert out["protocol"] == "runs" and [m["label"] for m in out["models"]] == ["model.trec", "bm25.trec"]
+    assert out["models"][1] == {"label": "bm25.trec", "tag": "bm25.trec", "model": {"run": str(other)},
+                                "head_parameters": None, "bytes_per_vector": None, "empty_queries": 1,
+                                "run": str(other)}
+    for label, path in (("model.trec", model_run), ("bm25.trec", other)):
+        mean, per_query = measure_run(read_run(path), qrels, out["measures"])
+        assert out["metrics"][label] == pytest.approx(mean) and out["per_query"][label] == per_query
+    assert out["significance"]["bm25.trec"]["against"] == "model.trec"
+
+    # Beside the model that wrote the first run: the same numbers, the run after it, tested against it.
+    beside, _ = evaluate_json("--model", models["qbec"], "--run", str(model_run), "--dataset", str(folder),
+                              "--permutations", "200")
+    assert [m["label"] for m in beside["models"]] == ["qbec", "model.trec"]
+    assert beside["metrics"]["qbec"] == pytest.approx(beside["metrics"]["model.trec"])
+    assert beside["significance"]["model.trec"]["randomization_p"] == 1.0  # identical per-query values
+    table = runner.invoke(app, ["evaluate", "--model", models["qbec"], "--run", str(other), "--dataset", str(folder)])
+    assert table.exit_code == 0 and "bm25.trec" in table.stdout and "--run files scored as given" in table.stdout
+    bad = tmp_path / "bad.trec"
+    bad.write_text("q1 Q0 d1 1\n")
+    result = runner.invoke(app, ["evaluate", "--run", str(bad), "--dataset", str(folder)])
+    assert result.exit_code == 1 and f"{bad}:1:" in result.stderr and result.stderr.count("\n") == 1
+
+
 def trec_dl_folder(root):
     """A local TREC DL 2019 folder as qcompress.data.trecdl reads it: 43 judged queries, a passage pool without some
     judged passages, a BM25 run."""

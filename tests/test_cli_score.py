@@ -126,7 +126,8 @@ def test_score_pairs_in_order(models, tmp_path):
     pairs_file = tmp_path / "pairs.tsv"
     pairs_file.write_text("query\tpassage\n" + "".join(f"{q}\t{p}\n" for q, p in pairs))
     model = load_model(models["qbec"])
-    expected = paired_scores(model.encode([q for q, _ in pairs]), model.encode([p for _, p in pairs]), "fidelity")
+    expected = paired_scores(model.encode([q for q, _ in pairs], convert_to_tensor=True),
+                             model.encode([p for _, p in pairs], convert_to_tensor=True), "fidelity")
 
     result = runner.invoke(app, ["score", "--pairs", str(pairs_file), "--model", models["qbec"]])
     assert result.exit_code == 0, result.output

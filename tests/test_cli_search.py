@@ -39,7 +39,7 @@ def test_search_prints_the_exact_ranking_with_texts(corpus):
     hits = [json.loads(line) for line in result.stdout.splitlines()]
     model = load_model(corpus / "qbec")
     emb = read_embeddings(corpus / "with-text.parquet")
-    scores, rows = brute_force_topk(model.encode(["wing flow"]), emb.values, 3)
+    scores, rows = brute_force_topk(model.encode(["wing flow"], convert_to_tensor=True), emb.values, 3)
     assert [h["id"] for h in hits] == [emb.ids[i] for i in rows[0].tolist()]
     assert [h["rank"] for h in hits] == [1, 2, 3]
     assert [h["score"] for h in hits] == pytest.approx(scores[0].tolist(), abs=1e-5)
@@ -95,7 +95,8 @@ def test_search_on_a_code_file_ranks_the_query_against_the_stored_codes(corpus):
     assert result.exit_code == 0, result.output
     hits = [json.loads(line) for line in result.stdout.splitlines()]
     emb = read_embeddings(coded)  # the codes' levels
-    scores, rows = brute_force_topk(load_model(corpus / "qbec").encode(["wing flow"]), emb.values, 4)
+    query = load_model(corpus / "qbec").encode(["wing flow"], convert_to_tensor=True)
+    scores, rows = brute_force_topk(query, emb.values, 4)
     assert [h["id"] for h in hits] == [emb.ids[i] for i in rows[0].tolist()]
     assert [h["score"] for h in hits] == pytest.approx(scores[0].tolist(), abs=1e-5)
     assert all(h["text"] == DOCS[h["id"]] for h in hits)

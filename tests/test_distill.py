@@ -39,7 +39,7 @@ def _settings(tiny_encoder, corpus_file, tmp_path, **kw):
 def _top10_overlap(folder, texts) -> float:
     """Mean share of each text's 10 nearest texts (itself left out) that the model and its teacher agree on."""
     model = load_model(folder, device="cpu").eval()
-    student = model.encode(texts)
+    student = model.encode(texts, convert_to_tensor=True)
     with torch.no_grad():
         teacher = F.normalize(model.pool(texts), dim=-1)  # the frozen encoder without its head: the teacher
     eye = torch.eye(len(texts), dtype=torch.bool)
@@ -88,7 +88,7 @@ def test_distillation_with_trained_layers(tiny_encoder, corpus_file, tmp_path):
                              pseudo_queries="spans"))
     config = json.loads((folder / "qcompress.json").read_text())
     assert config["encoder_trained"] is True and config["training_result"]["frozen_prefix"] is True
-    assert load_model(folder, device="cpu").encode(["wing lift"]).shape == (1, 8)
+    assert load_model(folder, device="cpu").encode(["wing lift"], convert_to_tensor=True).shape == (1, 8)
 
 
 def test_pseudo_queries_and_columns_are_seeded():
@@ -127,7 +127,7 @@ def test_no_store_encoder_writes_a_head_only_folder(minilm_path, tiny_encoder, t
                                                              "mixing.safetensors"}
     assert not (tmp_path / "m" / "encoder").exists()
     assert (tmp_path / "m" / "head.safetensors").stat().st_size < 16 * 1024
-    assert load_model(tmp_path / "m", device="cpu").encode(["wing lift"]).shape == (1, 128)
+    assert load_model(tmp_path / "m", device="cpu").encode(["wing lift"], convert_to_tensor=True).shape == (1, 128)
     args[args.index("128")] = "8"
     local = CliRunner().invoke(app, args + ["--encoder", tiny_encoder, "-o", str(tmp_path / "x")])
     assert local.exit_code != 0 and "--store-encoder off" in local.output and "Hub id" in local.output

@@ -36,7 +36,7 @@ class TableModel:
         self.vectors = vectors
         self.encoded = []
 
-    def encode(self, texts, *, role=None, batch_size=64, on_batch=None):
+    def encode(self, texts, *, role=None, batch_size=64, on_batch=None, convert_to_tensor=False):
         self.encoded.extend(texts)
         if on_batch is not None:
             on_batch(len(texts))

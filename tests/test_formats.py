@@ -26,6 +26,7 @@ from qcompress.formats import (
     read_embedding_metadata,
     read_embeddings,
     read_pairs,
+    read_parquet_texts,
     read_qrels,
     read_run,
     read_texts,
@@ -34,6 +35,8 @@ from qcompress.formats import (
 )
 from qcompress.formats.embeddings import codec_of
 from qcompress.formats.writer import earlier_metadata
+from qcompress.formats.metadata import describe_values, read_metadata
+from qcompress.formats.texts import TextFields
 
 META = {"encoder": "minilm", "head": "quantum", "similarity": "fidelity"}
 
@@ -90,6 +93,63 @@ def test_read_texts_tsv_extra_columns_are_an_error_naming_the_line(tmp_path):
     with pytest.raises(InputError) as err:
         read_texts(path)
     assert "3 tab-separated fields: expected exactly 2" in raises_at(err, path, 2)
+
+
+def test_read_texts_csv_with_a_header_quotes_and_named_fields(tmp_path):
+    path = write(tmp_path, "docs.csv", 'id,title,text\nd1,Wings,"lift, and ""drag"""\n\nd2,,"two\nlines"\n')
+    assert read_texts(path) == [("d1", 'Wings lift, and "drag"'), ("d2", "two\nlines")]
+    path = write(tmp_path, "pyserini.csv", "docid,contents\n7,first\n8,second\n")
+    fields = TextFields.named(id="docid", text="contents")
+    assert read_texts(path, fields=fields) == [("7", "first"), ("8", "second")]
+    with pytest.raises(InputError) as err:
+        read_texts(path)  # the default names: no _id or id field
+    assert 'missing id: each record needs a "_id" or "id" field' in raises_at(err, path, 2, "_id")
+    bad = write(tmp_path, "bad.csv", "id,text\na,x\nb,y,z\n")
+    with pytest.raises(InputError) as err:
+        read_texts(bad)
+    assert "3 values, but the header names 2 fields" in raises_at(err, bad, 3)
+    dup = write(tmp_path, "dup.csv", "id,text\na,x\na,y\n")
+    with pytest.raises(InputError) as err:
+        read_texts(dup)
+    assert 'duplicate id "a" (first on line 2)' in raises_at(err, dup, 3, "id")
+    empty = write(tmp_path, "empty.csv", "id,text\na,\n")
+    with pytest.raises(InputError) as err:
+        read_texts(empty)
+    assert "text is empty" in raises_at(err, empty, 2, "text")
+
+
+def test_read_texts_parquet_streams_rows_with_named_fields(tmp_path, monkeypatch):
+    path = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"docid": [1, 2, 3], "contents": ["a wing", "heat", "flow"],
+                             "headline": ["T", None, "F"]}), path)
+    monkeypatch.setattr("qcompress.formats.tables.BATCH_ROWS", 2)  # rows of several batches
+    fields = TextFields.named(id="docid", text="contents", title="headline")
+    assert read_texts(path, fields=fields) == [("1", "T a wing"), ("2", "heat"), ("3", "F flow")]
+    assert list(iter_texts(path, fields=fields))[2] == ("3", "F flow")
+    assert read_parquet_texts(path, fields) == read_texts(path, fields=fields)
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["x", None, "z"]}), bad)
+    with pytest.raises(InputError) as err:
+        read_texts(bad)
+    assert "must be a string, got null" in raises_at(err, f"{bad} row 2", None, "text")
+    dup = tmp_path / "dup.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "a"], "text": ["x", "y", "z"]}), dup)
+    with pytest.raises(InputError) as err:
+        read_texts(dup)
+    assert 'duplicate id "a" (first on row 1)' in raises_at(err, f"{dup} row 3", None, "id")
+
+
+def test_read_texts_jsonl_with_named_fields_and_tsv_refuses_them(tmp_path):
+    path = write(tmp_path, "docs.jsonl", '{"docid": "d1", "contents": "lift"}\n{"docid": "d2", "contents": 5}\n')
+    fields = TextFields.named(id="docid", text="contents")
+    with pytest.raises(InputError) as err:
+        read_texts(path, fields=fields)
+    assert "must be a string, got 5" in raises_at(err, path, 2, "contents")
+    assert read_texts(write(tmp_path, "ok.jsonl", '{"docid": "d1", "contents": "lift"}\n'), fields=fields) == [
+        ("d1", "lift")]
+    tsv = write(tmp_path, "docs.tsv", "1\tfirst\n")
+    with pytest.raises(InputError, match="TSV lines are `id<TAB>text`, without field names"):
+        read_texts(tsv, fields=fields)
 
 
 def test_read_texts_stdin_sniffs_format(tmp_path, monkeypatch):
@@ -266,13 +326,17 @@ def test_write_read_float32_with_metadata_and_row_groups(tmp_path):
     assert emb.values.dtype == torch.float32 and torch.equal(emb.values, values)
     from qcompress import __version__
 
+    described = describe_values({"column": "angles", "encoding": "float32"})
     assert emb.metadata == dict(
-        META, model_id="abc", dim=6, encoding="float32", column="angles", qcompress_version=__version__
+        META, model_id="abc", dim=6, encoding="float32", column="angles", qcompress_version=__version__, **described
     )
     assert read_embedding_metadata(out) == emb.metadata
     schema = pq.read_schema(out)
     assert schema.field("angles").type == pa.list_(pa.float32(), 6)
-    assert json.loads(schema.metadata[b"qcompress"])["head"] == "quantum"
+    # One readable key per field, each value JSON: the head, the score's formula, how a value decodes.
+    assert json.loads(schema.metadata[b"qcompress.head"]) == "quantum"
+    assert json.loads(schema.metadata[b"qcompress.score"]).startswith("log-fidelity(q, d) = sum over qubits")
+    assert b"qcompress" not in schema.metadata and b"qcompress.scale" not in schema.metadata
     batches = list(iter_embedding_batches(out))
     assert [len(b[0]) for b in batches] == [4, 4, 2]
     assert sum((b[0] for b in batches), []) == ids
@@ -436,8 +500,9 @@ def test_duplicate_ids_across_files(tmp_path):
     assert "duplicate id" in raises_at(err, folder / "b.parquet", None, "id")
 
 
-def qcompress_table(values: pa.Array, *, meta: dict | None = None, column: str = "angles") -> pa.Table:
-    table = pa.table({"id": pa.array([str(i) for i in range(len(values))]), column: values})
+def qcompress_table(values: pa.Array, *, meta: dict | None = None, column: str = "angles",
+                    ids: list[str] | None = None) -> pa.Table:
+    table = pa.table({"id": pa.array(ids or [str(i) for i in range(len(values))]), column: values})
     if meta is not None:
         table = table.replace_schema_metadata({b"qcompress": json.dumps(meta)})
     return table
@@ -449,7 +514,8 @@ def test_read_rejects_files_not_written_by_qcompress(tmp_path):
     pq.write_table(qcompress_table(fixed), path)
     with pytest.raises(InputError) as err:
         read_embeddings(path)
-    assert "not written by `qcompress compress`" in raises_at(err, path, None)
+    message = raises_at(err, path, None)
+    assert "has no qcompress metadata" in message and "qcompress meta copy ORIGINAL.parquet THIS.parquet" in message
 
     not_parquet = write(tmp_path, "text.parquet", "hello")
     with pytest.raises(InputError, match="not a readable Parquet file"):
@@ -460,12 +526,22 @@ def test_read_rejects_files_not_written_by_qcompress(tmp_path):
 
 def test_read_rejects_wrong_column_type_nan_and_range(tmp_path):
     meta = dict(META, dim=2, encoding="float32", column="angles")
-    variable = pa.array([[0.1, 0.2]], pa.list_(pa.float32()))
-    path = tmp_path / "list.parquet"
-    pq.write_table(qcompress_table(variable, meta=meta), path)
+    # A DataFrame's list<float> (pandas, DuckDB) reads when every row has dim values; a row that has not is named.
+    for lists in (pa.list_(pa.float32()), pa.large_list(pa.float32())):
+        path = tmp_path / "list.parquet"
+        pq.write_table(qcompress_table(pa.array([[0.1, 0.2]], lists), meta=meta), path)
+        assert read_embeddings(path).values.tolist() == [[pytest.approx(0.1), pytest.approx(0.2)]]
+        pq.write_table(qcompress_table(pa.array([[0.1, 0.2], [0.1, 0.2, 0.3]], lists), meta=meta, ids=["a", "b"]),
+                       path)
+        with pytest.raises(InputError) as err:
+            read_embeddings(path)
+        assert raises_at(err, path, None, "angles").endswith('row 2 (id "b") has 3 values; every row needs 2')
+    path = tmp_path / "doubles.parquet"
+    pq.write_table(qcompress_table(pa.array([[0.1, 0.2]], pa.list_(pa.float64())), meta=meta), path)
     with pytest.raises(InputError) as err:
         read_embeddings(path)
-    assert "fixed_size_list<float>[2]" in raises_at(err, path, None, "angles")
+    assert "wrong column type list<double>; expected fixed_size_list<float>[2]" in raises_at(err, path, None,
+                                                                                                  "angles")
 
     as_uint8 = pa.FixedSizeListArray.from_arrays(pa.array([1, 2], pa.uint8()), 2)
     path = tmp_path / "uint8-says-float.parquet"
@@ -569,7 +645,7 @@ def test_write_read_low_bit_codes(tmp_path):
     out = write_codes(tmp_path / "c3.parquet", values, codec)
     schema = pq.read_schema(out)
     assert schema.names == ["id", "codes"] and schema.field("codes").type == pa.binary(5)
-    meta = json.loads(schema.metadata[b"qcompress"])
+    meta = read_metadata(schema.metadata)
     assert (meta["encoding"], meta["column"], meta["dim"]) == ("codes", "codes", 13)
     assert meta["codes"]["levels_source"] == "test" and AngleCodes.from_metadata(meta["codes"]) == codec
     emb = read_embeddings(out)  # decoded to the levels the codes name
@@ -586,7 +662,7 @@ def test_a_reader_outside_qcompress_decodes_a_code_file(tmp_path):
     codec = AngleCodes.fit(values, 2)
     out = write_codes(tmp_path / "c2.parquet", values, codec)
     table = pq.read_table(out)  # pyarrow and the metadata's description only
-    meta = json.loads(table.schema.metadata[b"qcompress"])["codes"]
+    meta = json.loads(table.schema.metadata[b"qcompress.codes"])
     b, d = meta["bits"], meta["dim"]
     rows = np.frombuffer(b"".join(table.column("codes").to_pylist()), np.uint8).reshape(len(table), -1)
     bits = np.unpackbits(rows, axis=1, bitorder="little")[:, : d * b].reshape(-1, d, b)
@@ -612,12 +688,21 @@ def test_a_corrupt_or_short_code_column_is_a_one_line_error(tmp_path):
     assert 'row 4 (id "3") sets unused bits of its last byte: not 4-bit codes of 13 qubits' in message
     assert "\n" not in message
     short = pa.array([r[:6].tobytes() for r in good], pa.binary(6))
-    for column, found in [(short, "fixed_size_binary[6]"), (pa.array([r[:6].tobytes() for r in good]), "binary")]:
-        path = code_table(tmp_path / "short.parquet", column, codec)
+    path = code_table(tmp_path / "short.parquet", short, codec)
+    with pytest.raises(InputError) as err:
+        read_embeddings(path)
+    message = raises_at(err, path, None, "codes")
+    assert "wrong column type fixed_size_binary[6]; expected fixed_size_binary[7] for 4-bit codes of 13 qubits" in message
+    # Variable-width binary (what pandas and DuckDB write back) reads when every row has 7 bytes, and names the row
+    # that has not.
+    for binary in (pa.binary(), pa.large_binary()):
+        path = code_table(tmp_path / "binary.parquet", pa.array([r.tobytes() for r in good], binary), codec)
+        assert torch.equal(read_embeddings(path).values, codec.decode(torch.from_numpy(good)))
+        rows = [r.tobytes() for r in good[:2]] + [good[2, :6].tobytes()]
+        path = code_table(tmp_path / "binary.parquet", pa.array(rows, binary), codec)
         with pytest.raises(InputError) as err:
             read_embeddings(path)
-        message = raises_at(err, path, None, "codes")
-        assert f"wrong column type {found}; expected fixed_size_binary[7] for 4-bit codes of 13 qubits" in message
+        assert raises_at(err, path, None, "codes").endswith('row 3 (id "2") has 6 bytes; every row needs 7')
     null = pa.array([good[0].tobytes(), None], pa.binary(7))
     path = code_table(tmp_path / "null.parquet", null, codec)
     with pytest.raises(InputError) as err:

@@ -59,9 +59,10 @@ def model_folder(tiny_encoder, tmp_path_factory) -> Path:
 def test_load_model_by_hub_id_and_revision_from_the_cache(model_folder, cache_dir):
     hub_cache(cache_dir, "org/qmodel", model_folder)
     texts = ["what is a wing", "heat"]
-    expected = load_model(model_folder, device="cpu").encode(texts)
+    expected = load_model(model_folder, device="cpu").encode(texts, convert_to_tensor=True)
     for revision in (None, "main", COMMIT):
-        torch.testing.assert_close(load_model("org/qmodel", revision=revision, device="cpu").encode(texts), expected)
+        loaded = load_model("org/qmodel", revision=revision, device="cpu")
+        torch.testing.assert_close(loaded.encode(texts, convert_to_tensor=True), expected)
     with pytest.raises(InputError, match=r"org/qmodel: .*revision 'v2' is not in the Hugging Face cache"):
         load_model("org/qmodel", revision="v2")
     with pytest.raises(InputError, match="org/other: no such folder"):
@@ -106,9 +107,9 @@ def test_a_frozen_hub_encoder_is_stored_in_the_folder_and_recorded_by_id_and_rev
     assert (saved["encoder"], saved["base_model"], saved["base_model_revision"]) == ("encoder", "org/tiny-bert", COMMIT)
     card = (folder / "README.md").read_text()
     assert "\nbase_model: org/tiny-bert\n" in card and COMMIT in card
-    expected = load_model(folder, device="cpu").encode(["a wing"])
+    expected = load_model(folder, device="cpu").encode(["a wing"], convert_to_tensor=True)
     shutil.rmtree(cache_dir / "models--org--tiny-bert")  # the folder does not need the Hub any more
-    torch.testing.assert_close(load_model(folder, device="cpu").encode(["a wing"]), expected)
+    torch.testing.assert_close(load_model(folder, device="cpu").encode(["a wing"], convert_to_tensor=True), expected)
 
 
 def test_a_frozen_local_encoder_is_copied_into_the_model_folder(tiny_encoder, tmp_path):
@@ -118,9 +119,9 @@ def test_a_frozen_local_encoder_is_copied_into_the_model_folder(tiny_encoder, tm
                     "device": "cpu"}, collection=TINY)
     saved = json.loads((folder / "qcompress.json").read_text())
     assert saved["encoder"] == "encoder" and saved["encoder_trained"] is False and saved["base_model"] is None
-    expected = load_model(folder, device="cpu").encode(["a wing"])
+    expected = load_model(folder, device="cpu").encode(["a wing"], convert_to_tensor=True)
     shutil.rmtree(encoder)
-    torch.testing.assert_close(load_model(folder, device="cpu").encode(["a wing"]), expected)
+    torch.testing.assert_close(load_model(folder, device="cpu").encode(["a wing"], convert_to_tensor=True), expected)
 
 
 def test_model_card_has_the_hub_header_training_setup_and_evaluation(tiny_encoder, tmp_path):
@@ -164,4 +165,5 @@ def test_the_readme_snippets_run(model_folder, cache_dir, tmp_path, monkeypatch,
     assert scores.startswith("tensor([[") and "]])" in scores
     namespace = {}
     exec(readme_python("Share on the Hub"), namespace)
-    torch.testing.assert_close(namespace["model"].encode(["a wing"]), load_model(model_folder).encode(["a wing"]))
+    torch.testing.assert_close(namespace["model"].encode(["a wing"], convert_to_tensor=True),
+                               load_model(model_folder).encode(["a wing"], convert_to_tensor=True))

@@ -58,14 +58,14 @@ def test_saved_mixing_loads_in_qcompress_and_sentence_transformers(tiny_encoder,
     model = _fitted_model(tiny_encoder, kind)
     model.save(tmp_path)
     loaded = load_model(tmp_path, device="cpu")
-    expected = model.encode(TEXTS)
-    assert torch.equal(loaded.encode(TEXTS), expected)
+    expected = model.encode(TEXTS, convert_to_tensor=True)
+    assert torch.equal(loaded.encode(TEXTS, convert_to_tensor=True), expected)
     st = SentenceTransformer(str(tmp_path), trust_remote_code=True, device="cpu")
     assert torch.allclose(st.encode(TEXTS, convert_to_tensor=True), expected, atol=1e-5)
     # the mixing changes the angles: it is not silently skipped anywhere
     plain = build_model(tiny_encoder, head="quantum", dim=8, device="cpu")
     plain.head.load_state_dict(model.head.state_dict())
-    assert not torch.allclose(plain.encode(TEXTS), expected, atol=1e-3)
+    assert not torch.allclose(plain.encode(TEXTS, convert_to_tensor=True), expected, atol=1e-3)
 
 
 def test_mixing_is_refused_where_it_cannot_apply_and_checked_on_load(tiny_encoder, tmp_path):
@@ -91,7 +91,8 @@ def test_head_only_folder_is_a_few_kb_and_names_its_encoder(minilm_path, tmp_pat
     assert set(files) == {"qcompress.json", "head.safetensors", "mixing.safetensors"}
     assert sum(files.values()) < 64 * 1024
     assert json.loads((tmp_path / "qcompress.json").read_text())["encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert torch.equal(load_model(tmp_path, device="cpu").encode(TEXTS), model.encode(TEXTS))
+    loaded = load_model(tmp_path, device="cpu")
+    assert torch.equal(loaded.encode(TEXTS, convert_to_tensor=True), model.encode(TEXTS, convert_to_tensor=True))
     trained = build_model(minilm_path, head="quantum", dim=128, device="cpu")
     trained.config = trained.config.replace(encoder_trained=True)
     with pytest.raises(ValueError, match="store_encoder=False needs a frozen encoder"):

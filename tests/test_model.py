@@ -182,7 +182,8 @@ def test_an_encoder_outside_the_model_folder_is_refused_unless_named_on_the_comm
     inside = copy_with(quantum_folder, tmp_path / "inside", encoder="weights/bert")
     (inside / "weights").mkdir()
     (inside / "encoder").rename(inside / "weights" / "bert")
-    torch.testing.assert_close(load_model(inside).encode(["a wing"]), load_model(quantum_folder).encode(["a wing"]))
+    torch.testing.assert_close(load_model(inside).encode(["a wing"], convert_to_tensor=True),
+                               load_model(quantum_folder).encode(["a wing"], convert_to_tensor=True))
 
 
 # -- item 13: a broken tokenizer names the folder ---------------------------------------------------------------------
@@ -260,7 +261,8 @@ def test_mpnet_is_used_as_its_sentence_transformers_configuration_says(mpnet_pat
     assert (c.in_dim, c.pooling, c.normalize, c.base_model) == (768, "mean", True,
                                                                  "sentence-transformers/all-mpnet-base-v2")
     expected = SentenceTransformer(str(mpnet_path), device="cpu").encode(texts, convert_to_tensor=True)
-    got = torch.nn.functional.normalize(model.encode(texts), dim=-1)  # the pooled vectors, as ST normalises them
+    # the pooled vectors, as ST normalises them
+    got = torch.nn.functional.normalize(model.encode(texts, convert_to_tensor=True), dim=-1)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     head = build_model(str(mpnet_path), head="quantum", dim=256, device="cpu")
     assert head.head_parameters() == 6144  # the paper's 768 -> 256 head
@@ -306,3 +308,18 @@ def test_every_file_of_a_model_folder_follows_the_umask(tiny_encoder, tmp_path):
              for p in (tmp_path / "m").rglob("*")}
     assert modes["head.safetensors"] == 0o644 and modes["encoder/model.safetensors"] == 0o644
     assert set(modes.values()) == {0o644, 0o755}
+
+
+def test_encode_returns_numpy_by_default_and_torch_when_asked(tiny_encoder):
+    """As sentence-transformers' encode: numpy by default, `convert_to_tensor=True` a torch tensor; one str, one row."""
+    import numpy as np
+
+    model = build_model(tiny_encoder, head="quantum", dim=8, max_length=64, device="cpu")
+    texts = ["a wing", "heat flow"]
+    angles = model.encode(texts)
+    assert isinstance(angles, np.ndarray) and angles.dtype == np.float32 and angles.shape == (2, 8)
+    tensor = model.encode(texts, convert_to_tensor=True)
+    assert isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu" and np.array_equal(tensor.numpy(), angles)
+    assert np.array_equal(model.encode("a wing"), angles[0]) and model.encode("a wing").shape == (8,)
+    assert torch.equal(model.encode("heat flow", role="query", convert_to_tensor=True),
+                       model.encode(["heat flow"], role="query", convert_to_tensor=True)[0])

@@ -103,7 +103,7 @@ def dot():
 def test_a_registered_head_builds_saves_loads_encodes_and_counts(fixed_tanh, tiny_encoder, tmp_path):
     model = build_model(tiny_encoder, head="fixed-tanh", dim=8, max_length=64, device="cpu")
     assert (model.similarity, model.output_kind) == ("cosine", "vectors")  # the head kind's default
-    encoded = model.encode(TEXTS)
+    encoded = model.encode(TEXTS, convert_to_tensor=True)
     with torch.no_grad():
         pooled = model.eval().pool(TEXTS)  # eval: no dropout, as in encode
     torch.testing.assert_close(encoded, torch.tanh(pooled @ model.head.weight.T), atol=1e-6, rtol=0)
@@ -113,7 +113,7 @@ def test_a_registered_head_builds_saves_loads_encodes_and_counts(fixed_tanh, tin
     assert read_config(tmp_path / "m").head == "fixed-tanh"
     assert "a fixed random projection (tanh, 256 parameters)" in (tmp_path / "m" / "README.md").read_text()
     loaded = load_model(tmp_path / "m", device="cpu")
-    assert torch.equal(loaded.encode(TEXTS), encoded)
+    assert torch.equal(loaded.encode(TEXTS, convert_to_tensor=True), encoded)
 
     HEAD_REGISTRY.unregister("fixed-tanh")  # a folder whose head nobody registered is refused in one line
     try:
@@ -136,14 +136,16 @@ def test_a_registered_head_loads_in_sentence_transformers(fixed_tanh, tiny_encod
     model = build_model(tiny_encoder, head="fixed-tanh", dim=8, max_length=64, device="cpu")
     model.save(tmp_path / "m")
     st = sentence_transformers.SentenceTransformer(str(tmp_path / "m"), device="cpu")
-    torch.testing.assert_close(st.encode(TEXTS, convert_to_tensor=True), model.encode(TEXTS), atol=1e-5, rtol=0)
+    torch.testing.assert_close(st.encode(TEXTS, convert_to_tensor=True),
+                               model.encode(TEXTS, convert_to_tensor=True), atol=1e-5,
+                               rtol=0)
     assert st.similarity_fn_name == "cosine"
 
 
 def test_a_registered_similarity_ranks_trains_and_saves(dot, tiny_encoder, tmp_path):
     model = build_model(tiny_encoder, similarity="dot", max_length=64, device="cpu")
     assert model.output_kind == "vectors"
-    queries, docs = model.encode(TEXTS[:2]), model.encode(TEXTS)
+    queries, docs = model.encode(TEXTS[:2], convert_to_tensor=True), model.encode(TEXTS, convert_to_tensor=True)
     scores, indices = exact_topk(queries, docs, 3, "dot")
     brute = queries @ docs.T
     assert torch.equal(indices, brute.argsort(dim=1, descending=True, stable=True)[:, :3])

@@ -53,10 +53,11 @@ def test_trained_qbfec_loads_in_sentence_transformers_with_the_same_angles_and_l
     assert ours.config.training["variant"] == "QBFEC" and ours.config.training_result["steps"] == 3
     st = st_model(qbfec, trust_remote_code=True)
     angles = st.encode(TEXTS, convert_to_tensor=True)
-    expected = ours.encode(TEXTS)
+    expected = ours.encode(TEXTS, convert_to_tensor=True)
     assert angles.shape == (4, 8)
     torch.testing.assert_close(angles, expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(st.encode_query(TEXTS, convert_to_tensor=True), ours.encode(TEXTS, role="query"),
+    torch.testing.assert_close(st.encode_query(TEXTS, convert_to_tensor=True),
+                               ours.encode(TEXTS, role="query", convert_to_tensor=True),
                                atol=1e-5, rtol=0)
     assert st.similarity_fn_name == "log_fidelity"
     torch.testing.assert_close(st.similarity(angles, angles), pairwise_log_fidelity(angles, angles))
@@ -75,7 +76,7 @@ def test_every_head_and_similarity_computes_the_same_in_sentence_transformers(ti
     model.save(tmp_path / "m")
     st = st_model(tmp_path / "m", trust_remote_code=True)
     got = st.encode(TEXTS, convert_to_tensor=True)
-    torch.testing.assert_close(got, model.encode(TEXTS), atol=1e-5, rtol=0)
+    torch.testing.assert_close(got, model.encode(TEXTS, convert_to_tensor=True), atol=1e-5, rtol=0)
     if similarity == "cosine":
         assert st.similarity_fn_name == "cosine"
         torch.testing.assert_close(st.similarity(got, got), torch.nn.functional.cosine_similarity(
@@ -144,10 +145,11 @@ def test_an_encoder_configured_for_cls_pooling_and_a_query_prompt_is_used_that_w
     model = build_model(cls_encoder, similarity="cosine", max_length=64, device="cpu")
     c = model.config
     assert (c.pooling, c.normalize, c.query_prompt, c.document_prompt) == ("cls", True, "query: ", "passage: ")
-    queries = model.encode(TEXTS, role="query")
+    queries = model.encode(TEXTS, role="query", convert_to_tensor=True)
     torch.testing.assert_close(queries, torch.nn.functional.normalize(
         manual(model, ["query: " + t for t in TEXTS], "cls"), dim=-1), atol=1e-5, rtol=0)
-    torch.testing.assert_close(model.encode(TEXTS, role="document"), torch.nn.functional.normalize(
+    documents = model.encode(TEXTS, role="document", convert_to_tensor=True)
+    torch.testing.assert_close(documents, torch.nn.functional.normalize(
         manual(model, ["passage: " + t for t in TEXTS], "cls"), dim=-1), atol=1e-5, rtol=0)
     # ... as sentence-transformers itself uses the encoder
     st = st_model(cls_encoder)
@@ -163,7 +165,8 @@ def test_pooling_prompts_and_normalize_can_be_overridden(cls_encoder):
                         normalize=False, device="cpu")
     c = model.config
     assert (c.pooling, c.normalize, c.query_prompt, c.document_prompt) == ("mean", False, "", "passage: ")
-    torch.testing.assert_close(model.encode(TEXTS, role="query"), manual(model, TEXTS, "mean"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.encode(TEXTS, role="query", convert_to_tensor=True),
+                               manual(model, TEXTS, "mean"), atol=1e-5, rtol=0)
     with pytest.raises(InputError, match="pooling"):
         build_model(cls_encoder, pooling="weighted", device="cpu")
 
@@ -181,10 +184,11 @@ def test_training_on_a_configured_encoder_records_pooling_and_prompts_everywhere
     assert st_config["prompts"] == {"query": "query: ", "document": "passage: "}
     model = load_model(folder, device="cpu")
     st = st_model(folder, trust_remote_code=True)
-    torch.testing.assert_close(st.encode_query(TEXTS, convert_to_tensor=True), model.encode(TEXTS, role="query"),
+    torch.testing.assert_close(st.encode_query(TEXTS, convert_to_tensor=True),
+                               model.encode(TEXTS, role="query", convert_to_tensor=True),
                                atol=1e-5, rtol=0)
     torch.testing.assert_close(st.encode_document(TEXTS, convert_to_tensor=True),
-                               model.encode(TEXTS, role="document"), atol=1e-5, rtol=0)
+                               model.encode(TEXTS, role="document", convert_to_tensor=True), atol=1e-5, rtol=0)
     # the Parquet metadata records them, and the role and prompt of the file's texts
     compress([("q1", "wing flow")], tmp_path / "q.parquet", model, role="query")
     meta = read_embedding_metadata(tmp_path / "q.parquet")
@@ -236,7 +240,7 @@ def test_the_pooled_cache_keeps_prompts_and_pooling_apart(cls_encoder, tmp_path)
     queries = encode(model, TEXTS, cache=cache, role="query")
     documents = encode(model, TEXTS, cache=cache, role="document")
     assert len(cache) == 2 * len(TEXTS) and not torch.allclose(queries, documents, atol=1e-3)
-    torch.testing.assert_close(queries, model.encode(TEXTS, role="query"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(queries, model.encode(TEXTS, role="query", convert_to_tensor=True), atol=1e-5, rtol=0)
     torch.testing.assert_close(encode(model, TEXTS, cache=cache, role="document"), documents)  # from the cache
     mean = build_model(cls_encoder, similarity="cosine", max_length=64, pooling="mean", device="cpu")
     assert PooledCache(tmp_path, mean).folder != cache.folder  # another pooling: another cache entry

@@ -290,8 +290,8 @@ def test_push_uploads_the_folder_with_qcompress_json_a_card_naming_the_repositor
     cache_root = hub.publish(tmp_path / "hf", "org/qbfec", tmp_path / "uploaded")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache_root))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    expected = load_model(trained, device="cpu").encode(TEXTS)
-    torch.testing.assert_close(load_model("org/qbfec", device="cpu").encode(TEXTS), expected, atol=0, rtol=0)
+    expected = load_model(trained, device="cpu").encode(TEXTS, convert_to_tensor=True)
+    torch.testing.assert_close(load_model("org/qbfec", device="cpu").encode(TEXTS, convert_to_tensor=True), expected, atol=0, rtol=0)
     st = SentenceTransformer("org/qbfec", trust_remote_code=True, device="cpu", cache_folder=str(cache_root))
     torch.testing.assert_close(st.encode(TEXTS, convert_to_tensor=True), expected, atol=1e-5, rtol=0)
 

@@ -117,8 +117,8 @@ def test_mined_negatives_are_the_top_ranked_by_encoder_cosine(tiny_encoder, beir
     model = build_model(tiny_encoder, head="none", max_length=32)
     mined = mine_negatives(model, collection, 2)
     ids = list(collection.corpus)
-    docs = model.encode([collection.corpus[d] for d in ids])
-    q = model.encode([collection.queries["q1"]])
+    docs = model.encode([collection.corpus[d] for d in ids], convert_to_tensor=True)
+    q = model.encode([collection.queries["q1"]], convert_to_tensor=True)
     ranked = [ids[i] for i in (F.normalize(q, dim=-1) @ F.normalize(docs, dim=-1).T)[0].argsort(descending=True)]
     assert mined["q1"] == [d for d in ranked if d not in ("d1", "d5")][:2]
 
@@ -208,7 +208,7 @@ def test_training_writes_a_loadable_model_folder(tiny_encoder, beir, cache, tmp_
                for r in rows)
     assert (out / "train_curve.png").read_bytes()[:4] == b"\x89PNG"
     model = load_model(out)
-    assert model.encode(["a wing"]).shape == (1, 8)
+    assert model.encode(["a wing"], convert_to_tensor=True).shape == (1, 8)
 
 
 def test_same_seed_same_weights_other_seed_other_weights(tiny_encoder, beir, cache, tmp_path):
@@ -228,7 +228,7 @@ def test_no_head_variant_fine_tunes_the_encoder(tiny_encoder, beir, cache, tmp_p
     model = load_model(out)
     assert (model.config.head, model.similarity, model.dim, model.config.encoder_trained) == (
         "none", "fidelity", 32, True)
-    angles = model.encode(["a wing"])
+    angles = model.encode(["a wing"], convert_to_tensor=True)
     assert angles.shape == (1, 32) and float(angles.min()) >= 0 and float(angles.max()) <= torch.pi
 
 
@@ -443,8 +443,9 @@ def _fixed_loss(model, collection, negatives, n: int = 32) -> float:
     from qcompress.similarity import paired_scores
 
     ex = build_examples(collection, negatives, 3)
-    q = model.encode([ex.query_texts[i] for i in ex.ex_query[:n].tolist()])
-    d = model.encode([ex.doc_texts[i] for i in ex.ex_docs[:n].reshape(-1).tolist()]).reshape(n, 4, -1)
+    q = model.encode([ex.query_texts[i] for i in ex.ex_query[:n].tolist()], convert_to_tensor=True)
+    d = model.encode([ex.doc_texts[i] for i in ex.ex_docs[:n].reshape(-1).tolist()], convert_to_tensor=True)
+    d = d.reshape(n, 4, -1)
     logits = 20 * paired_scores(q[:, None, :], d, model.similarity, log=False)
     return F.cross_entropy(logits, torch.zeros(n, dtype=torch.long)).item()
 
@@ -464,7 +465,7 @@ def test_qbec_and_bec_train_on_cranfield_with_minilm(minilm_path, pooled_cache, 
         model = load_model(out)
         assert (model.config.head, model.dim, model.config.encoder_trained) == (
             "quantum" if variant == "QBEC" else "linear", 128, True)
-        assert model.encode(["what is a wing?"]).shape == (1, 128)
+        assert model.encode(["what is a wing?"], convert_to_tensor=True).shape == (1, 128)
         torch.manual_seed(42)  # the untrained model of the same run: same seed, same head initialisation
         untrained = build_model(minilm_path, head=model.config.head, dim=128, similarity=model.similarity,
                                 max_length=64, normalize=model.config.normalize)  # the variant's, not MiniLM's own

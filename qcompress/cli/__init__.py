@@ -8,7 +8,7 @@ library inside its function, so that `qcompress --help` and `qcompress COMMAND -
 
 from qcompress.cli._common import app
 from qcompress.cli import (  # noqa: E402,F401
-    bench, compress, count_params, evaluate, index, push, quantize, recipe, score, search, train,
+    bench, compress, count_params, evaluate, export, index, meta, push, quantize, recipe, score, search, train,
 )
 
 __all__ = ["app", "command_paths"]

@@ -102,14 +102,23 @@ stdout = Console()
 stderr = Console(stderr=True)
 
 
-def command(name: str) -> Callable[[Callable], Callable]:
-    """Register a command function under `name`, with one-line errors (`cli_errors`)."""
+def command(name: str, group: typer.Typer | None = None) -> Callable[[Callable], Callable]:
+    """Register a command function under `name` (in a command `group`, default the app), with one-line errors
+    (`cli_errors`)."""
 
     def register(func: Callable) -> Callable:
-        app.command(name, cls=Command)(cli_errors(func))
+        (group or app).command(name, cls=Command)(cli_errors(func))
         return func
 
     return register
+
+
+def command_group(name: str, help: str) -> typer.Typer:
+    """A group of commands, `qcompress NAME SUBCOMMAND` (`index build`, `meta copy`); `command(..., group)` adds
+    its commands."""
+    group = typer.Typer(cls=Group, help=help, no_args_is_help=True, rich_markup_mode="markdown")
+    app.add_typer(group, name=name)
+    return group
 
 
 def _print_error(message: str) -> None:

@@ -36,8 +36,15 @@ class Role(str, Enum):
 
 InputPath = Annotated[str, typer.Argument(
     metavar="INPUT",
-    help="Texts to compress: JSONL (`_id` or `id`, `text`, optional `title`: text = title + ' ' + text), "
-    "TSV `id<TAB>text`, or - for stdin.")]
+    help="Texts to compress: JSONL (`_id` or `id`, `text`, optional `title`: text = title + ' ' + text), CSV with "
+    "a header row naming those fields, Parquet with those columns (by suffix: .jsonl, .csv, .parquet), TSV "
+    "`id<TAB>text`, or - for stdin (JSONL or TSV).")]
+IdField = Annotated[Optional[str], typer.Option(
+    "--id-field", help="The JSONL, CSV or Parquet field holding each record's id (e.g. docid). Default: _id, else id.")]
+TextField = Annotated[Optional[str], typer.Option(
+    "--text-field", help="The field holding each record's text (e.g. contents). Default: text.")]
+TitleField = Annotated[Optional[str], typer.Option(
+    "--title-field", help="The field holding an optional title, put before the text. Default: title.")]
 Output = Annotated[Optional[str], typer.Option(
     "-o", "--output",
     help="Parquet file to write (`id` + `angles`, `codes` or `vectors`), or - for JSON lines on stdout (`{\"id\": ..., "
@@ -63,8 +70,7 @@ EngineOption = Annotated[Engine, typer.Option(
     "--engine",
     help="local (this process) or ray: a Ray Data actor pool (one model per worker, one GPU each when the "
     "cluster has GPUs) writing OUTPUT as a folder of Parquet files (`part-<first row>.parquet`, in input order), "
-    "read as one dataset by score/evaluate. Needs `pip install 'qcompress-embeddings[ray]'`. Also reads Parquet input "
-    "(`id` or `_id`, `text`, optional `title`).")]
+    "read as one dataset by score/evaluate. Needs `pip install 'qcompress-embeddings[ray]'`.")]
 NumWorkers = Annotated[Optional[int], typer.Option(
     "--num-workers", min=1, help="With --engine ray: actors (model copies). Default: one per GPU, else 1.")]
 RayAddress = Annotated[Optional[str], typer.Option(
@@ -84,6 +90,9 @@ def compress_command(
     head: Head = None,
     similarity: Similarity = None,
     role: RoleOption = Role.document,
+    id_field: IdField = None,
+    text_field: TextField = None,
+    title_field: TitleField = None,
     bits: Bits = None,
     float32: Float32 = False,
     uint8: Uint8 = False,
@@ -105,12 +114,11 @@ def compress_command(
 
     The input streams through in chunks of 4,096 records: each chunk is read and checked (duplicate ids, empty
     texts, malformed lines: an error naming the line), encoded and written as one row group in input order, so
-    memory does not grow with the corpus. The file appears at OUTPUT only when complete, and an existing file is
-    replaced only with --force; an interrupted or failed run keeps its finished chunks in OUTPUT.partial/ for
-    --resume. A second run writing the same OUTPUT is refused. With -o - the whole input is read and checked
-    first, then written as JSON lines chunk by chunk. The metadata names the model (encoder, head, dim,
-    similarity, a digest of the weights, qcompress version) and the encoding, so `qcompress score` never
-    compares files of different models. The pooled-output cache is not used with --engine ray.
+    memory does not grow with the corpus. The file appears at OUTPUT only when complete, an existing file is
+    replaced only with --force, a second run writing the same OUTPUT is refused; an interrupted or failed run
+    keeps its finished chunks in OUTPUT.partial/ for --resume. With -o - the whole input is read and checked
+    first, then written as JSON lines. The metadata (`qcompress meta show`) names the model and the encoding, so
+    `score` never compares files of different models. The pooled-output cache is not used with --engine ray.
 
     With --bits B (and by default for a model trained with --bits) the file holds a `codes` column of
     ceil(dim*B/8) bytes a row, and its metadata the levels that decode them and where they came from: the
@@ -121,8 +129,8 @@ def compress_command(
     Examples:
 
         qcompress compress corpus.jsonl                      # -> corpus.parquet, the default model
+        qcompress compress collection.csv --id-field docid --text-field contents -o collection.parquet
         qcompress compress corpus.jsonl --model models/qbec -o corpus-4bit.parquet --bits 4   # 64 B at 128 qubits
-        qcompress compress corpus.jsonl --model models/qbec -o corpus-u8.parquet --uint8
         qcompress compress queries.tsv --encoder minilm --head none --similarity fidelity -o - | head -c 300
     """
     out = _output_path(input_path, output)
@@ -136,20 +144,32 @@ def compress_command(
                     "compress to float32, then `qcompress quantize` the file")
     spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision)
     encoding, role = "uint8" if uint8 else "float32", value(role)
+    fields = _text_fields(id_field, text_field, title_field)
     if engine is Engine.ray:
         if resume or store_text or device is not None:
             usage_error("--resume, --store-text and --device are for the local engine; --engine ray writes the whole "
                         "folder again, one GPU per worker where the cluster has them")
         typed = cache if cache is not None else cache_dir if cache_dir != os.environ.get("QCOMPRESS_CACHE") else None
         return _compress_ray(input_path, out, spec, encoding, bits, batch_size, num_workers, ray_address, typed, role,
-                             allow_empty)
+                             allow_empty, fields)
     if num_workers is not None or ray_address is not None:
         usage_error("--num-workers and --ray-address go with --engine ray")
     folder = cache_folder(cache_dir, cache, no_cache)
     if out is None:
-        return _compress_to_stdout(input_path, spec, encoding, bits, batch_size, device, folder, role, allow_empty)
+        return _compress_to_stdout(input_path, spec, encoding, bits, batch_size, device, folder, role, allow_empty,
+                                   fields)
     _compress_local(input_path, out, spec, encoding, bits, batch_size, resume, device, folder, role, store_text,
-                    allow_empty)
+                    allow_empty, fields)
+
+
+def _text_fields(id_field: Optional[str], text_field: Optional[str], title_field: Optional[str]):
+    """--id-field, --text-field, --title-field as a `TextFields` (the defaults for those not given)."""
+    from qcompress.formats.texts import TextFields
+
+    for flag, name in (("--id-field", id_field), ("--text-field", text_field), ("--title-field", title_field)):
+        if name is not None and not name.strip():
+            usage_error(f"{flag}: a field name cannot be empty")
+    return TextFields.named(id=id_field, text=text_field, title=title_field)
 
 
 def _check_output(out: Optional[Path], output: Optional[str], engine: Engine, force: bool) -> None:
@@ -193,7 +213,7 @@ def _float_only(model, bits: Optional[int], where: str) -> None:
 
 def _compress_local(input_path: str, output: Path, spec, encoding: str, bits: Optional[int], batch_size: int,
                     resume: bool, device: Optional[str], cache_dir: Optional[str], role: str, store_text: bool,
-                    allow_empty: bool) -> None:
+                    allow_empty: bool, fields) -> None:
     import itertools
 
     from qcompress.cache import PooledCache
@@ -204,7 +224,7 @@ def _compress_local(input_path: str, output: Path, spec, encoding: str, bits: Op
     from qcompress.formats.lines import count_lines
     from qcompress.quantization import check_encoding
 
-    records = iter_texts(input_path)  # streamed: each chunk is checked as it is read
+    records = iter_texts(input_path, fields=fields)  # streamed: each chunk is checked as it is read
     first = list(itertools.islice(records, 1))  # the first batch of lines is read and checked before the model loads
     if not first and not allow_empty:
         raise _empty_input(input_path, "an empty file")
@@ -225,7 +245,8 @@ def _compress_local(input_path: str, output: Path, spec, encoding: str, bits: Op
 
 
 def _compress_to_stdout(input_path: str, spec, encoding: str, bits: Optional[int], batch_size: int,
-                        device: Optional[str], cache_dir: Optional[str], role: str, allow_empty: bool) -> None:
+                        device: Optional[str], cache_dir: Optional[str], role: str, allow_empty: bool,
+                        fields) -> None:
     """JSON lines on stdout, chunk by chunk, so that a pipeline sees the first rows before the last is encoded."""
     import numpy as np
 
@@ -234,7 +255,7 @@ def _compress_to_stdout(input_path: str, spec, encoding: str, bits: Optional[int
     from qcompress.formats import read_texts
     from qcompress.quantization import check_encoding, quantize_angles
 
-    records = read_texts(input_path)  # all of it, checked, before the first line goes out
+    records = read_texts(input_path, fields=fields)  # all of it, checked, before the first line goes out
     if not records and not allow_empty:
         raise _empty_input(input_path, "no lines")
     model = spec.load(device)
@@ -264,7 +285,7 @@ def _kind(encoding: str, model) -> str:
 
 def _compress_ray(input_path: str, output: Path, spec, encoding: str, bits: Optional[int], batch_size: int,
                   num_workers: Optional[int], ray_address: Optional[str], cache_dir: Optional[str], role: str,
-                  allow_empty: bool) -> None:
+                  allow_empty: bool, fields) -> None:
     """`compress --engine ray`: see qcompress.ray_engine. `cache_dir`: a cache folder typed on the command line."""
     from qcompress.ray_engine import compress_ray, read_records, require_ray
 
@@ -272,7 +293,7 @@ def _compress_ray(input_path: str, output: Path, spec, encoding: str, bits: Opti
     if cache_dir is not None:
         note(f"note: the pooled-output cache ({cache_dir}) is not used with --engine ray: its workers may run on "
              "other machines")
-    records = read_records(input_path)  # all of it, validated, before any encoding
+    records = read_records(input_path, fields)  # all of it, validated, before any encoding
     if not records and not allow_empty:
         raise _empty_input(input_path, "an empty folder")
     model = spec.load()

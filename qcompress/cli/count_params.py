@@ -20,7 +20,8 @@ def count_params(
         [384, 256, 128, 64], "--out-dim", min=1, metavar="<int>", help="Output size; repeat for several rows."
     ),
     encoder: Optional[str] = typer.Option(
-        None, "--encoder", help="Also count this encoder's parameters (hub id or local folder; weights are not loaded)."
+        None, "--encoder", help="Also count this encoder's parameters (hub id or local folder; weights are not loaded, "
+        "but the model is built on torch's meta device: without --encoder, count-params never imports torch)."
     ),
     mixing: MixingChoice = typer.Option(
         "none", "--mixing", help="Input mixing before the quantum head: its fitted numbers (none of them trained) are "
@@ -38,8 +39,7 @@ def count_params(
     """
     from rich.table import Table
 
-    from qcompress.heads import get_head
-    from qcompress.mixing import mixing_fitted_numbers
+    from qcompress.heads import sizes  # arithmetic: no torch (only --encoder loads it, to build the encoder)
 
     encoder_params = None
     if encoder is not None:
@@ -49,11 +49,11 @@ def count_params(
         in_dim = in_dim or hidden
     in_dim = 768 if in_dim is None else in_dim
     mixing = value(mixing)
-    fitted = mixing_fitted_numbers(mixing, in_dim)
+    fitted = sizes.mixing_fitted_numbers(mixing, in_dim)
     rows = []
     for out_dim in out_dims:
-        quantum = get_head("quantum").num_parameters(in_dim, out_dim)
-        classical = get_head("linear").num_parameters(in_dim, out_dim)
+        quantum = sizes.quantum_head_num_parameters(in_dim, out_dim)
+        classical = sizes.classical_head_num_parameters(in_dim, out_dim)
         rows.append(
             {
                 "in_dim": in_dim,

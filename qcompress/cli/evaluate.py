@@ -33,6 +33,7 @@ _PROTOCOL_NOTES = {
     "pool": "ranking of the whole local passage pool (optimistic against the full MS MARCO corpus; for "
     "relative comparisons only)",
     "rerank": "re-ranking of a first-stage run",
+    "runs": "TREC runs as given (--run), scored against the judgements",
 }
 
 
@@ -121,6 +122,13 @@ def _first_stage(first_stage: Optional[Path], protocol: str,
     return None, f"{collection.name} first stage (shipped)"
 
 
+def _read_runs(paths: List[Path]) -> list[tuple[str, dict]]:
+    """--run files as (name, run), each read and checked (an error names its file and line)."""
+    from qcompress.formats import read_run
+
+    return [(str(path), read_run(path)) for path in paths]
+
+
 def _first_stage_line(path: Path, doc_id: str) -> Optional[int]:
     """The first line of a TREC run file that names `doc_id`."""
     from qcompress.formats.lines import open_lines
@@ -135,6 +143,8 @@ def _write_runs(comparison: "Comparison", run_out: Path) -> dict[str, str]:
 
     written = {}
     for m in comparison.models:
+        if m.is_run:  # its own file already
+            continue
         path = run_out.with_name(f"{run_out.stem}.{m.tag}{run_out.suffix}") if len(comparison.models) > 1 else run_out
         write_run(path, m.evaluation.run, m.tag)
         written[m.label] = str(path)
@@ -156,6 +166,8 @@ def _json_output(comparison: "Comparison", collection: "Collection", *, top_k: i
     for m in models:
         rows.append({"label": m.label, "tag": m.tag, "model": m.description, "head_parameters": m.head_parameters,
                      "bytes_per_vector": m.bytes_per_vector, "empty_queries": len(m.evaluation.empty_queries)})
+        if m.is_run:
+            rows[-1]["run"] = m.description["run"]
         if m.label in run_files:
             rows[-1]["run_out"] = run_files[m.label]
     out: dict = {
@@ -196,6 +208,8 @@ def _caption(comparison: "Comparison", collection: "Collection", *, top_k: int, 
     return (
         _PROTOCOL_NOTES[protocol]
         + (f" ({first_stage}, {_rerank_depth(comparison, top_k)})" if protocol == "rerank" else "")
+        + ("; --run files scored as given" if protocol != "runs" and any(m.is_run for m in comparison.models)
+           else "")
         + (f"; {unranked:,} judgements without text could not be ranked" if unranked else "")
         + f"; relevance level {collection.relevance_level}"
         + (f"; p: two-sided paired permutation test (scipy, {permutations:,} permutations) on {comparison.metric} "
@@ -218,12 +232,13 @@ def _results_table(comparison: "Comparison", collection: "Collection", caption: 
             table.add_column("p (Holm)", justify="right")
     for m in comparison.models:
         size = m.bytes_per_vector
-        stored = (f"{size['codes']:,} ({size['bits']}-bit x {m.description['dim']})" if size.get("codes") else
-                  f"{size['float32']:,}" + (f" (u8 {size['uint8']:,})" if size["uint8"] else ""))
-        cells = [
-            m.label, m.description["head"], str(m.description["dim"]), f"{m.head_parameters:,}", stored,
-            *(f"{m.evaluation.metrics[k]:.4f}" for k in comparison.measures),
-        ]
+        if m.is_run:
+            described = ["run", "-", "-", "-"]
+        else:
+            stored = (f"{size['codes']:,} ({size['bits']}-bit x {m.description['dim']})" if size.get("codes") else
+                      f"{size['float32']:,}" + (f" (u8 {size['uint8']:,})" if size["uint8"] else ""))
+            described = [m.description["head"], str(m.description["dim"]), f"{m.head_parameters:,}", stored]
+        cells = [m.label, *described, *(f"{m.evaluation.metrics[k]:.4f}" for k in comparison.measures)]
         s = comparison.significance.get(m.label)
         if comparison.significance:
             cells.append(f"{s.test.randomization_p:.4f}" if s else "-")
@@ -292,6 +307,11 @@ Metrics = Annotated[Optional[List[str]], typer.Option(
     "none count the collection's (2 for TREC DL), and their name says so: AP there is AP(rel=2). The p-values "
     "test the first.")]
 PerQuery = Annotated[bool, typer.Option("--per-query", help="Also print every query's values.")]
+Runs = Annotated[Optional[List[Path]], typer.Option(
+    "--run", show_default=False, metavar="<file>",
+    help="An existing TREC run (qid Q0 docid rank score tag) to score with the same measures against the same "
+    "judgements; repeat for several. After the models in the table and the tests (p-values against the first of "
+    "--encoder, --model, --run); with --run alone no model is loaded.")]
 RunOut = Annotated[Optional[Path], typer.Option(
     "--run-out", help="Write each model's TREC run; with several models FILE gets the model's tag before its suffix.")]
 Permutations = Annotated[int, typer.Option(
@@ -302,6 +322,7 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed of the permutation test.
 @command("evaluate")
 def evaluate_command(
     model_dirs: ModelDirs = None,
+    runs: Runs = None,
     revision: Revision = None,
     encoder: BaselineEncoder = None,
     head: Head = None,
@@ -335,13 +356,12 @@ def evaluate_command(
     nothing ranked scores 0 (and is counted), never silently dropped. Every output names its protocol.
 
     With --bits B (and by default for a model trained with --bits) the documents are ranked as the B-bit codes
-    `compress --bits B` stores, with the same levels, against float32 query angles: the scores of `compress
-    --bits B` + `score`, and bytes/vector says the code size, e.g. 64 (4-bit x 128).
+    `compress --bits B` stores, against float32 query angles (as `score` ranks them); bytes/vector says so.
 
-    Several models give one comparison table (head parameters, bytes per stored vector, metrics) with p-values
-    against the first model on the first metric: a two-sided paired permutation test
-    (scipy.stats.permutation_test, the queries' two values swapped or not) in the table, and in --json also a
-    paired t-test (scipy.stats.ttest_rel), each raw and Holm-adjusted over the models compared.
+    Several models (and --run files: existing TREC runs, scored the same way) give one table (head parameters,
+    bytes per stored vector, metrics) with p-values against the first on the first metric: a two-sided paired
+    permutation test (scipy.stats.permutation_test) in the table, in --json also a paired t-test
+    (scipy.stats.ttest_rel), each raw and Holm-adjusted over the models compared.
 
     Examples:
 
@@ -350,26 +370,27 @@ def evaluate_command(
         qcompress evaluate --model models/bec --model models/qbec --trec 2019 --json --metric nDCG@10 --metric AP
         qcompress evaluate --model models/qbec --dataset beir/scifact --split test
         qcompress evaluate --model models/qbec --dataset path/to/beir-folder --bits 4
+        qcompress evaluate --run bm25.trec --run run.trec --dataset path/to/beir-folder
     """
-    model_dirs = model_dirs or []
-    bits = chosen_bits(bits, float32)
+    model_dirs, runs, bits = model_dirs or [], runs or [], chosen_bits(bits, float32)
     check_model_options(encoder, value(head), value(similarity))
     dataset_id, protocol = _collection_and_protocol(value(trec), trec_dir, dataset, value(protocol), first_stage)
     from qcompress.evaluation.compare import compare  # not the package's: importing the submodule replaces it
     from qcompress.evaluation.protocols import UnknownDocuments
 
     _check_arguments(metrics, run_out, revision, model_dirs)
+    scored_runs = _read_runs(runs)  # checked before any model loads
     collection = _load(dataset_id, split, value(trec), trec_dir)
     first, first_stage_name = _first_stage(first_stage, protocol, collection)
     specs = [model_spec(d, None, None, None, max_length, trust_remote_code, revision) for d in model_dirs]
-    if encoder is not None or not model_dirs:  # the baseline (or the default model): first
+    if encoder is not None or (not model_dirs and not runs):  # the baseline (or the default model): first
         specs.insert(0, model_spec(None, encoder, value(head), value(similarity), max_length, trust_remote_code))
     try:
         with progress_bars() as start:
             comparison = compare(
                 specs, collection, protocol, first_stage=first, top_k=top_k, batch_size=batch_size,
                 cache_dir=cache_folder(cache_dir, cache, no_cache), permutations=permutations, seed=seed,
-                progress=start, measures=metrics or DEFAULT_METRICS, device=device, bits=bits,
+                progress=start, measures=metrics or DEFAULT_METRICS, device=device, bits=bits, runs=scored_runs,
             )
     except UnknownDocuments as err:
         if first_stage is None:

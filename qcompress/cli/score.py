@@ -36,16 +36,27 @@ Symmetric = Annotated[bool, typer.Option(
     "--symmetric",
     help="With a CORPUS (or --index) of low-bit codes: code the queries with the corpus's levels too, and score "
     "the decoded levels against each other (default: float32 query angles against the corpus's levels).")]
+Candidates = Annotated[Optional[Path], typer.Option(
+    "--candidates", metavar="RUN",
+    help="With QUERIES CORPUS: re-rank only these candidates, a TREC run (qid Q0 docid rank score tag) from another "
+    "system, e.g. a vector database's top 100 by inner product over `qcompress export --features`, or BM25. Each "
+    "query's candidates are scored exactly and its --top-k best kept: the exact search's result when they hold its "
+    "top k. Queries without candidates get none.")]
 Fidelity = Annotated[bool, typer.Option(
     "--fidelity",
     help="With --pairs and an angle model: print the fidelity itself, in [0, 1] (underflows to 0 for unrelated "
     "texts), instead of the log-fidelity.")]
 
 
-def _score_pairs(pairs: list[tuple[str, str]], model, fidelity: bool, batch_size: int) -> None:
+def _score_pairs(path: str, spec, device: Optional[str], fidelity: bool, batch_size: int) -> None:
+    """`spec()`: the model's spec, asked for (and the default model's note printed) once the pairs are read."""
     import numpy as np
 
+    from qcompress.formats import read_pairs
     from qcompress.similarity import paired_scores
+
+    pairs = read_pairs(path)  # all of it, validated, before the model is loaded
+    model = spec().load(device)
 
     if fidelity and model.similarity != "fidelity":
         raise InputError(f"--fidelity needs an angle model; this one compares by {model.similarity}")
@@ -54,8 +65,9 @@ def _score_pairs(pairs: list[tuple[str, str]], model, fidelity: bool, batch_size
     passages = list(dict.fromkeys(b for _, b in pairs))
     with progress_bars() as start:
         advance = start("encoding", len(queries) + len(passages))
-        q_emb = model.encode(queries, role="query", batch_size=batch_size, on_batch=advance)
-        p_emb = model.encode(passages, role="document", batch_size=batch_size, on_batch=advance)
+        q_emb = model.encode(queries, role="query", batch_size=batch_size, on_batch=advance, convert_to_tensor=True)
+        p_emb = model.encode(passages, role="document", batch_size=batch_size, on_batch=advance,
+                             convert_to_tensor=True)
     q_row, p_row = {t: i for i, t in enumerate(queries)}, {t: i for i, t in enumerate(passages)}
     q = q_emb[[q_row[a] for a, _ in pairs]]
     p = p_emb[[p_row[b] for _, b in pairs]]
@@ -81,6 +93,7 @@ def score_command(
     rerank: int = typer.Option(100, "--rerank", min=1, help="With --index: candidates re-ranked exactly per query."),
     recall_queries: RecallQueries = 10,
     symmetric: Symmetric = False,
+    candidates: Candidates = None,
     top_k: int = typer.Option(1000, "--top-k", min=1, help="Documents per query in the run."),
     output: Output = None,
     tag: str = typer.Option("qcompress", "--tag", help="Run tag, the last column of the TREC run."),
@@ -118,18 +131,17 @@ def score_command(
         qcompress score queries.parquet corpus.parquet --top-k 100 -o run.trec --tag qbec
         qcompress score queries.parquet corpus-4bit.parquet --top-k 100 -o run.trec    # 4-bit codes
         qcompress score queries.parquet --index corpus.index --nprobe 32 --top-k 100 -o run.trec
+        qcompress score queries.parquet corpus.parquet --candidates lancedb-top100.trec --top-k 10
         printf 'what is lift\\tLift is a force.\\n' | qcompress score --pairs - --model models/qbec
     """
     check_model_options(encoder, value(head), value(similarity))
     if pairs is not None:
         if queries is not None or corpus is not None or symmetric:
             usage_error("--pairs scores text pairs with a model; it takes no QUERIES CORPUS files (nor --symmetric)")
-        from qcompress.formats import read_pairs
-
-        records = read_pairs(pairs)  # all of it, validated, before the model is loaded
-        spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision)
-        _score_pairs(records, spec.load(device), fidelity, batch_size)
-        return
+        return _score_pairs(pairs, lambda: model_spec(model_dir, encoder, value(head), value(similarity), max_length,
+                                                      trust_remote_code, revision), device, fidelity, batch_size)
+    if candidates is not None and (corpus is None or index is not None):
+        usage_error("--candidates re-ranks a run against QUERIES CORPUS files (not --index)")
     if queries is None or (corpus is None) == (index is None):
         usage_error("give QUERIES and CORPUS Parquet files (from `qcompress compress`), QUERIES --index DIR, or "
                     "--pairs FILE")
@@ -141,6 +153,8 @@ def score_command(
     with quiet_closed_pipe():
         if index is not None:
             _score_index(queries, index, top_k, output, tag, nprobe, rerank, recall_queries, symmetric)
+        elif candidates is not None:
+            _score_candidates(queries, corpus, candidates, top_k, output, tag, symmetric)
         else:
             _score_files(queries, corpus, top_k, output, tag, symmetric)
 
@@ -169,6 +183,27 @@ def _score_files(queries: Path, corpus: Path, top_k: int, output: Optional[str],
     # The corpus is streamed batch by batch, its ids checked unique as they come: memory stays bounded.
     scores, doc_ids = search_parquet(values, corpus, top_k)
     _write(q.ids, scores, doc_ids, output, tag)
+
+
+def _score_candidates(queries: Path, corpus: Path, candidates: Path, top_k: int, output: Optional[str], tag: str,
+                      symmetric: bool) -> None:
+    from qcompress.formats import check_same_model, read_embedding_metadata, read_embeddings, read_run, write_run
+    from qcompress.search.rerank import rerank_parquet
+
+    run = read_run(candidates)
+    q = read_embeddings(queries)
+    corpus_meta = read_embedding_metadata(corpus)
+    check_same_model(q.metadata, corpus_meta, what=f"{queries} and {corpus}")
+    try:
+        ranked = rerank_parquet(_coded_queries(q.values, corpus_meta, symmetric, corpus), q.ids, corpus, run, top_k)
+    except InputError as err:
+        if err.field != "candidates":
+            raise
+        raise InputError(err.reason, file=candidates) from None
+    write_run(output or "-", ranked, tag)
+    if output:
+        note(f"wrote the exact top {top_k} of the candidates of {sum(1 for d in ranked.values() if d):,} of "
+             f"{len(q.ids):,} queries to {output}")
 
 
 def _write(query_ids: list[str], scores, doc_ids: list[list[str]], output: Optional[str], tag: str) -> None:

@@ -63,7 +63,8 @@ def rank(
     and are left out (NDCG's ideal ranking still counts them). `rerank` without `first_stage` uses the
     collection's own first stage where it ships one (TREC DL's BM25 run). `model` is a
     `qcompress.model.QCompressModel` (or anything with `similarity` and `encode`: queries are encoded with
-    role="query", documents with role="document", so each gets the model's prompt); `cache` is a
+    role="query", documents with role="document", so each gets the model's prompt, as torch tensors:
+    `convert_to_tensor=True`); `cache` is a
     `qcompress.cache.PooledCache` or None; `progress(description, total)` returns a callback advanced by the
     number of texts encoded. `bits`: documents as low-bit codes of that many bits (module docstring), 0 as float32,
     None as the model stores them by default (`qcompress.codes.stored_bits`).
@@ -73,7 +74,7 @@ def rank(
         >>> from qcompress.data import Collection
         >>> class Letters:
         ...     similarity = "cosine"
-        ...     def encode(self, texts, *, role, batch_size, on_batch):
+        ...     def encode(self, texts, *, role, batch_size, on_batch, convert_to_tensor):
         ...         return torch.tensor([[t.count("w"), t.count("h")] for t in texts], dtype=torch.float32)
         >>> c = Collection(name="tiny", corpus={"d1": "wing", "d2": "heat"}, queries={"q1": "wing?"},
         ...                qrels={"q1": {"d1": 1}}, split="test")

@@ -5,6 +5,9 @@ for all of them:
 
     texts       (id, text) records from JSONL, TSV, stdin or Parquet; (query, passage) pairs
     embeddings  the embedding Parquet format (SPEC §6) and its reader, `scan_embeddings`, that every read uses
+    metadata    an embedding file's key-value metadata: one readable key per field, older files' one JSON value
+    columns     the Arrow types a DataFrame writes embedding columns back as, converted to qcompress's own
+    meta_copy   `copy_metadata`: a file's metadata put back on a copy that a DataFrame round trip stripped
     writer      `EmbeddingWriter`: writes embedding Parquet through pyarrow, crash-safe and resumable
     ids         `UniqueIds`: duplicate ids in streams of millions of rows, in compact memory
     trec        TREC run files and TREC/BEIR qrels
@@ -39,6 +42,7 @@ __all__ = [
     "quantize_angles",
     "dequantize_angles",
     "check_same_model",
+    "copy_metadata",
     "write_run",
     "read_run",
     "read_qrels",
@@ -48,8 +52,8 @@ __all__ = [
 # Imported on first use (qcompress._lazy): reading a TREC run needs neither pyarrow nor torch. The 8-bit codes
 # live in qcompress.quantization; re-exported here, where they were first defined.
 __getattr__, __dir__ = attach(__name__, {
-    "METADATA_KEY": "embeddings", "MODEL_FIELDS": "embeddings", "EmbeddingBatch": "embeddings",
-    "Embeddings": "embeddings", "check_same_model": "embeddings", "iter_embedding_batches": "embeddings",
+    "METADATA_KEY": "metadata", "MODEL_FIELDS": "metadata", "EmbeddingBatch": "embeddings",
+    "Embeddings": "embeddings", "check_same_model": "metadata", "copy_metadata": "meta_copy", "iter_embedding_batches": "embeddings",
     "partial_path": "embeddings", "read_embedding_metadata": "embeddings", "read_embeddings": "embeddings",
     "scan_embeddings": "embeddings", "count_embedding_rows": "embeddings", "has_texts": "embeddings",
     "read_texts_by_id": "embeddings",

@@ -5,8 +5,10 @@ An embedding file is Parquet with an `id` string column and either `angles` (fix
 §7: `fixed_size_binary` of ceil(dim * bits / 8) bytes, packed LSB first, decoded with the levels that the metadata's
 `codes` object holds, `qcompress.codes.AngleCodes.to_metadata`) or `vectors` (float32, cosine models), and
 optionally the `text` each row was made from (`qcompress compress --store-text`). The file's key-value metadata
-holds, under the key `qcompress`, a JSON object naming the model (encoder, head, dim, similarity, ...) and the
-encoding, so that two files from different models are never scored against each other. A dataset is one such file,
+(`qcompress.formats.metadata`: one `qcompress.FIELD` key per field, or one JSON object under `qcompress` in older
+files) names the model (encoder, head, dim, similarity, ...) and the encoding, so that two files from different
+models are never scored against each other. Lists of the right length (`list<float>`, as pandas and DuckDB write
+them back) read as the fixed-size lists qcompress writes (`qcompress.formats.columns`). A dataset is one such file,
 or a folder of them (read in name order) with the same metadata.
 
 Every read goes through `scan_embeddings`, which checks the metadata up front and each batch as it is read (null ids
@@ -23,7 +25,7 @@ Example:
     >>> meta = {"encoder": "minilm", "head": "quantum", "dim": 2, "similarity": "fidelity",
     ...         "encoding": "float32", "column": "angles"}
     >>> table = pa.table({"id": ["a", "b"], "angles": angles})
-    >>> pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
+    >>> pq.write_table(table.replace_schema_metadata(to_key_values(meta)), path)
     >>> read_embeddings(path).values
     tensor([[0.0000, 1.5000],
             [3.0000, 0.5000]])
@@ -34,11 +36,10 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -48,8 +49,13 @@ from torch import Tensor
 
 from qcompress.codes import AngleCodes
 from qcompress.errors import InputError
+from qcompress.formats.columns import accepts, is_text, to_fixed, type_name
 from qcompress.formats.ids import UniqueIds
 from qcompress.formats.lines import PathLike
+from qcompress.formats.metadata import (
+    CODES, DESCRIPTIVE_FIELDS, METADATA_KEY, MODEL_FIELDS, check_same_model, codec_of, metadata_differences,
+    read_metadata, to_key_values,
+)
 from qcompress.quantization import ENCODINGS, dequantize_angles
 
 __all__ = [
@@ -73,13 +79,9 @@ __all__ = [
     "column_type",
 ]
 
-METADATA_KEY = b"qcompress"
 COLUMNS = ("angles", "vectors", "codes")
-CODES = "codes"  # the encoding, and the column, of low-bit angle codes (SPEC §7)
 FILE_ENCODINGS = (*ENCODINGS, CODES)
 TEXT_COLUMN = "text"  # optional: the text of each row (compress --store-text)
-# The fields that identify the model that produced a file; two files are comparable only if these agree.
-MODEL_FIELDS = ("encoder", "head", "dim", "similarity")
 ANGLE_TOLERANCE = 1e-4  # float32 rounding of tanh*pi/2+pi/2 can step a hair outside [0, pi]
 
 
@@ -106,24 +108,6 @@ def column_type(encoding: str, dim: int, codec: AngleCodes | None = None) -> pa.
     return pa.list_(value_type(encoding), dim)
 
 
-def codec_of(meta: Mapping[str, Any], file: PathLike | None = None) -> AngleCodes | None:
-    """The codec that decodes a code file's values (its metadata's `codes` object), None for other encodings;
-    `InputError` naming the file and field when the description is not a codec."""
-    if meta.get("encoding") != CODES:
-        return None
-    try:
-        return AngleCodes.from_metadata(meta.get(CODES))
-    except InputError as err:
-        raise InputError(f"the codes described in the metadata are not a codec: {err.reason}", file=file,
-                         field=f"{CODES}.{err.field}" if err.field else CODES) from None
-
-
-def metadata_differences(a: Mapping, b: Mapping, keys: Iterable[str] | None = None) -> list[str]:
-    """`key a vs b` for each key whose values differ (all keys of either by default), for error messages."""
-    keys = sorted(set(a) | set(b)) if keys is None else list(keys)
-    return [f'{k} {json.dumps(a.get(k))} vs {json.dumps(b.get(k))}' for k in keys if a.get(k) != b.get(k)]
-
-
 # -- the dataset's files and metadata ----------------------------------------------------------------------------
 
 
@@ -145,29 +129,8 @@ def _file_metadata(file: Path) -> dict:
         schema = pq.read_schema(file)
     except (pa.ArrowException, OSError) as err:
         raise InputError(f"not a readable Parquet file ({err})", file=file) from None
-    meta = _metadata_object(schema, file)
+    meta = read_metadata(schema.metadata, file)
     _check_schema(schema, meta, file)
-    return meta
-
-
-def _metadata_object(schema: pa.Schema, file: Path) -> dict:
-    raw = (schema.metadata or {}).get(METADATA_KEY)
-    if raw is None:
-        raise InputError(
-            "has no qcompress metadata: it was not written by `qcompress compress`, so the model that made it "
-            "is unknown; compress the texts with qcompress",
-            file=file,
-        )
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError:
-        raise InputError(
-            "qcompress metadata is not valid JSON; rewrite the file with `qcompress compress`", file=file
-        ) from None
-    if not isinstance(meta, dict):
-        raise InputError(
-            "qcompress metadata is not a JSON object; rewrite the file with `qcompress compress`", file=file
-        )
     return meta
 
 
@@ -194,25 +157,19 @@ def _check_schema(schema: pa.Schema, meta: dict, file: Path) -> None:
         raise InputError(f"the codes describe {codec.dim} qubits, but dim is {dim}", file=file, field=CODES)
     names = schema.names
     id_type = schema.field("id").type if "id" in names else None
-    if id_type is None or not (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+    if id_type is None or not is_text(id_type):
         raise InputError("missing or non-string `id` column; expected id: string", file=file, field="id")
     if column not in names:
         raise InputError(f"missing column `{column}` named by the metadata", file=file, field=column)
     if TEXT_COLUMN in names:
         text_type = schema.field(TEXT_COLUMN).type
-        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+        if not is_text(text_type):
             raise InputError(f"wrong column type {text_type}; expected string", file=file, field=TEXT_COLUMN)
     expected, found = column_type(encoding, dim, codec), schema.field(column).type
-    if found != expected:
+    if not accepts(found, expected):  # a DataFrame's list<float> passes; each row's length is checked as read
         what = f"{codec.bits}-bit codes of {dim} qubits" if codec is not None else f"{encoding} encoding"
-        raise InputError(f"wrong column type {found}; expected {_type_name(expected)} for {what}", file=file,
+        raise InputError(f"wrong column type {type_name(found)}; expected {type_name(expected)} for {what}", file=file,
                          field=column)
-
-
-def _type_name(arrow_type: pa.DataType) -> str:
-    if pa.types.is_fixed_size_list(arrow_type):
-        return f"fixed_size_list<{arrow_type.value_type}>[{arrow_type.list_size}]"
-    return str(arrow_type)
 
 
 def _dataset_metadata(files: list[Path]) -> dict:
@@ -220,8 +177,8 @@ def _dataset_metadata(files: list[Path]) -> dict:
     for file in files[1:]:
         meta = _file_metadata(file)
         diff = metadata_differences(
-            {k: v for k, v in first.items() if k != "qcompress_version"},
-            {k: v for k, v in meta.items() if k != "qcompress_version"},
+            {k: v for k, v in first.items() if k not in DESCRIPTIVE_FIELDS},
+            {k: v for k, v in meta.items() if k not in DESCRIPTIVE_FIELDS},
         )
         if diff:
             raise InputError(
@@ -372,11 +329,17 @@ def _arrow_batches(
             tables = (reader.read_row_group(g, columns=columns) for g in range(reader.num_row_groups))
         for table in tables:
             got = [table.column(name).combine_chunks() for name in columns]
+            got = [_plain_strings(array) if name != column else array for name, array in zip(columns, got)]
             yield got[0], got[1], got[2] if texts else None
     except (pa.ArrowException, OSError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"cannot read the file: it is damaged or truncated ({reason}); write it again",
                          file=file) from None
+
+
+def _plain_strings(array: pa.Array) -> pa.Array:
+    """Ids and texts as `string` (a DataFrame may have written `large_string`): what every consumer expects."""
+    return array if pa.types.is_string(array.type) else array.cast(pa.string())
 
 
 def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: int, keep_codes: bool,
@@ -386,6 +349,8 @@ def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: 
     if ids.null_count:
         row = first_row + int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0]) + 1
         raise InputError(f"row {row} has no id (null); every row needs one", file=file, field="id")
+    values = to_fixed(values, column_type(meta["encoding"], dim, codec), ids, file=file, column=column,
+                      first_row=first_row)
     if codec is not None:
         return _decode_codes(ids, values, codec, file, first_row, keep_codes)
     flat = values.flatten()
@@ -510,55 +475,3 @@ def read_embeddings(path: PathLike, *, texts: bool = False) -> Embeddings:
             text_list.extend(batch.texts.to_pylist())
     values = torch.cat(chunks) if chunks else torch.empty(0, int(meta["dim"]))
     return Embeddings(ids=ids, values=values, metadata=meta, encoding=meta["encoding"], texts=text_list)
-
-
-def check_same_model(
-    meta_a: Mapping[str, Any], meta_b: Mapping[str, Any], *, what: str = "the two embedding files"
-) -> None:
-    """Raise `InputError` unless both metadata name the same model (encoder, head, dim, similarity, model_id), and,
-    when both hold low-bit codes, the same codes (bits and levels).
-
-    Where both have a `model_id` (a digest of the weights and of everything that decides the outputs) it is the
-    model's identity, and the encoder's name is not compared: `minilm` and its full Hub id are one model. Encoding,
-    role and qcompress version may differ (a uint8 file compares fine with a float32 file of the same model, and
-    float32 queries with a code file: the asymmetric score), but two files of codes with other levels do not: each
-    one's codes mean other angles.
-
-    Example:
-        >>> m = {"encoder": "minilm", "head": "quantum", "dim": 128, "similarity": "fidelity"}
-        >>> check_same_model(m, dict(m, encoding="uint8"))
-        >>> check_same_model(m, dict(m, dim=64))  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        qcompress.errors.InputError: field "dim": the two embedding files come from different models (dim 128 ...
-        >>> four, three = AngleCodes.uniform(128, 4).to_metadata(), AngleCodes.uniform(128, 3).to_metadata()
-        >>> check_same_model(dict(m, codes=four), m)  # float32 queries against codes: the asymmetric score
-        >>> check_same_model(dict(m, codes=four), dict(m, codes=three))  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        qcompress.errors.InputError: field "codes": the two embedding files are coded differently (bits 4 vs 3); ...
-    """
-    keys = list(MODEL_FIELDS)
-    if "model_id" in meta_a and "model_id" in meta_b:
-        keys = [k for k in keys if k != "encoder"] + ["model_id"]
-    norm_a = {k: _normalise(k, meta_a.get(k)) for k in keys}
-    norm_b = {k: _normalise(k, meta_b.get(k)) for k in keys}
-    diff = [k for k in keys if norm_a[k] != norm_b[k]]
-    if diff:
-        details = "; ".join(f"{k} {json.dumps(meta_a.get(k))} vs {json.dumps(meta_b.get(k))}" for k in diff)
-        raise InputError(
-            f"{what} come from different models ({details}); compress both with the same model", field=diff[0]
-        )
-    codes_a, codes_b = meta_a.get(CODES), meta_b.get(CODES)
-    if isinstance(codes_a, dict) and isinstance(codes_b, dict):
-        bits_a, bits_b = codes_a.get("bits"), codes_b.get("bits")
-        if (bits_a, codes_a.get("levels")) != (bits_b, codes_b.get("levels")):
-            details = f"bits {bits_a} vs {bits_b}" if bits_a != bits_b else f"{bits_a}-bit codes with other levels"
-            raise InputError(f"{what} are coded differently ({details}); score float32 queries against the coded "
-                             "corpus (`score --symmetric` codes them with its levels)", field=CODES)
-
-
-def _normalise(key: str, value: Any) -> Any:
-    if key == "dim" and isinstance(value, (int, float, str)) and str(value).isdigit():
-        return int(value)
-    return value

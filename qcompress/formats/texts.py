@@ -1,38 +1,75 @@
-"""Input texts: (id, text) records from JSONL, TSV, stdin or Parquet, and (query, passage) pairs.
+"""Input texts: (id, text) records from JSONL, TSV, CSV, Parquet or stdin, and (query, passage) pairs.
 
-Readers raise `InputError` naming the file, the 1-based line and the field, so that the CLI prints one line and
-exits 1. Ids must be unique, non-empty and without whitespace (they end up in whitespace-separated TREC runs);
-uniqueness is checked `CHECK_BATCH` records at a time, in memory that grows with the ids only
-(`qcompress.formats.ids`), so a stream of any length can be read.
+Readers raise `InputError` naming the file, the 1-based line (a Parquet file: the row) and the field, so that the
+CLI prints one line and exits 1. Ids must be unique, non-empty and without whitespace (they end up in
+whitespace-separated TREC runs); uniqueness is checked `CHECK_BATCH` records at a time, in memory that grows with
+the ids only (`qcompress.formats.ids`), so a stream of any length can be read. Which fields hold the id, the text
+and the title is a `TextFields` (BEIR's `_id`/`id`, `text`, `title` by default; `compress --id-field docid
+--text-field contents` for Pyserini's JSONL).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from qcompress.errors import InputError
 from qcompress.formats.ids import UniqueIds
 from qcompress.formats.lines import STDIN, WHITESPACE, PathLike, display_name, open_lines
+from qcompress.formats.tables import csv_records, parquet_records
 
-__all__ = ["iter_texts", "read_texts", "read_parquet_texts", "read_pairs"]
+__all__ = ["TextFields", "iter_texts", "read_texts", "read_parquet_texts", "read_pairs"]
 
 _JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 _TSV_SUFFIXES = {".tsv", ".txt"}
+_CSV_SUFFIXES = {".csv"}
+_PARQUET_SUFFIXES = {".parquet", ".pq"}
 CHECK_BATCH = 1024  # records read ahead and checked together for duplicate ids, before any of them is yielded
+
+
+@dataclass(frozen=True)
+class TextFields:
+    """The fields of a JSONL, CSV or Parquet record that hold its id (the first of `id` present), its text (the
+    first of `text` present) and its optional title (text = title + " " + text, BEIR's rule; None: no title).
+
+    Example:
+        >>> TextFields.named(id="docid", text="contents")
+        TextFields(id=('docid',), text=('contents',), title='title')
+    """
+
+    id: tuple[str, ...] = ("_id", "id")
+    text: tuple[str, ...] = ("text",)
+    title: str | None = "title"
+
+    @classmethod
+    def named(cls, id: str | None = None, text: str | None = None, title: str | None = None) -> "TextFields":
+        """The defaults, with each field that is given (the command line's --id-field, --text-field, --title-field)
+        in place of its default names."""
+        default = cls()
+        return cls(id=(id,) if id else default.id, text=(text,) if text else default.text,
+                   title=title if title else default.title)
+
+    def columns(self) -> list[str]:
+        return [*self.id, *self.text, *([self.title] if self.title else [])]
+
+    @property
+    def is_default(self) -> bool:
+        return self == TextFields()
 
 
 # -- records -----------------------------------------------------------------------------------------------------
 
 
+def _suffix(path: PathLike) -> str:
+    return Path(str(path)).suffix.lower() if str(path) != STDIN else ""
+
+
 def _sniff(path: PathLike, lines: Iterator[tuple[int, str]]) -> tuple[str, Iterator[tuple[int, str]]]:
     """"jsonl" or "tsv": by extension, else (stdin, other names) by the first non-blank line."""
-    suffix = Path(str(path)).suffix.lower() if str(path) != STDIN else ""
+    suffix = _suffix(path)
     if suffix in _JSONL_SUFFIXES:
         return "jsonl", lines
     if suffix in _TSV_SUFFIXES:
@@ -86,14 +123,23 @@ def _record_id(record: dict, id_fields: Sequence[str], name: str, lineno: int) -
             value = record[field]
             if isinstance(value, bool) or not isinstance(value, (str, int)):
                 raise InputError(
-                    f"id must be a string or an integer, got {json.dumps(value)}", file=name, line=lineno, field=field
+                    f"id must be a string or an integer, got {_shown(value)}", file=name, line=lineno, field=field
                 )
             return _check_id(str(value).strip(), name, lineno, field)
     names = " or ".join(f'"{f}"' for f in id_fields)
     raise InputError(f"missing id: each record needs a {names} field", file=name, line=lineno, field=id_fields[0])
 
 
-def _record_text(record: dict, name: str, lineno: int, fields: Sequence[str] = ("text",)) -> str:
+def _shown(value: object) -> str:
+    """A record's value as an error message shows it: JSON where it is JSON, else Python's repr (bytes)."""
+    try:
+        return json.dumps(value)[:60]
+    except (TypeError, ValueError):
+        return repr(value)[:60]
+
+
+def _record_text(record: dict, name: str, lineno: int | None, fields: Sequence[str] = ("text",),
+                 title_field: str | None = "title") -> str:
     """The record's text (first of `fields` present), with its title in front when it has one (BEIR's rule)."""
     for field in fields:
         if field in record:
@@ -103,14 +149,13 @@ def _record_text(record: dict, name: str, lineno: int, fields: Sequence[str] = (
         raise InputError(f"missing: each record needs a {names} string", file=name, line=lineno, field=fields[0])
     text = record[field]
     if not isinstance(text, str):
-        raise InputError(f"must be a string, got {json.dumps(text)[:60]}", file=name, line=lineno, field=field)
-    title = record.get("title")
+        raise InputError(f"must be a string, got {_shown(text)}", file=name, line=lineno, field=field)
+    title = record.get(title_field) if title_field else None
     if title is None:
         return text.strip()
     if not isinstance(title, str):
-        raise InputError(
-            f"must be a string when present, got {json.dumps(title)[:60]}", file=name, line=lineno, field="title"
-        )
+        raise InputError(f"must be a string when present, got {_shown(title)}", file=name, line=lineno,
+                         field=title_field)
     return (title + " " + text).strip()
 
 
@@ -118,89 +163,121 @@ def _record_text(record: dict, name: str, lineno: int, fields: Sequence[str] = (
 
 
 def iter_texts(
-    path: PathLike, *, id_fields: Sequence[str] = ("_id", "id"), allow_empty: bool = False
+    path: PathLike, *, id_fields: Sequence[str] | None = None, allow_empty: bool = False,
+    fields: TextFields | None = None,
 ) -> Iterator[tuple[str, str]]:
-    """Stream (id, text) from a JSONL or TSV file, or stdin for "-"; see `read_texts` for the formats.
+    """Stream (id, text) from a JSONL, TSV, CSV or Parquet file, or stdin for "-"; see `read_texts` for the formats.
 
     The file is opened at once (a missing file raises here); records are parsed as they are consumed,
     `CHECK_BATCH` at a time (a batch is checked whole before any of it is yielded), so a corpus larger than memory
-    can be compressed. Only the ids are kept, compactly, to detect duplicates.
+    can be compressed. Only the ids are kept, compactly, to detect duplicates. `fields` names the id, text and
+    title fields (`id_fields`, the older way, the id's alone).
     """
+    fields = fields or TextFields()
+    if id_fields is not None:
+        fields = TextFields(id=tuple(id_fields), text=fields.text, title=fields.title)
     name = display_name(path)
-    lines = open_lines(path)
-    return _iter_texts(path, name, lines, tuple(id_fields), allow_empty)
+    kind = _suffix(path)
+    if kind in _PARQUET_SUFFIXES:
+        records = _table_records(parquet_records(path, fields.columns()), str(path), fields, "row")
+    elif kind in _CSV_SUFFIXES:
+        records = _table_records(csv_records(path), str(path), fields, "line")
+    else:
+        records = _records(path, name, open_lines(path), fields)
+    return _iter_texts(records, name, allow_empty, "row" if kind in _PARQUET_SUFFIXES else "line")
 
 
-def _iter_texts(
-    path: PathLike, name: str, lines: Iterator[tuple[int, str]], id_fields: tuple[str, ...], allow_empty: bool
-) -> Iterator[tuple[str, str]]:
+def _iter_texts(records: Iterator[tuple[int, str, str]], name: str, allow_empty: bool,
+                unit: str) -> Iterator[tuple[str, str]]:
     seen = UniqueIds()
     batch: list[tuple[int, str, str]] = []
-    for record in _records(path, name, lines, id_fields, allow_empty):
-        batch.append(record)
+    for lineno, doc_id, text in records:
+        if not text and not allow_empty:
+            raise InputError("text is empty; every record needs some text", **_where(name, lineno, unit),
+                             field="text")
+        batch.append((lineno, doc_id, text))
         if len(batch) == CHECK_BATCH:
-            yield from _unique(batch, seen, name)
+            yield from _unique(batch, seen, name, unit)
             batch = []
-    yield from _unique(batch, seen, name)
+    yield from _unique(batch, seen, name, unit)
 
 
-def _unique(batch: list[tuple[int, str, str]], seen: UniqueIds, name: str) -> Iterator[tuple[str, str]]:
+def _where(name: str, number: int, unit: str) -> dict:
+    """InputError's file and line for a record at `number`: a line of a text file, or a row of a Parquet file
+    (named in the file part: `corpus.parquet row 3: ...`)."""
+    return {"file": name, "line": number} if unit == "line" else {"file": f"{name} row {number}"}
+
+
+def _unique(batch: list[tuple[int, str, str]], seen: UniqueIds, name: str, unit: str) -> Iterator[tuple[str, str]]:
     """The batch's (id, text), after checking (now, not lazily) that no id was seen before."""
     duplicate = seen.add([doc_id for _, doc_id, _ in batch], [lineno for lineno, _, _ in batch])
     if duplicate is not None:
         index, first = duplicate
         lineno, doc_id, _ = batch[index]
-        raise InputError(
-            f'duplicate id "{doc_id}" (first on line {first}); ids must be unique', file=name, line=lineno, field="id"
-        )
+        raise InputError(f'duplicate id "{doc_id}" (first on {unit} {first}); ids must be unique',
+                         **_where(name, lineno, unit), field="id")
     return ((doc_id, text) for _, doc_id, text in batch)
 
 
+def _table_records(rows: Iterator[tuple[int, dict]], name: str, fields: TextFields,
+                   unit: str) -> Iterator[tuple[int, str, str]]:
+    """(line or row, id, text) of CSV or Parquet records, checked as JSONL records are."""
+    for number, record in rows:
+        where = _where(name, number, unit)
+        doc_id = _record_id(record, fields.id, where["file"], where.get("line"))
+        yield number, doc_id, _record_text(record, where["file"], where.get("line"), fields.text, fields.title)
+
+
 def _records(
-    path: PathLike, name: str, lines: Iterator[tuple[int, str]], id_fields: tuple[str, ...], allow_empty: bool
+    path: PathLike, name: str, lines: Iterator[tuple[int, str]], fields: TextFields
 ) -> Iterator[tuple[int, str, str]]:
-    """(line, id, text) of each record, checked but for duplicate ids."""
+    """(line, id, text) of each JSONL or TSV record, checked but for duplicate ids and empty texts."""
     kind, lines = _sniff(path, lines)
+    if kind == "tsv" and not fields.is_default:
+        raise InputError("TSV lines are `id<TAB>text`, without field names; --id-field, --text-field and "
+                         "--title-field name the fields of JSONL, CSV and Parquet records", file=name)
     first = True
     for lineno, line in lines:
         if not line.strip():
             continue
         if kind == "jsonl":
             record = _json_object(line, name, lineno)
-            doc_id = _record_id(record, id_fields, name, lineno)
-            text = _record_text(record, name, lineno)
+            doc_id = _record_id(record, fields.id, name, lineno)
+            text = _record_text(record, name, lineno, fields.text, fields.title)
         else:
-            fields = line.split("\t")
-            if len(fields) != 2:
-                what = "no tab" if len(fields) == 1 else f"{len(fields)} tab-separated fields"
+            parts = line.split("\t")
+            if len(parts) != 2:
+                what = "no tab" if len(parts) == 1 else f"{len(parts)} tab-separated fields"
                 raise InputError(
                     f"{what}: expected exactly 2 fields, `id<TAB>text` (a tab inside a text must be removed; or "
-                    "write JSONL records to a .jsonl file)",
+                    "write JSONL records to a .jsonl file, or CSV with a header to a .csv file)",
                     file=name,
                     line=lineno,
                 )
-            raw_id, text = fields[0].strip(), fields[1]
+            raw_id, text = parts[0].strip(), parts[1]
             if first and raw_id.lower() in ("id", "_id") and text.strip().lower() == "text":
                 first = False
                 continue  # header line
             doc_id = _check_id(raw_id, name, lineno, "id")
             text = text.strip()
         first = False
-        if not text and not allow_empty:
-            raise InputError("text is empty; every record needs some text", file=name, line=lineno, field="text")
         yield lineno, doc_id, text
 
 
 def read_texts(
-    path: PathLike, *, id_fields: Sequence[str] = ("_id", "id"), allow_empty: bool = False
+    path: PathLike, *, id_fields: Sequence[str] | None = None, allow_empty: bool = False,
+    fields: TextFields | None = None,
 ) -> list[tuple[str, str]]:
-    """Read (id, text) records, in file order, from JSONL or TSV (or stdin for "-").
+    """Read (id, text) records, in file order, from JSONL, TSV, CSV or Parquet (or stdin for "-").
 
     Formats: `.jsonl`/`.json` hold one JSON object per line with an id (`_id` or `id`, string or integer), a
-    `text` string and an optional `title`; the text is then `title + " " + text` (BEIR's rule). `.tsv`/`.txt`
-    hold `id<TAB>text` lines; a header `id<TAB>text` is skipped. Stdin and other names are sniffed from the
-    first non-blank line (`{` means JSONL). Blank lines are skipped. Empty texts, duplicate ids and ids with
-    whitespace are errors.
+    `text` string and an optional `title`; the text is then `title + " " + text` (BEIR's rule). `.csv` has a header
+    row naming the same fields (quoted values may hold commas and line breaks); `.parquet` has columns of those
+    names (ids strings or integers). `fields` (a `TextFields`) names other fields, e.g. Pyserini's `docid` and
+    `contents`. `.tsv`/`.txt` hold `id<TAB>text` lines; a header `id<TAB>text` is skipped. Stdin and other names
+    are sniffed from the first non-blank line (`{` means JSONL, else TSV). Blank lines are skipped. Empty texts,
+    duplicate ids and ids with whitespace are errors naming the file, the line (a Parquet file: the row) and the
+    field.
 
     Example:
         >>> import tempfile, pathlib
@@ -208,54 +285,21 @@ def read_texts(
         >>> _ = p.write_text('{"_id": 1, "title": "Wings", "text": "lift and drag"}\\n')
         >>> read_texts(p)
         [('1', 'Wings lift and drag')]
+        >>> _ = (p.parent / "docs.csv").write_text('docid,contents\\nd1,"lift, and drag"\\n')
+        >>> read_texts(p.parent / "docs.csv", fields=TextFields.named(id="docid", text="contents"))
+        [('d1', 'lift, and drag')]
     """
-    return list(iter_texts(path, id_fields=id_fields, allow_empty=allow_empty))
+    return list(iter_texts(path, id_fields=id_fields, allow_empty=allow_empty, fields=fields))
 
 
-def read_parquet_texts(path: PathLike) -> list[tuple[str, str]]:
-    """A Parquet file of texts: an id column (`_id` or `id`, strings or integers), `text`, optional `title`
-    (text = title + " " + text, BEIR's rule). Same rules as the JSONL reader: unique non-empty ids without
-    whitespace, non-empty texts."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found; check the path", file=path)
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowException, OSError) as err:
-        raise InputError(f"not a readable Parquet file ({err})", file=path) from None
-    id_field = next((f for f in ("_id", "id") if f in schema.names), None)
-    if id_field is None:
-        raise InputError('missing id: the table needs an "_id" or "id" column', file=path, field="id")
-    if "text" not in schema.names:
-        raise InputError('missing: the table needs a "text" column', file=path, field="text")
-    columns = [id_field, "text"] + (["title"] if "title" in schema.names else [])
-    table = pq.read_table(path, columns=columns)
-    for name in columns:
-        kind = table.schema.field(name).type
-        ok = pa.types.is_string(kind) or pa.types.is_large_string(kind) or (
-            name == id_field and pa.types.is_integer(kind))
-        if not ok:
-            raise InputError(f"must be a string column, got {kind}", file=path, field=name)
-    ids = table.column(id_field).to_pylist()
-    texts = table.column("text").to_pylist()
-    titles = table.column("title").to_pylist() if "title" in columns else [None] * len(ids)
-    records: list[tuple[str, str]] = []
-    seen: dict[str, int] = {}
-    for row, (raw_id, text, title) in enumerate(zip(ids, texts, titles), 1):
-        if raw_id is None:
-            raise InputError(f"row {row}: id is missing (null)", file=path, field=id_field)
-        doc_id = _check_id(str(raw_id).strip(), f"{path} row {row}", None, id_field)
-        if text is None:
-            raise InputError(f"row {row}: text is missing (null)", file=path, field="text")
-        text = ((title + " " + text) if title is not None else text).strip()
-        if not text:
-            raise InputError(f"row {row}: text is empty; every record needs some text", file=path, field="text")
-        if doc_id in seen:
-            raise InputError(f'row {row}: duplicate id "{doc_id}" (first in row {seen[doc_id]}); ids must be unique',
-                             file=path, field=id_field)
-        seen[doc_id] = row
-        records.append((doc_id, text))
-    return records
+def read_parquet_texts(path: PathLike, fields: TextFields | None = None) -> list[tuple[str, str]]:
+    """A Parquet file of texts (`read_texts` on a `.parquet` file, whatever the file's name): an id column (`_id`
+    or `id`, strings or integers), `text`, optional `title` (text = title + " " + text, BEIR's rule), or the
+    columns `fields` names. Same rules as the JSONL reader: unique non-empty ids without whitespace, non-empty
+    texts."""
+    fields = fields or TextFields()
+    records = _table_records(parquet_records(path, fields.columns()), str(path), fields, "row")
+    return list(_iter_texts(records, str(path), False, "row"))
 
 
 _PAIR_PASSAGE_FIELDS = ("passage", "text", "document")

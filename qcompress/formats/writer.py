@@ -43,16 +43,8 @@ from qcompress._version import __version__
 from qcompress.atomic import atomic_file
 from qcompress.codes import AngleCodes
 from qcompress.errors import InputError
-from qcompress.formats.embeddings import (
-    ANGLE_TOLERANCE,
-    CODES,
-    COLUMNS,
-    METADATA_KEY,
-    TEXT_COLUMN,
-    column_type,
-    metadata_differences,
-    partial_path,
-)
+from qcompress.formats.embeddings import ANGLE_TOLERANCE, CODES, COLUMNS, TEXT_COLUMN, column_type, partial_path
+from qcompress.formats.metadata import describe_values, metadata_differences, to_key_values
 from qcompress.formats.lines import PathLike
 from qcompress.quantization import check_encoding, quantize_angles
 
@@ -100,7 +92,7 @@ def _schema(dim: int, encoding: str, column: str, metadata: dict, texts: bool, c
     ]
     if texts:
         fields.append(pa.field(TEXT_COLUMN, pa.string(), nullable=False))
-    return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    return pa.schema(fields, metadata=to_key_values(metadata))
 
 
 def _lock(folder: Path, output: Path) -> int:
@@ -196,13 +188,15 @@ class EmbeddingWriter:
                 raise ValueError(f"a codec goes with encoding='codes', not {encoding!r}")
         if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) or row_group_size <= 0:
             raise ValueError(f"row_group_size must be a positive integer, got {row_group_size!r}")
-        meta = dict(metadata)
+        # The descriptive fields follow the encoding written here (a quantized copy's source had others).
+        meta = {key: value for key, value in metadata.items() if key not in ("decoding", "scale", "score")}
         for key, value in (("dim", dim), ("encoding", encoding), ("column", column)):
             if key in meta and meta[key] != value:
                 raise ValueError(f"metadata[{key!r}] is {meta[key]!r} but the writer was given {key}={value!r}")
         meta.update(dim=dim, encoding=encoding, column=column)
         if codec is not None:
             meta[CODES] = dict(codec.to_metadata(), **({"levels_source": levels_source} if levels_source else {}))
+        meta.update(describe_values(meta))
         meta.setdefault("qcompress_version", __version__)
         try:
             json.dumps(meta)

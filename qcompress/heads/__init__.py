@@ -42,7 +42,7 @@ get_head = HEAD_REGISTRY.get
 register_head = HEAD_REGISTRY.register
 
 __getattr__, __dir__ = attach(__name__, {"HeadKind": "base", "ClassicalHead": "linear",
-                                         "classical_head_num_parameters": "linear"})
+                                         "classical_head_num_parameters": "sizes"})
 
 
 def build_head(kind: str, in_dim: int, out_dim: int | None) -> "nn.Module | None":

@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from qcompress.heads.base import HeadKind, StModule, angle_encoding_module, compares_angles
 from qcompress.mixing import InputMixing
-from qcompress.quantum import _check_sizes
+from qcompress.heads import sizes
+from qcompress.heads.sizes import check_sizes as _check_sizes, classical_head_num_parameters  # re-exported
 from qcompress.similarity.base import ANGLES, Similarity
 
 __all__ = ["ClassicalHead", "classical_head_num_parameters", "LinearHeadKind"]
@@ -48,12 +49,6 @@ class ClassicalHead(nn.Module):
         return torch.tanh(self.linear(x))
 
 
-def classical_head_num_parameters(in_dim: int, out_dim: int) -> int:
-    """Weights plus biases of Linear(in_dim, out_dim)."""
-    _check_sizes(in_dim, out_dim)
-    return in_dim * out_dim + out_dim
-
-
 class LinearHeadKind(HeadKind):
     """A `ClassicalHead`: vectors in [-1, 1] for cosine, those mapped to angles x * pi/2 + pi/2 for fidelity."""
 
@@ -63,7 +58,7 @@ class LinearHeadKind(HeadKind):
         return ClassicalHead(in_dim, out_dim)
 
     def num_parameters(self, in_dim: int, out_dim: int) -> int:
-        return classical_head_num_parameters(in_dim, out_dim)
+        return sizes.classical_head_num_parameters(in_dim, out_dim)
 
     def project(self, module: nn.Module | None, pooled: Tensor, similarity: Similarity,
                 mixing: InputMixing | None) -> Tensor:

@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from qcompress.heads.base import HeadKind, StModule, angle_encoding_module
 from qcompress.mixing import InputMixing
-from qcompress.quantum import QuantumHead, encode_angles, quantum_head_num_parameters
+from qcompress.heads import sizes
+from qcompress.quantum import QuantumHead, encode_angles
 from qcompress.similarity.base import ANGLES, Similarity
 
 __all__ = ["QuantumHeadKind"]
@@ -35,7 +36,7 @@ class QuantumHeadKind(HeadKind):
         return QuantumHead(in_dim, out_dim)
 
     def num_parameters(self, in_dim: int, out_dim: int) -> int:
-        return quantum_head_num_parameters(in_dim, out_dim)
+        return sizes.quantum_head_num_parameters(in_dim, out_dim)
 
     def project(self, module: nn.Module | None, pooled: Tensor, similarity: Similarity,
                 mixing: InputMixing | None) -> Tensor:

@@ -11,8 +11,10 @@ row. Nothing guarantees the true top-k is among the candidates: `recall_at_k` me
 search, and `qcompress score --index` reports it with every run.
 
 An index is a folder, written atomically by `build_index` from an embedding Parquet file (or folder):
-    index.json     format, the corpus's qcompress metadata, number of rows, nlist, the source's path and size
-    ivf.faiss      the faiss index (faiss's own binary format; nothing is unpickled)
+    index.json     format, the corpus's qcompress metadata, number of rows, nlist, the faiss factory string, the
+                   source's path and size
+    ivf.faiss      the faiss index (faiss's own binary format; nothing is unpickled): by default IVF with 8-bit
+                   scalar codes, any faiss index-factory layout with `build_index(factory=...)` (`--factory`)
     values.npy     the stored angles (float32 or uint8 codes, (rows, n); low-bit codes packed, (rows, bytes)),
                    memory-mapped when searching (a plain numeric array: read with allow_pickle=False)
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -58,10 +61,14 @@ from qcompress.search.pairs import log_fidelity_pairs, spread_pairs
 from qcompress.search.selection import TopK, rank
 from qcompress.search.workers import search_workers
 
-__all__ = ["build_index", "ApproximateIndex", "recall_at_k", "IndexInfo", "FORMAT", "DEFAULT_RERANK"]
+__all__ = ["build_index", "ApproximateIndex", "recall_at_k", "IndexInfo", "FORMAT", "DEFAULT_RERANK",
+           "DEFAULT_FACTORY"]
 
 FORMAT = 1
 DEFAULT_RERANK = 100  # candidates re-ranked exactly per query
+# The faiss index-factory string of the index over the 2n features; {nlist} becomes the number of IVF cells.
+DEFAULT_FACTORY = "IVF{nlist},SQ8"
+NO_CELLS_TRAIN = 256  # without IVF cells: k-means training rows as for 256 cells (a PQ's codebooks have 256 entries)
 TRAIN_PER_LIST = 40  # k-means training rows per IVF cell (faiss warns below 39)
 BATCH_ROWS = 1 << 16
 PathLike = str | os.PathLike
@@ -80,9 +87,10 @@ class IndexInfo:
     """What `build_index` wrote: rows, IVF cells, seconds spent training and adding."""
 
     rows: int
-    nlist: int
+    nlist: int | None  # None for a factory string without IVF cells ({nlist})
     train_seconds: float
     add_seconds: float
+    factory: str = DEFAULT_FACTORY  # the faiss index-factory string built, {nlist} put in
 
 
 def default_nlist(rows: int) -> int:
@@ -124,12 +132,19 @@ def build_index(
     nlist: int | None = None,
     overwrite: bool = False,
     on_rows: Callable[[int], None] | None = None,
+    factory: str = DEFAULT_FACTORY,
 ) -> IndexInfo:
     """Build an approximate index (module docstring) of an embedding Parquet file or folder of angles (or codes).
 
     `nlist` IVF cells (default `default_nlist`); k-means trains on TRAIN_PER_LIST rows a cell, spread evenly over
     the corpus. The corpus is read twice (once for the training sample, once to add every row), a batch at a
     time; `on_rows(n)` reports the rows added. Duplicate ids and bad rows raise `InputError` (nothing is written).
+
+    `factory` is the faiss index-factory string of the index over the 2n features, inner-product metric, `{nlist}`
+    standing for the cells (default `DEFAULT_FACTORY`, IVF with 8-bit scalar codes; e.g. "IVF{nlist},Flat",
+    "IVF{nlist},PQ16", "HNSW32"); a string faiss rejects is an `InputError` before the corpus is read. Without
+    `{nlist}` (no IVF cells) `nlist` must be None, and k-means (a PQ's codebooks) trains on
+    TRAIN_PER_LIST * NO_CELLS_TRAIN rows.
     """
     import time
 
@@ -141,15 +156,18 @@ def build_index(
     rows = count_embedding_rows(corpus)
     if rows == 0:
         raise InputError("holds no rows; nothing to index", file=corpus)
-    nlist = default_nlist(rows) if nlist is None else nlist
-    if isinstance(nlist, bool) or not isinstance(nlist, int) or not 1 <= nlist <= rows:
-        raise InputError(f"nlist must be an integer from 1 to the corpus's {rows} rows, got {nlist!r}")
+    nlist, layout = _layout(factory, nlist, rows)
     dim, features, codec = int(meta["dim"]), _stored_features(meta), codec_of(meta)
     shape = (rows, codec.bytes_per_vector) if codec is not None else (rows, dim)
     faiss.omp_set_num_threads(torch.get_num_threads())
-    index = faiss.index_factory(2 * dim, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
+    index = _factory_index(faiss, 2 * dim, layout)
     start = time.perf_counter()
-    index.train(_training_sample(corpus, rows, min(rows, TRAIN_PER_LIST * nlist), features))
+    sample = min(rows, TRAIN_PER_LIST * (nlist if nlist is not None else NO_CELLS_TRAIN))
+    try:
+        index.train(_training_sample(corpus, rows, sample, features))
+    except RuntimeError as err:  # e.g. a PQ with more codebook entries than the corpus has rows
+        raise InputError(f"faiss cannot train the index {layout!r} on {sample:,} rows ({_faiss_reason(err)})",
+                         field="factory") from None
     trained = time.perf_counter()
     id_schema = pa.schema([pa.field("id", pa.string(), nullable=False)])
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -169,10 +187,47 @@ def build_index(
         del values
         faiss.write_index(index, str(tmp / "ivf.faiss"))
         source = Path(corpus)
-        info = {"format": FORMAT, "metadata": meta, "rows": rows, "nlist": nlist,
+        info = {"format": FORMAT, "metadata": meta, "rows": rows, "nlist": nlist, "factory": layout,
                 "source": {"path": str(source.resolve()), "bytes": _size(source)}}
         (tmp / "index.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-    return IndexInfo(rows, nlist, trained - start, time.perf_counter() - trained)
+    return IndexInfo(rows, nlist, trained - start, time.perf_counter() - trained, layout)
+
+
+def _layout(factory: str, nlist: int | None, rows: int) -> tuple[int | None, str]:
+    """(IVF cells or None, the factory string with {nlist} put in), checked."""
+    if not isinstance(factory, str) or not factory.strip():
+        raise InputError(f"factory must be a faiss index-factory string, got {factory!r}", field="factory")
+    if "{nlist}" not in factory:
+        if nlist is not None:
+            raise InputError(f"nlist goes into a factory string's {{nlist}}, and {factory!r} has none",
+                             field="nlist")
+        return None, factory
+    nlist = default_nlist(rows) if nlist is None else nlist
+    if isinstance(nlist, bool) or not isinstance(nlist, int) or not 1 <= nlist <= rows:
+        raise InputError(f"nlist must be an integer from 1 to the corpus's {rows} rows, got {nlist!r}")
+    return nlist, factory.replace("{nlist}", str(nlist))
+
+
+def _faiss_reason(err: Exception) -> str:
+    """What a faiss error says is wrong, without the C++ function and source line in front.
+
+    Example:
+        >>> _faiss_reason(RuntimeError("Error in f() at x.cpp:64: Error: 'd % M == 0' failed: d must divide M"))
+        'd must divide M'
+    """
+    text = " ".join(str(err).split()) or type(err).__name__
+    text = re.sub(r"^Error in .*? at \S+:\d+: ", "", text)
+    return re.sub(r"^Error: '.*?' failed: ", "", text)
+
+
+def _factory_index(faiss, dim: int, layout: str):
+    """The faiss index of the factory string `layout` over `dim` features (inner product); `InputError` when
+    faiss rejects the string."""
+    try:
+        return faiss.index_factory(dim, layout, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        raise InputError(f"faiss rejects the index factory string {layout!r} ({_faiss_reason(err)}); see faiss's "
+                         "index factory (e.g. IVF{nlist},SQ8, IVF{nlist},PQ16, HNSW32)", field="factory") from None
 
 
 def _size(path: Path) -> int:
@@ -196,7 +251,8 @@ class ApproximateIndex:
         if not isinstance(info, dict) or info.get("format") != FORMAT:
             raise InputError(f"index format {info.get('format') if isinstance(info, dict) else None!r} is not "
                              f"this qcompress's ({FORMAT}); build the index again", file=info_file)
-        self.metadata, self.rows, self.nlist = info["metadata"], int(info["rows"]), int(info["nlist"])
+        self.metadata, self.rows, self.nlist = info["metadata"], int(info["rows"]), info.get("nlist")
+        self.factory = info.get("factory", DEFAULT_FACTORY.replace("{nlist}", str(self.nlist)))
         self.dim, self.codes = int(self.metadata["dim"]), self.metadata["encoding"] == "uint8"
         self.codec = codec_of(self.metadata, info_file)  # low-bit codes: values holds them packed
         try:
@@ -223,7 +279,7 @@ class ApproximateIndex:
             with search_workers() as run:
                 return self.candidates(queries, count, nprobe, run)
         faiss = _faiss()
-        self.ivf.nprobe = nprobe
+        _search_breadth(faiss, self.ivf, nprobe, count)
         features = features_of(queries).numpy()
         pieces = [(s, min(len(features), s + 16)) for s in range(0, len(features), 16)]
 
@@ -279,6 +335,17 @@ class ApproximateIndex:
             scores, local = index.search(queries, k, floor=best.floor)
             best.add(scores, local + start)
         return best.scores, best.indices
+
+
+def _search_breadth(faiss, index, nprobe: int, count: int) -> None:
+    """How widely `index` looks: an IVF's cells visited (nprobe), an HNSW graph's candidate list (efSearch, at
+    least the `count` results asked); other layouts search all they hold."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = nprobe
+    hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
+    if hnsw is not None:
+        hnsw.efSearch = max(nprobe, count)
 
 
 def recall_at_k(found: Tensor, truth: Tensor) -> float:

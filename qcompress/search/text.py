@@ -44,7 +44,7 @@ def search_texts(model, queries: Sequence[str], corpus: str | PathLike, k: int =
     differ): its scores would mean nothing.
     """
     check_same_model(embedding_metadata(model), read_embedding_metadata(corpus), what=f"the model and {corpus}")
-    values = model.encode(list(queries))
+    values = model.encode(list(queries), convert_to_tensor=True)
     scores, ids = search_parquet(values, corpus, k)
     texts = read_texts_by_id(corpus, {doc for row in ids for doc in row}) if has_texts(corpus) else {}
     return [

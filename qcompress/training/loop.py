@@ -130,7 +130,7 @@ def train(
         >>> folder = train({"variant": "QBFEC", "encoder": str(tmp / "bert"), "output": str(tmp / "qbfec"),
         ...                 "negatives": 2, "cache_dir": str(tmp / "cache")}, collection=tiny)
         >>> load_model(folder).encode(["what is a wing?"]).shape  # 12 // 3 qubit angles
-        torch.Size([1, 4])
+        (1, 4)
     """
     cfg = as_config(config)
     check_values(cfg)
