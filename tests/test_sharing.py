@@ -291,7 +291,8 @@ def test_push_uploads_the_folder_with_qcompress_json_a_card_naming_the_repositor
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache_root))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     expected = load_model(trained, device="cpu").encode(TEXTS, convert_to_tensor=True)
-    torch.testing.assert_close(load_model("org/qbfec", device="cpu").encode(TEXTS, convert_to_tensor=True), expected, atol=0, rtol=0)
+    loaded = load_model("org/qbfec", device="cpu").encode(TEXTS, convert_to_tensor=True)
+    torch.testing.assert_close(loaded, expected, atol=0, rtol=0)
     st = SentenceTransformer("org/qbfec", trust_remote_code=True, device="cpu", cache_folder=str(cache_root))
     torch.testing.assert_close(st.encode(TEXTS, convert_to_tensor=True), expected, atol=1e-5, rtol=0)
 

@@ -8,7 +8,7 @@ Example:
     >>> check_k(0)
     Traceback (most recent call last):
     ...
-    ValueError: k must be a positive integer (the number of results per query), got 0
+    qcompress.errors.InputError: k must be a positive integer (the number of results per query), got 0
 """
 
 from __future__ import annotations
