@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -37,7 +38,7 @@ KeepModels = Annotated[bool, typer.Option(
 UpdateDoc = Annotated[Optional[Path], typer.Option(
     "--update-doc", metavar="FILE",
     help="Replace the table between the markers `<!-- table: RECIPE/PROFILE -->` and `<!-- /table -->` in FILE "
-    "(e.g. docs/results.md) with the freshly aggregated one.")]
+    "(e.g. docs/results.md) with the freshly aggregated one; a bench profile's plot is copied beside FILE.")]
 Export = Annotated[Optional[Path], typer.Option(
     "--export", metavar="DIR",
     help="Also write every finished run's JSON, one per line, to `DIR/<recipe>-<profile>.jsonl` (small enough to "
@@ -104,6 +105,9 @@ def recipe_command(
                 export_bench(recipe, profile, out, export)
             if update_doc is not None:
                 replace_table(update_doc, f"{recipe['name']}/{profile}", written)
+                plot = cfg["bench"].get("plot")
+                if plot and (written.parent / plot).is_file():  # the doc shows the plot beside the table
+                    shutil.copyfile(written.parent / plot, update_doc.parent / plot)
             print(f"{recipe['name']}/{profile}: {written}", flush=True)
             continue
         if dry_run:
