@@ -299,7 +299,7 @@ def stored_bits(model, bits: int | None) -> int:
         return 0
     check_bits(bits)
     if model.output_kind != "angles":
-        raise ValueError(f"{bits}-bit codes store qubit angles; this model outputs cosine vectors (float32 only)")
+        raise InputError(f"{bits}-bit codes store qubit angles; this model outputs cosine vectors (float32 only)")
     return bits
 
 

@@ -207,7 +207,7 @@ def _float_only(model, bits: Optional[int], where: str) -> None:
     from qcompress.codes import stored_bits
 
     if bits is None and stored_bits(model, None):
-        raise ValueError(f"this model stores {stored_bits(model, None)}-bit codes by default, which {where} cannot "
+        raise InputError(f"this model stores {stored_bits(model, None)}-bit codes by default, which {where} cannot "
                          "write; pass --float32 (then `qcompress quantize` codes the file)")
 
 

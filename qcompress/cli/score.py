@@ -167,7 +167,7 @@ def _coded_queries(values, metadata: dict, symmetric: bool, corpus: Path):
         return values
     codec = codec_of(metadata)
     if codec is None:
-        raise ValueError(f"--symmetric codes the queries with the levels of a corpus of low-bit codes; {corpus} holds "
+        raise InputError(f"--symmetric codes the queries with the levels of a corpus of low-bit codes; {corpus} holds "
                          f"{metadata['encoding']} {metadata['column']}")
     return codec.decode(codec.encode(values))
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qcompress.errors import InputError
 from qcompress.recipes.representation import Representation
 
 __all__ = ["RABITQ_METHOD", "RABITQ_BITS", "QUERY_BITS", "code_size", "rabitq_representation"]
@@ -59,7 +60,7 @@ def rabitq_representation(reference: Tensor, projection: Representation, *, bits
     """RaBitQ codes of `bits` bits per dimension of `projection` (the `pca-normalised` representation fitted on
     `reference`), after a random rotation seeded by `seed` (None: 0)."""
     if bits not in RABITQ_BITS:
-        raise ValueError(f"{RABITQ_METHOD} codes {', '.join(map(str, RABITQ_BITS))} bits per dimension, not {bits}")
+        raise InputError(f"{RABITQ_METHOD} codes {', '.join(map(str, RABITQ_BITS))} bits per dimension, not {bits}")
     project = projection.documents  # x -> P^T (normalised x - mu): linear in the normalised x, plus a constant
     origin = project(torch.zeros(1, reference.shape[1]))  # -P^T mu (the normalisation leaves 0 at 0)
     dim = int(origin.shape[1])

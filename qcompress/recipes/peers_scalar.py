@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qcompress.errors import InputError
 from qcompress.recipes.representation import Representation, cosine
 from qcompress.scalar_codes import check_bits, decode, encode, fit_levels, pack, packed_bytes, unpack
 
@@ -55,7 +56,7 @@ def scalar_representation(reference: Tensor, projection: Representation, *, bits
     `qcompress.recipes.peers.representation("pca-scalar", reference, dim=..., bits=...)` builds both.
     """
     if bits is None:
-        raise ValueError(f"{SCALAR_METHOD} needs bits (1..8 per dimension)")
+        raise InputError(f"{SCALAR_METHOD} needs bits (1..8 per dimension)")
     bits = check_bits(bits)
     project = projection.documents  # x -> P^T (x - mu), a linear map plus a constant
     coordinates = project(reference)
