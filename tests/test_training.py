@@ -110,6 +110,10 @@ def test_mined_negatives_are_unjudged_top_documents_and_cached(tiny_encoder, bei
     assert mine_negatives(model, collection, 3, cache_dir=tmp_path) == mined
     assert mine_negatives(build_model(tiny_encoder, head="none", max_length=16), collection, 3, cache_dir=tmp_path)
     assert len(list((tmp_path / "negatives").glob("*.json"))) == 2  # another max length: another entry
+    edited = dict(collection.corpus, d3="the flow of heat")  # same ids, same size, another text
+    mine_negatives(build_model(tiny_encoder, head="none", max_length=32),
+                   Collection(**{**vars(collection), "corpus": edited}), 3, cache_dir=tmp_path)
+    assert len(list((tmp_path / "negatives").glob("*.json"))) == 3  # mined again, not the old texts' negatives
 
 
 def test_mined_negatives_are_the_top_ranked_by_encoder_cosine(tiny_encoder, beir):
@@ -303,6 +307,21 @@ def test_interruption_resume_and_changed_arguments(tiny_encoder, beir, cache, tm
         train(config(tiny_encoder, beir, cache, out))
     with pytest.raises(ValueError, match="no checkpoint"):
         train(config(tiny_encoder, beir, cache, tmp_path / "other", resume=True))
+
+
+def test_resume_refuses_training_data_that_changed(tiny_encoder, cache, tmp_path):
+    """Issue 27 item 2: a resume with other documents under the same path trained on a mix of the two sets."""
+    data, out = write_beir(tmp_path / "data"), tmp_path / "m"
+    with pytest.raises(TrainingInterrupted):
+        train(config(tiny_encoder, data, cache, out, save_every=1), callback=ctrl_c_after(1))
+    write_beir(data, docs={**DOCS, "d3": "pressure of another flow"})
+    with pytest.raises(ValueError, match=rf"resume: the training data in {data} differs from the interrupted "
+                                         r"run's \(documents: 12 rows, digest \w+ -> 12 rows, digest \w+\)"):
+        train(config(tiny_encoder, data, cache, out, resume=True))
+    write_beir(data)  # the same data again: the run continues
+    done = train(config(tiny_encoder, data, cache, out, resume=True))
+    recorded = json.loads((done / "qcompress.json").read_text())["training_result"]["training_data"]
+    assert recorded["documents"]["count"] == 12 and recorded["judgements"]["count"] == 7
 
 
 def test_train_layers_trains_exactly_the_last_layers(tiny_encoder, beir, cache, tmp_path):

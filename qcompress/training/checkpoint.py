@@ -1,8 +1,8 @@
 """Checkpoints of a run writing OUT: OUT.ckpt/step-<N>/, the latest only, safetensors + JSON (nothing is ever
 unpickled).
 
-    state.json              step, epoch, position in the epoch's order, log, best validation, the recipe, and the
-                            optimizer's non-tensor state
+    state.json              step, epoch, position in the epoch's order, log, best validation, the recipe, the
+                            training data's digest (`data_digest`), and the optimizer's non-tensor state
     weights.safetensors     the trainable parameters
     optimizer.safetensors   the optimizer's tensors (Adam moments)
     rng.safetensors         the torch (and CUDA) random-number state: dropout continues where it stopped
@@ -17,10 +17,12 @@ checkpoint, without any flag (there is nothing to lose). Any other folder is ref
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -33,7 +35,7 @@ from qcompress.model import CONFIG_NAME
 from qcompress.training.config import RESUMABLE_CHANGES, ArgumentError, TrainConfig
 
 __all__ = ["OutputInTheWay", "checkpoint_dir", "check_output", "is_checkpoint_folder", "checkpoint_step",
-           "latest_checkpoint", "check_same_recipe", "trainable_state", "rng_state", "set_rng_state",
+           "latest_checkpoint", "check_same_recipe", "data_digest", "check_same_data", "trainable_state", "rng_state", "set_rng_state",
            "save_checkpoint", "load_checkpoint"]
 
 # What a run writes under OUT.ckpt/ (qcompress.atomic writes under ".NAME.<random>.tmp" first, and renames the
@@ -115,6 +117,48 @@ def check_same_recipe(folder: Path, recipe: dict) -> None:
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {recipe.get(k)!r}" for k in changed)
         raise ArgumentError("{resume} needs the arguments of the interrupted run; these differ: {detail}",
+                            detail=detail)
+
+
+def data_digest(**parts: Iterable | Mapping) -> dict[str, dict]:
+    """{part: {"count": rows, "digest": hex}} of the data a run trains on, part by part (documents, queries,
+    judgements: iterables of JSON-able rows, in order). A Mapping that is not a dict (a corpus read lazily from
+    ir_datasets, which checks its own files against their checksums) is counted, not read.
+
+    Example:
+        >>> data_digest(documents=[("d1", "a wing"), ("d2", "heat")])["documents"]["count"]
+        2
+        >>> data_digest(a=[("d1", "x")]) == data_digest(a=[("d1", "y")])
+        False
+    """
+    digests = {}
+    for name, rows in parts.items():
+        if isinstance(rows, Mapping) and not isinstance(rows, dict):
+            digests[name] = {"count": len(rows), "digest": None}
+            continue
+        h, count = hashlib.blake2b(digest_size=16), 0
+        for row in rows:
+            # surrogatepass: a lone surrogate in a text hashes instead of failing
+            h.update(json.dumps(row, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
+            count += 1
+        digests[name] = {"count": count, "digest": h.hexdigest()}
+    return digests
+
+
+def check_same_data(folder: Path, data: dict[str, dict], source: str) -> None:
+    """A resume must continue on the data the interrupted run trained on (`data_digest`, from `source`: a file,
+    folder or dataset name). A checkpoint of an older qcompress, which recorded none, is not checked."""
+    saved = json.loads((folder / "state.json").read_text()).get("data")
+    if saved is None:
+        return
+    changed = sorted(part for part in set(saved) | set(data) if saved.get(part) != data.get(part))
+    if changed:
+        def rows(part: dict | None) -> str:
+            return "none" if part is None else f"{part['count']:,} rows, digest {str(part['digest'])[:12]}"
+
+        detail = "; ".join(f"{part}: {rows(saved.get(part))} -> {rows(data.get(part))}" for part in changed)
+        raise ArgumentError("{resume}: the training data in {source} differs from the interrupted run's ({detail}); "
+                            "restore it, or pass {overwrite} to start over on the new data", source=source,
                             detail=detail)
 
 

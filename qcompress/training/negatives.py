@@ -8,7 +8,7 @@
                 on one encoder trains on the same negatives (a fair comparison). Queries with fewer than N
                 negatives are left out (and counted).
     cache       mined negatives under CACHE/negatives/ (JSON), keyed by encoder weights, pooling, prompts, max
-                length, dataset, split, judgements and N; pooled encoder outputs in qcompress.cache.PooledCache
+                length, dataset, split, judgements, the texts' digest and N; pooled encoder outputs in qcompress.cache.PooledCache
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from qcompress.atomic import atomic_file
 from qcompress.cache import PooledCache, encoder_key, pool_texts
 from qcompress.data import positives
 from qcompress.similarity import pairwise_scores
+from qcompress.training.checkpoint import data_digest
 from qcompress.training.config import ArgumentError, Progress
 
 __all__ = ["Examples", "ENCODE_BATCH", "pooled_outputs", "mine_negatives", "dataset_negatives", "build_examples",
@@ -70,8 +71,11 @@ def _negatives_key(model, collection, n: int) -> str:
     # The judgements themselves are part of the key: editing a qrels file must not reuse stale negatives.
     qrels = json.dumps(collection.qrels, sort_keys=True)
     prompts = (model.config.query_prompt, model.config.document_prompt)  # they change the pooled outputs
-    parts = (encoder_key(model), *prompts, name, collection.split, n, collection.relevance_level,
-             len(collection.corpus), qrels)
+    # So are the texts (a corpus edited under the same path, same size, must not reuse negatives mined on the old
+    # texts); a lazily read corpus is counted only (qcompress.training.checkpoint.data_digest).
+    texts = data_digest(documents=collection.corpus if not isinstance(collection.corpus, dict) else
+                        collection.corpus.items(), queries=collection.queries.items())
+    parts = (encoder_key(model), *prompts, name, collection.split, n, collection.relevance_level, texts, qrels)
     for part in parts:
         h.update(repr(part).encode() + b"\0")
     return h.hexdigest()
