@@ -1,13 +1,24 @@
-"""Write files and folders so that a failure or Ctrl-C never leaves a partial result at the final path."""
+"""Write files and folders so that a failure or Ctrl-C never leaves a partial result at the final path.
+
+Every output file goes through `atomic_file`, which also decides what an existing non-regular path gets
+(`written_through`): a pipe (a FIFO, a shell's `>(...)`) or a character device (`/dev/null`, a terminal) is
+written through, never replaced, and receives the whole output once it is complete (nothing on failure); any other
+kind (a socket, a block device) is refused in one line.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from qcompress.errors import InputError
+
+__all__ = ["written_through", "atomic_file", "atomic_dir"]
 
 
 def _default_mode(directory: bool) -> int:
@@ -18,9 +29,40 @@ def _default_mode(directory: bool) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
+def written_through(path: str | os.PathLike) -> bool:
+    """Whether `path` is a pipe or a character device, which an output is written through (not renamed onto);
+    False for a regular file or a path that does not exist. Anything else that exists and is not a regular file
+    (a folder, a socket, a block device) raises `InputError`, naming it.
+
+    Example:
+        >>> written_through("/dev/null"), written_through("/no/such/file")
+        (True, False)
+        >>> written_through("/")
+        Traceback (most recent call last):
+        ...
+        qcompress.errors.InputError: /: is a folder, not a file: give a file path
+    """
+    try:
+        mode = os.stat(path).st_mode  # through symbolic links: /dev/stdout, a shell's /dev/fd/63
+    except FileNotFoundError:
+        return False
+    except NotADirectoryError:
+        raise InputError("a part of this path is a file, not a folder", file=path) from None
+    if stat.S_ISREG(mode):
+        return False
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        return True
+    kind = "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+        "a block device" if stat.S_ISBLK(mode) else "a special file"
+    raise InputError(f"is {kind}, not a file: give a file path" + ("" if kind == "a folder" else
+                     " (pipes and character devices such as /dev/null are written through)"), file=path)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds. A pipe or a
+    character device at `path` (`written_through`) gets the temporary file's bytes instead, written into it once the
+    block succeeds; the temporary file is then in the system's temporary folder.
 
     Example:
         >>> import tempfile, pathlib
@@ -31,12 +73,19 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         'done'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    through = written_through(path)
+    if not through:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=None if through else path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if through:
+            with open(tmp_path, "rb") as source, open(path, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+            tmp_path.unlink()
+            return
         if tmp_path.exists():
             os.chmod(tmp_path, _default_mode(directory=False))
         os.replace(tmp_path, path)
@@ -49,9 +98,12 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; move it to `path` only if the block succeeds.
 
-    With `overwrite`, an existing folder at `path` is replaced (after the new one is complete).
+    With `overwrite`, an existing folder at `path` is replaced (after the new one is complete); anything else at
+    `path` (a file, a pipe, a device) never is.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError("exists and is not a folder; it is never replaced: give a folder path", file=path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -128,8 +128,17 @@ def usage_error(message: str) -> NoReturn:
 
 
 def check_writable(path: Path, flag: str) -> None:
-    """Fail now, before any model loads, when the output `path` (named by `flag`) cannot be written: its folder
-    (or the nearest one that exists, where the rest will be created) is a file or not writable."""
+    """Fail now, before any model loads, when the output `path` (named by `flag`) cannot be written: it is a folder,
+    a socket or a block device, or its folder (or the nearest one that exists, where the rest will be created) is a
+    file or not writable. A pipe or a character device (/dev/null) is fine: it is written through
+    (`qcompress.atomic.written_through`)."""
+    from qcompress.atomic import written_through
+
+    try:
+        if written_through(path):
+            return
+    except InputError as err:
+        fail(f"{flag} {err}")
     folder = path.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -137,6 +146,19 @@ def check_writable(path: Path, flag: str) -> None:
         fail(f"{flag} {path}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         fail(f"{flag} {path}: cannot write in {folder} (permission denied)")
+
+
+def check_output_file(path: Path, flag: str, example: str, force: bool) -> None:
+    """`check_writable` for a command that replaces an existing file only with --force: a folder is refused (with a
+    file path in it as `example`), and so is an existing file without `force`. A pipe or a character device needs
+    no --force: it is written through, never replaced."""
+    if path.is_dir():
+        usage_error(f"{flag} {path}: is a folder; give a file path such as {path / example}")
+    check_writable(path, flag)
+    from qcompress.atomic import written_through
+
+    if path.exists() and not force and not written_through(path):
+        usage_error(f"{path} exists; pass --force to replace it, or {flag} to write elsewhere")
 
 
 def note(message: str) -> None:

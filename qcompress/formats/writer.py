@@ -28,6 +28,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -40,7 +41,7 @@ import torch
 from torch import Tensor
 
 from qcompress._version import __version__
-from qcompress.atomic import atomic_file
+from qcompress.atomic import atomic_file, written_through
 from qcompress.codes import AngleCodes
 from qcompress.errors import InputError
 from qcompress.formats.embeddings import (
@@ -210,7 +211,13 @@ class EmbeddingWriter:
             raise ValueError(f"metadata must be JSON-serialisable: {err}") from None
 
         self.path = Path(path)
-        self.partial = partial_path(self.path)
+        # A pipe or a device (/dev/null) gets the file at close, written through (qcompress.atomic); its parts go to
+        # a private temporary folder, not beside it: there is nothing to resume, and /dev is no place for a folder.
+        self.private = written_through(self.path)
+        if self.private and resume:
+            raise InputError("is a pipe or a device, written through at the end: there is nothing to resume",
+                             file=self.path)
+        self.partial = Path(tempfile.mkdtemp(prefix="qcompress-parts-")) if self.private else partial_path(self.path)
         self.dim, self.encoding, self.column, self.texts, self.codec = dim, encoding, column, bool(texts), codec
         self.metadata = meta
         self.row_group_size = row_group_size
@@ -477,8 +484,8 @@ class EmbeddingWriter:
             self._leave()
 
     def _leave(self) -> None:
-        """Stop holding the folder: keep it when it holds finished parts, else remove it."""
-        if self.row_groups:
+        """Stop holding the folder: keep it when it holds finished parts (for a resume), else remove it."""
+        if self.row_groups and not self.private:
             self._release()
         else:
             self._remove_folder()
