@@ -108,3 +108,18 @@ def test_a_socket_or_a_file_where_a_folder_goes_is_refused_in_one_line(files, tm
     os.mkfifo(fifo)
     line = one_error_line(runner.invoke(app, ["index", "build", str(files / "c.parquet"), "-o", str(fifo), "--force"]))
     assert "exists and is not a folder" in line and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+# -- item 4: score --index with --top-k above the candidates found -------------------------------------------------
+
+def test_score_index_with_top_k_above_the_candidates_found(files, tmp_path):
+    index = tmp_path / "c.index"
+    assert runner.invoke(app, ["index", "build", str(files / "c.parquet"), "-o", str(index), "--nlist", "2"]).exit_code == 0
+    result = runner.invoke(app, ["score", str(files / "q.parquet"), "--index", str(index), "--nprobe", "1",
+                                 "--rerank", "1", "--recall-queries", "0"])  # --top-k 1000 by default
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in result.stdout.splitlines()]
+    per_query = {q: [row for row in lines if row[0] == q] for q in QUERIES}
+    assert all(1 <= len(rows) < len(DOCS) for rows in per_query.values()), per_query  # one cell's documents
+    assert all([int(row[3]) for row in rows] == list(range(1, len(rows) + 1)) for rows in per_query.values())
+    assert "probed cells held fewer than 5 documents: their rankings are shorter" in result.stderr
