@@ -295,3 +295,73 @@ def test_damaged_index_files_are_refused_or_search_as_built(tmp_path, built_inde
         return
     if name == "ids.arrow" or (how == "truncate" and name != "index.json"):
         assert not opened, f"{how} of {name} was not refused"
+
+
+# -- the caches' readers (issue 27) ------------------------------------------------------------------------------
+
+DAMAGE = dict(at=st.floats(0, 1), how=st.sampled_from(["truncate", "flip", "append", "zero"]),
+              bit=st.integers(0, 7))
+
+
+def _damage(path, at, how, bit) -> None:
+    data = bytearray(path.read_bytes())
+    position = min(len(data) - 1, int(at * len(data)))
+    if how == "truncate":
+        data = data[:position]
+    elif how == "flip":
+        data[position] ^= 1 << bit
+    elif how == "zero":
+        data[position : position + 4] = bytes(len(data[position : position + 4]))
+    else:
+        data += b"\1"
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def cache_model(tiny_encoder):
+    from qcompress.model import build_model
+
+    return build_model(tiny_encoder, head="none", similarity="fidelity", max_length=32)
+
+
+@SETTINGS
+@given(**DAMAGE)
+@example(at=0.9, how="flip", bit=3)  # inside the pooled rows
+def test_a_damaged_cache_shard_is_refused_or_its_entries_are_exact(tmp_path, cache_model, at, how, bit):
+    """Whatever happens to a shard's bytes, a lookup raises InputError or gives each text its own pooled row or
+    nothing (then it is encoded again): never another row."""
+    import tempfile
+
+    from qcompress.cache import PooledCache, text_key
+
+    folder = tempfile.mkdtemp(dir=tmp_path)
+    keys = [text_key(f"text {i}") for i in range(5)]
+    rows = torch.arange(5 * cache_model.in_dim, dtype=torch.float32).reshape(5, -1) / 7
+    PooledCache(folder, cache_model).add(keys, rows)
+    _damage(next(Path(folder).glob("*/shard-*.safetensors")), at, how, bit)
+    try:
+        pooled, found = PooledCache(folder, cache_model).get(keys)
+    except InputError:
+        return
+    assert torch.equal(pooled[found], rows[found])
+
+
+@SETTINGS
+@given(**DAMAGE)
+@example(at=0.95, how="flip", bit=0)
+def test_a_damaged_frozen_prefix_file_is_refused_or_read_exactly(tmp_path, at, how, bit):
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from qcompress.frozen_prefix import _read_state, state_digest
+
+    path = Path(tempfile.mkdtemp(dir=tmp_path)) / "state.safetensors"
+    state = torch.arange(24, dtype=torch.float32).reshape(6, 4) / 3
+    save_file({"hidden": state}, str(path), metadata={"digest": state_digest(state)})
+    _damage(path, at, how, bit)
+    try:
+        read = _read_state(path)
+    except InputError:
+        return
+    assert read is None or torch.equal(read, state)
