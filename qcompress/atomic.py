@@ -1,5 +1,8 @@
 """Write files and folders so that a failure or Ctrl-C never leaves a partial result at the final path.
 
+A run that writes an output over time (compress's Parquet file, train's model folder) holds `lock_folder` on its
+working folder (OUT.partial/, OUT.ckpt/), so that a second run writing the same output is refused at once.
+
 Every output file goes through `atomic_file`, which also decides what an existing non-regular path gets
 (`written_through`): a pipe (a FIFO, a shell's `>(...)`) or a character device (`/dev/null`, a terminal) is
 written through, never replaced, and receives the whole output once it is complete (nothing on failure); any other
@@ -9,6 +12,8 @@ kind (a socket, a block device) is refused in one line.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import shutil
 import stat
@@ -18,7 +23,7 @@ from typing import Iterator
 
 from qcompress.errors import InputError
 
-__all__ = ["written_through", "atomic_file", "atomic_dir"]
+__all__ = ["written_through", "atomic_file", "atomic_dir", "lock_folder"]
 
 
 def _default_mode(directory: bool) -> int:
@@ -129,3 +134,50 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def lock_folder(folder: Path, output: str | os.PathLike, what: str = "file") -> int:
+    """Hold `folder/lock` exclusively (flock; the folder is made if needed) and return its descriptor (closing it
+    releases the lock); refuse at once, with an `InputError` naming `output` (a `what`), when another live process
+    holds it. A killed process's lock goes with it.
+
+    The lock file is checked to be the one on disk after locking: a run that finished meanwhile deletes it, and
+    locking its deleted copy would let two writers in.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp()) / "out.partial"
+        >>> fd = lock_folder(folder, "out")
+        >>> lock_folder(folder, "out")
+        Traceback (most recent call last):
+        ...
+        qcompress.errors.InputError: out: another qcompress run is writing this file (it holds the lock .../out.partial/lock); wait for it to finish, or stop it and rerun
+        >>> os.close(fd)
+    """
+    while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise InputError(f"cannot make the folder {folder}: a part of its path is a file", file=output) from None
+        path = folder / "lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # the folder was removed by a run that just finished: make it again
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                raise
+            raise InputError(
+                f"another qcompress run is writing this {what} (it holds the lock {path}); wait for it to finish, or "
+                "stop it and rerun", file=output,
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)

@@ -22,8 +22,6 @@ about one plain Parquet write of the same rows, where Parquet parts would cost a
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import math
 import os
@@ -41,7 +39,7 @@ import torch
 from torch import Tensor
 
 from qcompress._version import __version__
-from qcompress.atomic import atomic_file, written_through
+from qcompress.atomic import atomic_file, lock_folder, written_through
 from qcompress.codes import AngleCodes
 from qcompress.errors import InputError
 from qcompress.formats.embeddings import (
@@ -102,38 +100,6 @@ def _schema(dim: int, encoding: str, column: str, metadata: dict, texts: bool, c
     if texts:
         fields.append(pa.field(TEXT_COLUMN, pa.string(), nullable=False))
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
-
-
-def _lock(folder: Path, output: Path) -> int:
-    """Hold `folder/lock` exclusively (flock); refuse at once when another live process holds it.
-
-    The lock file is checked to be the one on disk after locking: a run that finished meanwhile deletes it, and
-    locking its deleted copy would let two writers in.
-    """
-    while True:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "lock"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except FileNotFoundError:  # the folder was removed by a run that just finished: make it again
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-                raise
-            raise InputError(
-                f"another qcompress run is writing this file (it holds the lock {path}); wait for it to finish, or "
-                "stop it and rerun", file=output,
-            ) from None
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)
 
 
 class EmbeddingWriter:
@@ -233,7 +199,7 @@ class EmbeddingWriter:
             if resume:
                 raise InputError(f"exists but is not a folder written by qcompress; {_START_OVER}", file=self.partial)
             self.partial.unlink()
-        self._lock = _lock(self.partial, self.path)
+        self._lock = lock_folder(self.partial, self.path)
         try:
             if resume and (self.partial / "journal.jsonl").exists():
                 self._recover()

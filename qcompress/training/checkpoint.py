@@ -10,6 +10,9 @@ unpickled).
 
 Under torchrun, ranks other than 0 keep their random-number state beside it (qcompress.training.distributed).
 
+A run holds OUT.ckpt/lock for its whole life (`output_lock`, qcompress.atomic.lock_folder): a second run writing
+the same OUT is refused at once, whatever its flags.
+
 What a run may replace (`check_output`): a qcompress model folder at OUT (with overwrite), and OUT.ckpt when it
 holds nothing but a run's own files: its checkpoint with overwrite, or, when the run was killed before its first
 checkpoint, without any flag (there is nothing to lose). Any other folder is refused, whatever the flags.
@@ -17,30 +20,31 @@ checkpoint, without any flag (there is nothing to lose). Any other folder is ref
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from qcompress.atomic import atomic_dir
+from qcompress.atomic import atomic_dir, lock_folder
 from qcompress.errors import InputError
 from qcompress.model import CONFIG_NAME
 from qcompress.training.config import RESUMABLE_CHANGES, ArgumentError, TrainConfig
 
-__all__ = ["OutputInTheWay", "checkpoint_dir", "check_output", "is_checkpoint_folder", "checkpoint_step",
+__all__ = ["OutputInTheWay", "checkpoint_dir", "output_lock", "clear_checkpoints", "check_output", "is_checkpoint_folder", "checkpoint_step",
            "latest_checkpoint", "check_same_recipe", "data_digest", "check_same_data", "trainable_state", "rng_state", "set_rng_state",
            "save_checkpoint", "load_checkpoint"]
 
 # What a run writes under OUT.ckpt/ (qcompress.atomic writes under ".NAME.<random>.tmp" first, and renames the
 # replaced folder ".NAME.old").
-_RUN_FILE = re.compile(r"step-\d+|train_log\.jsonl|rng-rank\d+\.safetensors|\.(step-\d+|train_log\.jsonl|"
+_RUN_FILE = re.compile(r"lock|step-\d+|train_log\.jsonl|rng-rank\d+\.safetensors|\.(step-\d+|train_log\.jsonl|"
                        r"rng-rank\d+\.safetensors)\.(\w+\.tmp|old)")
 
 
@@ -57,6 +61,35 @@ def checkpoint_dir(output: str | os.PathLike) -> Path:
     """
     output = Path(output)
     return output.with_name(output.name + ".ckpt")
+
+
+@contextlib.contextmanager
+def output_lock(output: str | os.PathLike, main: bool = True) -> Iterator[None]:
+    """Hold OUT.ckpt/lock for the block (the main process only, under torchrun): a second run writing `output`
+    raises `InputError` at once. On the way out, a checkpoint folder holding nothing but the lock (a run refused or
+    failed before writing anything there) is removed."""
+    if not main:
+        yield
+        return
+    root = checkpoint_dir(output)
+    fd = lock_folder(root, output, what="model")
+    try:
+        yield
+    finally:
+        try:
+            if [entry.name for entry in root.iterdir()] == ["lock"]:
+                (root / "lock").unlink()
+                root.rmdir()
+        except OSError:
+            pass  # gone already (the run finished), or something else appeared in it: left as it is
+        os.close(fd)
+
+
+def clear_checkpoints(root: Path) -> None:
+    """Delete everything in a run's checkpoint folder but its lock (a run starting over)."""
+    for entry in root.iterdir() if root.is_dir() else []:
+        if entry.name != "lock":
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def check_output(cfg: TrainConfig) -> None:
@@ -77,7 +110,8 @@ def check_output(cfg: TrainConfig) -> None:
                              "never replaced: move it, or choose another {output}", path=ckpt)
     latest = latest_checkpoint(ckpt)
     if cfg.resume and latest is None:
-        why = "the run stopped before its first" if ckpt.exists() else "the folder does not exist"
+        started = ckpt.is_dir() and any(entry.name != "lock" for entry in ckpt.iterdir())
+        why = "the run stopped before its first" if started else "no run has written there"
         raise ArgumentError("{resume}: no checkpoint in {path} to continue from ({why}); run without {resume} to "
                             "start over", path=ckpt, why=why)
     if not cfg.resume and latest is not None and not cfg.overwrite:

@@ -40,7 +40,7 @@ from qcompress.frozen_prefix import FrozenPrefix, FrozenPrefixCache
 from qcompress.mixing import InputMixing
 from qcompress.model import build_model
 from qcompress.training.checkpoint import (
-    check_output, check_same_data, check_same_recipe, checkpoint_dir, data_digest, checkpoint_step, latest_checkpoint, load_checkpoint, rng_state,
+    check_output, check_same_data, check_same_recipe, checkpoint_dir, clear_checkpoints, data_digest, output_lock, checkpoint_step, latest_checkpoint, load_checkpoint, rng_state,
     save_checkpoint, set_rng_state, trainable_state,
 )
 from qcompress.training.config import (
@@ -143,6 +143,13 @@ def train(
     cfg = dataclasses.replace(cfg, device=device)
     if not ctx.is_main:
         progress, callback = None, None
+    with output_lock(cfg.output, main=ctx.is_main):  # a second run writing the same output is refused
+        return _train(cfg, ctx, progress, callback, collection, eval_collection)
+
+
+def _train(cfg: TrainConfig, ctx: distributed.Context, progress: Progress | None,
+           callback: Callable[[dict], None] | None, collection, eval_collection) -> Path:
+    """`train`, under the output's lock."""
     check_output(cfg)
     distributed.barrier(ctx)  # every rank has checked the output folder before rank 0 writes beside it
     if collection is None and cfg.loss == "contrastive":
@@ -333,7 +340,7 @@ class _Run:
             distributed.load_rng(self.ckpt_root, self.state["step"], self.ctx)
         distributed.barrier(self.ctx)  # every rank has read the checkpoint before rank 0 replaces it
         if resume_from is None and self.ctx.is_main:
-            shutil.rmtree(self.ckpt_root, ignore_errors=True)  # overwrite: start over (checked by check_output)
+            clear_checkpoints(self.ckpt_root)  # overwrite: start over (checked by check_output), keeping the lock
         if self.ctx.is_main:
             self.ckpt_root.mkdir(parents=True, exist_ok=True)
             (self.ckpt_root / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in self.log))
