@@ -123,3 +123,47 @@ def test_score_index_with_top_k_above_the_candidates_found(files, tmp_path):
     assert all(1 <= len(rows) < len(DOCS) for rows in per_query.values()), per_query  # one cell's documents
     assert all([int(row[3]) for row in rows] == list(range(1, len(rows) + 1)) for rows in per_query.values())
     assert "probed cells held fewer than 5 documents: their rankings are shorter" in result.stderr
+
+
+# -- item 8: a model folder whose files leave it through symbolic links ------------------------------------------
+
+def test_a_model_folder_whose_files_are_links_leaving_it_is_refused(tiny_encoder, tmp_path):
+    import shutil
+
+    from qcompress.errors import InputError
+    from qcompress.model import load_model
+
+    elsewhere = tmp_path / "elsewhere"
+    build_model(tiny_encoder, head="quantum", dim=8, max_length=32).save(elsewhere)
+    folder = tmp_path / "m"
+    shutil.copytree(elsewhere, folder, ignore=shutil.ignore_patterns("encoder"))
+    (folder / "encoder").symlink_to(elsewhere / "encoder")  # the encoder folder: a link out of the model folder
+    texts = jsonl(tmp_path / "x.jsonl", {"a": "wing"})
+    line = one_error_line(runner.invoke(app, ["compress", str(texts), "--model", str(folder), "-o", "-"]))
+    assert f"{folder}: encoder is a symbolic link that leaves the model folder (to {elsewhere / 'encoder'})" in line
+    (folder / "encoder").unlink()
+    shutil.copytree(elsewhere / "encoder", folder / "encoder")
+    (folder / "encoder" / "model.safetensors").unlink()  # one file of it
+    (folder / "encoder" / "model.safetensors").symlink_to(elsewhere / "encoder" / "model.safetensors")
+    (folder / "head.safetensors").unlink()
+    (folder / "head.safetensors").symlink_to(elsewhere / "head.safetensors")
+    for name in ("head.safetensors", "encoder/model.safetensors"):
+        with pytest.raises(InputError, match=f"{name} is a symbolic link that leaves the model folder"):
+            load_model(folder)
+        (folder / name).unlink()
+        shutil.copy(elsewhere / name, folder / name)
+    (folder / "encoder" / "weights-link.safetensors").symlink_to("model.safetensors")  # a link inside: fine
+    assert load_model(folder).encode(["wing"]).shape == (1, 8)
+
+    # The Hugging Face cache's own layout: a snapshot's files are links into its repository's blobs/
+    repo = tmp_path / "hub" / "models--org--name"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    shutil.copytree(folder, repo / "blobs")
+    for path in sorted((repo / "blobs").rglob("*")):
+        target = snapshot / path.relative_to(repo / "blobs")
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(os.path.relpath(path, target.parent))
+    assert load_model(snapshot).encode(["wing"]).shape == (1, 8)
