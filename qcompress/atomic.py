@@ -49,10 +49,8 @@ def written_through(path: str | os.PathLike) -> bool:
     """
     try:
         mode = os.stat(path).st_mode  # through symbolic links: /dev/stdout, a shell's /dev/fd/63
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not there (or under a file: writing it will say so)
         return False
-    except NotADirectoryError:
-        raise InputError("a part of this path is a file, not a folder", file=path) from None
     if stat.S_ISREG(mode):
         return False
     if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):

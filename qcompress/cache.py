@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import uuid
 import zlib
@@ -49,7 +48,7 @@ from torch import Tensor, nn
 
 from qcompress.atomic import atomic_file
 from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
-from qcompress.errors import InputError
+from qcompress.errors import InputError, json_loads
 from qcompress.sorted_runs import SortedRuns
 
 __all__ = ["CACHE_ENV", "PooledCache", "resolve_cache_dir", "pool_texts", "encode", "project_pooled", "weights_digest",
@@ -71,8 +70,21 @@ def resolve_cache_dir(folder: str | os.PathLike | None = None) -> Path:
     """
     value = str(folder).strip() if folder is not None else os.environ.get(CACHE_ENV, "").strip()
     if value:
-        return Path(value).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache").expanduser() / "qcompress"
+        return _checked_folder(Path(value).expanduser(), "as given" if folder is not None else "from $" + CACHE_ENV)
+    default = Path(os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache").expanduser() / "qcompress"
+    return _checked_folder(default, "the default cache folder")
+
+
+def _checked_folder(path: Path, named_by: str) -> Path:
+    """`path`, unless it (or the nearest part of it that exists) is a file: an `InputError` naming it."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "the cache folder is a file" if existing == path else f"a part of the cache folder's path ({existing}) " \
+            "is a file"
+        raise InputError(f"{what}, not a folder ({named_by}); give a folder path", file=path)
+    return path
 
 
 def weights_digest(module: nn.Module, *extra: object, skip: Callable[[str], bool] | None = None) -> str:
@@ -126,7 +138,7 @@ def _safetensors_array(path: Path, name: str) -> np.memmap:
             size = int.from_bytes(stream.read(8), "little")
             if not 0 < size <= min(path.stat().st_size - 8, 1 << 24):
                 raise ValueError(f"header length {size} does not fit the file")
-            header = json.loads(stream.read(size))
+            header = json_loads(stream.read(size))
         info = header[name]
         start, end = info["data_offsets"]
         dtype, shape = np.dtype(_DTYPES[info["dtype"]]), tuple(info["shape"])
@@ -169,7 +181,7 @@ class PooledCache:
     """
 
     def __init__(self, folder: str | os.PathLike, model) -> None:
-        self.root = Path(folder).expanduser()
+        self.root = _checked_folder(Path(folder).expanduser(), "the cache folder")
         self.folder = self.root / encoder_key(model)
         self.width = model.in_dim
         self._index: SortedRuns | None = None  # first 8 key bytes -> location (shard << 32 | row)

@@ -331,8 +331,8 @@ def _load_mixing(folder: Path, config: ModelConfig) -> InputMixing | None:
         return None
     mixing, weights = InputMixing(config.mixing, config.in_dim), folder / MIXING_WEIGHTS
     try:
-        mixing.load_state_dict(load_file(str(weights)))
-    except (SafetensorError, OSError, RuntimeError) as err:
+        mixing.load_checked(load_file(str(weights)))
+    except (SafetensorError, OSError, RuntimeError, InputError) as err:
         reason = str(err).strip().splitlines()[-1]
         raise InputError(f"not the fitted {config.mixing} mixing of {CONFIG_NAME} ({reason})", file=weights) from None
     return mixing

@@ -4,8 +4,12 @@ test_frozen_prefix, test_training, test_cli_train, test_cli_search)."""
 
 import json
 import os
+import resource
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -78,19 +82,20 @@ def test_outputs_are_written_through_pipes_and_devices_never_replaced(files, tmp
     assert result.exit_code == 0, result.output
     (tmp_path / "copy.parquet").write_bytes(got[0])
     assert read_embeddings(tmp_path / "copy.parquet").ids == list(DOCS)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.parquet", "run.fifo"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.parquet", "run.fifo"]  # no run.fifo.partial/
 
-    # /dev/null: written through (no --force needed: nothing is replaced), still the device
-    for args in (["score", str(files / "q.parquet"), str(files / "c.parquet")],
-                 ["compress", str(files / "docs.jsonl"), "--model", str(files / "m")]):
-        result = runner.invoke(app, [*args, "-o", os.devnull])
-        assert result.exit_code == 0, result.output
-        assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
-    if os.geteuid() == 0:  # a character device made here (root only): written through, not turned into a file
-        device = tmp_path / "null-device"
-        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
-        result = runner.invoke(app, ["score", str(files / "q.parquet"), str(files / "c.parquet"), "-o", str(device)])
-        assert result.exit_code == 0 and stat.S_ISCHR(os.stat(device).st_mode), result.output
+    # A character device: written through (no --force needed: nothing is replaced), still the device. First one
+    # made here (root only), so that a qcompress that replaces devices fails this test before it reaches /dev/null.
+    devices = [os.devnull]
+    if os.geteuid() == 0:
+        devices.insert(0, str(tmp_path / "null-device"))
+        os.mknod(devices[0], stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    for device in devices:
+        for args in (["score", str(files / "q.parquet"), str(files / "c.parquet")],
+                     ["compress", str(files / "docs.jsonl"), "--model", str(files / "m")]):
+            result = runner.invoke(app, [*args, "-o", device])
+            assert stat.S_ISCHR(os.stat(device).st_mode), f"{args[0]} replaced {device}"
+            assert result.exit_code == 0, result.output
 
 
 def test_a_socket_or_a_file_where_a_folder_goes_is_refused_in_one_line(files, tmp_path):
@@ -167,3 +172,105 @@ def test_a_model_folder_whose_files_are_links_leaving_it_is_refused(tiny_encoder
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(os.path.relpath(path, target.parent))
     assert load_model(snapshot).encode(["wing"]).shape == (1, 8)
+
+
+# -- item 9: one line, never a traceback or an "internal error" ----------------------------------------------------
+
+def qcompress_process(args, *, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, before=None, env=None):
+    """Run `python -m qcompress ARGS` in a process of its own (closed descriptors, limits and full devices cannot
+    be made under CliRunner); `before` runs in the child before qcompress starts. Returns (exit code, stderr)."""
+    process = subprocess.run([sys.executable, "-m", "qcompress", *args], stdin=stdin, stdout=stdout,
+                             stderr=subprocess.PIPE, text=True, preexec_fn=before, timeout=300,
+                             env=dict(os.environ, **(env or {})))
+    return process.returncode, process.stderr
+
+
+def single_line(code: int, stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(("compressing", "encoding"))]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("qcompress: error: "), (code, stderr)
+    return lines[0]
+
+
+def test_a_full_device_and_a_file_size_limit_are_one_line(files, tmp_path):
+    with open("/dev/full", "w") as full:  # written through the shell's way (open, then write), never replaced
+        line = single_line(*qcompress_process(["compress", str(files / "docs.jsonl"), "--model", str(files / "m"),
+                                               "-o", "-", "--no-cache"], stdout=full))
+    assert "cannot write the output: No space left on device" in line
+
+    def small_files():  # writes past 4 KiB fail with EFBIG (SIGXFSZ ignored, as a shell's ulimit -f leaves it)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    big = jsonl(tmp_path / "big.jsonl", {f"d{i}": f"text number {i}" for i in range(300)})
+    out = tmp_path / "big.parquet"
+    line = single_line(*qcompress_process(["compress", str(big), "--model", str(files / "m"), "-o", str(out),
+                                           "--no-cache"], before=small_files))
+    assert "File too large" in line and not out.exists()
+
+
+def test_train_s_final_save_past_a_file_size_limit_is_one_line(tiny_encoder, tmp_path):
+    from test_training import write_beir
+
+    def limit():  # the checkpoints (a few KiB) fit, the encoder's weights (~170 KiB) do not
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (96 << 10, 96 << 10))
+
+    data = write_beir(tmp_path / "beir")
+    out = tmp_path / "model"
+    line = single_line(*qcompress_process(
+        ["train", "--encoder", tiny_encoder, "--dataset", str(data), "--head", "quantum", "--dim", "8",
+         "--max-length", "32", "--negatives", "3", "--batch-size", "2", "--max-steps", "1",
+         "--cache-dir", str(tmp_path / "cache"), "-o", str(out)], before=limit))
+    assert "File too large" in line and not out.exists()
+
+
+def test_closed_stdin_and_stdout_are_one_line(files):
+    line = single_line(*qcompress_process(["compress", "-", "--model", str(files / "m"), "-o", "x.parquet"],
+                                          before=lambda: os.close(0)))
+    assert "<stdin>: is closed: nothing to read" in line
+    for args in (["compress", str(files / "docs.jsonl"), "--model", str(files / "m"), "-o", "-"],
+                 ["score", str(files / "q.parquet"), str(files / "c.parquet")]):
+        line = single_line(*qcompress_process(args, before=lambda: os.close(1)))
+        assert "stdout is closed: nowhere to write the results" in line
+
+
+def test_a_cache_folder_that_is_a_file_is_one_line(files, tmp_path):
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("")
+    compress = ["compress", str(files / "docs.jsonl"), "--model", str(files / "m"), "-o", "-"]
+    for args, env in (([*compress, "--cache-dir", str(not_a_folder)], {}),
+                      ([*compress, "--cache-dir", str(not_a_folder / "below")], {}),
+                      (compress, {"QCOMPRESS_CACHE": str(not_a_folder)})):
+        line = one_error_line(runner.invoke(app, args, env=env))
+        assert f"{not_a_folder}: the cache folder is a file" in line or "is a file, not a folder" in line, line
+
+
+def test_a_permute_mixing_with_bad_indexes_is_refused_naming_its_file(tiny_encoder, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    build_model(tiny_encoder, head="quantum", dim=8, max_length=32, mixing="permute").save(tmp_path / "m")
+    weights = tmp_path / "m" / "mixing.safetensors"
+    good = load_file(str(weights))
+    texts = jsonl(tmp_path / "t.jsonl", {"a": "wing"})
+    for name, order in (("out of range", torch.arange(32) + 1), ("negative", torch.arange(32) - 1),
+                        ("fractional", torch.arange(32) + 0.5), ("repeated", torch.zeros(32, dtype=torch.long))):
+        save_file(dict(good, order=order), str(weights))
+        line = one_error_line(runner.invoke(app, ["compress", str(texts), "--model", str(tmp_path / "m"), "-o", "-"]))
+        assert f"{weights}: not the fitted permute mixing of qcompress.json (`order` must hold each of 0..31 once" \
+               in line, (name, line)
+
+
+def test_a_lone_surrogate_and_json_nested_too_deep_are_one_line_naming_the_line(files, tmp_path):
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "text": "half \\udc80 a pair"}\n')
+    line = one_error_line(runner.invoke(app, ["compress", str(odd), "--model", str(files / "m"), "-o", "-"]))
+    assert f'{odd}:2: field "text": holds a lone surrogate' in line
+    odd.write_text('{"_id": "a", "text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    line = one_error_line(runner.invoke(app, ["compress", str(odd), "--model", str(files / "m"), "-o", "-"]))
+    assert f"{odd}:1: malformed JSON (nested too deeply" in line
+    config = tmp_path / "m"
+    build_model(str(files / "m" / "encoder"), head="none", similarity="fidelity", max_length=32).save(config)
+    (config / "qcompress.json").write_text("[" * 100_000 + "]" * 100_000)
+    line = one_error_line(runner.invoke(app, ["compress", str(files / "docs.jsonl"), "--model", str(config), "-o", "-"]))
+    assert "qcompress.json" in line and "nested too deeply" in line

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from qcompress.codes import AngleCodes
-from qcompress.errors import InputError
+from qcompress.errors import InputError, json_loads
 from qcompress.formats.ids import UniqueIds
 from qcompress.formats.lines import PathLike
 from qcompress.quantization import ENCODINGS, dequantize_angles
@@ -159,7 +159,7 @@ def _metadata_object(schema: pa.Schema, file: Path) -> dict:
             file=file,
         )
     try:
-        meta = json.loads(raw)
+        meta = json_loads(raw)
     except json.JSONDecodeError:
         raise InputError(
             "qcompress metadata is not valid JSON; rewrite the file with `qcompress compress`", file=file

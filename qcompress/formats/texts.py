@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qcompress.errors import InputError
+from qcompress.errors import InputError, json_loads
 from qcompress.formats.ids import UniqueIds
 from qcompress.formats.lines import STDIN, WHITESPACE, PathLike, display_name, open_lines
 
@@ -49,7 +49,7 @@ def _sniff(path: PathLike, lines: Iterator[tuple[int, str]]) -> tuple[str, Itera
 
 def _json_object(line: str, name: str, lineno: int) -> dict:
     try:
-        record = json.loads(line)
+        record = json_loads(line)
     except json.JSONDecodeError as err:
         raise InputError(
             f"malformed JSON ({err.msg} at column {err.colno}); expected one JSON object per line (JSONL)",
@@ -63,6 +63,15 @@ def _json_object(line: str, name: str, lineno: int) -> dict:
         raise InputError(
             f"expected a JSON object per line, got a {type(record).__name__}{hint}", file=name, line=lineno
         )
+    if "\\ud" in line.lower():  # a \uD800-\uDFFF escape: half of a UTF-16 pair, alone it is no character
+        for field, value in record.items():
+            if isinstance(value, str) and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as err:
+                    raise InputError(f"holds a lone surrogate ({value[err.start]!r} at character {err.start + 1}), "
+                                     "half of a UTF-16 pair: not a character; fix the \\u escape", file=name,
+                                     line=lineno, field=str(field).encode("utf-8", "backslashreplace").decode()) from None
     return record
 
 

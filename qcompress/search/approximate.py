@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from qcompress.atomic import atomic_dir
-from qcompress.errors import InputError, MissingDependency
+from qcompress.errors import InputError, MissingDependency, json_loads
 from qcompress.integrity import bytes_digest, file_digest
 from qcompress.formats.embeddings import codec_of, count_embedding_rows, read_embedding_metadata, scan_embeddings
 from qcompress.search.checks import check_dims, check_k, check_positive, float_angles
@@ -226,11 +226,11 @@ def _read_info(folder: Path) -> dict:
     """index.json, each field checked (present, of its type): `InputError` naming the file and field."""
     info_file = folder / "index.json"
     try:
-        info = json.loads(info_file.read_text())
+        info = json_loads(info_file.read_text())
     except FileNotFoundError:
         raise InputError("not an index folder (no index.json); build one with `qcompress index build`",
                          file=folder) from None
-    except (OSError, ValueError, RecursionError) as err:
+    except (OSError, ValueError) as err:
         raise InputError(f"unreadable index description ({err}); build the index again", file=info_file) from None
     found = _field(info, "format", int, info_file, "a format number")
     if found != FORMAT:
