@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import sys
 from os import PathLike
 from types import ModuleType
 from typing import Any
@@ -84,7 +85,8 @@ def require(module: str, needed_for: str, *, package: str | None = None, extra: 
 
 def json_loads(text: str | bytes) -> Any:
     """`json.loads`, except that JSON nested too deeply for Python's parser (a RecursionError, a bug-like
-    traceback) is the `json.JSONDecodeError` that every reader of a user's JSON already turns into one line.
+    traceback) or an integer too long for it (a ValueError) is the `json.JSONDecodeError` that every reader of a
+    user's JSON already turns into one line.
 
     Example:
         >>> json_loads('{"a": [1]}')
@@ -96,6 +98,10 @@ def json_loads(text: str | bytes) -> Any:
     """
     try:
         return json.loads(text)
-    except RecursionError:
+    except json.JSONDecodeError:
+        raise
+    except (RecursionError, ValueError) as err:  # ValueError: an integer past Python's conversion limit
         doc = text if isinstance(text, str) else text.decode("utf-8", "replace")
-        raise json.JSONDecodeError("nested too deeply (more than Python's parser follows)", doc, 0) from None
+        why = "nested too deeply (more than Python's parser follows)" if isinstance(err, RecursionError) else \
+            f"a number with more than {sys.get_int_max_str_digits():,} digits, more than Python converts"
+        raise json.JSONDecodeError(why, doc, 0) from None

@@ -274,3 +274,80 @@ def test_a_lone_surrogate_and_json_nested_too_deep_are_one_line_naming_the_line(
     (config / "qcompress.json").write_text("[" * 100_000 + "]" * 100_000)
     line = one_error_line(runner.invoke(app, ["compress", str(files / "docs.jsonl"), "--model", str(config), "-o", "-"]))
     assert "qcompress.json" in line and "nested too deeply" in line
+
+
+# -- item 10: ids, extreme cosines, cut-off measures, recipes ------------------------------------------------------
+
+def test_ids_are_valid_by_one_rule_that_compress_and_score_share(files, tmp_path):
+    """Ids are non-empty strings without whitespace or control characters, of any length and script; `²` and a
+    5,000-digit id go through compress and score; a Parquet file with an id that breaks the rule is refused naming
+    the file, row and id (it used to fail in score's run writer, naming no file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    long_id = "7" * 5000
+    texts = tmp_path / "odd-ids.jsonl"
+    texts.write_text(json.dumps({"_id": "²", "text": "wing"}) + "\n" + json.dumps({"_id": long_id, "text": "heat"})
+                     + "\n" + json.dumps({"_id": "10", "text": "flow"}) + "\n")
+    out = tmp_path / "odd.parquet"
+    assert runner.invoke(app, ["compress", str(texts), "--model", str(files / "m"), "-o", str(out)]).exit_code == 0
+    result = runner.invoke(app, ["score", str(out), str(out), "--top-k", "3"])
+    assert result.exit_code == 0, result.output
+    assert {line.split()[0] for line in result.stdout.splitlines()} == {"²", long_id, "10"}
+    for bad, why in (("a b", "whitespace"), ("a\u0007b", "control character")):
+        line = one_error_line(runner.invoke(app, ["compress", str(jsonl(tmp_path / "bad.jsonl", {bad: "x"})),
+                                                  "--model", str(files / "m"), "-o", "-"]))
+        assert f'bad.jsonl:1: field "_id"' in line and why in line, line
+        table = pq.read_table(out)
+        ids = pa.array(["²", bad, "10"])
+        pq.write_table(table.set_column(0, pa.field("id", pa.string(), nullable=False), ids), tmp_path / "bad.parquet")
+        line = one_error_line(runner.invoke(app, ["score", str(out), str(tmp_path / "bad.parquet")]))
+        assert f"{tmp_path / 'bad.parquet'}: field \"id\": row 2 (id {bad!r})" in line and why in line, line
+    number = tmp_path / "number.jsonl"
+    number.write_text('{"_id": ' + long_id + ', "text": "wing"}\n')  # a JSON number past Python's 4,300 digits
+    line = one_error_line(runner.invoke(app, ["compress", str(number), "--model", str(files / "m"), "-o", "-"]))
+    assert f"{number}:1: malformed JSON (a number with more than" in line
+
+
+def test_cosine_of_vectors_with_extreme_norms_is_their_cosine(tmp_path):
+    import math
+
+    import torch
+
+    from qcompress.formats import EmbeddingWriter
+    from qcompress.search import search_parquet, topk_cosine
+    from qcompress.similarity import get_similarity
+
+    docs = torch.tensor([[3e38, 1e38, 0.0], [1e-30, 2e-30, 0.0], [0.0, 0.0, 0.0], [1e-42, 0.0, 1e-42]])
+    query = torch.tensor([[1.0, 2.0, 0.0]])
+    expected = torch.tensor([5 / math.sqrt(50), 1.0, 0.0, 1 / math.sqrt(10)])  # zero vectors score 0
+    cosine = get_similarity("cosine")
+    assert torch.allclose(cosine.pairwise(query, docs)[0], expected, atol=1e-6)
+    assert torch.allclose(cosine.paired(query.expand(4, 3), docs), expected, atol=1e-6)
+    scores, rows = topk_cosine(query, docs, 4)
+    assert rows.tolist() == [[1, 0, 3, 2]] and torch.allclose(scores[0], expected[[1, 0, 3, 2]], atol=1e-6)
+    path = tmp_path / "v.parquet"
+    with EmbeddingWriter(path, dim=3, metadata={"similarity": "cosine"}, column="vectors") as writer:
+        writer.write(["a", "b", "zero", "tiny"], docs)
+    scores, ids = search_parquet(query, path, 4)
+    assert ids == [["b", "a", "tiny", "zero"]] and torch.allclose(scores[0], expected[[1, 0, 3, 2]], atol=1e-6)
+
+
+def test_a_cutoff_deeper_than_top_k_is_warned(tiny_encoder, tmp_path):
+    from test_training import write_beir
+
+    data = write_beir(tmp_path / "beir")
+    result = runner.invoke(app, ["evaluate", "--encoder", tiny_encoder, "--head", "none", "--similarity", "cosine",
+                                 "--dataset", str(data), "--top-k", "3", "--metric", "R@10", "--metric", "nDCG@3",
+                                 "--max-length", "32", "--json"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warnings == ["qcompress: warning: R@10 counts the top 10 documents of each query, but --top-k 3 ranks only "
+                        "3: the others count as not retrieved (raise --top-k to 10 for R@10 itself)"], result.stderr
+
+
+def test_an_invalid_toml_recipe_names_its_file(tmp_path):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text('name = "x"\n[profiles\n')
+    line = one_error_line(runner.invoke(app, ["recipe", str(recipe)]))
+    assert f"{recipe}: not valid TOML (Expected ']'" in line and "line 2" in line

@@ -42,13 +42,14 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
 from qcompress.codes import AngleCodes
 from qcompress.errors import InputError, json_loads
-from qcompress.formats.ids import UniqueIds
+from qcompress.formats.ids import BAD_ID_CHARACTERS, UniqueIds, id_problem
 from qcompress.formats.lines import PathLike
 from qcompress.quantization import ENCODINGS, dequantize_angles
 
@@ -386,6 +387,13 @@ def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: 
     if ids.null_count:
         row = first_row + int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0]) + 1
         raise InputError(f"row {row} has no id (null); every row needs one", file=file, field="id")
+    bad = pc.or_(pc.equal(pc.binary_length(ids), 0), pc.match_substring_regex(ids, BAD_ID_CHARACTERS))
+    if pc.any(bad).as_py():  # the rule every reader of ids applies (qcompress.formats.ids)
+        index = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
+        value = ids[index].as_py()
+        raise InputError(f"row {first_row + index + 1} (id {value!r}) {id_problem(value)}; ids must not contain "
+                         "whitespace or control characters (TREC run files are whitespace-separated)", file=file,
+                         field="id")
     if codec is not None:
         return _decode_codes(ids, values, codec, file, first_row, keep_codes)
     flat = values.flatten()

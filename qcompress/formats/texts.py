@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qcompress.errors import InputError, json_loads
-from qcompress.formats.ids import UniqueIds
-from qcompress.formats.lines import STDIN, WHITESPACE, PathLike, display_name, open_lines
+from qcompress.formats.ids import UniqueIds, id_problem
+from qcompress.formats.lines import STDIN, PathLike, display_name, open_lines
 
 __all__ = ["iter_texts", "read_texts", "read_parquet_texts", "read_pairs"]
 
@@ -78,9 +78,10 @@ def _json_object(line: str, name: str, lineno: int) -> dict:
 def _check_id(value: str, name: str, lineno: int, field: str | None) -> str:
     if not value:
         raise InputError("id is empty; every record needs a non-empty id", file=name, line=lineno, field=field)
-    if WHITESPACE.search(value):
+    problem = id_problem(value)
+    if problem is not None:
         raise InputError(
-            f"id {value!r} contains whitespace; ids must not contain spaces or tabs "
+            f"id {value!r} {problem}; ids must not contain whitespace or control characters "
             "(TREC run files are whitespace-separated)",
             file=name,
             line=lineno,
