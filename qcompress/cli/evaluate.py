@@ -352,8 +352,7 @@ def evaluate_command(
 
     _check_arguments(metrics, run_out, revision, model_dirs)
     collection = _load(dataset_id, split, value(trec), trec_dir)
-    if protocol != "judged":  # judged ranks every judged document; the others keep --top-k per query
-        _warn_deeper_than(metrics or DEFAULT_METRICS, top_k, collection.relevance_level)
+    _warn_deeper_than(metrics or DEFAULT_METRICS, top_k, protocol, collection.relevance_level)
     first, first_stage_name = _first_stage(first_stage, protocol, collection)
     specs = [model_spec(d, None, None, None, max_length, trust_remote_code, revision) for d in model_dirs]
     if encoder is not None or not model_dirs:  # the baseline (or the default model): first
@@ -375,10 +374,11 @@ def evaluate_command(
             per_query=per_query, permutations=permutations)
 
 
-def _warn_deeper_than(metrics: List[str], top_k: int, relevance_level: int) -> None:
+def _warn_deeper_than(metrics: List[str], top_k: int, protocol: str, relevance_level: int) -> None:
+    """Warn about measures that count deeper than --top-k ranks (judged ranks every judged document instead)."""
     from qcompress.evaluation.metrics import deeper_than
 
-    for name, cutoff in deeper_than(metrics, top_k, relevance_level):
+    for name, cutoff in deeper_than(metrics, top_k, relevance_level) if protocol != "judged" else []:
         note(f"qcompress: warning: {name} counts the top {cutoff} documents of each query, but --top-k {top_k} ranks "
              f"only {top_k}: the others count as not retrieved (raise --top-k to {cutoff} for {name} itself)")
 
