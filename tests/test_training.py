@@ -116,6 +116,26 @@ def test_mined_negatives_are_unjudged_top_documents_and_cached(tiny_encoder, bei
     assert len(list((tmp_path / "negatives").glob("*.json"))) == 3  # mined again, not the old texts' negatives
 
 
+def test_an_altered_negatives_cache_file_is_refused(tiny_encoder, beir, tmp_path):
+    """Issue 27 item 6, for the third cache: mined negatives carry their digest, checked when read."""
+    from qcompress.errors import InputError
+
+    collection = load_collection(str(beir), "train")
+    model = build_model(tiny_encoder, head="none", max_length=32)
+    mined = mine_negatives(model, collection, 3, cache_dir=tmp_path)
+    path = next((tmp_path / "negatives").glob("*.json"))
+    data = json.loads(path.read_text())
+    data["negatives"]["q1"] = list(reversed(data["negatives"]["q1"]))
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="damaged cache file \\(its negatives do not match their digest\\)"):
+        mine_negatives(model, collection, 3, cache_dir=tmp_path)
+    path.write_text("{")
+    with pytest.raises(InputError, match="damaged cache file"):
+        mine_negatives(model, collection, 3, cache_dir=tmp_path)
+    path.write_text(json.dumps({"q1": ["d9"]}))  # an older qcompress's file, without a digest: mined again
+    assert mine_negatives(model, collection, 3, cache_dir=tmp_path) == mined
+
+
 def test_mined_negatives_are_the_top_ranked_by_encoder_cosine(tiny_encoder, beir):
     collection = load_collection(str(beir), "train")
     model = build_model(tiny_encoder, head="none", max_length=32)
