@@ -155,7 +155,7 @@ def test_a_damaged_or_incomplete_index_description_is_one_input_error(tmp_path):
     info = json.loads(info_file.read_text())
     for broken, field in ((dict(info, metadata=None), "metadata"), ({k: v for k, v in info.items() if k != "rows"}, "rows"),
                           (dict(info, metadata={k: v for k, v in info["metadata"].items() if k != "dim"}), "dim"),
-                          (dict(info, nlist="many"), "nlist"), ([1, 2], "format")):
+                          (dict(info, nlist="many"), "nlist"), (dict(info, nlist=0), "nlist"), ([1, 2], "format")):
         info_file.write_text(json.dumps(broken))
         with pytest.raises(InputError, match=rf'index\.json: field "{field}"'):
             ApproximateIndex(index.folder)

@@ -121,7 +121,7 @@ def test_an_altered_entry_is_refused_naming_its_shard(tiny_encoder, tmp_path):
     data[at : at + 4] = torch.tensor([5.0]).numpy().tobytes()
     shard.write_bytes(bytes(data))
     intact = encode(model, TEXTS[:1], cache=PooledCache(tmp_path, model))  # the shard's other entries still serve
-    assert torch.allclose(intact, model.encode(TEXTS[:1]), atol=1e-5)
+    assert torch.allclose(intact, torch.as_tensor(model.encode(TEXTS[:1])), atol=1e-5)
     with pytest.raises(InputError, match=rf"{shard}: damaged cache shard \(the entry in row 2 does not match its "
                                          r"checksum\); delete it \(the cache only saves time\)"):
         encode(model, TEXTS, cache=PooledCache(tmp_path, model))
@@ -139,4 +139,4 @@ def test_a_shard_without_checksums_is_not_read(tiny_encoder, tmp_path, monkeypat
     wrong = torch.full((1, model.in_dim), 7.0)
     save_file({"keys": torch.frombuffer(bytearray(text_key(TEXTS[0])), dtype=torch.uint8).reshape(1, 16),
                "pooled": wrong}, str(cache.folder / "shard-old.safetensors"))
-    assert torch.allclose(encode(model, TEXTS[:1], cache=cache), model.encode(TEXTS[:1]), atol=1e-5)
+    assert torch.allclose(encode(model, TEXTS[:1], cache=cache), torch.as_tensor(model.encode(TEXTS[:1])), atol=1e-5)

@@ -120,5 +120,6 @@ def test_search_encodes_the_query_with_the_query_prompt(tiny_encoder, tmp_path):
     assert [h["id"] for h in hits] == [doc for doc, _ in expected]
     assert [h["score"] for h in hits] == pytest.approx([score for _, score in expected], abs=1e-5)
     # the prompt matters for this model: without it the scores differ
-    plain = load_model(tmp_path / "m").encode(["wing flow"])
-    assert not torch.allclose(plain, load_model(tmp_path / "m").encode(["wing flow"], role="query"))
+    model = load_model(tmp_path / "m")
+    plain, prompted = (torch.as_tensor(model.encode(["wing flow"], role=role)) for role in (None, "query"))
+    assert not torch.allclose(plain, prompted)

@@ -239,9 +239,10 @@ def _read_info(folder: Path) -> dict:
     meta = _field(info, "metadata", dict, info_file, "the corpus's metadata (an object)")
     _field(meta, "dim", int, info_file, "a number of qubits")
     _field(meta, "encoding", str, info_file, "an encoding")
-    for name, what in (("rows", "a number of rows"), ("nlist", "a number of cells")):
-        if _field(info, name, int, info_file, what) < 1:
-            raise InputError("must be at least 1; build the index again", file=info_file, field=name)
+    if _field(info, "rows", int, info_file, "a number of rows") < 1:
+        raise InputError("must be at least 1; build the index again", file=info_file, field="rows")
+    if info.get("nlist") is not None and _field(info, "nlist", int, info_file, "a number of cells (or null)") < 1:
+        raise InputError("must be at least 1 (or null: a layout without cells)", file=info_file, field="nlist")
     _field(info, "ids_digest", str, info_file, "a digest")
     source = _field(info, "source", dict, info_file, "the corpus's description (an object)")
     for name, kind, what in (("path", str, "a path"), ("rows", int, "a number of rows"),
@@ -277,7 +278,7 @@ class ApproximateIndex:
         self.folder = Path(folder)
         info = _read_info(self.folder)
         _check_source(info, self.folder)
-        self.metadata, self.rows, self.nlist = info["metadata"], info["rows"], info["nlist"]
+        self.metadata, self.rows, self.nlist = info["metadata"], info["rows"], info.get("nlist")
         self.dim, self.codes = self.metadata["dim"], self.metadata["encoding"] == "uint8"
         self.codec = codec_of(self.metadata, self.folder / "index.json")  # low-bit codes: values holds them packed
         try:
