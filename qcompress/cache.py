@@ -1,10 +1,13 @@
 """Pooled encoder outputs cached on disk, so that repeated work never re-runs the encoder on a text.
 
 What is cached is the pooled encoder output (before any head), keyed by the encoder itself and the text:
-    CACHE/<encoder key>/shard-<random>.safetensors    tensors "keys" (n, 16) uint8 and "pooled" (n, in_dim) float32
+    CACHE/<encoder key>/shard-<random>.safetensors    tensors "keys" (n, 16) uint8, "pooled" (n, in_dim) float32
+                                                      and "checks" (n,) int64: each entry's CRC-32
 The shards are memory-mapped, never loaded whole: an index of the keys (sorted runs of their first 8 bytes,
 `qcompress.sorted_runs`, plus the 16-byte keys for an exact check: 32 bytes per entry) finds a text's shard and
-row, and only the rows asked for are read.
+row, and only the rows asked for are read. Each row read is checked against its entry's CRC-32 (of its key and
+its pooled row's bytes): an altered or damaged entry is refused in one line naming its shard, never used. A shard
+without checksums (written by qcompress before they existed) is not read: its texts are encoded again.
 The encoder key is a hash of the encoder's weights (so a fine-tuned encoder never reuses the outputs of its
 base), its tokenizer, the max length and the pooling mode; a text's key is a hash of its UTF-8 bytes as the
 encoder sees them, with the model's query or document prompt before it (`pool_texts(..., role=)`). Heads, and the
@@ -31,9 +34,9 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import uuid
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -45,17 +48,17 @@ from torch import Tensor, nn
 
 from qcompress.atomic import atomic_file
 from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
-from qcompress.errors import InputError
+from qcompress.errors import InputError, json_loads
 from qcompress.sorted_runs import SortedRuns
 
 __all__ = ["CACHE_ENV", "PooledCache", "resolve_cache_dir", "pool_texts", "encode", "project_pooled", "weights_digest",
-           "encoder_key", "text_key"]
+           "encoder_key", "text_key", "entry_checks"]
 
 CACHE_ENV = "QCOMPRESS_CACHE"
 KEY_BYTES = 16
 PROJECT_CHUNK = 4096  # rows per head call when projecting cached outputs (bounds the head's temporaries)
 OPEN_SHARDS = 64  # memory maps kept open at once (each holds a file descriptor)
-_DTYPES = {"F32": np.float32, "U8": np.uint8}
+_DTYPES = {"F32": np.float32, "U8": np.uint8, "I64": np.int64}
 
 
 def resolve_cache_dir(folder: str | os.PathLike | None = None) -> Path:
@@ -67,8 +70,21 @@ def resolve_cache_dir(folder: str | os.PathLike | None = None) -> Path:
     """
     value = str(folder).strip() if folder is not None else os.environ.get(CACHE_ENV, "").strip()
     if value:
-        return Path(value).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache").expanduser() / "qcompress"
+        return _checked_folder(Path(value).expanduser(), "as given" if folder is not None else "from $" + CACHE_ENV)
+    default = Path(os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache").expanduser() / "qcompress"
+    return _checked_folder(default, "the default cache folder")
+
+
+def _checked_folder(path: Path, named_by: str) -> Path:
+    """`path`, unless it (or the nearest part of it that exists) is a file: an `InputError` naming it."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "the cache folder is a file" if existing == path else f"a part of the cache folder's path ({existing}) " \
+            "is a file"
+        raise InputError(f"{what}, not a folder ({named_by}); give a folder path", file=path)
+    return path
 
 
 def weights_digest(module: nn.Module, *extra: object, skip: Callable[[str], bool] | None = None) -> str:
@@ -122,7 +138,7 @@ def _safetensors_array(path: Path, name: str) -> np.memmap:
             size = int.from_bytes(stream.read(8), "little")
             if not 0 < size <= min(path.stat().st_size - 8, 1 << 24):
                 raise ValueError(f"header length {size} does not fit the file")
-            header = json.loads(stream.read(size))
+            header = json_loads(stream.read(size))
         info = header[name]
         start, end = info["data_offsets"]
         dtype, shape = np.dtype(_DTYPES[info["dtype"]]), tuple(info["shape"])
@@ -130,7 +146,32 @@ def _safetensors_array(path: Path, name: str) -> np.memmap:
             raise ValueError("byte range and shape disagree")
         return np.memmap(path, dtype=dtype, mode="r", offset=8 + size + start, shape=shape)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise InputError(f"{path}: damaged cache shard ({err}); delete it (the cache only saves time)") from None
+        raise _damaged(path, str(err)) from None
+
+
+def _damaged(shard: Path, why: str) -> InputError:
+    return InputError(f"{shard}: damaged cache shard ({why}); delete it (the cache only saves time)")
+
+
+def _has_checks(path: Path) -> bool:
+    """Whether a shard carries its entries' checksums (shards of an older qcompress do not)."""
+    try:
+        _safetensors_array(path, "checks")
+    except InputError:
+        return False
+    return True
+
+
+def entry_checks(keys: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """The CRC-32 of each entry: its 16-byte key, then its pooled row's float32 bytes, as int64 (n,).
+
+    Example:
+        >>> keys, rows = np.zeros((2, 16), np.uint8), np.array([[1.0, 2.0], [1.0, 2.5]], np.float32)
+        >>> checks = entry_checks(keys, rows); bool(checks[0] != checks[1])
+        True
+    """
+    keys, pooled = np.ascontiguousarray(keys), np.ascontiguousarray(pooled, dtype=np.float32)
+    return np.array([zlib.crc32(row, zlib.crc32(key)) for key, row in zip(keys, pooled)], dtype=np.int64)
 
 
 class PooledCache:
@@ -140,7 +181,7 @@ class PooledCache:
     """
 
     def __init__(self, folder: str | os.PathLike, model) -> None:
-        self.root = Path(folder).expanduser()
+        self.root = _checked_folder(Path(folder).expanduser(), "the cache folder")
         self.folder = self.root / encoder_key(model)
         self.width = model.in_dim
         self._index: SortedRuns | None = None  # first 8 key bytes -> location (shard << 32 | row)
@@ -159,7 +200,9 @@ class PooledCache:
     def _register(self, shard: Path) -> None:
         keys = np.array(_safetensors_array(shard, "keys"))
         if keys.ndim != 2 or keys.shape[1] != KEY_BYTES:
-            raise InputError(f"{shard}: damaged cache shard (keys of shape {keys.shape}); delete it")
+            raise _damaged(shard, f"keys of shape {keys.shape}")
+        if not _has_checks(shard):
+            return  # an older qcompress's shard: its entries cannot be checked, so they are encoded again
         number = len(self._shards)
         self._shards.append(shard)
         self._keys.append(keys)
@@ -170,13 +213,28 @@ class PooledCache:
         """Entries stored (a text added by two concurrent runs counts twice)."""
         return len(self._load())
 
-    def _pooled(self, shard: int) -> np.memmap:
+    def _pooled(self, shard: int) -> tuple[np.memmap, np.memmap]:
+        """A shard's pooled rows and their entries' checksums, memory-mapped."""
         if shard not in self._open:
             if len(self._open) >= OPEN_SHARDS:
                 self._open.popitem(last=False)
-            self._open[shard] = _safetensors_array(self._shards[shard], "pooled")
+            path = self._shards[shard]
+            pooled, checks = _safetensors_array(path, "pooled"), _safetensors_array(path, "checks")
+            if pooled.shape != (len(self._keys[shard]), self.width) or checks.shape != (len(self._keys[shard]),):
+                raise _damaged(path, f"{len(self._keys[shard])} keys, pooled rows of shape {pooled.shape} and "
+                                     f"{checks.shape[0]} checksums")
+            self._open[shard] = (pooled, checks)
         self._open.move_to_end(shard)
         return self._open[shard]
+
+    def _read(self, shard: int, rows: np.ndarray) -> np.ndarray:
+        """Rows of a shard (in file order), each checked against its entry's checksum."""
+        pooled, checks = self._pooled(shard)
+        values = np.asarray(pooled[rows])
+        bad = np.flatnonzero(entry_checks(self._keys[shard][rows], values) != checks[rows])
+        if bad.size:
+            raise _damaged(self._shards[shard], f"the entry in row {int(rows[bad[0]]) + 1} does not match its checksum")
+        return values
 
     def get(self, keys: Sequence[bytes]) -> tuple[Tensor, Tensor]:
         """(pooled (len(keys), in_dim) float32, zeros where missing; found (len(keys),) bool)."""
@@ -193,7 +251,7 @@ class PooledCache:
             q, r = q[exact & ~found[q]], r[exact & ~found[q]]
             if q.size:
                 order = np.argsort(r)  # memory-map reads in file order
-                out[q[order]] = self._pooled(shard)[r[order]]
+                out[q[order]] = self._read(shard, r[order])
                 found[q] = True
         return torch.from_numpy(out), torch.from_numpy(found)
 
@@ -203,10 +261,10 @@ class PooledCache:
             return
         self._load()
         self.folder.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            "keys": torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).reshape(len(keys), KEY_BYTES),
-            "pooled": pooled.detach().to("cpu", torch.float32).contiguous(),
-        }
+        key_rows = torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).reshape(len(keys), KEY_BYTES)
+        rows = pooled.detach().to("cpu", torch.float32).contiguous()
+        tensors = {"keys": key_rows, "pooled": rows,
+                   "checks": torch.from_numpy(entry_checks(key_rows.numpy(), rows.numpy()))}
         shard = self.folder / f"shard-{uuid.uuid4().hex}.safetensors"
         with atomic_file(shard) as tmp:
             save_file(tensors, str(tmp))

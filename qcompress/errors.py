@@ -4,9 +4,12 @@ package. The CLI prints either as one line; anything else is a bug in qcompress 
 from __future__ import annotations
 
 import importlib
+import json
 import re
+import sys
 from os import PathLike
 from types import ModuleType
+from typing import Any
 
 from qcompress._version import DISTRIBUTION
 
@@ -80,3 +83,27 @@ def require(module: str, needed_for: str, *, package: str | None = None, extra: 
         if err.name is not None and module != err.name and not module.startswith(err.name + "."):
             raise  # the package is there but one of its own imports failed: not ours to explain
         raise MissingDependency(package or module, needed_for, extra=extra, module=module) from None
+
+
+def json_loads(text: str | bytes) -> Any:
+    """`json.loads`, except that JSON nested too deeply for Python's parser (a RecursionError, a bug-like
+    traceback) or an integer too long for it (a ValueError) is the `json.JSONDecodeError` that every reader of a
+    user's JSON already turns into one line.
+
+    Example:
+        >>> json_loads('{"a": [1]}')
+        {'a': [1]}
+        >>> json_loads("[" * 100_000 + "]" * 100_000)
+        Traceback (most recent call last):
+        ...
+        json.decoder.JSONDecodeError: nested too deeply (more than Python's parser follows): line 1 column 1 (char 0)
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except (RecursionError, ValueError) as err:  # ValueError: an integer past Python's conversion limit
+        doc = text if isinstance(text, str) else text.decode("utf-8", "replace")
+        why = "nested too deeply (more than Python's parser follows)" if isinstance(err, RecursionError) else \
+            f"a number with more than {sys.get_int_max_str_digits():,} digits, more than Python converts"
+        raise json.JSONDecodeError(why, doc, 0) from None

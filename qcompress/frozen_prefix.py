@@ -15,7 +15,9 @@ every model trained from it. They are computed once per text and only the top L 
 Each text's hidden states are computed on their own (a batch of one, no padding), so they do not depend on
 which texts shared a batch: a resumed training run, or another run reading them from disk, gets the same bits.
 They are stored as float32 (tokens, hidden) tensors, in memory up to `max_bytes`, and with a `folder` also on
-disk (one safetensors file per text); a text that fits nowhere is computed again when needed.
+disk (one safetensors file per text, recording the digest of its dtype, shape and bytes in its metadata: a file
+that does not match it, or cannot be read, is refused in one line naming it; a file without one, from an older
+qcompress, is computed again and rewritten); a text that fits nowhere is computed again when needed.
 
 Keys: a digest of the frozen weights (everything of the encoder outside the top L layers), the tokenizer, the
 max length and L, then the text. A model whose frozen part differs never sees another's hidden states. Replay
@@ -35,14 +37,17 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from qcompress.atomic import atomic_file
 from qcompress.cache import pool_texts, text_key, weights_digest
 from qcompress.encoder import transformer_layers
+from qcompress.errors import InputError
+from qcompress.integrity import bytes_digest
 
-__all__ = ["FrozenPrefixCache", "FrozenPrefix", "frozen_digest"]
+__all__ = ["FrozenPrefixCache", "FrozenPrefix", "frozen_digest", "state_digest"]
 
 DEFAULT_MAX_BYTES = 8 << 30
 REPLAY_TOLERANCE = 1e-4  # max |difference| of pooled outputs, replay vs full forward (float32 round-off is ~1e-6)
@@ -74,6 +79,36 @@ def _all_eval(module: nn.Module) -> Iterator[None]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def state_digest(state: Tensor) -> str:
+    """The digest a frozen-prefix file records for its hidden states: of their dtype, shape and bytes.
+
+    Example:
+        >>> state_digest(torch.zeros(2, 3)) == state_digest(torch.zeros(3, 2))
+        False
+    """
+    t = state.detach().cpu().contiguous()
+    return bytes_digest(f"{t.dtype}:{tuple(t.shape)}\0".encode(), t.view(torch.uint8).numpy())
+
+
+def _read_state(path: Path) -> Tensor | None:
+    """The hidden states stored at `path`, checked against their digest; None for a file of an older qcompress
+    (no digest: computed again). A damaged or altered file is an `InputError` naming it."""
+    def damaged(why: str) -> InputError:
+        return InputError(f"{path}: damaged frozen-prefix file ({why}); delete it (the cache only saves time)")
+
+    try:
+        with safe_open(str(path), "pt") as stored:
+            recorded = (stored.metadata() or {}).get("digest")
+            state = stored.get_tensor("hidden")
+    except (OSError, SafetensorError) as err:
+        raise damaged(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+    if recorded is None:
+        return None
+    if state.dtype != torch.float32 or state.ndim != 2 or state_digest(state) != recorded:
+        raise damaged("its hidden states do not match their digest")
+    return state
 
 
 class FrozenPrefixCache:
@@ -118,15 +153,16 @@ class FrozenPrefixCache:
         state = self._states.get(key, {}).get(text)
         path = self._file(key, text)
         if state is None and path is not None and path.is_file():
-            state = load_file(str(path))["hidden"]
-            self._keep(key, text, state)
+            state = _read_state(path)
+            if state is not None:
+                self._keep(key, text, state)
         return state
 
     def _put(self, key: str, text: str, state: Tensor) -> None:
         path = self._file(key, text)
         if path is not None:
             with atomic_file(path) as tmp:
-                save_file({"hidden": state}, str(tmp))
+                save_file({"hidden": state}, str(tmp), metadata={"digest": state_digest(state)})
         self._keep(key, text, state)
 
     def _keep(self, key: str, text: str, state: Tensor) -> None:

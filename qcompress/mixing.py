@@ -111,6 +111,38 @@ class InputMixing(nn.Module):
                 mixing.order.copy_(torch.argsort(centred.var(0), descending=True, stable=True))
         return mixing
 
+    def load_checked(self, state: dict[str, Tensor]) -> None:
+        """Load a saved state, refusing (`InputError`, with the reason) what `fit` could not have made: a tensor
+        missing or of another shape, numbers that are not finite, a permute `order` that is not each of
+        0..in_dim-1 once (as integers), a pca rotation that is not orthogonal.
+
+        Example:
+            >>> mixing = InputMixing("permute", 3)
+            >>> mixing.load_checked({"mean": torch.zeros(3), "order": torch.tensor([2, 0, 1])})
+            >>> mixing.load_checked({"mean": torch.zeros(3), "order": torch.tensor([2, 0, 3])})
+            Traceback (most recent call last):
+            ...
+            qcompress.errors.InputError: `order` must hold each of 0..2 once, as integers
+        """
+        expected = self.state_dict()
+        for name, value in expected.items():
+            got = state.get(name)
+            if got is None or tuple(got.shape) != tuple(value.shape):
+                raise InputError(f"`{name}` must be a tensor of shape {tuple(value.shape)}, got "
+                                 f"{None if got is None else tuple(got.shape)}")
+            if got.is_floating_point() and not torch.isfinite(got).all():
+                raise InputError(f"`{name}` holds numbers that are not finite")
+        if self.kind == "permute":
+            order = state["order"]
+            if order.is_floating_point() or order.dtype == torch.bool or \
+                    not torch.equal(order.long().sort().values, torch.arange(self.in_dim)):
+                raise InputError(f"`order` must hold each of 0..{self.in_dim - 1} once, as integers")
+        if self.kind == "pca":
+            rotation = state["rotation"].double()
+            if (rotation.T @ rotation - torch.eye(self.in_dim, dtype=torch.float64)).abs().max() > 1e-3:
+                raise InputError("`rotation` is not orthogonal")
+        self.load_state_dict(state)
+
     def forward(self, x: Tensor) -> Tensor:
         centred = x - self.mean.to(x.dtype)
         if self.kind == "permute":

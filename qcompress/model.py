@@ -23,6 +23,7 @@ names the encoder (`load_model(..., encoder=PATH)`, `--encoder PATH`). Weights a
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -298,6 +299,22 @@ def model_folder(name: str | Path, revision: str | None = None) -> Path:
     return download(str(name), revision)
 
 
+def _check_contained(folder: Path, paths: Sequence[Path]) -> None:
+    """Refuse a model folder whose files or folders (`paths`, and everything under them) are symbolic links that
+    leave it: a model folder may not point elsewhere on this machine, by a qcompress.json path or by a link. The
+    Hugging Face cache's own layout is allowed: a snapshot's files are links into its repository's blobs/."""
+    root = folder.resolve()
+    if snapshot_identity(folder) is not None:
+        root = root.parents[1]  # models--ORG--NAME/, which holds snapshots/ and blobs/
+    for path in paths:
+        entries = [path] + [Path(top) / name for top, dirs, files in os.walk(path) for name in dirs + files]
+        for entry in entries:
+            if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+                raise InputError(f"{entry.relative_to(folder)} is a symbolic link that leaves the model folder (to "
+                                 f"{entry.resolve()}); a model folder may not point elsewhere on this machine: copy "
+                                 "the file into it", file=folder)
+
+
 def _folder_encoder(folder: Path, config: ModelConfig) -> EncoderSource:
     """Where a model folder's encoder is: its subfolder, or a Hub id (never a path elsewhere on this machine)."""
     config_path = folder / CONFIG_NAME
@@ -305,9 +322,11 @@ def _folder_encoder(folder: Path, config: ModelConfig) -> EncoderSource:
         inside = folder / ENCODER_DIR
         if not inside.is_dir():
             raise InputError(f"the model's encoder folder {ENCODER_DIR}/ is missing", file=folder)
+        _check_contained(folder, [inside])
         return EncoderSource(inside, config.base_model, config.base_model_revision)
     candidate = (folder / config.encoder).resolve()
     if not Path(config.encoder).is_absolute() and candidate.is_relative_to(folder.resolve()) and candidate.is_dir():
+        _check_contained(folder, [folder / config.encoder])
         return EncoderSource(candidate, config.base_model, config.base_model_revision)
     if is_hub_id(config.encoder):  # a Hub id, never a folder of the current directory that has its name
         return locate_encoder(config.encoder, config.encoder_revision, folders=False)
@@ -348,8 +367,8 @@ def _load_mixing(config: ModelConfig, weights: Weights) -> InputMixing | None:
     try:
         if weights.state is None:
             raise RuntimeError("the file is missing")
-        mixing.load_state_dict(weights.state)
-    except RuntimeError as err:
+        mixing.load_checked(weights.state)
+    except (RuntimeError, InputError) as err:
         reason = str(err).strip().splitlines()[-1]
         raise InputError(f"not the fitted {config.mixing} mixing of the model ({reason})", file=weights.file) \
             from None
@@ -396,6 +415,7 @@ def load_model(
         (1, 64)
     """
     folder = model_folder(name, revision)
+    _check_contained(folder, [folder])  # every file: qcompress's own, or a sentence-transformers folder's modules
     config, head_weights, mixing_weights = read_folder(folder)
     source = locate_encoder(encoder) if encoder is not None else _folder_encoder(folder, config)
     enc, tokenizer = load_encoder(str(source.path), trust_remote_code=trust_remote_code)

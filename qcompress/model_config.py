@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from qcompress._version import __version__
 from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH, MIXINGS, POOLINGS
-from qcompress.errors import InputError
+from qcompress.errors import InputError, json_loads
 from qcompress.heads import DEFAULT_SIMILARITY, HEAD_REGISTRY, get_head
 from qcompress.similarity import SIMILARITY_REGISTRY
 
@@ -177,7 +177,7 @@ def read_config(folder: str | Path) -> ModelConfig:
         raise InputError(f"not a qcompress model folder (no {CONFIG_NAME}); train one with qcompress train",
                          file=folder)
     try:
-        data = json.loads(path.read_text())
+        data = json_loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"invalid JSON ({err})", file=path) from None
     return ModelConfig.from_dict(data, file=path)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from qcompress.defaults import POOLINGS
 from qcompress.encoder import mean_pool
-from qcompress.errors import InputError
+from qcompress.errors import InputError, json_loads
 
 __all__ = ["POOLINGS", "ROLES", "pool_hidden", "EncoderSettings"]
 
@@ -102,7 +102,7 @@ class EncoderSettings:
 
 def _read_json(path: Path, kind: type):
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json_loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"cannot read it as JSON ({err})", file=path) from None
     if not isinstance(data, kind):

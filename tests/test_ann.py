@@ -142,3 +142,65 @@ def test_index_factory_strings_faiss_rejects_are_one_line_errors(tmp_path):
                                           factory, "--nlist", "4"])
         assert result.exit_code == 1 and message in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1 and not (tmp_path / "x.index").exists()
+
+
+def test_top_k_above_the_candidates_found_gives_a_shorter_ranking(tmp_path):
+    """Issue 27 item 4: `score --index` with --top-k above the candidates of the probed cells was an
+    ArrowIndexError traceback; each query now gets the candidates found, best first."""
+    corpus = clustered(100, 4)
+    index = write_index(tmp_path, corpus, nlist=4)
+    scores, ids = index.search(corpus[:2], 500, nprobe=1, rerank=5)
+    _, rows = index.search_rows(corpus[:2], 500, nprobe=1, rerank=5)
+    for row_ids, row_rows in zip(ids, rows.tolist()):
+        assert 5 <= len(row_ids) < 100
+        assert row_ids == [f"d{r}" for r in row_rows[: len(row_ids)]] and all(r >= 100 for r in row_rows[len(row_ids):])
+
+
+def _rewrite_corpus(path, corpus):
+    with EmbeddingWriter(path, dim=corpus.shape[1], metadata=META, row_group_size=300) as writer:
+        writer.write([f"d{i}" for i in range(len(corpus))], corpus)
+
+
+def test_a_stale_index_is_refused_and_a_deleted_corpus_is_not_needed(tmp_path):
+    """Issue 27 item 5: after the corpus is recompressed from other documents the index returned the old ids."""
+    corpus = clustered(300, 4)
+    index = write_index(tmp_path, corpus, nlist=4)
+    source = tmp_path / "c-float32.parquet"
+    before = index.search(corpus[:3], 5, nprobe=4)
+    _rewrite_corpus(source, clustered(300, 4, seed=5))  # same ids and size, other documents
+    with pytest.raises(InputError, match=r"c-float32\.index: was built from .*c-float32\.parquet as it was then "
+                                         r"\(300 rows, footer digest \w+\); it now differs \(300 rows, footer digest \w+\)"):
+        ApproximateIndex(index.folder)
+    _rewrite_corpus(source, clustered(301, 4, seed=5))
+    with pytest.raises(InputError, match=r"\(301 rows"):
+        ApproximateIndex(index.folder)
+    source.unlink()  # gone: the index holds the ids and values it searches
+    again = ApproximateIndex(index.folder).search(corpus[:3], 5, nprobe=4)
+    assert again[1] == before[1] and torch.equal(again[0], before[0])
+
+
+def test_a_damaged_or_incomplete_index_description_is_one_input_error(tmp_path):
+    """Issue 27 items 5 and 9: an index.json without `metadata` or `dim` was a KeyError; duplicate ids written into
+    ids.arrow collapsed silently."""
+    import json
+
+    import pyarrow as pa
+
+    corpus = clustered(200, 4)
+    index = write_index(tmp_path, corpus, nlist=4)
+    info_file = index.folder / "index.json"
+    info = json.loads(info_file.read_text())
+    for broken, field in ((dict(info, metadata=None), "metadata"), ({k: v for k, v in info.items() if k != "rows"}, "rows"),
+                          (dict(info, metadata={k: v for k, v in info["metadata"].items() if k != "dim"}), "dim"),
+                          (dict(info, nlist="many"), "nlist"), (dict(info, nlist=0), "nlist"), ([1, 2], "format")):
+        info_file.write_text(json.dumps(broken))
+        with pytest.raises(InputError, match=rf'index\.json: field "{field}"'):
+            ApproximateIndex(index.folder)
+    info_file.write_text(json.dumps(info))
+    ids = [f"d{i}" for i in range(200)]
+    ids[7] = "d8"  # a duplicate, written by hand into the index
+    schema = pa.schema([pa.field("id", pa.string(), nullable=False)])
+    with pa.OSFile(str(index.folder / "ids.arrow"), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        writer.write_batch(pa.record_batch([pa.array(ids)], schema=schema))
+    with pytest.raises(InputError, match="damaged index: ids.arrow is not the file `qcompress index build` wrote"):
+        ApproximateIndex(index.folder)

@@ -70,7 +70,7 @@ def test_shards_are_memory_mapped_and_indexed_not_loaded_into_a_dict(tiny_encode
     assert found.tolist() == [True] * 40 + [False]
     assert torch.allclose(pooled[:40], cache_module.pool_texts(model, texts[::-1]), atol=1e-5)
     assert pooled[40].eq(0).all()
-    assert len(fresh._open) <= 2 and all(isinstance(m, np.memmap) for m in fresh._open.values())
+    assert len(fresh._open) <= 2 and all(isinstance(m, np.memmap) for maps in fresh._open.values() for m in maps)
     assert not any(isinstance(v, dict) and len(v) > 2 for v in vars(fresh).values())  # no dict of rows
 
 
@@ -95,3 +95,48 @@ def test_a_damaged_shard_is_named(tiny_encoder, tmp_path):
 
     with pytest.raises(ValueError, match="damaged cache shard"):
         encode(model, ["x"], cache=PooledCache(tmp_path, model))
+
+
+def _shard_data_offset(shard, name):
+    """Where tensor `name`'s bytes start in a safetensors file."""
+    import json
+
+    raw = shard.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    return 8 + size + json.loads(raw[8 : 8 + size])[name]["data_offsets"][0]
+
+
+def test_an_altered_entry_is_refused_naming_its_shard(tiny_encoder, tmp_path):
+    """Issue 27 item 6: an altered pooled-output shard was reused (angles off by 0.77 rad, exit 0). Each entry
+    carries a checksum of its key and pooled row, compared when the row is read."""
+    import pytest
+
+    from qcompress.errors import InputError
+
+    model = build_model(tiny_encoder, head="none", similarity="fidelity", max_length=32)
+    encode(model, TEXTS, cache=PooledCache(tmp_path, model))
+    shard = next(tmp_path.glob("*/shard-*.safetensors"))
+    data = bytearray(shard.read_bytes())
+    at = _shard_data_offset(shard, "pooled") + 4 * model.in_dim + 8  # the second entry's third number
+    data[at : at + 4] = torch.tensor([5.0]).numpy().tobytes()
+    shard.write_bytes(bytes(data))
+    intact = encode(model, TEXTS[:1], cache=PooledCache(tmp_path, model))  # the shard's other entries still serve
+    assert torch.allclose(intact, torch.as_tensor(model.encode(TEXTS[:1])), atol=1e-5)
+    with pytest.raises(InputError, match=rf"{shard}: damaged cache shard \(the entry in row 2 does not match its "
+                                         r"checksum\); delete it \(the cache only saves time\)"):
+        encode(model, TEXTS, cache=PooledCache(tmp_path, model))
+
+
+def test_a_shard_without_checksums_is_not_read(tiny_encoder, tmp_path, monkeypatch):
+    """A shard of an older qcompress (no checksums) is left out: its texts are encoded again."""
+    from safetensors.torch import save_file
+
+    from qcompress.cache import text_key
+
+    model = build_model(tiny_encoder, head="none", similarity="fidelity", max_length=32)
+    cache = PooledCache(tmp_path, model)
+    cache.folder.mkdir(parents=True)
+    wrong = torch.full((1, model.in_dim), 7.0)
+    save_file({"keys": torch.frombuffer(bytearray(text_key(TEXTS[0])), dtype=torch.uint8).reshape(1, 16),
+               "pooled": wrong}, str(cache.folder / "shard-old.safetensors"))
+    assert torch.allclose(encode(model, TEXTS[:1], cache=cache), torch.as_tensor(model.encode(TEXTS[:1])), atol=1e-5)

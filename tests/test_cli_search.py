@@ -100,3 +100,27 @@ def test_search_on_a_code_file_ranks_the_query_against_the_stored_codes(corpus):
     assert [h["id"] for h in hits] == [emb.ids[i] for i in rows[0].tolist()]
     assert [h["score"] for h in hits] == pytest.approx(scores[0].tolist(), abs=1e-5)
     assert all(h["text"] == DOCS[h["id"]] for h in hits)
+
+
+def test_search_encodes_the_query_with_the_query_prompt(tiny_encoder, tmp_path):
+    """Issue 27 item 1: `search` ranks as `compress --role query` + `score` do, for a model with a query prompt."""
+    build_model(tiny_encoder, head="quantum", dim=16, max_length=64, query_prompt="what are the ").save(tmp_path / "m")
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in DOCS.items()))
+    (tmp_path / "q.jsonl").write_text(json.dumps({"_id": "q", "text": "wing flow"}) + "\n")
+    for source, out, role in (("docs.jsonl", "c.parquet", "document"), ("q.jsonl", "q.parquet", "query")):
+        result = runner.invoke(app, ["compress", str(tmp_path / source), "--model", str(tmp_path / "m"),
+                                     "--role", role, "-o", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+    run = runner.invoke(app, ["score", str(tmp_path / "q.parquet"), str(tmp_path / "c.parquet"), "--top-k", "5"])
+    assert run.exit_code == 0, run.output
+    expected = [(line.split()[2], float(line.split()[4])) for line in run.stdout.splitlines()]
+    result = runner.invoke(app, ["search", "wing flow", "--corpus", str(tmp_path / "c.parquet"),
+                                 "--model", str(tmp_path / "m"), "--top-k", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    hits = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [h["id"] for h in hits] == [doc for doc, _ in expected]
+    assert [h["score"] for h in hits] == pytest.approx([score for _, score in expected], abs=1e-5)
+    # the prompt matters for this model: without it the scores differ
+    model = load_model(tmp_path / "m")
+    plain, prompted = (torch.as_tensor(model.encode(["wing flow"], role=role)) for role in (None, "query"))
+    assert not torch.allclose(plain, prompted)

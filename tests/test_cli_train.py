@@ -196,6 +196,28 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(wide_encoder, long
     assert json.loads(result.stdout)["steps"] == 1 and not checkpoint_dir(out).exists()
 
 
+def test_a_second_run_writing_the_same_output_is_refused(wide_encoder, long_beir, cache, tmp_path):
+    """Issue 27 item 7: two concurrent runs shared OUT.ckpt and the loser failed with a missing-file error. A run
+    holds OUT.ckpt/lock (flock) for its life; a second one is refused in one line and changes nothing."""
+    out = tmp_path / "m"
+    command = slow_args(wide_encoder, long_beir, cache, out, "--epochs", "1000")
+    process = start(command)
+    try:
+        wait_for(process, lambda: (checkpoint_dir(out) / "train_log.jsonl").is_file(), poll=0.005)
+        for extra in ([], ["--overwrite"], ["--resume"]):
+            line = one_error_line(runner.invoke(app, [*command, "--max-steps", "1", *extra]))
+            assert f"{out}: another qcompress run is writing this model (it holds the lock " \
+                   f"{checkpoint_dir(out) / 'lock'})" in line
+        assert process.poll() is None  # the first run goes on
+    finally:
+        process.kill()
+        process.communicate(timeout=60)
+    assert not out.exists()
+    result = runner.invoke(app, [*command, "--max-steps", "1", "--json"])  # the killed run's lock went with it
+    assert result.exit_code == 0, result.output
+    assert not checkpoint_dir(out).exists()
+
+
 # -- Ctrl-C at any moment of a step ----------------------------------------------------------------------------------
 
 

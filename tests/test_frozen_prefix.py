@@ -168,3 +168,27 @@ def test_states_on_disk_are_read_back_by_another_cache(tiny_encoder, tmp_path):
     bottom = _counting(transformer_layers(model.encoder)[0])
     again = FrozenPrefixCache(max_bytes=0, folder=tmp_path).bind(model, 1).states(TEXTS)
     assert bottom == [] and all(torch.equal(a, b) for a, b in zip(states, again))
+
+
+def test_an_altered_or_damaged_file_on_disk_is_refused_naming_it(tiny_encoder, tmp_path):
+    """Issue 27 items 6 and 9: an altered frozen-prefix file changed a trained model silently, and a damaged one was
+    a traceback. Each file records the digest of its hidden states, compared when it is read."""
+    from safetensors.torch import save_file
+
+    from qcompress.errors import InputError
+
+    model = _model(tiny_encoder)
+    FrozenPrefixCache(folder=tmp_path).bind(model, 1).states(TEXTS)
+    path = sorted(tmp_path.glob("*/*.safetensors"))[0]
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10  # a bit of the last number's bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=rf"{path}: damaged frozen-prefix file \(its hidden states do not match "
+                                         r"their digest\); delete it \(the cache only saves time\)"):
+        FrozenPrefixCache(max_bytes=0, folder=tmp_path).bind(model, 1).states(TEXTS)
+    path.write_bytes(b"garbage")
+    with pytest.raises(InputError, match=rf"{path}: damaged frozen-prefix file \("):
+        FrozenPrefixCache(max_bytes=0, folder=tmp_path).bind(model, 1).states(TEXTS)
+    save_file({"hidden": torch.ones(3, 32)}, str(path))  # no digest (an older qcompress): computed again
+    states = FrozenPrefixCache(max_bytes=0, folder=tmp_path).bind(model, 1).states(TEXTS)
+    assert all(not torch.equal(state, torch.ones(3, 32)) for state in states)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -197,3 +198,170 @@ def test_written_embeddings_round_trip(tmp_path, n, dim, group, uint8, seed):
     else:
         assert torch.equal(emb.values, values)
     assert pq.ParquetFile(path).metadata.num_row_groups == max(1, math.ceil(n / group))  # empty: one empty group
+
+
+# -- the approximate index's reader (issue 27) -------------------------------------------------------------------
+
+JSON_VALUE = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2, 2**40), st.floats(allow_nan=False), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6)
+INDEX_FIELDS = [("format",), ("metadata",), ("metadata", "dim"), ("metadata", "encoding"), ("metadata", "column"),
+                ("metadata", "similarity"), ("rows",), ("nlist",), ("ids_digest",), ("source",), ("source", "path"),
+                ("source", "rows"), ("source", "footer_digest"), ("extra",)]
+
+
+@pytest.fixture(scope="module")
+def built_index(tmp_path_factory):
+    """An index of 300 clustered rows and the ranking its search gives (the reference for every mutation)."""
+    from qcompress.search.approximate import ApproximateIndex, build_index
+
+    root = tmp_path_factory.mktemp("index")
+    g = torch.Generator().manual_seed(0)
+    corpus = (torch.rand(6, 4, generator=g) * math.pi)[torch.randint(0, 6, (300,), generator=g)]
+    corpus = (corpus + 0.1 * torch.randn(300, 4, generator=g)).clamp(0, math.pi)
+    with EmbeddingWriter(root / "c.parquet", dim=4, metadata=META) as writer:
+        writer.write([f"d{i}" for i in range(300)], corpus)
+    build_index(root / "c.parquet", root / "c.index", nlist=4)
+    return root / "c.index", corpus[:3], ApproximateIndex(root / "c.index").search(corpus[:3], 5, nprobe=4)
+
+
+def _copy_index(folder, tmp_path):
+    import shutil
+    import tempfile
+
+    return shutil.copytree(folder, tempfile.mkdtemp(dir=tmp_path) + "/i")
+
+
+def _opens_the_same_or_refuses(folder, queries, reference) -> bool:
+    """The index at `folder` either refuses to open (InputError) or searches exactly as the reference did; whether
+    it opened."""
+    from qcompress.search.approximate import ApproximateIndex
+
+    try:
+        index = ApproximateIndex(folder)
+    except InputError:
+        return False
+    scores, ids = index.search(queries, 5, nprobe=4)
+    assert ids == reference[1] and torch.equal(scores, reference[0])
+    return True
+
+
+@SETTINGS
+@given(field=st.sampled_from(INDEX_FIELDS), value=st.one_of(st.just("<deleted>"), JSON_VALUE))
+def test_an_altered_index_description_is_refused_or_searches_as_built(tmp_path, built_index, field, value):
+    folder, queries, reference = built_index
+    copy = _copy_index(folder, tmp_path)
+    info = json.loads((folder / "index.json").read_text())
+    parent = info
+    for key in field[:-1]:
+        parent = parent[key]
+    if value == "<deleted>":
+        parent.pop(field[-1], None)
+    else:
+        parent[field[-1]] = value
+    (Path(copy) / "index.json").write_text(json.dumps(info))
+    opened = _opens_the_same_or_refuses(copy, queries, reference)
+    if value == "<deleted>" and field not in (("metadata", "column"), ("metadata", "similarity"), ("nlist",), ("extra",)):
+        assert not opened, f"an index.json without {'.'.join(field)} was used"
+
+
+@SETTINGS
+@given(name=st.sampled_from(["index.json", "ids.arrow", "values.npy", "ivf.faiss"]), at=st.floats(0, 1),
+       how=st.sampled_from(["truncate", "flip", "append"]))
+@example(name="ids.arrow", at=0.5, how="flip")
+@example(name="values.npy", at=0.5, how="truncate")
+def test_damaged_index_files_are_refused_or_search_as_built(tmp_path, built_index, name, at, how):
+    """Any change to index.json or ids.arrow, and any truncation, is refused or harmless; a flipped byte in the
+    data of values.npy or ivf.faiss is not looked for (reading them whole on every open would cost more than the
+    searches: qcompress.search.approximate's docstring), so only those two are exempt from 'refused'."""
+    folder, queries, reference = built_index
+    copy = Path(_copy_index(folder, tmp_path))
+    data = bytearray((copy / name).read_bytes())
+    position = min(len(data) - 1, int(at * len(data)))
+    if how == "truncate":
+        data = data[:position]
+    elif how == "flip":
+        data[position] ^= 0x41
+    else:
+        data += b"\0"
+    if name == "ivf.faiss" and how != "truncate":
+        return  # faiss reads its own format without checks: a flipped size field can ask it for any memory
+    (copy / name).write_bytes(bytes(data))
+    try:
+        opened = _opens_the_same_or_refuses(copy, queries, reference)
+    except AssertionError:
+        assert name == "values.npy" and how == "flip", f"{how} of {name} changed the search silently"
+        return
+    if name == "ids.arrow" or (how == "truncate" and name != "index.json"):
+        assert not opened, f"{how} of {name} was not refused"
+
+
+# -- the caches' readers (issue 27) ------------------------------------------------------------------------------
+
+DAMAGE = dict(at=st.floats(0, 1), how=st.sampled_from(["truncate", "flip", "append", "zero"]),
+              bit=st.integers(0, 7))
+
+
+def _damage(path, at, how, bit) -> None:
+    data = bytearray(path.read_bytes())
+    position = min(len(data) - 1, int(at * len(data)))
+    if how == "truncate":
+        data = data[:position]
+    elif how == "flip":
+        data[position] ^= 1 << bit
+    elif how == "zero":
+        data[position : position + 4] = bytes(len(data[position : position + 4]))
+    else:
+        data += b"\1"
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def cache_model(tiny_encoder):
+    from qcompress.model import build_model
+
+    return build_model(tiny_encoder, head="none", similarity="fidelity", max_length=32)
+
+
+@SETTINGS
+@given(**DAMAGE)
+@example(at=0.9, how="flip", bit=3)  # inside the pooled rows
+def test_a_damaged_cache_shard_is_refused_or_its_entries_are_exact(tmp_path, cache_model, at, how, bit):
+    """Whatever happens to a shard's bytes, a lookup raises InputError or gives each text its own pooled row or
+    nothing (then it is encoded again): never another row."""
+    import tempfile
+
+    from qcompress.cache import PooledCache, text_key
+
+    folder = tempfile.mkdtemp(dir=tmp_path)
+    keys = [text_key(f"text {i}") for i in range(5)]
+    rows = torch.arange(5 * cache_model.in_dim, dtype=torch.float32).reshape(5, -1) / 7
+    PooledCache(folder, cache_model).add(keys, rows)
+    _damage(next(Path(folder).glob("*/shard-*.safetensors")), at, how, bit)
+    try:
+        pooled, found = PooledCache(folder, cache_model).get(keys)
+    except InputError:
+        return
+    assert torch.equal(pooled[found], rows[found])
+
+
+@SETTINGS
+@given(**DAMAGE)
+@example(at=0.95, how="flip", bit=0)
+def test_a_damaged_frozen_prefix_file_is_refused_or_read_exactly(tmp_path, at, how, bit):
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from qcompress.frozen_prefix import _read_state, state_digest
+
+    path = Path(tempfile.mkdtemp(dir=tmp_path)) / "state.safetensors"
+    state = torch.arange(24, dtype=torch.float32).reshape(6, 4) / 3
+    save_file({"hidden": state}, str(path), metadata={"digest": state_digest(state)})
+    _damage(path, at, how, bit)
+    try:
+        read = _read_state(path)
+    except InputError:
+        return
+    assert read is None or torch.equal(read, state)

@@ -110,6 +110,30 @@ def test_mined_negatives_are_unjudged_top_documents_and_cached(tiny_encoder, bei
     assert mine_negatives(model, collection, 3, cache_dir=tmp_path) == mined
     assert mine_negatives(build_model(tiny_encoder, head="none", max_length=16), collection, 3, cache_dir=tmp_path)
     assert len(list((tmp_path / "negatives").glob("*.json"))) == 2  # another max length: another entry
+    edited = dict(collection.corpus, d3="the flow of heat")  # same ids, same size, another text
+    mine_negatives(build_model(tiny_encoder, head="none", max_length=32),
+                   Collection(**{**vars(collection), "corpus": edited}), 3, cache_dir=tmp_path)
+    assert len(list((tmp_path / "negatives").glob("*.json"))) == 3  # mined again, not the old texts' negatives
+
+
+def test_an_altered_negatives_cache_file_is_refused(tiny_encoder, beir, tmp_path):
+    """Issue 27 item 6, for the third cache: mined negatives carry their digest, checked when read."""
+    from qcompress.errors import InputError
+
+    collection = load_collection(str(beir), "train")
+    model = build_model(tiny_encoder, head="none", max_length=32)
+    mined = mine_negatives(model, collection, 3, cache_dir=tmp_path)
+    path = next((tmp_path / "negatives").glob("*.json"))
+    data = json.loads(path.read_text())
+    data["negatives"]["q1"] = list(reversed(data["negatives"]["q1"]))
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="damaged cache file \\(its negatives do not match their digest\\)"):
+        mine_negatives(model, collection, 3, cache_dir=tmp_path)
+    path.write_text("{")
+    with pytest.raises(InputError, match="damaged cache file"):
+        mine_negatives(model, collection, 3, cache_dir=tmp_path)
+    path.write_text(json.dumps({"q1": ["d9"]}))  # an older qcompress's file, without a digest: mined again
+    assert mine_negatives(model, collection, 3, cache_dir=tmp_path) == mined
 
 
 def test_mined_negatives_are_the_top_ranked_by_encoder_cosine(tiny_encoder, beir):
@@ -303,6 +327,21 @@ def test_interruption_resume_and_changed_arguments(tiny_encoder, beir, cache, tm
         train(config(tiny_encoder, beir, cache, out))
     with pytest.raises(ValueError, match="no checkpoint"):
         train(config(tiny_encoder, beir, cache, tmp_path / "other", resume=True))
+
+
+def test_resume_refuses_training_data_that_changed(tiny_encoder, cache, tmp_path):
+    """Issue 27 item 2: a resume with other documents under the same path trained on a mix of the two sets."""
+    data, out = write_beir(tmp_path / "data"), tmp_path / "m"
+    with pytest.raises(TrainingInterrupted):
+        train(config(tiny_encoder, data, cache, out, save_every=1), callback=ctrl_c_after(1))
+    write_beir(data, docs={**DOCS, "d3": "pressure of another flow"})
+    with pytest.raises(ValueError, match=rf"resume: the training data in {data} differs from the interrupted "
+                                         r"run's \(documents: 12 rows, digest \w+ -> 12 rows, digest \w+\)"):
+        train(config(tiny_encoder, data, cache, out, resume=True))
+    write_beir(data)  # the same data again: the run continues
+    done = train(config(tiny_encoder, data, cache, out, resume=True))
+    recorded = json.loads((done / "qcompress.json").read_text())["training_result"]["training_data"]
+    assert recorded["documents"]["count"] == 12 and recorded["judgements"]["count"] == 7
 
 
 def test_train_layers_trains_exactly_the_last_layers(tiny_encoder, beir, cache, tmp_path):

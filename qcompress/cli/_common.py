@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
+import io
 import json
 import os
 import re
@@ -69,6 +71,7 @@ class Group(TyperGroup):
         return _quiet_flags(super().get_params(ctx))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _stand_in_for_closed_streams()
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -82,6 +85,34 @@ class Group(TyperGroup):
             _print_error("aborted")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+class _ClosedStream(io.TextIOBase):
+    """Stands for stdin or stdout when qcompress started with it closed (Python then sets it to None): reading or
+    writing it is an `InputError`, one line, instead of an AttributeError on None."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self.stream_name, self.why = name, why
+
+    def _closed(self, *args, **kwargs):
+        raise InputError(f"is closed: {self.why}", file=f"<{self.stream_name}>") if self.stream_name == "stdin" else \
+            InputError(f"{self.stream_name} is closed: {self.why}")
+
+    read = readline = write = fileno = __iter__ = _closed
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def buffer(self):
+        return self
+
+
+def _stand_in_for_closed_streams() -> None:
+    if sys.stdin is None:
+        sys.stdin = _ClosedStream("stdin", "nothing to read (give a file, or pipe the input in)")
+    if sys.stdout is None:
+        sys.stdout = _ClosedStream("stdout", "nowhere to write the results (give -o FILE, or leave stdout open)")
 
 
 def _usage_message(err) -> str:
@@ -122,6 +153,7 @@ def command_group(name: str, help: str) -> typer.Typer:
 
 
 def _print_error(message: str) -> None:
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate quoted from input
     stderr.print(f"qcompress: error: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -137,8 +169,17 @@ def usage_error(message: str) -> NoReturn:
 
 
 def check_writable(path: Path, flag: str) -> None:
-    """Fail now, before any model loads, when the output `path` (named by `flag`) cannot be written: its folder
-    (or the nearest one that exists, where the rest will be created) is a file or not writable."""
+    """Fail now, before any model loads, when the output `path` (named by `flag`) cannot be written: it is a folder,
+    a socket or a block device, or its folder (or the nearest one that exists, where the rest will be created) is a
+    file or not writable. A pipe or a character device (/dev/null) is fine: it is written through
+    (`qcompress.atomic.written_through`)."""
+    from qcompress.atomic import written_through
+
+    try:
+        if written_through(path):
+            return
+    except InputError as err:
+        fail(f"{flag} {err}")
     folder = path.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -148,6 +189,19 @@ def check_writable(path: Path, flag: str) -> None:
         fail(f"{flag} {path}: cannot write in {folder} (permission denied)")
 
 
+def check_output_file(path: Path, flag: str, example: str, force: bool) -> None:
+    """`check_writable` for a command that replaces an existing file only with --force: a folder is refused (with a
+    file path in it as `example`), and so is an existing file without `force`. A pipe or a character device needs
+    no --force: it is written through, never replaced."""
+    if path.is_dir():
+        usage_error(f"{flag} {path}: is a folder; give a file path such as {path / example}")
+    check_writable(path, flag)
+    from qcompress.atomic import written_through
+
+    if path.exists() and not force and not written_through(path):
+        usage_error(f"{path} exists; pass --force to replace it, or {flag} to write elsewhere")
+
+
 def note(message: str) -> None:
     """One line on stderr that a user should read (what was chosen for them, what was left out)."""
     stderr.print(message, markup=False, highlight=False, soft_wrap=True)
@@ -155,6 +209,35 @@ def note(message: str) -> None:
 
 # With InputError: the user's to fix (ConnectionError: no network, or offline mode, where a command needs the Hub).
 _USER_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError, ConnectionError)
+# The machine's limits, not bugs in qcompress: a full disk, a file-size limit, a disk quota, a read-only file system.
+_MACHINE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
+
+
+def _machine_limit(err: BaseException) -> str | None:
+    """What stopped a write, in a few words, when `err` (or an exception that led to it) is one of the machine's
+    limits (`_MACHINE_ERRNOS`); None otherwise. Libraries that write with their own code (safetensors, pyarrow)
+    may report these in their own exception types, so their messages are read too."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _MACHINE_ERRNOS:
+            return os.strerror(seen.errno) + (f" ({seen.filename})" if seen.filename else "")
+        for code in _MACHINE_ERRNOS:
+            if os.strerror(code) in str(seen):
+                return os.strerror(code)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _drop_stdout_if_failing() -> None:
+    """When stdout cannot take what is pending (a full device), point it at /dev/null, so that Python's own flush at
+    exit does not fail again with a message of its own."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError, InputError):
+        with contextlib.suppress(OSError, ValueError, InputError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 _debug = False  # --debug or $QCOMPRESS_DEBUG: an internal error shows its traceback (set by `main` on every run)
 
 
@@ -175,6 +258,10 @@ def cli_errors(func: Callable) -> Callable:
         except (InputError, MissingDependency, *_USER_ERRORS) as err:
             fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
         except Exception as err:
+            limit = _machine_limit(err)
+            if limit is not None:  # files are written atomically: nothing incomplete is left at their final paths
+                _drop_stdout_if_failing()
+                fail(f"cannot write the output: {limit}; free some space (or raise the limit) and run again")
             if _debug:
                 import traceback
 

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from qcompress.cli._common import (
-    bar_on_first_use, cache_folder, check_writable, codes_note, command, model_spec, note, progress_bars, usage_error,
+    bar_on_first_use, cache_folder, check_output_file, codes_note, command, model_spec, note, progress_bars, usage_error,
 )
 from qcompress.cli.options import (
     DEFAULT_BATCH_SIZE, BatchSize, Bits, CacheDir, Device, Encoder, Float32, Head, LegacyCache, MaxLength, ModelDir,
@@ -175,11 +175,7 @@ def _text_fields(id_field: Optional[str], text_field: Optional[str], title_field
 def _check_output(out: Optional[Path], output: Optional[str], engine: Engine, force: bool) -> None:
     """Refuse an output in the way before any work; say where the default output goes."""
     if out is not None and engine is Engine.local:  # the ray engine refuses any output in the way itself
-        if out.is_dir():
-            usage_error(f"-o {out}: is a folder; give a file path such as {out / 'embeddings.parquet'}")
-        if out.exists() and not force:
-            usage_error(f"{out} exists; pass --force to replace it, or -o to write elsewhere")
-        check_writable(out, "-o")
+        check_output_file(out, "-o", "embeddings.parquet", force)
     if output is None:
         note(f"writing {out}" + (" (a folder of Parquet files)" if engine is Engine.ray else ""))
 
@@ -219,6 +215,7 @@ def _compress_local(input_path: str, output: Path, spec, encoding: str, bits: Op
     from qcompress.cache import PooledCache
     from qcompress.codes import stored_bits
     from qcompress.compress import compress
+    from qcompress.atomic import written_through
     from qcompress.formats import iter_texts, read_embedding_metadata
     from qcompress.formats.embeddings import codec_of
     from qcompress.formats.lines import count_lines
@@ -238,7 +235,7 @@ def _compress_local(input_path: str, output: Path, spec, encoding: str, bits: Op
                         on_batch=bar_on_first_use(start, "compressing", count_lines(input_path)),
                         store_text=store_text, role=role)
     earlier = f" ({done.resumed:,} from the earlier run)" if done.resumed else ""
-    meta = read_embedding_metadata(output)
+    meta = {} if written_through(output) else read_embedding_metadata(output)  # a pipe cannot be read back
     if codec_of(meta) is not None:
         return codes_note(done.rows, codec_of(meta), meta["codes"].get("levels_source"), output, earlier)
     note(f"wrote {done.rows:,} rows of {model.dim} {_kind(encoding, model)} to {output}{earlier}")

@@ -381,6 +381,7 @@ def evaluate_command(
     _check_arguments(metrics, run_out, revision, model_dirs)
     scored_runs = _read_runs(runs)  # checked before any model loads
     collection = _load(dataset_id, split, value(trec), trec_dir)
+    _warn_deeper_than(metrics or DEFAULT_METRICS, top_k, protocol, collection.relevance_level)
     first, first_stage_name = _first_stage(first_stage, protocol, collection)
     specs = [model_spec(d, None, None, None, max_length, trust_remote_code, revision) for d in model_dirs]
     if encoder is not None or (not model_dirs and not runs):  # the baseline (or the default model): first
@@ -400,6 +401,15 @@ def evaluate_command(
              f"({len(err.doc_ids)} such candidates); the first-stage run names documents of another collection")
     _report(comparison, collection, top_k=top_k, first_stage=first_stage_name, run_out=run_out, as_json=as_json,
             per_query=per_query, permutations=permutations)
+
+
+def _warn_deeper_than(metrics: List[str], top_k: int, protocol: str, relevance_level: int) -> None:
+    """Warn about measures that count deeper than --top-k ranks (judged ranks every judged document instead)."""
+    from qcompress.evaluation.metrics import deeper_than
+
+    for name, cutoff in deeper_than(metrics, top_k, relevance_level) if protocol != "judged" else []:
+        note(f"qcompress: warning: {name} counts the top {cutoff} documents of each query, but --top-k {top_k} ranks "
+             f"only {top_k}: the others count as not retrieved (raise --top-k to {cutoff} for {name} itself)")
 
 
 def _report(comparison: "Comparison", collection: "Collection", *, top_k: int, first_stage: Optional[str],

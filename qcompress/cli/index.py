@@ -45,6 +45,8 @@ def build_command(
     from qcompress.formats import count_embedding_rows
     from qcompress.search.approximate import build_index
 
+    if output.exists() and not output.is_dir():  # a file, a pipe, a device: never replaced by a folder
+        raise InputError(f"-o {output}: exists and is not a folder; give a folder path")
     if output.exists() and not force:
         raise InputError(f"-o {output}: already exists; pass --force to replace it")
     rows = count_embedding_rows(corpus)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from qcompress.cli._common import bar_on_first_use, check_writable, codes_note, command, progress_bars, usage_error
+from qcompress.cli._common import bar_on_first_use, check_output_file, codes_note, command, progress_bars, usage_error
 from qcompress.cli.options import ModelDir, Revision
 
 
@@ -39,11 +39,7 @@ def quantize_command(
     """
     if output.resolve() == input_path.resolve():
         usage_error("-o names INPUT itself; write the codes to another file")
-    if output.is_dir():
-        usage_error(f"-o {output}: is a folder; give a file path such as {output / 'codes.parquet'}")
-    if output.exists() and not force:
-        usage_error(f"{output} exists; pass --force to replace it, or -o to write elsewhere")
-    check_writable(output, "-o")
+    check_output_file(output, "-o", "codes.parquet", force)
     from qcompress.formats import count_embedding_rows, read_embedding_metadata
     from qcompress.model import ModelSpec
     from qcompress.quantize import quantize

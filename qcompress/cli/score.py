@@ -228,6 +228,10 @@ def _score_index(queries: Path, index: Path, top_k: int, output: Optional[str], 
     values = _coded_queries(q.values, approx.metadata, symmetric, index)
     scores, doc_ids = approx.search(values, top_k, nprobe=nprobe, rerank=rerank)
     _write(q.ids, scores, doc_ids, output, tag)
+    short = sum(len(found) < scores.shape[1] for found in doc_ids)
+    if short:
+        note(f"note: for {short:,} of {len(q):,} queries the {nprobe} probed cells held fewer than {scores.shape[1]:,} "
+             "documents: their rankings are shorter (raise --nprobe for more)")
     sample = min(recall_queries, len(q))
     if sample:
         picks = torch.linspace(0, len(q) - 1, sample).round().long().unique()

@@ -29,7 +29,8 @@ import ir_measures
 
 from qcompress.errors import InputError
 
-__all__ = ["DEFAULT_MEASURES", "METRICS", "Run", "cut_run", "measure_names", "measure_run", "evaluate_run"]
+__all__ = ["DEFAULT_MEASURES", "METRICS", "Run", "cut_run", "deeper_than", "measure_names", "measure_run",
+           "evaluate_run"]
 
 Run = dict[str, dict[str, float]]  # qid -> {docid: score}, as pytrec_eval takes it
 
@@ -73,6 +74,18 @@ def _parse(name: str, relevance_level: int):
     elif params.get("rel") == 1:  # rel=1 is ir_measures' default: one name for one measure
         measure = ir_measures.parse_measure(measure.NAME)(**{k: v for k, v in params.items() if k != "rel"})
     return measure
+
+
+def deeper_than(names: Sequence[str], depth: int, relevance_level: int = 1) -> list[tuple[str, int]]:
+    """(canonical name, cutoff) of the measures of `names` that count more documents per query than `depth`, the
+    documents a run ranks: R@100 of a run of 10 documents is the recall of those 10.
+
+    Example:
+        >>> deeper_than(["nDCG@10", "R@100", "AP", "R@1000"], 100)
+        [('R@1000', 1000)]
+    """
+    measures = [_parse(name, relevance_level) for name in names]
+    return [(str(m), m.params["cutoff"]) for m in measures if m.params.get("cutoff", 0) > depth]
 
 
 def measure_names(names: Sequence[str], relevance_level: int = 1) -> list[str]:

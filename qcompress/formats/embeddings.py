@@ -43,6 +43,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch import Tensor
@@ -50,7 +51,7 @@ from torch import Tensor
 from qcompress.codes import AngleCodes
 from qcompress.errors import InputError
 from qcompress.formats.columns import accepts, is_text, to_fixed, type_name
-from qcompress.formats.ids import UniqueIds
+from qcompress.formats.ids import BAD_ID_CHARACTERS, UniqueIds, id_problem
 from qcompress.formats.lines import PathLike
 from qcompress.formats.metadata import (
     CODES, DESCRIPTIVE_FIELDS, METADATA_KEY, MODEL_FIELDS, check_same_model, codec_of, metadata_differences,
@@ -349,6 +350,13 @@ def _decode(ids: pa.Array, values: pa.Array, meta: dict, file: Path, first_row: 
     if ids.null_count:
         row = first_row + int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0]) + 1
         raise InputError(f"row {row} has no id (null); every row needs one", file=file, field="id")
+    bad = pc.or_(pc.equal(pc.binary_length(ids), 0), pc.match_substring_regex(ids, BAD_ID_CHARACTERS))
+    if pc.any(bad).as_py():  # the rule every reader of ids applies (qcompress.formats.ids)
+        index = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
+        value = ids[index].as_py()
+        raise InputError(f"row {first_row + index + 1} (id {value!r}) {id_problem(value)}; ids must not contain "
+                         "whitespace or control characters (TREC run files are whitespace-separated)", file=file,
+                         field="id")
     values = to_fixed(values, column_type(meta["encoding"], dim, codec), ids, file=file, column=column,
                       first_row=first_row)
     if codec is not None:

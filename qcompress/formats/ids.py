@@ -1,4 +1,9 @@
-"""Duplicate ids in streams of millions of rows, with memory that grows with the ids, not with the texts.
+"""What an id may be, and duplicate ids in streams of millions of rows, with memory that grows with the ids.
+
+An id is a non-empty string without whitespace (TREC runs are whitespace-separated) or control characters, of
+any length and script (`²`, a 5,000-digit number): `id_problem` says what is wrong with one, and every reader
+of ids (texts, embedding Parquet files) and the TREC run writer apply it, so that what `compress` accepts
+`score` accepts too. `BAD_ID_CHARACTERS` is the same rule as a regular expression for pyarrow (RE2).
 
 Every reader that refuses duplicate ids (texts, embedding Parquet, `compress`, `score`) checks them a batch at a
 time with `UniqueIds`: each id's 8-byte hash goes into sorted runs (`qcompress.sorted_runs`), and a hash match is
@@ -15,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from array import array
 from typing import Sequence
 
@@ -22,7 +29,31 @@ import numpy as np
 
 from qcompress.sorted_runs import SortedRuns
 
-__all__ = ["UniqueIds"]
+__all__ = ["UniqueIds", "id_problem", "BAD_ID_CHARACTERS"]
+
+# Python's whitespace (str.isspace) and the control characters (Unicode category Cc), as code point ranges.
+_BAD_RANGES = [(0x00, 0x20), (0x7F, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A), (0x2028, 0x2029), (0x202F, 0x202F),
+               (0x205F, 0x205F), (0x3000, 0x3000)]
+_BAD = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _BAD_RANGES) + "]")
+BAD_ID_CHARACTERS = "[" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in _BAD_RANGES) + "]"  # RE2's syntax
+
+
+def id_problem(value: str) -> str | None:
+    """What makes `value` no id (a few words), or None for a valid id.
+
+    Example:
+        >>> id_problem("²"), id_problem("7" * 5000)
+        (None, None)
+        >>> id_problem(""), id_problem("a b"), id_problem("a\\x07")
+        ('is empty', 'contains whitespace (character 2)', 'contains a control character (character 2)')
+    """
+    if not value:
+        return "is empty"
+    bad = _BAD.search(value)
+    if bad is None:
+        return None
+    kind = "whitespace" if bad.group().isspace() else "a control character"
+    return f"contains {kind} (character {bad.start() + 1})"
 
 
 class UniqueIds:

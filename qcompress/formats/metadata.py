@@ -36,7 +36,7 @@ import math
 from typing import Any, Iterable, Mapping
 
 from qcompress.codes import AngleCodes
-from qcompress.errors import InputError
+from qcompress.errors import InputError, json_loads
 from qcompress.formats.lines import PathLike
 
 __all__ = ["METADATA_KEY", "PREFIX", "MODEL_FIELDS", "DESCRIPTIVE_FIELDS", "CODES", "describe_values",
@@ -98,7 +98,7 @@ def read_metadata(key_values: Mapping[bytes, bytes] | None, file: PathLike | Non
         meta = {}
         for field, raw in split.items():
             try:
-                meta[field] = json.loads(raw)
+                meta[field] = json_loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise InputError("qcompress metadata is not valid JSON; rewrite the file with `qcompress compress`",
                                  file=file, field=field) from None
@@ -110,7 +110,7 @@ def read_metadata(key_values: Mapping[bytes, bytes] | None, file: PathLike | Non
             "copy rewritten by pandas, polars or DuckDB loses it (`qcompress meta copy ORIGINAL.parquet THIS.parquet` "
             "puts it back)", file=file)
     try:
-        meta = json.loads(raw)
+        meta = json_loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InputError("qcompress metadata is not valid JSON; rewrite the file with `qcompress compress`",
                          file=file) from None

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from qcompress.errors import InputError
-from qcompress.formats.ids import UniqueIds
-from qcompress.formats.lines import STDIN, WHITESPACE, PathLike, display_name, open_lines
+from qcompress.errors import InputError, json_loads
+from qcompress.formats.ids import UniqueIds, id_problem
+from qcompress.formats.lines import STDIN, PathLike, display_name, open_lines
 from qcompress.formats.tables import csv_records, parquet_records
 
 __all__ = ["TextFields", "iter_texts", "read_texts", "read_parquet_texts", "read_pairs"]
@@ -86,7 +86,7 @@ def _sniff(path: PathLike, lines: Iterator[tuple[int, str]]) -> tuple[str, Itera
 
 def _json_object(line: str, name: str, lineno: int) -> dict:
     try:
-        record = json.loads(line)
+        record = json_loads(line)
     except json.JSONDecodeError as err:
         raise InputError(
             f"malformed JSON ({err.msg} at column {err.colno}); expected one JSON object per line (JSONL)",
@@ -100,15 +100,25 @@ def _json_object(line: str, name: str, lineno: int) -> dict:
         raise InputError(
             f"expected a JSON object per line, got a {type(record).__name__}{hint}", file=name, line=lineno
         )
+    if "\\ud" in line.lower():  # a \uD800-\uDFFF escape: half of a UTF-16 pair, alone it is no character
+        for field, value in record.items():
+            if isinstance(value, str) and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as err:
+                    raise InputError(f"holds a lone surrogate ({value[err.start]!r} at character {err.start + 1}), "
+                                     "half of a UTF-16 pair: not a character; fix the \\u escape", file=name,
+                                     line=lineno, field=str(field).encode("utf-8", "backslashreplace").decode()) from None
     return record
 
 
 def _check_id(value: str, name: str, lineno: int, field: str | None) -> str:
     if not value:
         raise InputError("id is empty; every record needs a non-empty id", file=name, line=lineno, field=field)
-    if WHITESPACE.search(value):
+    problem = id_problem(value)
+    if problem is not None:
         raise InputError(
-            f"id {value!r} contains whitespace; ids must not contain spaces or tabs "
+            f"id {value!r} {problem}; ids must not contain whitespace or control characters "
             "(TREC run files are whitespace-separated)",
             file=name,
             line=lineno,

@@ -12,14 +12,25 @@ from typing import IO, Iterator, Mapping
 
 from qcompress.atomic import atomic_file
 from qcompress.errors import InputError
+from qcompress.formats.ids import id_problem
 from qcompress.formats.lines import STDIN, WHITESPACE, PathLike, display_name, open_lines
 
 __all__ = ["write_run", "read_run", "read_qrels", "iter_qrels"]
 
 
-def _id_key(value: str) -> tuple[int, int | str]:
-    """Numeric ids in numeric order, then the others as strings (only for a deterministic, readable order)."""
-    return (0, int(value)) if value.isdigit() else (1, value)
+def _id_key(value: str) -> tuple[int, int, str, str]:
+    """Numeric ids (ASCII digits) in numeric order, then the others as strings (only for a deterministic, readable
+    order). Compared by length and digits, not converted: `²` is a digit to `str.isdigit` but no number to `int`,
+    and Python refuses to convert more than 4,300 digits.
+
+    Example:
+        >>> sorted(["10", "9", "²", "b", "0010"], key=_id_key)
+        ['9', '0010', '10', 'b', '²']
+    """
+    if value.isascii() and value.isdigit():
+        digits = value.lstrip("0") or "0"
+        return (0, len(digits), digits, value)
+    return (1, 0, value, value)
 
 
 def _run_lines(run: Mapping[str, Mapping[str, float]], tag: str, top_k: int | None) -> Iterator[str]:
@@ -28,12 +39,12 @@ def _run_lines(run: Mapping[str, Mapping[str, float]], tag: str, top_k: int | No
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0):
         raise InputError(f"top_k must be a positive integer or None, got {top_k!r}")
     for qid in sorted(run, key=_id_key):
-        if not qid or WHITESPACE.search(qid):
-            raise InputError(f"query id {qid!r} is empty or contains whitespace; it cannot go into a TREC run")
+        if id_problem(qid) is not None:
+            raise InputError(f"query id {qid!r} {id_problem(qid)}; it cannot go into a TREC run")
         scored = []
         for docid, score in run[qid].items():
-            if not docid or WHITESPACE.search(docid):
-                raise InputError(f"doc id {docid!r} is empty or contains whitespace; it cannot go into a TREC run")
+            if id_problem(docid) is not None:
+                raise InputError(f"doc id {docid!r} {id_problem(docid)}; it cannot go into a TREC run")
             score = float(score)
             if not math.isfinite(score):
                 raise ValueError(f"score of query {qid!r}, doc {docid!r} is {score}; scores must be finite")

@@ -22,12 +22,11 @@ about one plain Parquet write of the same rows, where Parquet parts would cost a
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import math
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -40,7 +39,7 @@ import torch
 from torch import Tensor
 
 from qcompress._version import __version__
-from qcompress.atomic import atomic_file
+from qcompress.atomic import atomic_file, lock_folder, written_through
 from qcompress.codes import AngleCodes
 from qcompress.errors import InputError
 from qcompress.formats.embeddings import ANGLE_TOLERANCE, CODES, COLUMNS, TEXT_COLUMN, column_type, partial_path
@@ -93,38 +92,6 @@ def _schema(dim: int, encoding: str, column: str, metadata: dict, texts: bool, c
     if texts:
         fields.append(pa.field(TEXT_COLUMN, pa.string(), nullable=False))
     return pa.schema(fields, metadata=to_key_values(metadata))
-
-
-def _lock(folder: Path, output: Path) -> int:
-    """Hold `folder/lock` exclusively (flock); refuse at once when another live process holds it.
-
-    The lock file is checked to be the one on disk after locking: a run that finished meanwhile deletes it, and
-    locking its deleted copy would let two writers in.
-    """
-    while True:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "lock"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except FileNotFoundError:  # the folder was removed by a run that just finished: make it again
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-                raise
-            raise InputError(
-                f"another qcompress run is writing this file (it holds the lock {path}); wait for it to finish, or "
-                "stop it and rerun", file=output,
-            ) from None
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)
 
 
 class EmbeddingWriter:
@@ -204,7 +171,13 @@ class EmbeddingWriter:
             raise ValueError(f"metadata must be JSON-serialisable: {err}") from None
 
         self.path = Path(path)
-        self.partial = partial_path(self.path)
+        # A pipe or a device (/dev/null) gets the file at close, written through (qcompress.atomic); its parts go to
+        # a private temporary folder, not beside it: there is nothing to resume, and /dev is no place for a folder.
+        self.private = written_through(self.path)
+        if self.private and resume:
+            raise InputError("is a pipe or a device, written through at the end: there is nothing to resume",
+                             file=self.path)
+        self.partial = Path(tempfile.mkdtemp(prefix="qcompress-parts-")) if self.private else partial_path(self.path)
         self.dim, self.encoding, self.column, self.texts, self.codec = dim, encoding, column, bool(texts), codec
         self.metadata = meta
         self.row_group_size = row_group_size
@@ -220,7 +193,7 @@ class EmbeddingWriter:
             if resume:
                 raise InputError(f"exists but is not a folder written by qcompress; {_START_OVER}", file=self.partial)
             self.partial.unlink()
-        self._lock = _lock(self.partial, self.path)
+        self._lock = lock_folder(self.partial, self.path)
         try:
             if resume and (self.partial / "journal.jsonl").exists():
                 self._recover()
@@ -471,8 +444,8 @@ class EmbeddingWriter:
             self._leave()
 
     def _leave(self) -> None:
-        """Stop holding the folder: keep it when it holds finished parts, else remove it."""
-        if self.row_groups:
+        """Stop holding the folder: keep it when it holds finished parts (for a resume), else remove it."""
+        if self.row_groups and not self.private:
             self._release()
         else:
             self._remove_folder()

@@ -35,7 +35,7 @@ import numpy as np
 
 from qcompress.errors import InputError
 from qcompress.evaluation.seed_stats import holm, seed_aware_test
-from qcompress.recipes.config import toml_module
+from qcompress.recipes.config import load_toml
 from qcompress.recipes.report import collect_rows, per_query_matrix, update_doc_body
 
 __all__ = ["margin_test", "verdict", "claims_table", "main", "KINDS"]
@@ -133,13 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--update-doc", type=Path, help="put the table between <!-- table: claims --> markers")
     args = parser.parse_args(argv)
     try:
-        with args.claims.open("rb") as f:
-            spec = toml_module().load(f)
+        spec = load_toml(args.claims)
         body = claims_table(spec, args.results)
         if args.update_doc is not None and not update_doc_body(args.update_doc, "claims", body):
             raise InputError("no <!-- table: claims --> markers", file=args.update_doc)
     except (InputError, OSError) as err:
-        print(f"qcompress: error: {args.claims}: {err}", file=sys.stderr)
+        named = isinstance(err, InputError) and err.file is not None
+        print(f"qcompress: error: {err}" if named else f"qcompress: error: {args.claims}: {err}", file=sys.stderr)
         return 1
     print(body)
     return 0

@@ -31,7 +31,7 @@ from qcompress.errors import InputError, require
 from qcompress.training import resolve_variant
 
 __all__ = ["RunSpec", "load_recipe", "profile_config", "expand_runs", "eval_sets", "trec_dir", "config_key",
-           "format_template", "variant_layers", "plain_name", "toml_module", "METRIC", "RUN_KINDS"]
+           "format_template", "variant_layers", "plain_name", "toml_module", "load_toml", "METRIC", "RUN_KINDS"]
 
 METRIC = "ndcg_cut_10"  # the metric of the tables, the plots and the paired tests
 RUN_KINDS = ("train", "encoder", "peer", "first_stage")
@@ -66,12 +66,30 @@ def plain_name(value: Any, field: str, file: str | os.PathLike | None = None) ->
     return value
 
 
+def load_toml(path: str | os.PathLike) -> dict:
+    """A TOML file's contents; `InputError` naming the file (and the parser's line and column) when it is not TOML.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> bad = pathlib.Path(tempfile.mkdtemp()) / "bad.toml"
+        >>> _ = bad.write_text("[profiles")
+        >>> load_toml(bad)
+        Traceback (most recent call last):
+        ...
+        qcompress.errors.InputError: .../bad.toml: not valid TOML (Expected ']' at the end of a table declaration (at end of document))
+    """
+    tomllib = toml_module()
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"not valid TOML ({err})", file=path) from None
+
+
 def load_recipe(path: str | os.PathLike) -> dict:
     """Read a recipe file (TOML) and check its top-level layout; the recipe remembers its `path`."""
-    tomllib = toml_module()
     path = Path(path)
-    with path.open("rb") as f:
-        recipe = tomllib.load(f)
+    recipe = load_toml(path)
     for key in ("name", "profiles"):
         if key not in recipe:
             raise InputError(f"a recipe needs `{key}`", file=path, field=key)

@@ -12,15 +12,23 @@ search, and `qcompress score --index` reports it with every run.
 
 An index is a folder, written atomically by `build_index` from an embedding Parquet file (or folder):
     index.json     format, the corpus's qcompress metadata, number of rows, nlist, the faiss factory string, the
-                   source's path and size
+                   source (its path, rows and the digest of its Parquet footers), and the digest of ids.arrow
     ivf.faiss      the faiss index (faiss's own binary format; nothing is unpickled): by default IVF with 8-bit
                    scalar codes, any faiss index-factory layout with `build_index(factory=...)` (`--factory`)
     values.npy     the stored angles (float32 or uint8 codes, (rows, n); low-bit codes packed, (rows, bytes)),
                    memory-mapped when searching (a plain numeric array: read with allow_pickle=False)
+    ids.arrow      Arrow IPC: the `id` of each row (unique: `build_index` refuses a corpus with a duplicate)
 
 A file of low-bit codes (SPEC §7) is indexed by the features of its decoded angles, and the candidates re-ranked
 by the exact score on the codes (float32 query angles against their levels), as `qcompress.codes.topk` scores.
-    ids.arrow      Arrow IPC: the `id` of each row
+
+What opening an index checks (`ApproximateIndex`): index.json whole (each field there, of its type), ids.arrow by
+its digest, the rows of ids, values and IVF against index.json; and the corpus it was built from, when that path
+still exists, by its rows and the digest of its Parquet footers (row counts, sizes, statistics and the qcompress
+metadata, read without the data): a corpus compressed again from other documents is refused, naming both. A
+corpus that is gone is not needed (the index holds the ids and values it searches). Not read whole on every open,
+as that would cost more than the searches: values.npy and ivf.faiss (their shapes are checked), and the corpus's
+data pages (a rewrite that kept every footer byte, the same ids' range, sizes and value range, would pass).
 
 Example:
     >>> import tempfile, pathlib
@@ -47,11 +55,13 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
 from qcompress.atomic import atomic_dir
-from qcompress.errors import InputError, MissingDependency
+from qcompress.errors import InputError, MissingDependency, json_loads
+from qcompress.integrity import bytes_digest, file_digest
 from qcompress.formats.embeddings import codec_of, count_embedding_rows, read_embedding_metadata, scan_embeddings
 from qcompress.search.checks import check_dims, check_k, check_positive, float_angles
 from qcompress.search.codes import CodeIndex
@@ -62,9 +72,9 @@ from qcompress.search.selection import TopK, rank
 from qcompress.search.workers import search_workers
 
 __all__ = ["build_index", "ApproximateIndex", "recall_at_k", "IndexInfo", "FORMAT", "DEFAULT_RERANK",
-           "DEFAULT_FACTORY"]
+           "DEFAULT_FACTORY", "corpus_footprint"]
 
-FORMAT = 1
+FORMAT = 2  # 1: no digests (refused: build the index again)
 DEFAULT_RERANK = 100  # candidates re-ranked exactly per query
 # The faiss index-factory string of the index over the 2n features; {nlist} becomes the number of IVF cells.
 DEFAULT_FACTORY = "IVF{nlist},SQ8"
@@ -186,9 +196,9 @@ def build_index(
         values.flush()
         del values
         faiss.write_index(index, str(tmp / "ivf.faiss"))
-        source = Path(corpus)
         info = {"format": FORMAT, "metadata": meta, "rows": rows, "nlist": nlist, "factory": layout,
-                "source": {"path": str(source.resolve()), "bytes": _size(source)}}
+                "ids_digest": file_digest(tmp / "ids.arrow"),
+                "source": dict(corpus_footprint(corpus), path=str(Path(corpus).resolve()))}
         (tmp / "index.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
     return IndexInfo(rows, nlist, trained - start, time.perf_counter() - trained, layout)
 
@@ -230,8 +240,88 @@ def _factory_index(faiss, dim: int, layout: str):
                          "index factory (e.g. IVF{nlist},SQ8, IVF{nlist},PQ16, HNSW32)", field="factory") from None
 
 
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.glob("*.parquet")) if path.is_dir() else path.stat().st_size
+def corpus_footprint(path: PathLike) -> dict:
+    """{"rows": ..., "footer_digest": ...} of an embedding Parquet file or folder (its *.parquet files in name
+    order): what an index compares with the corpus it was built from, reading only the files' footers.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from qcompress.formats import EmbeddingWriter
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "c.parquet"
+        >>> with EmbeddingWriter(path, dim=2, metadata={"similarity": "fidelity"}) as w:
+        ...     w.write(["a", "b"], torch.zeros(2, 2))
+        >>> corpus_footprint(path)["rows"]
+        2
+    """
+    folder = Path(path)
+    files = sorted(f for f in folder.glob("*.parquet") if f.is_file()) if folder.is_dir() else [folder]
+    footers, rows = [], 0
+    for file in files:
+        try:
+            metadata = pq.ParquetFile(file).metadata
+            footer = pa.BufferOutputStream()  # the footer as pyarrow serializes it (a Parquet _metadata file)
+            metadata.write_metadata_file(footer)
+            footers.append(file.name.encode() + b"\0" + footer.getvalue().to_pybytes())
+            rows += metadata.num_rows
+        except (OSError, pa.ArrowException) as err:
+            raise InputError(f"not a readable Parquet file ({err})", file=file) from None
+    return {"rows": rows, "footer_digest": bytes_digest(b"\0".join(footers))}
+
+
+def _field(info: dict, name: str, kind: type, file: Path, what: str):
+    value = info.get(name) if isinstance(info, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise InputError(f"missing or not {what}; build the index again", file=file, field=name)
+    return value
+
+
+def _read_info(folder: Path) -> dict:
+    """index.json, each field checked (present, of its type): `InputError` naming the file and field."""
+    info_file = folder / "index.json"
+    try:
+        info = json_loads(info_file.read_text())
+    except FileNotFoundError:
+        raise InputError("not an index folder (no index.json); build one with `qcompress index build`",
+                         file=folder) from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"unreadable index description ({err}); build the index again", file=info_file) from None
+    found = _field(info, "format", int, info_file, "a format number")
+    if found != FORMAT:
+        raise InputError(f"index format {found} is not this qcompress's ({FORMAT}); build the index again",
+                         file=info_file)
+    meta = _field(info, "metadata", dict, info_file, "the corpus's metadata (an object)")
+    _field(meta, "dim", int, info_file, "a number of qubits")
+    _field(meta, "encoding", str, info_file, "an encoding")
+    if _field(info, "rows", int, info_file, "a number of rows") < 1:
+        raise InputError("must be at least 1; build the index again", file=info_file, field="rows")
+    if info.get("nlist") is not None and _field(info, "nlist", int, info_file, "a number of cells (or null)") < 1:
+        raise InputError("must be at least 1 (or null: a layout without cells)", file=info_file, field="nlist")
+    _field(info, "ids_digest", str, info_file, "a digest")
+    _field(info, "factory", str, info_file, "a faiss index-factory string")
+    source = _field(info, "source", dict, info_file, "the corpus's description (an object)")
+    for name, kind, what in (("path", str, "a path"), ("rows", int, "a number of rows"),
+                             ("footer_digest", str, "a digest")):
+        _field(source, name, kind, info_file, what)
+    return info
+
+
+def _check_source(info: dict, folder: Path) -> None:
+    """Refuse an index whose corpus (when its path still exists) has changed since the index was built."""
+    source = info["source"]
+    if not os.path.exists(source["path"]):
+        return  # gone: the index holds everything it searches
+    try:
+        now = corpus_footprint(source["path"])
+    except InputError as err:
+        now = {"rows": "?", "footer_digest": f"unreadable: {err.reason}"}
+    if now["rows"] != source["rows"] or now["footer_digest"] != source["footer_digest"]:
+        def rows(footprint: dict) -> str:
+            count = footprint["rows"]
+            return f"{count:,} rows" if isinstance(count, int) else f"{count} rows"
+
+        raise InputError(f"was built from {source['path']} as it was then ({rows(source)}, footer digest "
+                         f"{source['footer_digest'][:12]}); it now differs ({rows(now)}, footer digest "
+                         f"{now['footer_digest'][:12]}): build the index again", file=folder)
 
 
 class ApproximateIndex:
@@ -240,33 +330,31 @@ class ApproximateIndex:
     def __init__(self, folder: PathLike) -> None:
         faiss = _faiss()
         self.folder = Path(folder)
-        info_file = self.folder / "index.json"
+        info = _read_info(self.folder)
+        _check_source(info, self.folder)
+        self.metadata, self.rows, self.nlist = info["metadata"], info["rows"], info.get("nlist")
+        self.factory = info["factory"]
+        self.dim, self.codes = self.metadata["dim"], self.metadata["encoding"] == "uint8"
+        self.codec = codec_of(self.metadata, self.folder / "index.json")  # low-bit codes: values holds them packed
         try:
-            info = json.loads(info_file.read_text())
-        except FileNotFoundError:
-            raise InputError("not an index folder (no index.json); build one with `qcompress index build`",
-                             file=self.folder) from None
-        except (OSError, json.JSONDecodeError) as err:
-            raise InputError(f"unreadable index description ({err}); build the index again", file=info_file) from None
-        if not isinstance(info, dict) or info.get("format") != FORMAT:
-            raise InputError(f"index format {info.get('format') if isinstance(info, dict) else None!r} is not "
-                             f"this qcompress's ({FORMAT}); build the index again", file=info_file)
-        self.metadata, self.rows, self.nlist = info["metadata"], int(info["rows"]), info.get("nlist")
-        self.factory = info.get("factory", DEFAULT_FACTORY.replace("{nlist}", str(self.nlist)))
-        self.dim, self.codes = int(self.metadata["dim"]), self.metadata["encoding"] == "uint8"
-        self.codec = codec_of(self.metadata, info_file)  # low-bit codes: values holds them packed
-        try:
+            ids_digest = file_digest(self.folder / "ids.arrow")
             self.ivf = faiss.read_index(str(self.folder / "ivf.faiss"))
             ids = pa.ipc.open_file(pa.memory_map(str(self.folder / "ids.arrow"))).read_all()
             # Copy-on-write: the file is never changed, and torch gets a writable array (it warns on read-only).
             values = np.load(self.folder / "values.npy", mmap_mode="c", allow_pickle=False)
-        except (RuntimeError, OSError, ValueError, pa.ArrowException) as err:
+        except (RuntimeError, OSError, ValueError, EOFError, pa.ArrowException) as err:
             reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             raise InputError(f"damaged index ({reason}); build it again", file=self.folder) from None
+        if ids_digest != info["ids_digest"]:
+            raise InputError("damaged index: ids.arrow is not the file `qcompress index build` wrote (its digest "
+                             "differs); build it again", file=self.folder)
         expected = (self.rows, self.dim if self.codec is None else self.codec.bytes_per_vector)
-        if ids.num_rows != self.rows or self.ivf.ntotal != self.rows or values.shape != expected:
-            raise InputError(f"damaged index: {ids.num_rows} ids, {self.ivf.ntotal} indexed rows and values of shape "
-                             f"{values.shape} for {expected} described; build it again", file=self.folder)
+        dtype = np.dtype(np.float32 if self.metadata["encoding"] == "float32" else np.uint8)
+        if ids.num_rows != self.rows or self.ivf.ntotal != self.rows or values.shape != expected or \
+                values.dtype != dtype or self.ivf.d != 2 * self.dim:
+            raise InputError(f"damaged index: {ids.num_rows} ids, {self.ivf.ntotal} indexed rows of {self.ivf.d} "
+                             f"features and values of shape {values.shape} ({values.dtype}) for {expected} "
+                             f"({dtype}) described; build it again", file=self.folder)
         self.ids = ids.column("id").combine_chunks()
         self.values = torch.from_numpy(values)
 
@@ -293,11 +381,15 @@ class ApproximateIndex:
     def search(self, queries: Tensor, k: int, *, nprobe: int = 16, rerank: int = DEFAULT_RERANK
                ) -> tuple[Tensor, list[list[str]]]:
         """Approximate top-k by log-fidelity: (scores (m, k'), ids), best first, ties to the lower row; k' =
-        min(k, rows). The scores are exact log-fidelities of the documents returned."""
+        min(k, rows). The scores are exact log-fidelities of the documents returned. A query whose probed cells held
+        fewer than k' candidates gets only those: its list of ids is shorter, and its scores past it are -inf."""
         scores, rows = self.search_rows(queries, k, nprobe=nprobe, rerank=rerank)
-        ids = self.ids.take(pa.array(rows.flatten().numpy())).to_pylist()
+        flat = rows.flatten().numpy()
+        found = flat < self.rows  # unfilled slots point past the corpus, and rank after every candidate
+        ids = self.ids.take(pa.array(np.where(found, flat, 0))).to_pylist()
         width = rows.shape[1]
-        return scores, [ids[i * width : (i + 1) * width] for i in range(rows.shape[0])]
+        return scores, [[doc for doc, real in zip(ids[i * width : (i + 1) * width], found[i * width : (i + 1) * width])
+                         if real] for i in range(rows.shape[0])]
 
     def search_rows(self, queries: Tensor, k: int, *, nprobe: int = 16, rerank: int = DEFAULT_RERANK
                     ) -> tuple[Tensor, Tensor]:

@@ -7,11 +7,10 @@ a `vectors` column.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from qcompress.search.checks import check_2d, check_dims, check_finite, check_k
-from qcompress.search.pairs import UNIT_ROUNDOFF, cosine_pairs, score_rows
+from qcompress.search.pairs import UNIT_ROUNDOFF, cosine_pairs, score_rows, unit_vectors
 from qcompress.search.selection import append_ragged, empty_result, rank, select_topk
 from qcompress.search.workers import DEFAULT_CHUNK_ELEMENTS
 
@@ -32,7 +31,7 @@ def topk_cosine(
     (`qcompress.search.pairs.cosine_pairs`), so that equal rows get bit-identical scores (a matmul's rounding
     depends on where a row falls in the blocking) and the tie rule holds. The matmul's rounding error is bounded,
     and every row within it of the k-th score is rescored, so the result is exact for these per-pair scores. Zero
-    vectors score 0 (as in `F.normalize`). Memory: the (m, N) similarities and temporaries of `chunk_elements`.
+    vectors score 0, and vectors of extreme norms (3e38, 1e-30) their cosine (`qcompress.search.pairs.unit_vectors`). Memory: the (m, N) similarities and temporaries of `chunk_elements`.
 
     Example:
         >>> topk_cosine(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0], [3.0, 0.0], [1.0, 0.0]]), 2)
@@ -51,7 +50,7 @@ def topk_cosine(
     k = min(k, size)
     if m == 0 or size == 0:
         return empty_result(m, k)
-    queries = F.normalize(queries, dim=-1)
+    queries = unit_vectors(queries)
 
     def exact(rows: Tensor, docs: Tensor) -> Tensor:
         return cosine_pairs(queries, corpus, rows, docs, chunk_elements=chunk_elements)
@@ -59,7 +58,7 @@ def topk_cosine(
     sims = torch.empty(m, size)
     step = max(1, chunk_elements // max(1, corpus.shape[1]))
     for start in range(0, size, step):
-        sims[:, start : start + step] = queries @ F.normalize(corpus[start : start + step], dim=-1).T
+        sims[:, start : start + step] = queries @ unit_vectors(corpus[start : start + step]).T
     seed = min(size, max(k, candidates))
     if seed == size:
         return select_topk(score_rows(exact, torch.arange(size).expand(m, size)), k)
@@ -88,7 +87,7 @@ def brute_force_topk_cosine(queries: Tensor, corpus: Tensor, k: int) -> tuple[Te
         (tensor([[1.]]), tensor([[1]]))
     """
     k = check_k(k)
-    queries = F.normalize(queries.to(torch.float32), dim=-1)
+    queries = unit_vectors(queries.to(torch.float32))
     corpus = corpus.to(torch.float32)
     size = corpus.shape[0]
     scores = score_rows(lambda r, d: cosine_pairs(queries, corpus, r, d, chunk_elements=DEFAULT_CHUNK_ELEMENTS),

@@ -52,10 +52,30 @@ def log_fidelity_pairs(
     return _in_pieces(score, rows, docs, max(1, chunk_elements // max(1, queries.shape[1])))
 
 
+def unit_vectors(x: Tensor) -> Tensor:
+    """The rows of `x` scaled to unit length (zero rows stay zero): `F.normalize`, safe at float32's extremes. A row
+    whose norm overflows (values near 3e38) or falls below F.normalize's floor of 1e-12 (values near 1e-30) would
+    come out 0 or short; such rows are first divided by their largest |value|, so every nonzero row keeps its
+    direction. Other rows are F.normalize's, bit for bit.
+
+    Example:
+        >>> unit_vectors(torch.tensor([[3e38, 3e38], [3e-30, 4e-30], [0.0, 0.0]]))
+        tensor([[0.7071, 0.7071],
+                [0.6000, 0.8000],
+                [0.0000, 0.0000]])
+    """
+    norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    odd = ~torch.isfinite(norms) | (norms < 1e-12)
+    if odd.any():
+        largest = x.abs().amax(dim=-1, keepdim=True)
+        x = torch.where(odd & (largest > 0), x / largest.clamp_min(torch.finfo(x.dtype).tiny), x)
+    return F.normalize(x, dim=-1)
+
+
 def cosine_pairs(
     unit_queries: Tensor, corpus: Tensor, rows: Tensor, docs: Tensor, *, chunk_elements: int = PAIR_ELEMENTS
 ) -> Tensor:
-    """Cosine of the pairs (unit_queries[rows], corpus[docs]); queries already normalised (`F.normalize`), so
+    """Cosine of the pairs (unit_queries[rows], corpus[docs]); queries already normalised (`unit_vectors`), so
     that the query side is done once. Zero vectors score 0.
 
     Example:
@@ -63,7 +83,7 @@ def cosine_pairs(
         tensor([0.6000])
     """
     def score(r: Tensor, d: Tensor) -> Tensor:
-        return (unit_queries[r] * F.normalize(corpus[d], dim=-1)).sum(-1)
+        return (unit_queries[r] * unit_vectors(corpus[d])).sum(-1)
 
     return _in_pieces(score, rows, docs, max(1, chunk_elements // max(1, corpus.shape[1])))
 

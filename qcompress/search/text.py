@@ -39,12 +39,13 @@ class Hit:
 
 def search_texts(model, queries: Sequence[str], corpus: str | PathLike, k: int = 10) -> list[list[Hit]]:
     """The top-k hits of each query text in an embedding file or folder, best first (ties to the earlier row).
+    The queries are encoded as queries (the model's query prompt before each).
 
     Raises `InputError` when the corpus was not made by `model` (encoder, head, dim, similarity or weights
     differ): its scores would mean nothing.
     """
     check_same_model(embedding_metadata(model), read_embedding_metadata(corpus), what=f"the model and {corpus}")
-    values = model.encode(list(queries), convert_to_tensor=True)
+    values = model.encode(list(queries), role="query", convert_to_tensor=True)  # the query prompt, as `compress --role query` puts it
     scores, ids = search_parquet(values, corpus, k)
     texts = read_texts_by_id(corpus, {doc for row in ids for doc in row}) if has_texts(corpus) else {}
     return [

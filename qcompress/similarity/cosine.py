@@ -8,10 +8,10 @@ Example:
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from qcompress import search
+from qcompress.search.pairs import unit_vectors
 from qcompress.errors import InputError
 from qcompress.similarity.base import VECTORS, Similarity
 
@@ -30,10 +30,10 @@ class Cosine(Similarity):
     def pairwise(self, queries: Tensor, docs: Tensor) -> Tensor:
         if queries.shape[-1] != docs.shape[-1]:
             raise InputError(f"vectors have different sizes: {queries.shape[-1]} and {docs.shape[-1]}")
-        return F.normalize(queries, dim=-1) @ F.normalize(docs, dim=-1).T
+        return unit_vectors(queries) @ unit_vectors(docs).T
 
     def paired(self, a: Tensor, b: Tensor) -> Tensor:
-        return F.cosine_similarity(a, b, dim=-1)
+        return (unit_vectors(a) * unit_vectors(b)).sum(-1)
 
     def topk(self, queries: Tensor, docs: Tensor, k: int) -> tuple[Tensor, Tensor]:
         return search.topk_cosine(queries, docs, k)

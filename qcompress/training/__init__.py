@@ -12,10 +12,12 @@
 Files (OUT is the output folder):
     OUT/                model folder (QCompressModel.save) + train_log.jsonl + train_curve.png, appears only when
                         training has finished (built in a temporary folder beside it, then renamed)
-    OUT.ckpt/           while training: step-<N>/ (the latest checkpoint: state.json, weights.safetensors,
+    OUT.ckpt/           while training: lock (held by the run: a second run writing OUT is refused),
+                        step-<N>/ (the latest checkpoint: state.json, weights.safetensors,
                         optimizer.safetensors, rng.safetensors, best.safetensors) and the live train_log.jsonl;
                         removed after success. safetensors + JSON only: nothing is ever unpickled.
-    CACHE/negatives/    mined negatives (JSON), keyed by encoder weights, max length, dataset, split, N
+    CACHE/negatives/    mined negatives (JSON, with their digest), keyed by encoder weights, max length, dataset,
+                        split, judgements, the texts, N
     CACHE/<encoder>/    pooled encoder outputs (qcompress.cache.PooledCache), shared with `qcompress evaluate`
 
 `train`'s docstring has an example that trains and loads a model.

@@ -1,14 +1,17 @@
 """Checkpoints of a run writing OUT: OUT.ckpt/step-<N>/, the latest only, safetensors + JSON (nothing is ever
 unpickled).
 
-    state.json              step, epoch, position in the epoch's order, log, best validation, the recipe, and the
-                            optimizer's non-tensor state
+    state.json              step, epoch, position in the epoch's order, log, best validation, the recipe, the
+                            training data's digest (`data_digest`), and the optimizer's non-tensor state
     weights.safetensors     the trainable parameters
     optimizer.safetensors   the optimizer's tensors (Adam moments)
     rng.safetensors         the torch (and CUDA) random-number state: dropout continues where it stopped
     best.safetensors        the best validated weights so far, when validating
 
 Under torchrun, ranks other than 0 keep their random-number state beside it (qcompress.training.distributed).
+
+A run holds OUT.ckpt/lock for its whole life (`output_lock`, qcompress.atomic.lock_folder): a second run writing
+the same OUT is refused at once, whatever its flags.
 
 What a run may replace (`check_output`): a qcompress model folder at OUT (with overwrite), and OUT.ckpt when it
 holds nothing but a run's own files: its checkpoint with overwrite, or, when the run was killed before its first
@@ -17,28 +20,31 @@ checkpoint, without any flag (there is nothing to lose). Any other folder is ref
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from qcompress.atomic import atomic_dir
+from qcompress.atomic import atomic_dir, lock_folder
 from qcompress.errors import InputError
 from qcompress.model import CONFIG_NAME
 from qcompress.training.config import RESUMABLE_CHANGES, ArgumentError, TrainConfig
 
-__all__ = ["OutputInTheWay", "checkpoint_dir", "check_output", "is_checkpoint_folder", "checkpoint_step",
-           "latest_checkpoint", "check_same_recipe", "trainable_state", "rng_state", "set_rng_state",
+__all__ = ["OutputInTheWay", "checkpoint_dir", "output_lock", "clear_checkpoints", "check_output", "is_checkpoint_folder", "checkpoint_step",
+           "latest_checkpoint", "check_same_recipe", "data_digest", "check_same_data", "trainable_state", "rng_state", "set_rng_state",
            "save_checkpoint", "load_checkpoint"]
 
 # What a run writes under OUT.ckpt/ (qcompress.atomic writes under ".NAME.<random>.tmp" first, and renames the
 # replaced folder ".NAME.old").
-_RUN_FILE = re.compile(r"step-\d+|train_log\.jsonl|rng-rank\d+\.safetensors|\.(step-\d+|train_log\.jsonl|"
+_RUN_FILE = re.compile(r"lock|step-\d+|train_log\.jsonl|rng-rank\d+\.safetensors|\.(step-\d+|train_log\.jsonl|"
                        r"rng-rank\d+\.safetensors)\.(\w+\.tmp|old)")
 
 
@@ -55,6 +61,35 @@ def checkpoint_dir(output: str | os.PathLike) -> Path:
     """
     output = Path(output)
     return output.with_name(output.name + ".ckpt")
+
+
+@contextlib.contextmanager
+def output_lock(output: str | os.PathLike, main: bool = True) -> Iterator[None]:
+    """Hold OUT.ckpt/lock for the block (the main process only, under torchrun): a second run writing `output`
+    raises `InputError` at once. On the way out, a checkpoint folder holding nothing but the lock (a run refused or
+    failed before writing anything there) is removed."""
+    if not main:
+        yield
+        return
+    root = checkpoint_dir(output)
+    fd = lock_folder(root, output, what="model")
+    try:
+        yield
+    finally:
+        try:
+            if [entry.name for entry in root.iterdir()] == ["lock"]:
+                (root / "lock").unlink()
+                root.rmdir()
+        except OSError:
+            pass  # gone already (the run finished), or something else appeared in it: left as it is
+        os.close(fd)
+
+
+def clear_checkpoints(root: Path) -> None:
+    """Delete everything in a run's checkpoint folder but its lock (a run starting over)."""
+    for entry in root.iterdir() if root.is_dir() else []:
+        if entry.name != "lock":
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def check_output(cfg: TrainConfig) -> None:
@@ -75,7 +110,8 @@ def check_output(cfg: TrainConfig) -> None:
                              "never replaced: move it, or choose another {output}", path=ckpt)
     latest = latest_checkpoint(ckpt)
     if cfg.resume and latest is None:
-        why = "the run stopped before its first" if ckpt.exists() else "the folder does not exist"
+        started = ckpt.is_dir() and any(entry.name != "lock" for entry in ckpt.iterdir())
+        why = "the run stopped before its first" if started else "no run has written there"
         raise ArgumentError("{resume}: no checkpoint in {path} to continue from ({why}); run without {resume} to "
                             "start over", path=ckpt, why=why)
     if not cfg.resume and latest is not None and not cfg.overwrite:
@@ -115,6 +151,48 @@ def check_same_recipe(folder: Path, recipe: dict) -> None:
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {recipe.get(k)!r}" for k in changed)
         raise ArgumentError("{resume} needs the arguments of the interrupted run; these differ: {detail}",
+                            detail=detail)
+
+
+def data_digest(**parts: Iterable | Mapping) -> dict[str, dict]:
+    """{part: {"count": rows, "digest": hex}} of the data a run trains on, part by part (documents, queries,
+    judgements: iterables of JSON-able rows, in order). A Mapping that is not a dict (a corpus read lazily from
+    ir_datasets, which checks its own files against their checksums) is counted, not read.
+
+    Example:
+        >>> data_digest(documents=[("d1", "a wing"), ("d2", "heat")])["documents"]["count"]
+        2
+        >>> data_digest(a=[("d1", "x")]) == data_digest(a=[("d1", "y")])
+        False
+    """
+    digests = {}
+    for name, rows in parts.items():
+        if isinstance(rows, Mapping) and not isinstance(rows, dict):
+            digests[name] = {"count": len(rows), "digest": None}
+            continue
+        h, count = hashlib.blake2b(digest_size=16), 0
+        for row in rows:
+            # surrogatepass: a lone surrogate in a text hashes instead of failing
+            h.update(json.dumps(row, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
+            count += 1
+        digests[name] = {"count": count, "digest": h.hexdigest()}
+    return digests
+
+
+def check_same_data(folder: Path, data: dict[str, dict], source: str) -> None:
+    """A resume must continue on the data the interrupted run trained on (`data_digest`, from `source`: a file,
+    folder or dataset name). A checkpoint of an older qcompress, which recorded none, is not checked."""
+    saved = json.loads((folder / "state.json").read_text()).get("data")
+    if saved is None:
+        return
+    changed = sorted(part for part in set(saved) | set(data) if saved.get(part) != data.get(part))
+    if changed:
+        def rows(part: dict | None) -> str:
+            return "none" if part is None else f"{part['count']:,} rows, digest {str(part['digest'])[:12]}"
+
+        detail = "; ".join(f"{part}: {rows(saved.get(part))} -> {rows(data.get(part))}" for part in changed)
+        raise ArgumentError("{resume}: the training data in {source} differs from the interrupted run's ({detail}); "
+                            "restore it, or pass {overwrite} to start over on the new data", source=source,
                             detail=detail)
 
 

@@ -40,7 +40,7 @@ from qcompress.frozen_prefix import FrozenPrefix, FrozenPrefixCache
 from qcompress.mixing import InputMixing
 from qcompress.model import build_model
 from qcompress.training.checkpoint import (
-    check_output, check_same_recipe, checkpoint_dir, checkpoint_step, latest_checkpoint, load_checkpoint, rng_state,
+    check_output, check_same_data, check_same_recipe, checkpoint_dir, clear_checkpoints, data_digest, output_lock, checkpoint_step, latest_checkpoint, load_checkpoint, rng_state,
     save_checkpoint, set_rng_state, trainable_state,
 )
 from qcompress.training.config import (
@@ -143,23 +143,47 @@ def train(
     cfg = dataclasses.replace(cfg, device=device)
     if not ctx.is_main:
         progress, callback = None, None
+    with output_lock(cfg.output, main=ctx.is_main):  # a second run writing the same output is refused
+        return _train(cfg, ctx, progress, callback, collection, eval_collection)
+
+
+def _train(cfg: TrainConfig, ctx: distributed.Context, progress: Progress | None,
+           callback: Callable[[dict], None] | None, collection, eval_collection) -> Path:
+    """`train`, under the output's lock."""
     check_output(cfg)
     distributed.barrier(ctx)  # every rank has checked the output folder before rank 0 writes beside it
     if collection is None and cfg.loss == "contrastive":
         collection = load_collection(cfg.dataset, cfg.split, trec_dir=cfg.trec_dir)
     if eval_collection is None and cfg.eval_split is not None:
         eval_collection = load_collection(cfg.dataset, cfg.eval_split, trec_dir=cfg.trec_dir)
+    records = read_corpus(cfg.dataset, cfg.split, cfg.trec_dir) if cfg.loss == "distill" else None
+    digest = _data_digest(collection, records)
     cfg, model = _build_model(cfg)
     recipe = recipe_of(cfg)
     resume_from = latest_checkpoint(checkpoint_dir(cfg.output)) if cfg.resume else None
     if resume_from is not None:
         check_same_recipe(resume_from, recipe)
+        check_same_data(resume_from, digest, source=cfg.dataset or "cranfield")
     cache_dir = resolve_cache_dir(cfg.cache_dir)
-    data = _prepare_data(model, cfg, collection, ctx, cache_dir, progress)
+    data = _prepare_data(model, cfg, collection, records, ctx, cache_dir, progress)
     run = _Run(cfg, recipe, model, data, eval_collection, ctx, cache_dir, progress, callback)
+    run.state["data"] = digest
     run.start(resume_from)
     run.run_epochs()
     return _finish(run)
+
+
+def _data_digest(collection, records: list[tuple[str, str]] | None) -> dict[str, dict]:
+    """What the run trains on, digested part by part (qcompress.training.checkpoint.data_digest): the documents to
+    distil on, or the collection's documents, queries, judgements and shipped hard negatives."""
+    if records is not None:
+        return data_digest(documents=records)
+    parts = dict(documents=collection.corpus if not isinstance(collection.corpus, dict) else
+                 collection.corpus.items(), queries=collection.queries.items(),
+                 judgements=((q, d, g) for q, judged in collection.qrels.items() for d, g in judged.items()))
+    if isinstance(collection.hard_negatives, dict):
+        parts["hard_negatives"] = collection.hard_negatives.items()
+    return data_digest(**parts)
 
 
 def _build_model(cfg: TrainConfig) -> tuple[TrainConfig, object]:
@@ -227,11 +251,10 @@ def _fit_mixing(model, cfg: TrainConfig, docs: list[str], pooled_docs: Tensor | 
     model.mixing.to(model.device)
 
 
-def _prepare_distill(model, cfg: TrainConfig, ctx: distributed.Context, cache_dir: Path,
-                     progress: Progress | None) -> _Data:
+def _prepare_distill(model, cfg: TrainConfig, records: list[tuple[str, str]], ctx: distributed.Context,
+                     cache_dir: Path, progress: Progress | None) -> _Data:
     """The documents, their pseudo-queries and the teacher's vectors (the encoder as loaded, before any
     training), all pooled once."""
-    records = read_corpus(cfg.dataset, cfg.split, cfg.trec_dir)
     ids, docs = [i for i, _ in records], [t for _, t in records]
     queries = pseudo_queries(docs, cfg.pseudo_queries, cfg.seed)
     with distributed.main_first(ctx):
@@ -245,12 +268,12 @@ def _prepare_distill(model, cfg: TrainConfig, ctx: distributed.Context, cache_di
     return data
 
 
-def _prepare_data(model, cfg: TrainConfig, collection, ctx: distributed.Context, cache_dir: Path,
-                  progress: Progress | None) -> _Data:
+def _prepare_data(model, cfg: TrainConfig, collection, records: list[tuple[str, str]] | None,
+                  ctx: distributed.Context, cache_dir: Path, progress: Progress | None) -> _Data:
     """The examples, with negatives mined by the encoder as loaded (before any training, and before a resume's
     weights), and for a frozen encoder every training text pooled once."""
     if cfg.loss == "distill":
-        return _prepare_distill(model, cfg, ctx, cache_dir, progress)
+        return _prepare_distill(model, cfg, records, ctx, cache_dir, progress)
     if not any(positives(collection.qrels[q], collection.relevance_level) for q in collection.queries):
         raise InputError(f"no training examples in {collection.name} split {cfg.split!r}: no query has a document "
                          f"judged >= {collection.relevance_level}; check the judgements")  # before any encoding
@@ -317,7 +340,7 @@ class _Run:
             distributed.load_rng(self.ckpt_root, self.state["step"], self.ctx)
         distributed.barrier(self.ctx)  # every rank has read the checkpoint before rank 0 replaces it
         if resume_from is None and self.ctx.is_main:
-            shutil.rmtree(self.ckpt_root, ignore_errors=True)  # overwrite: start over (checked by check_output)
+            clear_checkpoints(self.ckpt_root)  # overwrite: start over (checked by check_output), keeping the lock
         if self.ctx.is_main:
             self.ckpt_root.mkdir(parents=True, exist_ok=True)
             (self.ckpt_root / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in self.log))
@@ -471,6 +494,7 @@ def _finish(run: _Run) -> Path:
         "queries_without_enough_negatives": run.data.examples.dropped_queries if run.data.examples else None,
         "distill_scale": float(model.distill_log_scale.detach().exp()) if hasattr(model, "distill_log_scale") else None,
         "negatives_source": run.data.negatives_source,
+        "training_data": state.get("data"),  # rows and digest of each part (documents, queries, judgements)
         "frozen_prefix": run.data.prefix is not None,  # the trained layers ran on stored frozen-layer outputs
         "final_loss": steps[-1]["loss"] if steps else None,
         "best_epoch": state["best_epoch"],

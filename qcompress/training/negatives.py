@@ -7,8 +7,8 @@
                 (grade > 0) for the query. Mining uses the encoder alone, never the random head, so every variant
                 on one encoder trains on the same negatives (a fair comparison). Queries with fewer than N
                 negatives are left out (and counted).
-    cache       mined negatives under CACHE/negatives/ (JSON), keyed by encoder weights, pooling, prompts, max
-                length, dataset, split, judgements and N; pooled encoder outputs in qcompress.cache.PooledCache
+    cache       mined negatives under CACHE/negatives/ (JSON, with their digest, checked when read), keyed by
+                encoder weights, pooling, prompts, max length, dataset, split, judgements, the texts' digest and N; pooled encoder outputs in qcompress.cache.PooledCache
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from torch import Tensor
 from qcompress.atomic import atomic_file
 from qcompress.cache import PooledCache, encoder_key, pool_texts
 from qcompress.data import positives
+from qcompress.errors import InputError, json_loads
+from qcompress.integrity import bytes_digest
 from qcompress.similarity import pairwise_scores
+from qcompress.training.checkpoint import data_digest
 from qcompress.training.config import ArgumentError, Progress
 
 __all__ = ["Examples", "ENCODE_BATCH", "pooled_outputs", "mine_negatives", "dataset_negatives", "build_examples",
@@ -70,8 +73,11 @@ def _negatives_key(model, collection, n: int) -> str:
     # The judgements themselves are part of the key: editing a qrels file must not reuse stale negatives.
     qrels = json.dumps(collection.qrels, sort_keys=True)
     prompts = (model.config.query_prompt, model.config.document_prompt)  # they change the pooled outputs
-    parts = (encoder_key(model), *prompts, name, collection.split, n, collection.relevance_level,
-             len(collection.corpus), qrels)
+    # So are the texts (a corpus edited under the same path, same size, must not reuse negatives mined on the old
+    # texts); a lazily read corpus is counted only (qcompress.training.checkpoint.data_digest).
+    texts = data_digest(documents=collection.corpus if not isinstance(collection.corpus, dict) else
+                        collection.corpus.items(), queries=collection.queries.items())
+    parts = (encoder_key(model), *prompts, name, collection.split, n, collection.relevance_level, texts, qrels)
     for part in parts:
         h.update(repr(part).encode() + b"\0")
     return h.hexdigest()
@@ -88,8 +94,9 @@ def mine_negatives(
     path = None
     if cache_dir is not None:
         path = cache_dir / "negatives" / f"{_negatives_key(model, collection, n)}.json"
-        if path.is_file():
-            return json.loads(path.read_text())
+        cached = _read_cached(path) if path.is_file() else None
+        if cached is not None:
+            return cached
     progress = progress or (lambda description, total: None)
     items = list(collection.corpus.items())
     doc_ids, texts = [d for d, _ in items], [t for _, t in items]
@@ -109,7 +116,27 @@ def mine_negatives(
             found[qid] = [doc_ids[j] for j in row if doc_ids[j] not in relevant][:n]
     if path is not None:
         with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(found))
+            tmp.write_text(json.dumps({"negatives": found, "digest": _digest(found)}))
+    return found
+
+
+def _digest(found: dict[str, list[str]]) -> str:
+    return bytes_digest(json.dumps(found, sort_keys=True).encode())
+
+
+def _read_cached(path: Path) -> dict[str, list[str]] | None:
+    """Mined negatives from the cache, checked against their digest; None for a file of an older qcompress (no
+    digest: mined again). A damaged or altered file is an `InputError` naming it."""
+    try:
+        data = json_loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"damaged cache file ({err}); delete it (the cache only saves time)", file=path) from None
+    if not isinstance(data, dict) or "digest" not in data:
+        return None
+    found = data.get("negatives")
+    if not isinstance(found, dict) or data["digest"] != _digest(found):
+        raise InputError("damaged cache file (its negatives do not match their digest); delete it (the cache only "
+                         "saves time)", file=path)
     return found
 
 
