@@ -34,7 +34,6 @@ import math
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 import torch.nn.functional as F
 
 from qcompress.atomic import atomic_file

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from os import PathLike
 from typing import Callable, NamedTuple
 

@@ -257,7 +257,7 @@ def test_a_permute_mixing_with_bad_indexes_is_refused_naming_its_file(tiny_encod
                         ("fractional", torch.arange(32) + 0.5), ("repeated", torch.zeros(32, dtype=torch.long))):
         save_file(dict(good, order=order), str(weights))
         line = one_error_line(runner.invoke(app, ["compress", str(texts), "--model", str(tmp_path / "m"), "-o", "-"]))
-        assert f"{weights}: not the fitted permute mixing of qcompress.json (`order` must hold each of 0..31 once" \
+        assert f"{weights}: not the fitted permute mixing of the model (`order` must hold each of 0..31 once" \
                in line, (name, line)
 
 

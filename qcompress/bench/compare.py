@@ -4,8 +4,8 @@ Two rows of one bench were measured on the same queries, so each comparison is p
 the difference of the means over seeds and queries, its 95% confidence interval and p-value from the seed-aware
 test (`qcompress.evaluation.seed_stats`: a randomised method's seed-to-seed spread is part of the unit), and
 Holm's adjustment over every comparison of the table (both measures, every budget: one family). The reading is
-said plainly from the adjusted p: "leads" or "trails" when it is below 0.05, "level" otherwise (no difference
-this many queries and seeds can resolve; the interval says how large one could still be).
+said plainly from the adjusted p: "leads" or "trails" when it is below 0.05, "no significant difference" otherwise
+(none this many queries and seeds can resolve: not a tie; the interval says how large one could still be).
 
 The default comparisons (`leader_pairs`): at each budget, the best split of a method family (the quantum head)
 against the best row of any other family in that budget. The best split is chosen on the same queries it is then
@@ -32,6 +32,7 @@ __all__ = ["MEASURES", "per_query", "compare", "leader_pairs", "reading"]
 
 MEASURES = (("pseudo-queries", "recall@10"), ("queries", "ndcg@10"))
 ALPHA = 0.05
+NOT_SIGNIFICANT = "no significant difference"  # not "level": the interval may still be wide
 
 
 def per_query(runs: Sequence[dict], label: str, query_set: str, measure: str) -> np.ndarray | None:
@@ -43,9 +44,9 @@ def per_query(runs: Sequence[dict], label: str, query_set: str, measure: str) ->
 
 
 def reading(difference: float, p_adjusted: float | None) -> str:
-    """"leads" / "trails" when the adjusted p is below 0.05, else "level"."""
+    """"leads" / "trails" when the adjusted p is below 0.05, else "no significant difference"."""
     if p_adjusted is None or p_adjusted >= ALPHA:
-        return "level"
+        return NOT_SIGNIFICANT
     return "leads" if difference > 0 else "trails"
 
 

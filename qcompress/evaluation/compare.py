@@ -23,7 +23,7 @@ from qcompress.evaluation.protocols import check_protocol
 from qcompress.evaluation.ranking import Evaluation, Progress, evaluate
 from qcompress.evaluation.metrics import DEFAULT_MEASURES, measure_names, measure_run
 from qcompress.evaluation.stats import PairedTest, holm, scipy_paired_test
-from qcompress.model import ModelSpec, QCompressModel
+from qcompress.model import ModelSpec
 
 __all__ = ["SIGNIFICANCE_METRIC", "ModelResult", "Significance", "Comparison", "compare", "run_tag"]
 

@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import re
-import unicodedata
 from array import array
 from typing import Sequence
 

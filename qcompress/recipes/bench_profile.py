@@ -110,7 +110,7 @@ def run_bench_profile(recipe: dict, profile: str, cfg: dict, out_root: Path, *, 
              markdown_table(result)]
     if entries:
         parts += ["", "Paired comparisons at equal bytes (Δ = first − second; the seed-aware test, Holm over this "
-                  "table; 'level': no difference this many queries and seeds resolve):", "",
+                  "table; 'no significant difference': none this many queries and seeds resolve, not a tie):", "",
                   markdown_comparisons(entries)]
     if result.notes:
         parts += ["", *(f"Note: {note}" for note in result.notes)]

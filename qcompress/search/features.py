@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import sys
 
 import torch
