@@ -6,7 +6,8 @@ The shards are memory-mapped, never loaded whole: an index of the keys (sorted r
 `qcompress.sorted_runs`, plus the 16-byte keys for an exact check: 32 bytes per entry) finds a text's shard and
 row, and only the rows asked for are read.
 The encoder key is a hash of the encoder's weights (so a fine-tuned encoder never reuses the outputs of its
-base), its tokenizer, the max length and the pooling mode; a text's key is a hash of its UTF-8 bytes as the
+base), its tokenizer, the max length, the pooling mode and the backend (qcompress.backends, whose exported
+encoders are kept beside, in CACHE/exported/); a text's key is a hash of its UTF-8 bytes as the
 encoder sees them, with the model's query or document prompt before it (`pool_texts(..., role=)`). Heads, and the
 normalisation before them, are
 cheap and are applied afterwards, so every model on the same encoder (BT/QBT, BFEC/QBFEC of SPEC §4, any
@@ -102,8 +103,10 @@ def text_key(text: str) -> bytes:
 
 def encoder_key(model) -> str:
     """Everything but the text that decides the pooled output of a QCompressModel: encoder weights, tokenizer, max
-    length, pooling mode. (Prompts are part of the texts the cache keys.)"""
+    length, pooling mode, and the backend that runs the encoder when it is not torch (int8 outputs differ:
+    qcompress.backends). (Prompts are part of the texts the cache keys.)"""
     tok = model.tokenizer
+    backend = getattr(model, "backend", "torch")
     return weights_digest(
         model.encoder,
         type(tok).__name__,
@@ -111,6 +114,7 @@ def encoder_key(model) -> str:
         getattr(tok, "do_lower_case", None),
         model.max_length,
         model.config.pooling,
+        *(() if backend == "torch" else (backend,)),  # torch: the key of earlier versions (their shards stay valid)
     )
 
 

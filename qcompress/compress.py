@@ -62,9 +62,11 @@ def model_id(model) -> str:
 
 def embedding_metadata(model, role: str | None = None) -> dict:
     """The metadata of an embedding file: `model.describe()` (encoder, pooling, prompts...), `model_id`, the role
-    its texts were encoded as and the prompt that put before them, qcompress version."""
+    its texts were encoded as and the prompt that put before them, the backend that ran the encoder
+    (qcompress.backends: the same model, so `model_id` is the same; a resume with another backend is refused),
+    qcompress version."""
     return dict(model.describe(), model_id=model_id(model), role=role, prompt=model.prompt(role),
-                qcompress_version=__version__)
+                backend=getattr(model, "backend", "torch"), qcompress_version=__version__)
 
 
 class Compressed(NamedTuple):

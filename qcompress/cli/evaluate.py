@@ -14,8 +14,8 @@ from qcompress.cli._common import (
     progress_bars, usage_error,
 )
 from qcompress.cli.options import (
-    DEFAULT_BATCH_SIZE, ENCODER_HELP, AsJson, BatchSize, Bits, CacheDir, Device, Float32, Head, LegacyCache,
-    MaxLength, NoCache, Revision, Similarity, TrustRemoteCode, chosen_bits, value,
+    DEFAULT_BATCH_SIZE, ENCODER_HELP, AsJson, Backend, BackendChoice, BatchSize, Bits, CacheDir, Device, Float32,
+    Head, LegacyCache, MaxLength, NoCache, Revision, Similarity, TrustRemoteCode, chosen_backend, chosen_bits, value,
 )
 
 if TYPE_CHECKING:
@@ -311,6 +311,7 @@ def evaluate_command(
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     max_length: MaxLength = None,
     device: Device = None,
+    backend: Backend = BackendChoice.torch,
     as_json: AsJson = False,
     per_query: PerQuery = False,
     run_out: RunOut = None,
@@ -342,6 +343,7 @@ def evaluate_command(
         qcompress evaluate --model models/bec --model models/qbec --trec 2019 --json --metric nDCG@10 --metric AP
         qcompress evaluate --model models/qbec --dataset beir/scifact --split test
         qcompress evaluate --model models/qbec --dataset path/to/beir-folder --bits 4
+        qcompress evaluate --trec 2019 --backend onnx-int8     # the encoder run by ONNX Runtime in int8
     """
     model_dirs = model_dirs or []
     bits = chosen_bits(bits, float32)
@@ -353,9 +355,11 @@ def evaluate_command(
     _check_arguments(metrics, run_out, revision, model_dirs)
     collection = _load(dataset_id, split, value(trec), trec_dir)
     first, first_stage_name = _first_stage(first_stage, protocol, collection)
-    specs = [model_spec(d, None, None, None, max_length, trust_remote_code, revision) for d in model_dirs]
+    runs = {"backend": chosen_backend(backend, device), "export_dir": cache_folder(cache_dir, cache, False)}
+    specs = [model_spec(d, None, None, None, max_length, trust_remote_code, revision, **runs) for d in model_dirs]
     if encoder is not None or not model_dirs:  # the baseline (or the default model): first
-        specs.insert(0, model_spec(None, encoder, value(head), value(similarity), max_length, trust_remote_code))
+        specs.insert(0, model_spec(None, encoder, value(head), value(similarity), max_length, trust_remote_code,
+                                   **runs))
     try:
         with progress_bars() as start:
             comparison = compare(
