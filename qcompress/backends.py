@@ -2,7 +2,7 @@
 
     torch           the encoder as loaded (what training uses; the default)
     onnx            the encoder exported to ONNX, run by ONNX Runtime (float32)
-    onnx-int8       that ONNX model with int8 weights (dynamic quantization, onnxruntime.quantization: AVX2 settings)
+    onnx-int8       that ONNX model with int8 weights (dynamic quantization by onnxruntime, set for this CPU)
     openvino        the ONNX model converted to OpenVINO (float32 weights and inference precision)
     openvino-int8   that OpenVINO model quantized by NNCF (static int8, calibrated on the bundled Cranfield corpus)
 
@@ -12,10 +12,14 @@ how the token vectors are computed. int8 outputs differ from float32 ones: the p
 backend (qcompress.cache.encoder_key), and `benchmarks/compress_speed.py` measures what they cost in NDCG@10.
 
 Each export is made once and kept beside the pooled-output cache, keyed by the encoder's weights and the backend:
-    CACHE/exported/<weights digest>/onnx/model.onnx               torch.onnx (TorchScript exporter, opset 17)
-    CACHE/exported/<weights digest>/onnx-int8/model.onnx          from onnx/
-    CACHE/exported/<weights digest>/openvino/model.xml, .bin      from onnx/
-    CACHE/exported/<weights digest>/openvino-int8/model.xml, .bin from openvino/
+    CACHE/exported/<weights digest>/onnx/model.onnx                 torch.onnx (TorchScript exporter, opset 17)
+    CACHE/exported/<weights digest>/onnx-int8-<cpu>/model.onnx      from onnx/
+    CACHE/exported/<weights digest>/openvino/model.xml, .bin        from onnx/
+    CACHE/exported/<weights digest>/openvino-int8/model.xml, .bin   from openvino/
+The dynamic int8 settings depend on the CPU, as optimum's `AutoQuantizationConfig` names them (`onnx_int8_config`):
+avx512_vnni and avx512 quantize weights to int8 (u8 x s8 products), avx2 and arm64 to uint8 (u8 x u8: without
+VNNI, AVX2's u8 x s8 instruction can saturate); per channel, symmetric weights, full range. The folder and the
+pooled-output cache key name the settings, so a cache shared by two kinds of CPU never mixes their outputs.
 Each folder is written under a temporary name and renamed when complete (qcompress.atomic), so a run interrupted
 while exporting leaves nothing half-made, and two runs exporting at once both succeed. The static quantization's
 calibration texts are fixed (the first CALIBRATION_TEXTS documents of the bundled Cranfield corpus, with the
@@ -26,7 +30,10 @@ optimum-onnx (0.1.0: transformers < 4.58) or optimum-intel (2.2.0: transformers 
 installs beside the sentence-transformers 6 (transformers >= 5) that qcompress needs; they also fail to import
 against transformers 5.25. The runtimes they wrap (onnxruntime, openvino, nncf) have no such pins, and the
 quantization settings here are the ones sentence-transformers' `export_dynamic_quantized_onnx_model(..., "avx2")`
-and `export_static_quantized_openvino_model` pass through optimum.
+and `export_static_quantized_openvino_model` pass through optimum. ONNX Runtime's threads do not spin-wait
+(`session.intra_op.allow_spinning` 0): on cores that other processes share, spinning threads took the cores from
+the threads doing the work (measured slower on this project's shared 2-core machine), as OpenMP's did for torch
+(qcompress.search.workers).
 
 Example:
     >>> BACKENDS
@@ -41,6 +48,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import sys
 import time
 import warnings
@@ -58,7 +66,7 @@ from qcompress.defaults import BACKENDS
 from qcompress.errors import InputError, require
 
 __all__ = ["BACKENDS", "BACKEND_EXTRAS", "ExportedEncoder", "attach_backend", "export_folder", "require_backend",
-           "CALIBRATION_TEXTS"]
+           "onnx_int8_config", "CALIBRATION_TEXTS"]
 
 # Which qcompress extra installs each backend's packages, and the modules it imports (package name: the same).
 BACKEND_EXTRAS = {"onnx": "onnx", "onnx-int8": "onnx", "openvino": "openvino", "openvino-int8": "openvino"}
@@ -82,10 +90,10 @@ def require_backend(backend: str) -> None:
 
     Example:
         >>> require_backend("torch")
-        >>> require_backend("tpu")
+        >>> require_backend("tpu")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        qcompress.errors.InputError: unknown backend 'tpu'; choose one of torch, onnx, onnx-int8, openvino, openvino-int8
+        qcompress.errors.InputError: unknown backend 'tpu'; choose one of torch, onnx, onnx-int8, openvino, ...
     """
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -93,21 +101,47 @@ def require_backend(backend: str) -> None:
         require(module, f"--backend {backend}", package=_PACKAGES.get(module, module), extra=BACKEND_EXTRAS[backend])
 
 
+def onnx_int8_config() -> str:
+    """The dynamic int8 settings for this CPU, by optimum's names (those sentence-transformers'
+    `export_dynamic_quantized_onnx_model` takes): arm64, avx512_vnni, avx512 or avx2 (also where the CPU's features
+    cannot be read).
+
+    Example:
+        >>> onnx_int8_config() in ("arm64", "avx512_vnni", "avx512", "avx2")
+        True
+    """
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:  # not Linux
+        flags = []
+    return "avx512_vnni" if "avx512_vnni" in flags else "avx512" if "avx512bw" in flags else "avx2"
+
+
+def _variant(backend: str) -> str:
+    """The backend as its export folder names it: onnx-int8 with this CPU's settings (onnx-int8-avx2...)."""
+    return f"{backend}-{onnx_int8_config()}" if backend == "onnx-int8" else backend
+
+
 def export_folder(model, backend: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where `backend`'s export of the model's encoder is kept: CACHE/exported/<weights digest>/<backend>
-    (module docstring), under `resolve_cache_dir(cache_dir)`."""
+    """Where `backend`'s export of the model's encoder is kept: CACHE/exported/<weights digest>/<backend>, for
+    onnx-int8 with this CPU's settings (module docstring), under `resolve_cache_dir(cache_dir)`."""
     digest = weights_digest(model.encoder, "export", EXPORT_VERSION)
-    return resolve_cache_dir(cache_dir) / "exported" / digest / backend
+    return resolve_cache_dir(cache_dir) / "exported" / digest / _variant(backend)
 
 
 class ExportedEncoder:
     """An exported encoder, run by its runtime: tokenizer outputs (named tensors) -> token vectors (B, T, H) float32.
 
-    `backend` names it; `folder` holds its files; `inputs` are the tokenizer outputs it takes, in order."""
+    `backend` names it; `folder` holds its files, and its name, `variant`, says everything that decides the outputs
+    besides the weights (onnx-int8-avx2: the int8 settings); `inputs` are the tokenizer outputs it takes, in order."""
 
     def __init__(self, backend: str, folder: Path, run: Callable[[dict[str, np.ndarray]], np.ndarray],
                  inputs: tuple[str, ...]) -> None:
         self.backend, self.folder, self._run, self.inputs = backend, folder, run, inputs
+        self.variant = folder.name
 
     def __call__(self, batch: dict[str, Tensor]) -> Tensor:
         arrays = {name: batch[name].cpu().numpy().astype(np.int64) for name in self.inputs}
@@ -171,8 +205,10 @@ def _settings(backend: str) -> dict:
     if backend == "onnx":
         return {"exporter": f"torch.onnx TorchScript exporter, torch {torch.__version__}", "opset": OPSET}
     if backend == "onnx-int8":
-        return {"quantization": "onnxruntime quantize_dynamic: uint8 weights, symmetric, per channel, full range "
-                "(AVX2; optimum's AutoQuantizationConfig.avx2(is_static=False))"}
+        config = onnx_int8_config()
+        weights = "int8" if config.startswith("avx512") else "uint8"
+        return {"quantization": f"onnxruntime quantize_dynamic: {weights} weights, symmetric, per channel, full range, "
+                f"uint8 activations (optimum's AutoQuantizationConfig.{config}(is_static=False))", "cpu": config}
     if backend == "openvino":
         return {"precision": "float32 weights (compress_to_fp16=False), f32 inference"}
     return {"quantization": "nncf.quantize: static int8, preset mixed, model type transformer, fast bias correction",
@@ -221,8 +257,9 @@ def _export_onnx(model, source: Path | None, out: Path) -> tuple[str, ...]:
 def _export_onnx_int8(model, source: Path, out: Path) -> tuple[str, ...]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    weights = QuantType.QInt8 if onnx_int8_config().startswith("avx512") else QuantType.QUInt8
     quantize_dynamic(source / "model.onnx", out / "model.onnx", per_channel=True, reduce_range=False,
-                     weight_type=QuantType.QUInt8, extra_options={"WeightSymmetric": True})
+                     weight_type=weights, extra_options={"WeightSymmetric": True})
     return _inputs_of(source)
 
 
@@ -270,6 +307,7 @@ def _load_runtime(backend: str, folder: Path) -> Callable[[dict[str, np.ndarray]
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # module docstring
         options.log_severity_level = 3  # errors only: its warnings are about graph optimisations, not the user's input
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return lambda arrays: session.run(None, arrays)[0]

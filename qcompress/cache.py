@@ -106,7 +106,7 @@ def encoder_key(model) -> str:
     length, pooling mode, and the backend that runs the encoder when it is not torch (int8 outputs differ:
     qcompress.backends). (Prompts are part of the texts the cache keys.)"""
     tok = model.tokenizer
-    backend = getattr(model, "backend", "torch")
+    backend = getattr(model, "backend_variant", "torch")
     return weights_digest(
         model.encoder,
         type(tok).__name__,

@@ -66,7 +66,7 @@ def embedding_metadata(model, role: str | None = None) -> dict:
     (qcompress.backends: the same model, so `model_id` is the same; a resume with another backend is refused),
     qcompress version."""
     return dict(model.describe(), model_id=model_id(model), role=role, prompt=model.prompt(role),
-                backend=getattr(model, "backend", "torch"), qcompress_version=__version__)
+                backend=getattr(model, "backend_variant", "torch"), qcompress_version=__version__)
 
 
 class Compressed(NamedTuple):

@@ -116,6 +116,12 @@ class QCompressModel(nn.Module):
         return "torch" if self.runtime is None else self.runtime.backend
 
     @property
+    def backend_variant(self) -> str:
+        """The backend and what else decides its outputs (onnx-int8-avx2: its int8 settings): what the pooled-output
+        cache and an embedding file's metadata name."""
+        return "torch" if self.runtime is None else self.runtime.variant
+
+    @property
     def device(self) -> torch.device:
         return next(self.encoder.parameters()).device
 
