@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--busy", action="store_true", help="keep one core busy with another process")
     parser.add_argument("--no-speed", dest="speed", action="store_false", help="quality only")
     parser.add_argument("--no-quality", dest="quality", action="store_false", help="speed only")
+    parser.add_argument("--queries", type=int, default=None,
+                        help="quality: only the first N judged queries (a quick check: DL19 then encodes N x 100 "
+                        "passages; these are not the collections' numbers)")
     parser.add_argument("--trec-dir", type=Path,
                         default=Path(os.environ.get("QCOMPRESS_TREC_DIR") or ROOT.parent / "shared/data/trec-dl"))
     parser.add_argument("--cache-dir", default=None, help="exports and pooled outputs (default: the user's cache)")
@@ -93,10 +97,14 @@ def _spec(args: argparse.Namespace, backend: str):
 
 
 def run(args: argparse.Namespace) -> dict:
-    results = {"threads": torch.get_num_threads(), "busy": args.busy, "batch_size": args.batch_size,
+    from qcompress.backends import onnx_int8_config
+
+    results = {"cpu": _cpu_name(), "onnx_int8_config": onnx_int8_config(), "threads": torch.get_num_threads(),
+               "busy": args.busy, "batch_size": args.batch_size, "load_average_before": os.getloadavg()[0],
                "speed": {}, "quality": {}}
-    print(f"torch threads {results['threads']}, batch {args.batch_size}" + (", one core busy" if args.busy else ""),
-          flush=True)
+    print(f"{results['cpu']} (onnx-int8 settings: {results['onnx_int8_config']}), torch threads {results['threads']}, "
+          f"batch {args.batch_size}, load average {results['load_average_before']:.1f}"
+          + (", one core busy" if args.busy else ""), flush=True)
     if args.speed:
         models = {b: _spec(args, b).load("cpu") for b in args.backends}  # exports happen here, before any timing
         for corpus in args.corpora:
@@ -104,7 +112,17 @@ def run(args: argparse.Namespace) -> dict:
     if args.quality:
         for corpus in args.corpora:
             results["quality"][corpus] = _quality(corpus, args)
+    results["load_average_after"] = os.getloadavg()[0]
     return results
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            name = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), None)
+    except OSError:
+        name = None
+    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def _corpus(name: str, args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -166,7 +184,11 @@ def _quality(corpus: str, args: argparse.Namespace) -> dict:
         collection, protocol, name = load_collection("cranfield", "test"), "full", "Cranfield test"
     else:
         collection, protocol, name = load_collection("trec-dl-2019", trec_dir=args.trec_dir), "rerank", "DL19"
-    print(f"  quality on {name} ({protocol}): {', '.join(backends)}", flush=True)
+    if args.queries:
+        kept = list(collection.qrels)[: args.queries]
+        collection = dataclasses.replace(collection, qrels={q: collection.qrels[q] for q in kept},
+                                         queries={q: collection.queries[q] for q in kept})
+    print(f"  quality on {name} ({protocol}, {len(collection.qrels)} queries): {', '.join(backends)}", flush=True)
     comparison = compare([_spec(args, b) for b in backends], collection, protocol, top_k=100,
                          batch_size=args.batch_size, cache_dir=resolve_cache_dir(args.cache_dir), device="cpu",
                          measures=["nDCG@10"])
@@ -179,6 +201,9 @@ def _quality(corpus: str, args: argparse.Namespace) -> dict:
 
 def _report(results: dict, args: argparse.Namespace) -> None:
     cores = "one core busy" if results["busy"] else "idle"
+    print(f"\n{results['cpu']}; load average {results['load_average_before']:.1f} before, "
+          f"{results['load_average_after']:.1f} after" + (" (not idle: shared cores)" if
+          results["load_average_before"] > 1.5 + results["busy"] else ""))
     if results["speed"]:
         print(f"\n| corpus | texts | cores | backend | docs/s | vs sentence-transformers torch float32 |")
         print("|---|---:|---|---|---:|---:|")

@@ -182,7 +182,8 @@ def _ensure_export(model, backend: str, cache_dir, notify: Notify) -> Path:
     if (folder / "export.json").is_file():
         return folder
     source = _ensure_export(model, _SOURCE[backend], cache_dir, notify) if backend in _SOURCE else None
-    what = {"onnx-int8": "quantizing it to int8 (dynamic)", "openvino": "converting it to OpenVINO",
+    what = {"onnx-int8": f"quantizing it to int8 (dynamic, {onnx_int8_config()} settings)",
+            "openvino": "converting it to OpenVINO",
             "openvino-int8": f"quantizing it to int8 (static, calibrated on {CALIBRATION_TEXTS} Cranfield texts)"}
     notify(f"exporting the encoder for --backend {backend}: {what.get(backend, 'torch -> ONNX')} (once; kept in "
            f"{folder})")
