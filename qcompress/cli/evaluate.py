@@ -356,10 +356,7 @@ def evaluate_command(
     collection = _load(dataset_id, split, value(trec), trec_dir)
     first, first_stage_name = _first_stage(first_stage, protocol, collection)
     runs = {"backend": chosen_backend(backend, device), "export_dir": cache_folder(cache_dir, cache, False)}
-    specs = [model_spec(d, None, None, None, max_length, trust_remote_code, revision, **runs) for d in model_dirs]
-    if encoder is not None or not model_dirs:  # the baseline (or the default model): first
-        specs.insert(0, model_spec(None, encoder, value(head), value(similarity), max_length, trust_remote_code,
-                                   **runs))
+    specs = _specs(model_dirs, encoder, value(head), value(similarity), max_length, trust_remote_code, revision, runs)
     try:
         with progress_bars() as start:
             comparison = compare(
@@ -375,6 +372,16 @@ def evaluate_command(
              f"({len(err.doc_ids)} such candidates); the first-stage run names documents of another collection")
     _report(comparison, collection, top_k=top_k, first_stage=first_stage_name, run_out=run_out, as_json=as_json,
             per_query=per_query, permutations=permutations)
+
+
+def _specs(model_dirs: List[str], encoder: Optional[str], head: Optional[str], similarity: Optional[str],
+           max_length: Optional[int], trust_remote_code: bool, revision: Optional[str], runs: dict) -> list:
+    """The models to compare: each --model, after --encoder (the baseline) or the default model when there is no
+    --model; `runs`: the backend and where its exports are kept."""
+    specs = [model_spec(d, None, None, None, max_length, trust_remote_code, revision, **runs) for d in model_dirs]
+    if encoder is not None or not model_dirs:  # the baseline (or the default model): first
+        specs.insert(0, model_spec(None, encoder, head, similarity, max_length, trust_remote_code, **runs))
+    return specs
 
 
 def _report(comparison: "Comparison", collection: "Collection", *, top_k: int, first_stage: Optional[str],
