@@ -173,3 +173,22 @@ def test_int8_settings_follow_the_cpu_and_name_their_folder_and_cache(tiny_encod
     (folder_a, key_a, cpu_a), (folder_b, key_b, cpu_b) = seen["avx2"], seen["avx512_vnni"]
     assert (folder_a, cpu_a, folder_b, cpu_b) == ("onnx-int8-avx2", "avx2", "onnx-int8-avx512_vnni", "avx512_vnni")
     assert key_a != key_b  # two int8 models: two pooled-output caches
+
+
+def test_evaluate_ranks_a_model_folder_the_same_through_onnx(tiny_encoder, exports, tmp_path):
+    pytest.importorskip("onnxruntime")
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    queries = {"q1": "wing flow", "q2": "heat transfer", "q3": "boundary layer pressure"}
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items()))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\nq2\td1\t1\nq3\td3\t1\n")
+    folder = tmp_path / "qbec"
+    build_model(tiny_encoder, head="quantum", dim=16, max_length=64).save(folder)
+    args = ["evaluate", "--model", str(folder), "--dataset", str(root), "--json", "--per-query", "--cache-dir",
+            str(exports)]
+    by_torch, by_onnx = runner.invoke(app, args), runner.invoke(app, [*args, "--backend", "onnx"])
+    assert by_torch.exit_code == 0 and by_onnx.exit_code == 0, by_onnx.output
+    torch_run, onnx_run = json.loads(by_torch.stdout), json.loads(by_onnx.stdout)
+    assert onnx_run["models"][0]["model"]["head"] == "quantum"
+    assert onnx_run["per_query"] == torch_run["per_query"]  # float32 through ONNX Runtime: the same ranking
