@@ -309,6 +309,9 @@ def _load_runtime(backend: str, folder: Path) -> Callable[[dict[str, np.ndarray]
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # module docstring
+        # A memory pattern is planned per input shape, and every batch has its own (length): measured 2.4 GiB RSS
+        # after 300 Cranfield texts with it, 1.9 GiB without (torch: 0.7 GiB); no speed lost.
+        options.enable_mem_pattern = False
         options.log_severity_level = 3  # errors only: its warnings are about graph optimisations, not the user's input
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return lambda arrays: session.run(None, arrays)[0]
