@@ -188,15 +188,13 @@ def _ensure_export(model, backend: str, cache_dir, notify: Notify) -> Path:
     notify(f"exporting the encoder for --backend {backend}: {what.get(backend, 'torch -> ONNX')} (once; kept in "
            f"{folder})")
     start = time.perf_counter()
-    try:
-        with atomic_dir(folder) as tmp, _quiet():
-            inputs = _EXPORTS[backend](model, source, tmp)
-            info = {"backend": backend, "inputs": list(inputs), "source": source.name if source else "torch",
-                    "export_version": EXPORT_VERSION, **_settings(backend)}
-            (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
-    except FileExistsError:  # another run finished the same export first: use it
-        if not (folder / "export.json").is_file():
-            raise
+    # A folder without export.json is no export (made by hand, or by hand half-deleted): replaced. Two runs exporting
+    # at once both finish; the second's folder replaces the first's, the same files.
+    with atomic_dir(folder, overwrite=True) as tmp, _quiet():
+        inputs = _EXPORTS[backend](model, source, tmp)
+        info = {"backend": backend, "inputs": list(inputs), "source": source.name if source else "torch",
+                "export_version": EXPORT_VERSION, **_settings(backend)}
+        (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     notify(f"exported in {time.perf_counter() - start:.0f} s")
     return folder
 

@@ -192,3 +192,13 @@ def test_evaluate_ranks_a_model_folder_the_same_through_onnx(tiny_encoder, expor
     torch_run, onnx_run = json.loads(by_torch.stdout), json.loads(by_onnx.stdout)
     assert onnx_run["models"][0]["model"]["head"] == "quantum"
     assert onnx_run["per_query"] == torch_run["per_query"]  # float32 through ONNX Runtime: the same ranking
+
+
+def test_a_folder_without_export_json_is_made_again(tiny_encoder, tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = build_model(tiny_encoder, similarity="fidelity", max_length=64, device="cpu")
+    stale = export_folder(model, "onnx", tmp_path)
+    stale.mkdir(parents=True)
+    (stale / "model.onnx").write_bytes(b"half an export")  # an interrupted copy by hand, say
+    attach_backend(model, "onnx", tmp_path, notify=lambda line: None)
+    assert (stale / "export.json").is_file() and model.encode(["a wing"]).shape == (1, model.dim)
