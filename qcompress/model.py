@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers.utils import logging as hf_logging
 
+from qcompress.backends import attach_backend, require_backend
 from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
 from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH
 from qcompress.encoder import EncoderSource, check_safetensors, load_encoder, locate_encoder, position_limit
@@ -94,6 +95,7 @@ class QCompressModel(nn.Module):
         # How to load this model again, where there is a way (set by load_model, build_model): the model_ref of the
         # Parquet files it writes. {"hub_id", "revision"}, {"folder"}, or {"encoder", "revision"} without a head.
         self.reference: dict | None = None
+        self.runtime = None  # an exported encoder that runs instead of `encoder` (qcompress.backends), else None
 
     # -- what the model is -------------------------------------------------------------------------------------
     @property
@@ -116,6 +118,17 @@ class QCompressModel(nn.Module):
     @property
     def max_length(self) -> int:
         return self.config.max_length
+
+    @property
+    def backend(self) -> str:
+        """What runs the encoder: "torch", or an exported backend (qcompress.backends.attach_backend)."""
+        return "torch" if self.runtime is None else self.runtime.backend
+
+    @property
+    def backend_variant(self) -> str:
+        """The backend and what else decides its outputs (onnx-int8-avx2: its int8 settings): what the pooled-output
+        cache and an embedding file's metadata name."""
+        return "torch" if self.runtime is None else self.runtime.variant
 
     @property
     def device(self) -> torch.device:
@@ -152,9 +165,9 @@ class QCompressModel(nn.Module):
 
     def pool(self, texts: Sequence[str]) -> Tensor:
         """Pooled encoder output (B, in_dim) of texts as given (prompts already in them), with gradients where the
-        encoder has trainable layers."""
+        encoder has trainable layers (none through an exported backend, which runs on the CPU)."""
         batch = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
-        hidden = self.encoder(**batch).last_hidden_state
+        hidden = self.encoder(**batch).last_hidden_state if self.runtime is None else self.runtime(batch)
         return self.pool_hidden(hidden, batch["attention_mask"]).float()
 
     def project(self, pooled: Tensor) -> Tensor:
@@ -439,8 +452,9 @@ class ModelSpec:
     """Which model to use, as a user names it: a model folder or Hub id (`model_dir`, at `revision`), or an encoder
     without a head (and a similarity, pooling and prompts; None: the encoder's own configuration).
 
-    `max_length` overrides the model's own; `encoder` with a model folder replaces the folder's encoder. The same
-    spec loads the same model anywhere (the CLI, Ray workers).
+    `max_length` overrides the model's own; `encoder` with a model folder replaces the folder's encoder. `backend`
+    runs the encoder through ONNX Runtime or OpenVINO (qcompress.backends; exports kept under `export_dir`, None:
+    the cache folder). The same spec loads the same model anywhere (the CLI, Ray workers).
 
     Example:
         >>> ModelSpec(encoder="minilm", similarity="fidelity").label
@@ -456,6 +470,8 @@ class ModelSpec:
     pooling: str | None = None
     query_prompt: str | None = None
     document_prompt: str | None = None
+    backend: str = "torch"
+    export_dir: str | None = None
 
     def __post_init__(self) -> None:
         chosen = (self.similarity, self.pooling, self.query_prompt, self.document_prompt)
@@ -475,6 +491,14 @@ class ModelSpec:
         return f"{self.encoder}:{self.similarity or get_head('none').default_similarity}"
 
     def load(self, device: str | torch.device | None = None) -> QCompressModel:
+        if self.backend == "torch":
+            return self._load(device)
+        require_backend(self.backend)  # before any weights load: a missing extra is one line
+        model = self._load(device or "cpu")
+        attach_backend(model, self.backend, self.export_dir)
+        return model
+
+    def _load(self, device: str | torch.device | None) -> QCompressModel:
         if self.model_dir is not None:
             model = load_model(self.model_dir, revision=self.revision, encoder=self.encoder,
                                trust_remote_code=self.trust_remote_code, device=device)
