@@ -9,7 +9,8 @@ row, and only the rows asked for are read. Each row read is checked against its 
 its pooled row's bytes): an altered or damaged entry is refused in one line naming its shard, never used. A shard
 without checksums (written by qcompress before they existed) is not read: its texts are encoded again.
 The encoder key is a hash of the encoder's weights (so a fine-tuned encoder never reuses the outputs of its
-base), its tokenizer, the max length and the pooling mode; a text's key is a hash of its UTF-8 bytes as the
+base), its tokenizer, the max length, the pooling mode and the backend (qcompress.backends, whose exported
+encoders are kept beside, in CACHE/exported/); a text's key is a hash of its UTF-8 bytes as the
 encoder sees them, with the model's query or document prompt before it (`pool_texts(..., role=)`). Heads, and the
 normalisation before them, are
 cheap and are applied afterwards, so every model on the same encoder (BT/QBT, BFEC/QBFEC of SPEC §4, any
@@ -118,8 +119,10 @@ def text_key(text: str) -> bytes:
 
 def encoder_key(model) -> str:
     """Everything but the text that decides the pooled output of a QCompressModel: encoder weights, tokenizer, max
-    length, pooling mode. (Prompts are part of the texts the cache keys.)"""
+    length, pooling mode, and the backend that runs the encoder when it is not torch (int8 outputs differ:
+    qcompress.backends). (Prompts are part of the texts the cache keys.)"""
     tok = model.tokenizer
+    backend = getattr(model, "backend_variant", "torch")
     return weights_digest(
         model.encoder,
         type(tok).__name__,
@@ -127,6 +130,7 @@ def encoder_key(model) -> str:
         getattr(tok, "do_lower_case", None),
         model.max_length,
         model.config.pooling,
+        *(() if backend == "torch" else (backend,)),  # torch: the key of earlier versions (their shards stay valid)
     )
 
 

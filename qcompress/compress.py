@@ -63,10 +63,12 @@ def model_id(model) -> str:
 def embedding_metadata(model, role: str | None = None) -> dict:
     """The metadata of an embedding file: `model.describe()` (encoder, pooling, prompts...), `model_id`, how to
     load the model again (`model_ref`, when the model knows: `QCompressModel.reference`), the role its texts were
-    encoded as and the prompt put before them, qcompress version."""
+    encoded as and the prompt put before them, the backend that ran the encoder (qcompress.backends: the same model,
+    so `model_id` is the same; a resume with another backend is refused), qcompress version."""
     reference = getattr(model, "reference", None)
     return dict(model.describe(), model_id=model_id(model), role=role, prompt=model.prompt(role),
-                qcompress_version=__version__, **({"model_ref": reference} if reference else {}))
+                backend=getattr(model, "backend_variant", "torch"), qcompress_version=__version__,
+                **({"model_ref": reference} if reference else {}))
 
 
 class Compressed(NamedTuple):

@@ -6,6 +6,9 @@ Folder layout (what `QCompressModel.save` writes and `load_model` reads):
                            similarity, max length, the base model, the training run
     head.safetensors       head weights (absent for head "none")
     mixing.safetensors     the fitted input mixing before a quantum head (qcompress.mixing; absent for "none")
+    codes.safetensors      the low-bit angle codec (qcompress.codes.AngleCodes: levels per qubit) when qcompress.json
+                           has `bits`; `QCompressModel.codec` (None without). `encode` still returns float angles:
+                           the codec says how documents are stored (`qcompress compress`)
     encoder/               the encoder and its tokenizer (trained or frozen: a folder never points elsewhere)
     modules.json, ...      the same model as sentence-transformers modules (qcompress.st_folder)
     README.md              the model card, with the Hub's YAML header (qcompress.model_card)
@@ -26,7 +29,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +38,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers.utils import logging as hf_logging
 
+from qcompress.backends import attach_backend, require_backend
 from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
 from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH
 from qcompress.encoder import EncoderSource, check_safetensors, load_encoder, locate_encoder, position_limit
@@ -47,6 +51,9 @@ from qcompress.model_config import CONFIG_NAME, ModelConfig, _positive_int, read
 from qcompress.pooling import POOLINGS, ROLES, EncoderSettings, pool_hidden
 from qcompress.similarity import get_similarity
 from qcompress.st_folder import MODULES, Weights, read_st_folder, read_weights, write_st_files
+
+if TYPE_CHECKING:
+    from qcompress.codes import AngleCodes
 
 __all__ = ["ModelConfig", "QCompressModel", "ModelSpec", "build_model", "load_model", "default_device",
            "read_config", "model_folder", "CONFIG_NAME", "HEAD_WEIGHTS", "ENCODER_DIR", "DEFAULT_SIMILARITY",
@@ -73,7 +80,8 @@ def check_max_length(encoder: nn.Module, max_length: int, name: str) -> None:
 
 
 class QCompressModel(nn.Module):
-    """Encoder, pooling, then an optional head; `encode` gives angles (fidelity) or vectors (cosine).
+    """Encoder, pooling, then an optional head; `encode` gives angles (fidelity) or vectors (cosine). `codec` is
+    the model's low-bit angle codec (`qcompress.codes.AngleCodes`, `config.bits` per qubit) or None.
 
     Example:
         >>> model = build_model("minilm", head="quantum", dim=128)   # the offline all-MiniLM-L6-v2
@@ -84,16 +92,27 @@ class QCompressModel(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, tokenizer: Any, head: nn.Module | None, config: ModelConfig,
-                 mixing: InputMixing | None = None) -> None:
+                 mixing: InputMixing | None = None, codec: AngleCodes | None = None) -> None:
         super().__init__()
         if (mixing is None) != (config.mixing == "none") or (mixing is not None and mixing.kind != config.mixing):
             raise ValueError(f"the config's mixing {config.mixing!r} and the mixing module "
                              f"{getattr(mixing, 'kind', None)!r} differ")
+        if (codec is None) != (config.bits is None) or (codec is not None and (codec.bits, codec.dim) !=
+                                                        (config.bits, config.dim)):
+            raise ValueError(f"the config's bits {config.bits!r} (dim {config.dim}) and the codec {codec!r} differ")
         self.encoder, self.tokenizer, self.head, self.mixing = encoder, tokenizer, head, mixing
-        self.config = config
+        self.config, self.codec = config, codec
         # How to load this model again, where there is a way (set by load_model, build_model): the model_ref of the
         # Parquet files it writes. {"hub_id", "revision"}, {"folder"}, or {"encoder", "revision"} without a head.
         self.reference: dict | None = None
+        self.runtime = None  # an exported encoder that runs instead of `encoder` (qcompress.backends), else None
+
+    def set_codec(self, codec: AngleCodes | None) -> None:
+        """Give the model a low-bit angle codec (its `bits` go into the config), or take it away (None)."""
+        if codec is not None and codec.dim != self.dim:
+            raise ValueError(f"a codec of {codec.dim} qubits does not fit a model of dim {self.dim}")
+        self.config = self.config.replace(bits=codec.bits if codec is not None else None)  # refuses cosine models
+        self.codec = codec
 
     # -- what the model is -------------------------------------------------------------------------------------
     @property
@@ -116,6 +135,17 @@ class QCompressModel(nn.Module):
     @property
     def max_length(self) -> int:
         return self.config.max_length
+
+    @property
+    def backend(self) -> str:
+        """What runs the encoder: "torch", or an exported backend (qcompress.backends.attach_backend)."""
+        return "torch" if self.runtime is None else self.runtime.backend
+
+    @property
+    def backend_variant(self) -> str:
+        """The backend and what else decides its outputs (onnx-int8-avx2: its int8 settings): what the pooled-output
+        cache and an embedding file's metadata name."""
+        return "torch" if self.runtime is None else self.runtime.variant
 
     @property
     def device(self) -> torch.device:
@@ -152,9 +182,9 @@ class QCompressModel(nn.Module):
 
     def pool(self, texts: Sequence[str]) -> Tensor:
         """Pooled encoder output (B, in_dim) of texts as given (prompts already in them), with gradients where the
-        encoder has trainable layers."""
+        encoder has trainable layers (none through an exported backend, which runs on the CPU)."""
         batch = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
-        hidden = self.encoder(**batch).last_hidden_state
+        hidden = self.encoder(**batch).last_hidden_state if self.runtime is None else self.runtime(batch)
         return self.pool_hidden(hidden, batch["attention_mask"]).float()
 
     def project(self, pooled: Tensor) -> Tensor:
@@ -204,6 +234,10 @@ class QCompressModel(nn.Module):
         encoder from the Hub or its offline copy); sentence-transformers needs the full folder."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        if self.codec is not None:
+            from qcompress.codes import CODES_FILE
+
+            self.codec.save(folder / CODES_FILE)
         if not store_encoder and (self.config.encoder_trained or not self.config.base_model):
             raise InputError("store_encoder=False needs a frozen encoder that has a Hub id (base_model)")
         config = self.config.replace(encoder=ENCODER_DIR, encoder_revision=None) if store_encoder else \
@@ -390,8 +424,28 @@ def check_folder(folder: str | Path) -> ModelConfig:
     config, head_weights, mixing_weights = read_folder(folder)
     _load_head(config, head_weights)
     _load_mixing(config, mixing_weights)
+    _load_codec(folder, config)
     check_safetensors(_folder_encoder(folder, config).path)
     return config
+
+
+def _load_codec(folder: Path, config: ModelConfig) -> AngleCodes | None:
+    """The folder's codec when qcompress.json has `bits` (it must fit them); a codec without `bits` is refused."""
+    from qcompress.codes import CODES_FILE, AngleCodes
+
+    path = folder / CODES_FILE
+    if config.bits is None:
+        if path.exists():
+            raise InputError(f"{CODES_FILE} is here but {CONFIG_NAME} has no bits: set bits to the codec's, or "
+                             "delete the file", file=folder)
+        return None
+    if not path.is_file():
+        raise InputError(f"missing {CODES_FILE} for the {config.bits}-bit codes of {CONFIG_NAME}", file=folder)
+    codec = AngleCodes.load(path)
+    if (codec.bits, codec.dim) != (config.bits, config.dim):
+        raise InputError(f"a codec of {codec.dim} qubits at {codec.bits} bits, but {CONFIG_NAME} has dim "
+                         f"{config.dim} and bits {config.bits}", file=path)
+    return codec
 
 
 def load_model(
@@ -417,6 +471,7 @@ def load_model(
     folder = model_folder(name, revision)
     _check_contained(folder, [folder])  # every file: qcompress's own, or a sentence-transformers folder's modules
     config, head_weights, mixing_weights = read_folder(folder)
+    codec = _load_codec(folder, config)  # before the encoder: a bad codec file fails fast
     source = locate_encoder(encoder) if encoder is not None else _folder_encoder(folder, config)
     enc, tokenizer = load_encoder(str(source.path), trust_remote_code=trust_remote_code)
     if int(enc.config.hidden_size) != config.in_dim:
@@ -427,7 +482,7 @@ def load_model(
     except InputError as err:
         raise InputError(err.reason, file=folder / CONFIG_NAME, field="max_length") from None
     model = QCompressModel(enc, tokenizer, _load_head(config, head_weights), config,
-                           _load_mixing(config, mixing_weights))
+                           _load_mixing(config, mixing_weights), codec)
     if encoder is None:  # with another encoder, the folder alone no longer loads this model
         hub = snapshot_identity(folder)
         model.reference = {"hub_id": hub[0], "revision": hub[1]} if hub else {"folder": str(folder.resolve())}
@@ -439,8 +494,9 @@ class ModelSpec:
     """Which model to use, as a user names it: a model folder or Hub id (`model_dir`, at `revision`), or an encoder
     without a head (and a similarity, pooling and prompts; None: the encoder's own configuration).
 
-    `max_length` overrides the model's own; `encoder` with a model folder replaces the folder's encoder. The same
-    spec loads the same model anywhere (the CLI, Ray workers).
+    `max_length` overrides the model's own; `encoder` with a model folder replaces the folder's encoder. `backend`
+    runs the encoder through ONNX Runtime or OpenVINO (qcompress.backends; exports kept under `export_dir`, None:
+    the cache folder). The same spec loads the same model anywhere (the CLI, Ray workers).
 
     Example:
         >>> ModelSpec(encoder="minilm", similarity="fidelity").label
@@ -456,6 +512,8 @@ class ModelSpec:
     pooling: str | None = None
     query_prompt: str | None = None
     document_prompt: str | None = None
+    backend: str = "torch"
+    export_dir: str | None = None
 
     def __post_init__(self) -> None:
         chosen = (self.similarity, self.pooling, self.query_prompt, self.document_prompt)
@@ -475,6 +533,14 @@ class ModelSpec:
         return f"{self.encoder}:{self.similarity or get_head('none').default_similarity}"
 
     def load(self, device: str | torch.device | None = None) -> QCompressModel:
+        if self.backend == "torch":
+            return self._load(device)
+        require_backend(self.backend)  # before any weights load: a missing extra is one line
+        model = self._load(device or "cpu")
+        attach_backend(model, self.backend, self.export_dir)
+        return model
+
+    def _load(self, device: str | torch.device | None) -> QCompressModel:
         if self.model_dir is not None:
             model = load_model(self.model_dir, revision=self.revision, encoder=self.encoder,
                                trust_remote_code=self.trust_remote_code, device=device)

@@ -17,15 +17,15 @@ from qcompress._version import PIP_INSTALL
 from qcompress.heads import get_head
 from qcompress.similarity import get_similarity
 
-__all__ = ["model_card", "read_license", "read_front_matter", "hub_id", "hub_datasets", "CARD_MARKER", "TAGS"]
+__all__ = ["model_card", "read_license", "read_front_matter", "hub_id", "hub_datasets", "CARD_MARKER", "TAGS", "code_size"]
 
 TAGS = ["sentence-transformers", "sentence-similarity", "feature-extraction", "qcompress", "quantum-inspired",
         "embedding-compression"]
 PAPER = "https://arxiv.org/abs/2501.04591"
 # Training arguments shown in the card, in this order (the full record is qcompress.json's "training").
-_TRAINING_ROWS = ("variant", "loss", "dataset", "split", "negatives", "in_batch_negatives", "train_fraction", "epochs",
-                  "max_steps", "batch_size", "train_layers", "optimizer", "lr", "head_lr", "weight_decay",
-                  "logit_scale", "seed")
+_TRAINING_ROWS = ("variant", "loss", "dataset", "split", "negatives", "in_batch_negatives", "train_fraction",
+                  "epochs", "max_steps", "batch_size", "train_layers", "optimizer", "lr", "head_lr", "weight_decay",
+                  "logit_scale", "bits", "quantizer", "seed")
 _FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---", re.S)
 CARD_MARKER = "<!-- model card written by qcompress (qcompress push rewrites it with the repository's id) -->"
 _PLACEHOLDER_OWNER = "your-name"
@@ -133,6 +133,36 @@ qcompress compress corpus.jsonl --model {model_id} -o corpus.parquet
 """
 
 
+def code_size(config) -> str:
+    """The storage of one document vector in words: float32 angles or vectors, or the low-bit codes.
+
+    Example:
+        >>> from qcompress.model import ModelConfig
+        >>> config = ModelConfig.create(encoder="minilm", head="quantum", in_dim=384, dim=128)
+        >>> code_size(config), code_size(config.replace(bits=4))
+        ('512 bytes per vector (float32)', '64 bytes per vector (4 bits per qubit)')
+    """
+    if config.bits is None:
+        return f"{4 * config.dim} bytes per vector (float32)"
+    from qcompress.scalar_codes import packed_bytes  # here: it needs torch, the card does not
+
+    return f"{packed_bytes(config.dim, config.bits)} bytes per vector ({config.bits} bits per qubit)"
+
+
+def _codes(config) -> str:
+    if config.bits is None:
+        return ""
+    return f"""## Codes
+
+Documents are stored as {config.bits}-bit codes per qubit: {code_size(config)}, the levels of each qubit in
+`codes.safetensors` (`qcompress.codes.AngleCodes`). `qcompress compress --model` writes these codes; a query stays
+float32 angles and is scored against the documents' levels by log-fidelity. `encode` (qcompress and
+sentence-transformers alike) returns the float32 angles, uncoded: code them with
+`qcompress.load_model(...).codec.encode(angles)`.
+
+"""
+
+
 def _table(rows: list[tuple[str, object]]) -> str:
     return "| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
 
@@ -145,7 +175,9 @@ def _training(config) -> str:
     rows += [(k, result[k]) for k in ("steps", "examples", "queries", "negatives_source", "final_loss")
              if result.get(k) is not None]
     loss = training.get("loss") or "contrastive"
-    text = f"## Training\n\nTrained with `qcompress train` ({_LOSSES.get(loss, loss)}).\n\n" + _table(rows)
+    coded = (f", the documents' side through the {training['bits']}-bit quantizer ({training.get('quantizer')})"
+             if training.get("bits") else "")
+    text = f"## Training\n\nTrained with `qcompress train` ({_LOSSES.get(loss, loss)}{coded}).\n\n" + _table(rows)
     if result.get("best_ndcg_cut_10") is not None:
         split = result.get("validation_split")
         protocol = result.get("validation_protocol") or "full"
@@ -189,8 +221,9 @@ def model_card(config, name: str) -> str:
                       ("L2-normalised before the head", config.normalize), ("max length", config.max_length),
                       ("head", config.head), ("dimensions", f"{config.in_dim} -> {config.dim}"),
                       ("similarity", get_similarity(config.similarity).label),
+                      ("document vector", code_size(config)),
                       ("qcompress", config.qcompress_version)]) + prompts
     body = [f"# {name}", "", f"A [qcompress]({PAPER}) embedding model: {_what(config)}", "", _usage(config, name),
-            _training(config), "## Model details", "", details, "## Citation", "",
+            _codes(config), _training(config), "## Model details", "", details, "## Citation", "",
             f"Quantum-inspired embedding compression: {PAPER}", ""]
     return "\n".join(header + body)

@@ -3,7 +3,8 @@
 A config is checked both when a model is built and when a folder is loaded, so a hand-edited or hostile
 qcompress.json fails with one line naming the file and the field instead of giving wrong results. Where the encoder
 may come from is checked when a folder is loaded (`qcompress.model.load_model`): a Hub id, or a folder inside the
-model folder.
+model folder. `bits` (1..8, angle models only) says that the folder carries a low-bit codec (codes.safetensors,
+`qcompress.codes.AngleCodes`): its documents are stored as codes of that many bits per qubit.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from qcompress._version import __version__
 from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH, MIXINGS, POOLINGS
 from qcompress.errors import InputError, json_loads
 from qcompress.heads import DEFAULT_SIMILARITY, HEAD_REGISTRY, get_head
-from qcompress.similarity import SIMILARITY_REGISTRY
+from qcompress.similarity import SIMILARITY_REGISTRY, get_similarity
+from qcompress.similarity.base import ANGLES
 
 __all__ = ["ModelConfig", "read_config", "CONFIG_NAME", "DEFAULT_SIMILARITY", "DESCRIBE_FIELDS"]
 
@@ -40,12 +42,16 @@ class ModelConfig:
     `encoder_revision`); in memory, the folder it was loaded from. `base_model` (and its revision and licence) is
     the Hub model the encoder came from, when known: the model card names it. `pooling`, `normalize` and the
     prompts are how texts become the head's input (the encoder's own sentence-transformers configuration unless
-    chosen otherwise).
+    chosen otherwise). `bits` (None: no codes) is the width of the folder's angle codes, per qubit.
 
     Example:
         >>> c = ModelConfig.create(encoder="minilm", head="quantum", in_dim=384, dim=128)
-        >>> c.similarity, c.replace(max_length=128).max_length
-        ('fidelity', 128)
+        >>> c.similarity, c.replace(max_length=128).max_length, c.replace(bits=4).bits
+        ('fidelity', 128, 4)
+        >>> c.replace(similarity="cosine", head="linear", bits=4)
+        Traceback (most recent call last):
+        ...
+        ValueError: bits: codes store qubit angles; a cosine model outputs vectors (train a fidelity model)
     """
 
     encoder: str
@@ -59,6 +65,7 @@ class ModelConfig:
     mixing: str = "none"  # qcompress.mixing: how the pooled vector is centred and rotated before the quantum head
     query_prompt: str = ""
     document_prompt: str = ""
+    bits: int | None = None  # low-bit angle codes per qubit (codes.safetensors); None: the model has no codec
     encoder_trained: bool = False
     encoder_revision: str | None = None
     base_model: str | None = None
@@ -97,6 +104,9 @@ class ModelConfig:
             return "mixing", f"unknown mixing {self.mixing!r}; choose one of {', '.join(MIXINGS)}"
         if self.mixing != "none" and not head.mixes_inputs:
             return "mixing", f"{self.mixing} mixes the quantum head's inputs; a {self.head} head has none to mix"
+        problem = self._bits_problem()
+        if problem is not None:
+            return "bits", problem
         for name in ("normalize", "encoder_trained"):
             if not isinstance(getattr(self, name), bool):
                 return name, f"must be true or false, got {getattr(self, name)!r}"
@@ -110,6 +120,17 @@ class ModelConfig:
         for name in ("training", "training_result"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
                 return name, f"must be an object or null, got {getattr(self, name)!r}"
+        return None
+
+    def _bits_problem(self) -> str | None:
+        if self.bits is None:
+            return None
+        from qcompress.scalar_codes import MAX_BITS  # here: the module needs torch, a config does not
+
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= MAX_BITS:
+            return f"must be an integer from 1 to {MAX_BITS} (bits per qubit) or null, got {self.bits!r}"
+        if get_similarity(self.similarity).output_kind != ANGLES:
+            return f"codes store qubit angles; a {self.similarity} model outputs vectors (train a fidelity model)"
         return None
 
     @classmethod

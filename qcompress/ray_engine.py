@@ -94,7 +94,8 @@ class _EncodeActor:
                  threads: int | None, role: str | None = None) -> None:
         if threads:
             torch.set_num_threads(threads)
-        self.model = spec.load("cuda" if torch.cuda.is_available() else "cpu")
+        on_gpu = torch.cuda.is_available() and spec.backend == "torch"  # exported backends run on the CPU
+        self.model = spec.load("cuda" if on_gpu else "cpu")
         found = model_id(self.model)
         if found != metadata["model_id"]:
             raise InputError(f"this worker loaded a different model (id {found}, the driver's "

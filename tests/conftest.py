@@ -74,3 +74,45 @@ def pooled_cache() -> Path:
 @pytest.fixture(scope="session")
 def cranfield_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "qcompress" / "data" / "cranfield"
+
+
+# Texts to distil on (tests/test_distill.py, tests/test_lowbit_training.py): 80 documents of random aeronautics words.
+DISTILL_WORDS = ("wing lift drag flow heat layer boundary shock wave pressure plate cylinder jet nozzle buckling "
+                 "shell stress panel flutter vortex").split()
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory) -> Path:
+    import json
+    import random
+
+    rng = random.Random(3)
+    path = tmp_path_factory.mktemp("distill") / "corpus.jsonl"
+    lines = [json.dumps({"id": f"d{i}", "text": " ".join(rng.choice(DISTILL_WORDS)
+                                                         for _ in range(rng.randint(3, 12)))}) for i in range(80)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def distill_settings(encoder: str, corpus: Path, tmp_path: Path, **changes) -> dict:
+    """Arguments of a short distillation run of an 8-qubit head on `corpus` (a few seconds on the tiny BERT)."""
+    args = dict(loss="distill", encoder=encoder, head="quantum", dim=8, dataset=str(corpus), batch_size=16,
+                distill_columns=32, head_lr=3e-2, epochs=8, cache_dir=str(tmp_path / "cache"),
+                output=str(tmp_path / "m"), overwrite=True)
+    return dict(args, **changes)
+
+
+def interrupted_and_resumed(settings: dict, steps: int) -> Path:
+    """Train with `settings`, interrupted (as by Ctrl-C) after `steps` steps, then resumed to the end: its folder."""
+    from qcompress.training import TrainingInterrupted, train
+
+    seen = []
+
+    def stop(row: dict) -> None:
+        seen.extend([1] if row["kind"] == "step" else [])
+        if len(seen) == steps:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(settings, callback=stop)
+    return train(dict(settings, resume=True, overwrite=False))

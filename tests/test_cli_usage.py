@@ -101,7 +101,7 @@ def test_typer_ranges_refuse_what_the_library_refuses():
 
 def test_cli_choices_are_the_librarys():
     from qcompress.cli.evaluate import DEFAULT_METRICS, ProtocolChoice, TrecYear
-    from qcompress.cli.options import HeadChoice, SimilarityChoice
+    from qcompress.cli.options import BackendChoice, HeadChoice, SimilarityChoice
     from qcompress.cli.train import Variant
     from qcompress.data import EVALUATION_YEARS
     from qcompress.evaluation import DEFAULT_MEASURES, PROTOCOLS
@@ -115,6 +115,9 @@ def test_cli_choices_are_the_librarys():
     assert [c.value for c in HeadChoice] == list(HEAD_KINDS)
     assert [c.value for c in SimilarityChoice] == list(SIMILARITIES)
     assert [c.value for c in Variant] == list(VARIANTS)
+    from qcompress.backends import BACKEND_EXTRAS, BACKENDS
+
+    assert [c.value for c in BackendChoice] == list(BACKENDS) == ["torch", *BACKEND_EXTRAS]
 
 
 # -- --help ----------------------------------------------------------------------------------------------------------
@@ -197,7 +200,7 @@ def test_cache_folder_defaults_to_the_users_cache_and_keeps_the_old_name(tmp_pat
 # -- startup: no heavy imports for --help --------------------------------------------------------------------------
 
 HEAVY = ["torch", "transformers", "scipy", "pyarrow", "numpy", "ray", "ir_datasets", "ir_measures", "pytrec_eval",
-         "safetensors", "sentence_transformers", "matplotlib"]
+         "safetensors", "sentence_transformers", "matplotlib", "onnx", "onnxruntime", "openvino", "nncf"]
 
 PROBE = """
 import json, sys

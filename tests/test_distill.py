@@ -2,7 +2,6 @@
 towards the teacher's, runs resume exactly, and the CLI takes a plain file of texts."""
 
 import json
-import random
 
 import pytest
 import torch
@@ -12,28 +11,13 @@ from typer.testing import CliRunner
 from qcompress import load_model
 from qcompress.cli import app
 from qcompress.quantum import pairwise_log_fidelity
-from qcompress.training import TrainingInterrupted, train
+from qcompress.training import train
 from qcompress.training.distill import column_indices, pseudo_queries, read_corpus
 
-WORDS = ("wing lift drag flow heat layer boundary shock wave pressure plate cylinder jet nozzle buckling shell "
-         "stress panel flutter vortex").split()
+from conftest import DISTILL_WORDS, distill_settings, interrupted_and_resumed
 
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    rng = random.Random(3)
-    path = tmp_path_factory.mktemp("distill") / "corpus.jsonl"
-    lines = [json.dumps({"id": f"d{i}", "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))})
-             for i in range(80)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _settings(tiny_encoder, corpus_file, tmp_path, **kw):
-    args = dict(loss="distill", encoder=tiny_encoder, head="quantum", dim=8, dataset=str(corpus_file),
-                batch_size=16, distill_columns=32, head_lr=3e-2, epochs=8, cache_dir=str(tmp_path / "cache"),
-                output=str(tmp_path / "m"), overwrite=True)
-    return dict(args, **kw)
+WORDS = DISTILL_WORDS
+_settings = distill_settings
 
 
 def _top10_overlap(folder, texts) -> float:
@@ -67,17 +51,8 @@ def test_distillation_lowers_its_loss_and_moves_the_top10_towards_the_teacher(ti
 
 def test_distillation_resumes_to_the_same_weights(tiny_encoder, corpus_file, tmp_path):
     full = train(_settings(tiny_encoder, corpus_file, tmp_path, epochs=2, output=str(tmp_path / "full")))
-    out = tmp_path / "cut"
-    seen = []
-
-    def stop_after_3(row):
-        seen.extend([1] if row["kind"] == "step" else [])
-        if len(seen) == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(TrainingInterrupted):
-        train(_settings(tiny_encoder, corpus_file, tmp_path, epochs=2, output=str(out)), callback=stop_after_3)
-    train(_settings(tiny_encoder, corpus_file, tmp_path, epochs=2, output=str(out), resume=True, overwrite=False))
+    out = interrupted_and_resumed(_settings(tiny_encoder, corpus_file, tmp_path, epochs=2,
+                                            output=str(tmp_path / "cut")), steps=3)
     a, b = load_model(full, device="cpu"), load_model(out, device="cpu")
     assert torch.equal(a.head.raw, b.head.raw)
     assert torch.equal(a.mixing.rotation, b.mixing.rotation)  # distill's default mixing: pca

@@ -85,6 +85,19 @@ def test_every_head_and_similarity_computes_the_same_in_sentence_transformers(ti
         torch.testing.assert_close(st.similarity(got, got), pairwise_log_fidelity(got, got))
 
 
+def test_a_folder_with_a_codec_loads_in_sentence_transformers_and_encodes_float_angles(tiny_encoder, tmp_path):
+    from qcompress.codes import CODES_FILE, AngleCodes
+
+    torch.manual_seed(3)
+    model = build_model(tiny_encoder, head="quantum", dim=8, max_length=64, device="cpu")
+    model.set_codec(AngleCodes.fit(model.encode(TEXTS), bits=2))
+    model.save(tmp_path / "m")
+    assert (tmp_path / "m" / CODES_FILE).is_file()
+    got = st_model(tmp_path / "m", trust_remote_code=True).encode(TEXTS, convert_to_tensor=True)
+    torch.testing.assert_close(got, model.encode(TEXTS), atol=1e-5, rtol=0)  # float angles, not the codes
+    assert len(set(got[:, 0].tolist())) == len(TEXTS)
+
+
 def test_cosine_models_need_no_remote_code_and_angle_models_say_why_they_do(tiny_encoder, tmp_path):
     torch.manual_seed(0)
     build_model(tiny_encoder, head="linear", dim=8, max_length=64).save(tmp_path / "bfec")

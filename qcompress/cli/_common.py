@@ -333,11 +333,20 @@ def model_spec(
     max_length: Optional[int],
     trust_remote_code: bool,
     revision: Optional[str] = None,
+    *,
+    backend: str = "torch",
+    export_dir: Optional[str] = None,
 ) -> "ModelSpec":
     """The model named by --model DIR (or Hub id; --encoder replaces its encoder), or by --encoder NAME --head none
-    --similarity S, else the default model (qcompress.model.default_model_spec, announced on stderr). Checked, not
-    loaded."""
+    --similarity S, else the default model (qcompress.model.default_model_spec, announced on stderr), its encoder
+    run by --backend (exports kept in `export_dir`, None: the cache folder). Checked, not loaded: a backend whose
+    extra is missing is refused here, before any input is read."""
     from qcompress.model import ModelSpec, default_model_spec
+
+    if backend != "torch":
+        from qcompress.backends import require_backend
+
+        require_backend(backend)
 
     if model_dir is not None and (head is not None or similarity is not None):
         usage_error("--model DIR already names its head and similarity; drop --head/--similarity")
@@ -349,9 +358,10 @@ def model_spec(
     if model_dir is None and encoder is None:
         spec = default_model_spec()
         note(f"note: no --model or --encoder given: using the default model, {describe_default(spec)}")
-        return dataclasses.replace(spec, max_length=max_length, trust_remote_code=trust_remote_code)
+        return dataclasses.replace(spec, max_length=max_length, trust_remote_code=trust_remote_code, backend=backend,
+                                   export_dir=export_dir)
     return ModelSpec(model_dir=model_dir, encoder=encoder, similarity=similarity, max_length=max_length,
-                     trust_remote_code=trust_remote_code, revision=revision)
+                     trust_remote_code=trust_remote_code, revision=revision, backend=backend, export_dir=export_dir)
 
 
 def describe_default(spec: "ModelSpec") -> str:

@@ -16,8 +16,9 @@ from qcompress.cli._common import (
     bar_on_first_use, cache_folder, check_output_file, codes_note, command, model_spec, note, progress_bars, usage_error,
 )
 from qcompress.cli.options import (
-    DEFAULT_BATCH_SIZE, BatchSize, Bits, CacheDir, Device, Encoder, Float32, Head, LegacyCache, MaxLength, ModelDir,
-    NoCache, Revision, Similarity, TrustRemoteCode, chosen_bits, value,
+    DEFAULT_BATCH_SIZE, Backend, BackendChoice, BatchSize, Bits, CacheDir, Device, Encoder, Float32, Head,
+    LegacyCache, MaxLength, ModelDir, NoCache, Revision, Similarity, TrustRemoteCode, chosen_backend, chosen_bits,
+    value,
 )
 from qcompress.errors import InputError
 
@@ -105,6 +106,7 @@ def compress_command(
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     max_length: MaxLength = None,
     device: Device = None,
+    backend: Backend = BackendChoice.torch,
     trust_remote_code: TrustRemoteCode = False,
     cache_dir: CacheDir = None,
     cache: LegacyCache = None,
@@ -132,6 +134,7 @@ def compress_command(
         qcompress compress collection.csv --id-field docid --text-field contents -o collection.parquet
         qcompress compress corpus.jsonl --model models/qbec -o corpus-4bit.parquet --bits 4   # 64 B at 128 qubits
         qcompress compress queries.tsv --encoder minilm --head none --similarity fidelity -o - | head -c 300
+        qcompress compress corpus.jsonl --backend onnx-int8  # ONNX Runtime, int8: pip install 'qcompress-embeddings[onnx]'
     """
     out = _output_path(input_path, output)
     if out is None and (resume or store_text or engine is not Engine.local):
@@ -142,7 +145,8 @@ def compress_command(
         where = "-o -" if out is None else "--engine ray"
         usage_error(f"--bits: codes need a Parquet file written by this process ({where} writes float32 or --uint8); "
                     "compress to float32, then `qcompress quantize` the file")
-    spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision)
+    spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision,
+                      backend=chosen_backend(backend, device), export_dir=cache_folder(cache_dir, cache, False))
     encoding, role = "uint8" if uint8 else "float32", value(role)
     fields = _text_fields(id_field, text_field, title_field)
     if engine is Engine.ray:

@@ -14,8 +14,8 @@ from qcompress.cli._common import (
     progress_bars, usage_error,
 )
 from qcompress.cli.options import (
-    DEFAULT_BATCH_SIZE, ENCODER_HELP, AsJson, BatchSize, Bits, CacheDir, Device, Float32, Head, LegacyCache,
-    MaxLength, NoCache, Revision, Similarity, TrustRemoteCode, chosen_bits, value,
+    DEFAULT_BATCH_SIZE, ENCODER_HELP, AsJson, Backend, BackendChoice, BatchSize, Bits, CacheDir, Device, Float32,
+    Head, LegacyCache, MaxLength, NoCache, Revision, Similarity, TrustRemoteCode, chosen_backend, chosen_bits, value,
 )
 
 if TYPE_CHECKING:
@@ -340,6 +340,7 @@ def evaluate_command(
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     max_length: MaxLength = None,
     device: Device = None,
+    backend: Backend = BackendChoice.torch,
     as_json: AsJson = False,
     per_query: PerQuery = False,
     run_out: RunOut = None,
@@ -371,6 +372,7 @@ def evaluate_command(
         qcompress evaluate --model models/qbec --dataset beir/scifact --split test
         qcompress evaluate --model models/qbec --dataset path/to/beir-folder --bits 4
         qcompress evaluate --run bm25.trec --run run.trec --dataset path/to/beir-folder
+        qcompress evaluate --trec 2019 --backend onnx-int8     # the encoder run by ONNX Runtime in int8
     """
     model_dirs, runs, bits = model_dirs or [], runs or [], chosen_bits(bits, float32)
     check_model_options(encoder, value(head), value(similarity))
@@ -383,9 +385,9 @@ def evaluate_command(
     collection = _load(dataset_id, split, value(trec), trec_dir)
     _warn_deeper_than(metrics or DEFAULT_METRICS, top_k, protocol, collection.relevance_level)
     first, first_stage_name = _first_stage(first_stage, protocol, collection)
-    specs = [model_spec(d, None, None, None, max_length, trust_remote_code, revision) for d in model_dirs]
-    if encoder is not None or (not model_dirs and not runs):  # the baseline (or the default model): first
-        specs.insert(0, model_spec(None, encoder, value(head), value(similarity), max_length, trust_remote_code))
+    backend_options = {"backend": chosen_backend(backend, device), "export_dir": cache_folder(cache_dir, cache, False)}
+    specs = _specs(model_dirs, encoder, value(head), value(similarity), max_length, trust_remote_code, revision,
+                   baseline=encoder is not None or (not model_dirs and not runs), backend_options=backend_options)
     try:
         with progress_bars() as start:
             comparison = compare(
@@ -410,6 +412,17 @@ def _warn_deeper_than(metrics: List[str], top_k: int, protocol: str, relevance_l
     for name, cutoff in deeper_than(metrics, top_k, relevance_level) if protocol != "judged" else []:
         note(f"qcompress: warning: {name} counts the top {cutoff} documents of each query, but --top-k {top_k} ranks "
              f"only {top_k}: the others count as not retrieved (raise --top-k to {cutoff} for {name} itself)")
+
+
+def _specs(model_dirs: List[str], encoder: Optional[str], head: Optional[str], similarity: Optional[str],
+           max_length: Optional[int], trust_remote_code: bool, revision: Optional[str], baseline: bool,
+           backend_options: dict) -> list:
+    """The models to compare: each --model, after --encoder (the baseline) or the default model when `baseline`
+    (there is no --model and no --run); `backend_options`: the backend and where its exports are kept."""
+    specs = [model_spec(d, None, None, None, max_length, trust_remote_code, revision, **backend_options) for d in model_dirs]
+    if baseline:  # the baseline (or the default model): first
+        specs.insert(0, model_spec(None, encoder, head, similarity, max_length, trust_remote_code, **backend_options))
+    return specs
 
 
 def _report(comparison: "Comparison", collection: "Collection", *, top_k: int, first_stage: Optional[str],

@@ -13,13 +13,14 @@ from typing import Annotated, Optional
 import typer
 
 from qcompress.cli._common import usage_error
-from qcompress.defaults import DEFAULT_BATCH_SIZE, MIXINGS
+from qcompress.defaults import BACKENDS, DEFAULT_BATCH_SIZE, MIXINGS
 from qcompress.heads import HEAD_KINDS
 from qcompress.similarity import SIMILARITIES
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ENCODER_HELP", "HeadChoice", "SimilarityChoice", "ModelDir", "Encoder", "Head",
            "Similarity", "MaxLength", "BatchSize", "TrustRemoteCode", "CacheDir", "LegacyCache", "NoCache", "Device",
-           "AsJson", "Revision", "MixingChoice", "Bits", "Float32", "value", "check_device", "chosen_bits"]
+           "AsJson", "Revision", "MixingChoice", "Bits", "Float32", "BackendChoice", "Backend", "value", "check_device",
+           "chosen_bits", "chosen_backend"]
 
 ENCODER_HELP = (
     "Instead of --model: an encoder without a trained head (hub id, local folder, or 'minilm' for the offline "
@@ -37,6 +38,7 @@ DEFAULT_MODEL_HELP = (
 HeadChoice = Enum("HeadChoice", {name: name for name in HEAD_KINDS}, type=str)
 SimilarityChoice = Enum("SimilarityChoice", {name: name for name in SIMILARITIES}, type=str)
 MixingChoice = Enum("MixingChoice", {name: name for name in MIXINGS}, type=str)
+BackendChoice = Enum("BackendChoice", {name: name for name in BACKENDS}, type=str)  # qcompress.backends
 
 
 def value(choice: Optional[Enum]) -> Optional[str]:
@@ -51,6 +53,15 @@ def chosen_bits(bits: Optional[int], float32: bool, uint8: bool = False) -> Opti
     if len(given) > 1:
         usage_error(f"{' and '.join(given)} are ways to store the angles; choose one")
     return 0 if float32 or uint8 else bits
+
+
+def chosen_backend(backend: Enum, device: Optional[str]) -> str:
+    """--backend as the library's name (qcompress.backends); an exported backend with a --device other than the CPU
+    is wrong usage (its runtimes run on the CPU)."""
+    name = value(backend)
+    if name != "torch" and device is not None and device.split(":")[0] != "cpu":
+        usage_error(f"--backend {name} runs on the CPU; drop --device {device} (or use --backend torch)")
+    return name
 
 
 def check_device(device: Optional[str]) -> Optional[str]:
@@ -98,6 +109,13 @@ CacheDir = Annotated[Optional[str], typer.Option(
     "($XDG_CACHE_HOME/qcompress, else ~/.cache/qcompress).")]
 LegacyCache = Annotated[Optional[str], typer.Option("--cache", hidden=True, help="The old name of --cache-dir.")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Use no pooled-output cache (read none, write none).")]
+Backend = Annotated[BackendChoice, typer.Option(
+    "--backend",
+    help="What runs the encoder: torch; onnx or onnx-int8 (ONNX Runtime, float32 or int8 weights: pip install "
+    "'qcompress-embeddings[onnx]'); openvino or openvino-int8 (OpenVINO, float32 or int8 calibrated on the bundled Cranfield "
+    "corpus: pip install 'qcompress-embeddings[openvino]'). Not torch: on the CPU, exported once into the cache folder "
+    "(CACHE/exported/), loaded afterwards. int8 outputs differ slightly from float32 ones (the pooled-output cache "
+    "keeps them apart); benchmarks/compress_speed.py measures speed and NDCG@10 for each.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
 Bits = Annotated[Optional[int], typer.Option(
     "--bits", min=1, max=8,

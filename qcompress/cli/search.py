@@ -10,7 +10,8 @@ import typer
 
 from qcompress.cli._common import command, model_spec, print_table, quiet_closed_pipe
 from qcompress.cli.options import (
-    AsJson, Device, Encoder, Head, MaxLength, ModelDir, Revision, Similarity, TrustRemoteCode, value,
+    AsJson, Backend, BackendChoice, Device, Encoder, Head, MaxLength, ModelDir, Revision, Similarity, TrustRemoteCode,
+    chosen_backend, value,
 )
 
 
@@ -29,6 +30,7 @@ def search_command(
     similarity: Similarity = None,
     max_length: MaxLength = None,
     device: Device = None,
+    backend: Backend = BackendChoice.torch,
     trust_remote_code: TrustRemoteCode = False,
     as_json: AsJson = False,
 ) -> None:
@@ -44,7 +46,8 @@ def search_command(
     """
     from qcompress.search.text import search_texts
 
-    spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision)
+    spec = model_spec(model_dir, encoder, value(head), value(similarity), max_length, trust_remote_code, revision,
+                      backend=chosen_backend(backend, device))
     model = spec.load(device)
     hits = search_texts(model, [query], corpus, top_k)[0]
     with quiet_closed_pipe():

@@ -22,7 +22,9 @@ import typer
 from qcompress.cli._common import command, fail, note, print_json, progress, usage_error
 from qcompress.cli.options import HeadChoice, MixingChoice, SimilarityChoice, check_device
 from qcompress.defaults import DEFAULT_ENCODER, POOLINGS
-from qcompress.training.config import FROZEN_PREFIX, LOSSES, PSEUDO_QUERIES, VARIANTS, ArgumentError, TrainConfig
+from qcompress.training.config import (
+    CODE_LEVELS, FROZEN_PREFIX, LOSSES, PSEUDO_QUERIES, QUANTIZERS, VARIANTS, ArgumentError, TrainConfig,
+)
 
 DEFAULT_VARIANT = "QBEC"  # without --variant and --head: the paper's quantum head on the last 4 layers
 MODELS_DIR = "models"
@@ -33,16 +35,20 @@ Pooling = Enum("Pooling", {name: name for name in POOLINGS}, type=str)
 Loss = Enum("Loss", {name: name for name in LOSSES}, type=str)
 PseudoQueries = Enum("PseudoQueries", {name: name for name in PSEUDO_QUERIES}, type=str)
 FrozenPrefix = Enum("FrozenPrefix", {name: name for name in FROZEN_PREFIX}, type=str)
+Quantizer = Enum("Quantizer", {name: name for name in QUANTIZERS}, type=str)
+CodeLevels = Enum("CodeLevels", {name: name for name in CODE_LEVELS}, type=str)
 # Field -> the Enum its value is one of (case-insensitive for the variants, as TrainConfig reads them).
 _CHOICES = {"variant": (Variant, False), "head": (HeadChoice, True), "similarity": (SimilarityChoice, True),
             "optimizer": (Optimizer, True), "pooling": (Pooling, True), "mixing": (MixingChoice, True),
-            "loss": (Loss, True), "pseudo_queries": (PseudoQueries, True), "frozen_prefix": (FrozenPrefix, True)}
+            "loss": (Loss, True), "pseudo_queries": (PseudoQueries, True), "frozen_prefix": (FrozenPrefix, True),
+            "quantizer": (Quantizer, True), "code_levels": (CodeLevels, True)}
 # Field -> the range Typer checks (TrainConfig's check_values refuses the same values for library callers), and
 # the fields that must be above a bound (Typer has no open ranges: a callback checks them).
 _RANGES = {
     "dim": dict(min=1), "train_layers": dict(min=0), "max_length": dict(min=1), "negatives": dict(min=0),
     "train_fraction": dict(max=1), "weight_decay": dict(min=0), "epochs": dict(min=1), "batch_size": dict(min=1),
     "max_steps": dict(min=1), "save_every": dict(min=1), "distill_columns": dict(min=0),
+    "bits": dict(min=1, max=8), "code_warmup": dict(min=0),
 }
 _ABOVE = {"train_fraction": 0, "logit_scale": 0, "lr": 0, "head_lr": 0, "distill_temperature": 0}
 
@@ -142,6 +148,7 @@ def train_command(*, as_json: bool, **arguments: object) -> None:
         qcompress train --encoder bert-base-uncased          # QBEC on Cranfield -> models/qbec-bert-base-uncased
         qcompress train --variant QBFEC --encoder bert-base-uncased -o models/qbfec --dim 256
         qcompress train --head linear --dim 64 --train-layers 2 --dataset beir/scifact -o models/lin64
+        qcompress train --loss distill --head quantum --dim 256 --bits 2 -o models/q256x2   # 64-byte codes
     """
     arguments = {k: (v.value if isinstance(v, Enum) else v) for k, v in arguments.items()}
     if arguments["variant"] is None and arguments["head"] is None:

@@ -13,8 +13,10 @@ from typing import Any, Callable, Mapping
 from qcompress.defaults import DEFAULT_MAX_LENGTH, MIXINGS, POOLINGS
 from qcompress.errors import InputError
 from qcompress.heads import get_head
+from qcompress.similarity import get_similarity
 
-__all__ = ["VARIANTS", "DEFAULT_HEAD_LR", "FROZEN_PREFIX", "LOSSES", "PSEUDO_QUERIES", "DISTILL_MIXING", "TrainConfig",
+__all__ = ["VARIANTS", "DEFAULT_HEAD_LR", "FROZEN_PREFIX", "LOSSES", "PSEUDO_QUERIES", "DISTILL_MIXING", "QUANTIZERS",
+           "CODE_LEVELS", "TrainConfig",
            "ArgumentError", "resolve_variant", "default_dim", "as_config", "check_values", "resolve", "recipe_of", "Progress"]
 
 # SPEC §4. "Last 4 layers" is what the authors meant; their loop trained layer 0 plus the last 3 (see --help).
@@ -63,6 +65,10 @@ DISTILL_MIXING = "pca"
 LOSS_DEFAULTS = {"contrastive": {"batch_size": 16, "epochs": 1, "head_lr": DEFAULT_HEAD_LR},
                  "distill": {"batch_size": 128, "epochs": 25, "head_lr": 3e-3}}
 FROZEN_PREFIX = ("memory", "disk", "off")
+QUANTIZERS = ("ste", "noise", "soft")  # qcompress.training.quantizer
+CODE_LEVELS = ("refit", "learned")
+# --bits: the settings of the quantizer, when not given (measured: benchmarks/lowbit_training.py).
+CODE_DEFAULTS = {"quantizer": "ste", "code_levels": "refit", "code_warmup": 0}
 _FROZEN_PREFIX_HELP = (
     "With --train-layers L between 0 and the encoder's layers: memory (the default) runs the frozen layers once "
     "per text and keeps the hidden states entering the trained layers in memory (up to 2 GiB; beyond, they are "
@@ -147,6 +153,25 @@ class TrainConfig:
         "--loss distill: what stands for a query: documents (each document itself) or spans (a seeded random span "
         "of 4-16 words of it).",
     )
+    bits: int | None = _arg(
+        None,
+        "Train for low-bit angle codes of B bits per qubit (1..8; a fidelity model, any --dim): the documents' side "
+        "of the loss goes through the quantizer and the queries' side stays float32, as search scores them. The "
+        "levels (per qubit, Lloyd-Max on the training documents' angles under the head, refitted every epoch) go "
+        "into the model folder (codes.safetensors; bits in qcompress.json), which then compresses to B-bit codes "
+        "by default.",
+    )
+    quantizer: str | None = _arg(
+        None,
+        "--bits: how the gradient passes the rounding: ste (straight-through: the forward pass codes), noise "
+        "(uniform noise of the angle's cell width), soft (softmax over the levels, annealed to hard rounding). "
+        "Default: ste.",
+    )
+    code_levels: str | None = _arg(
+        None, "--bits: refit (Lloyd-Max at every epoch's start and at the end) or learned (fitted once, then "
+        "trained with the head). Default: refit.")
+    code_warmup: int | None = _arg(None, "--bits: epochs trained on float angles before the quantizer starts. "
+                                   "Default: 0.")
     train_layers: int | None = _arg(None, _TRAIN_LAYERS_HELP)
     frozen_prefix: str = _arg("memory", _FROZEN_PREFIX_HELP)
     normalize: bool | None = _arg(
@@ -321,6 +346,16 @@ def check_values(cfg: TrainConfig) -> None:
         if value is not None and value not in choices:
             raise ArgumentError(f"{{{name}}} must be one of {{choices}}, got {{got!r}}", choices=", ".join(choices),
                                 got=value)
+    if cfg.bits is not None and (isinstance(cfg.bits, bool) or not isinstance(cfg.bits, int)
+                                 or not 1 <= cfg.bits <= 8):
+        raise ArgumentError("{bits} must be an integer from 1 to 8 (bits per qubit), got {got!r}", got=cfg.bits)
+    for name, choices in (("quantizer", QUANTIZERS), ("code_levels", CODE_LEVELS)):
+        value = getattr(cfg, name)
+        if value is not None and value not in choices:
+            raise ArgumentError(f"{{{name}}} must be one of {{choices}}, got {{got!r}}", choices=", ".join(choices),
+                                got=value)
+    if cfg.code_warmup is not None and cfg.code_warmup < 0:
+        raise ArgumentError("{code_warmup} must be >= 0, got {got}", got=cfg.code_warmup)
     if cfg.distill_columns < 0:
         raise ArgumentError("{distill_columns} must be >= 0, got {got}", got=cfg.distill_columns)
     if not cfg.distill_temperature > 0:
@@ -368,7 +403,25 @@ def resolve(cfg: TrainConfig, in_dim: int) -> TrainConfig:
         cfg.mixing = DISTILL_MIXING if cfg.loss == "distill" and head.mixes_inputs else "none"
     if cfg.mixing != "none" and not head.mixes_inputs:
         raise ArgumentError("{mixing} mixes the inputs of a quantum head; {head} is {got}", got=cfg.head)
+    _resolve_codes(cfg)
     return cfg
+
+
+def _resolve_codes(cfg: TrainConfig) -> None:
+    """The quantizer's settings: defaults with --bits, refused without it or for a model that outputs vectors."""
+    from qcompress.similarity.base import ANGLES  # here: it imports torch, which `train --help` does not need
+
+    given = [name for name in CODE_DEFAULTS if getattr(cfg, name) is not None]
+    if cfg.bits is None:
+        if given:
+            raise ArgumentError(f"{{{given[0]}}} sets how training codes the documents; give {{bits}} too")
+        return
+    if get_similarity(cfg.similarity).output_kind != ANGLES:
+        raise ArgumentError("{bits}: codes store qubit angles; {similarity} {got} compares vectors (train a "
+                            "fidelity model)", got=cfg.similarity)
+    for name, value in CODE_DEFAULTS.items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, value)
 
 
 def recipe_of(cfg: TrainConfig) -> dict:

@@ -34,6 +34,7 @@ from qcompress.data.beir import bundled_path
 from qcompress.errors import InputError
 from qcompress.formats.texts import iter_texts
 from qcompress.similarity import get_similarity
+from qcompress.training.quantizer import coded_documents
 from qcompress.training.step import backward_through_head, pool_batch
 
 __all__ = ["PSEUDO_QUERIES", "DistillData", "read_corpus", "pseudo_queries", "distill_forward_backward",
@@ -137,7 +138,8 @@ def distill_forward_backward(model, cfg, data: DistillData, batch: Tensor, step:
     pq, pd = pool_batch(model, pooled, batch, cols, data.query_texts, data.doc_texts, pool)
 
     def loss_of(hq: Tensor, hd: Tensor) -> Tensor:
-        student = _similarities(model, model.project(hq), model.project(hd)) * log_scale.exp()
+        documents = coded_documents(model, model.project(hd))  # float32 unless training for codes (--bits)
+        student = _similarities(model, model.project(hq), documents) * log_scale.exp()
         if own is not None:
             student = student.masked_fill(own, _LEFT_OUT)
         return F.kl_div(F.log_softmax(student, dim=-1), target, log_target=True, reduction="batchmean")

@@ -55,6 +55,7 @@ from qcompress.training.distill import (
 )
 from qcompress.training.interrupts import deferred_interrupts
 from qcompress.training.plots import plot_training
+from qcompress.training.quantizer import anneal, attach_quantizer, final_codec, start_epoch
 from qcompress.training.step import forward_backward
 
 __all__ = ["TrainingInterrupted", "train", "summary"]
@@ -202,6 +203,7 @@ def _build_model(cfg: TrainConfig) -> tuple[TrainConfig, object]:
                             "folder that is not a Hub snapshot)")
     if cfg.loss == "distill":  # the student's similarity scale trains beside the head (not part of the model)
         model.distill_log_scale = initial_log_scale(model.similarity).to(model.device)
+    attach_quantizer(model, cfg)  # with --bits: the documents' side of the loss is coded (not part of the model)
     # What was left to the encoder's own configuration is recorded as resolved (the recipe a resume checks).
     mc = model.config
     cfg = dataclasses.replace(cfg, normalize=mc.normalize, pooling=mc.pooling, query_prompt=mc.query_prompt,
@@ -327,6 +329,9 @@ class _Run:
         # update restores it, so that the checkpoint holds the state of the last completed step.
         self.uncommitted_rng: dict[str, Tensor] | None = None
         self.advance: Callable[[int], None] = lambda k: None
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
 
     @property
     def log(self) -> list[dict]:
@@ -381,6 +386,7 @@ class _Run:
         t0 = time.perf_counter()
         self.uncommitted_rng = rng_state()
         _train_mode(self.model)
+        anneal(self.model, state["step"], self.total_steps)
         self.optimizer.zero_grad(set_to_none=True)
         local = distributed.shard(batch, self.ctx)  # the whole batch in one process
         pool = data.prefix.pool if data.prefix is not None else None
@@ -409,9 +415,7 @@ class _Run:
 
     def run_epochs(self) -> None:
         """The epochs, from where the state stands; Ctrl-C checkpoints and raises TrainingInterrupted."""
-        total_steps = self.cfg.epochs * self.steps_per_epoch
-        if self.cfg.max_steps is not None:
-            total_steps = min(total_steps, self.cfg.max_steps)
+        total_steps = self.total_steps
         self.advance = self.progress("training", total_steps) if self.progress else (lambda k: None)
         self.advance(min(self.state["step"], total_steps))
         deterministic = (torch.are_deterministic_algorithms_enabled(),
@@ -436,6 +440,7 @@ class _Run:
             self.validate()  # an interrupted validation, or the untrained baseline (epoch 0)
         while state["epoch"] < cfg.epochs and self._more_steps():
             order = epoch_order(self.n, cfg.seed, state["epoch"])
+            start_epoch(self.model, cfg, self.data, state["epoch"], state["position"])  # --bits: refit the levels
             while state["position"] < self.n and self._more_steps():
                 self.step(order[state["position"] : state["position"] + cfg.batch_size])
             if state["position"] >= self.n:
@@ -470,6 +475,8 @@ def _build_optimizer(model, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, bo
     head_params = list(model.head.parameters()) if model.head is not None else []
     if hasattr(model, "distill_log_scale"):
         head_params.append(model.distill_log_scale)
+    if getattr(model, "code_quantizer", None) is not None and model.code_quantizer.learn_levels:
+        head_params.append(model.code_quantizer.levels)
     if head_params:
         groups.append({"params": head_params, "lr": cfg.head_lr})
     optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -486,6 +493,8 @@ def _finish(run: _Run) -> Path:
             for name, value in run.best.items():
                 params[name].copy_(value)
     steps = [r for r in log if r["kind"] == "step"]
+    if cfg.bits is not None:
+        model.set_codec(final_codec(model, cfg, run.data))
     model.config = model.config.replace(encoder_trained=not run.frozen, training=run.recipe, training_result={
         "steps": state["step"],
         "epochs_completed": state["epoch"],

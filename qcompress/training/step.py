@@ -18,6 +18,7 @@ from torch import Tensor
 from qcompress.similarity import get_similarity
 from qcompress.training.config import TrainConfig
 from qcompress.training.negatives import Examples
+from qcompress.training.quantizer import coded_documents
 
 __all__ = ["forward_backward", "in_batch_mask", "pool_batch", "backward_through_head"]
 
@@ -93,7 +94,7 @@ def forward_backward(model, cfg: TrainConfig, examples: Examples, batch: Tensor,
 
     def loss_of(hq: Tensor, hd: Tensor) -> Tensor:
         eq = model.project(hq)[q_inv.to(device)]
-        ed = model.project(hd)[d_inv.to(device)].reshape(di.shape[0], di.shape[1], -1)
+        ed = coded_documents(model, model.project(hd))[d_inv.to(device)].reshape(di.shape[0], di.shape[1], -1)
         return F.cross_entropy(*_logits(model, cfg, eq, ed, mask))
 
     return backward_through_head(pq, pd, loss_of, trains_encoder=pooled is None)
