@@ -34,6 +34,7 @@ import math
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch  # noqa: F401 (the module docstring's example uses it)
 import torch.nn.functional as F
 
 from qcompress.atomic import atomic_file

@@ -51,7 +51,7 @@ class ModelConfig:
         >>> c.replace(similarity="cosine", head="linear", bits=4)
         Traceback (most recent call last):
         ...
-        ValueError: bits: codes store qubit angles; a cosine model outputs vectors (train a fidelity model)
+        qcompress.errors.InputError: bits: codes store qubit angles; a cosine model outputs vectors (train a fidelity model)
     """
 
     encoder: str

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import math  # noqa: F401 (the module docstring's example uses it)
 from os import PathLike
 from typing import Callable, NamedTuple
 

@@ -149,21 +149,26 @@ def compress_command(
                       backend=chosen_backend(backend, device), export_dir=cache_folder(cache_dir, cache, False))
     encoding, role = "uint8" if uint8 else "float32", value(role)
     fields = _text_fields(id_field, text_field, title_field)
+    _check_engine_options(engine, resume, store_text, device, num_workers, ray_address)
     if engine is Engine.ray:
-        if resume or store_text or device is not None:
-            usage_error("--resume, --store-text and --device are for the local engine; --engine ray writes the whole "
-                        "folder again, one GPU per worker where the cluster has them")
         typed = cache if cache is not None else cache_dir if cache_dir != os.environ.get("QCOMPRESS_CACHE") else None
         return _compress_ray(input_path, out, spec, encoding, bits, batch_size, num_workers, ray_address, typed, role,
                              allow_empty, fields)
-    if num_workers is not None or ray_address is not None:
-        usage_error("--num-workers and --ray-address go with --engine ray")
     folder = cache_folder(cache_dir, cache, no_cache)
     if out is None:
         return _compress_to_stdout(input_path, spec, encoding, bits, batch_size, device, folder, role, allow_empty,
                                    fields)
     _compress_local(input_path, out, spec, encoding, bits, batch_size, resume, device, folder, role, store_text,
                     allow_empty, fields)
+
+
+def _check_engine_options(engine, resume: bool, store_text: bool, device, num_workers, ray_address) -> None:
+    """Options that belong to one engine only: a usage error when given to the other."""
+    if engine is Engine.ray and (resume or store_text or device is not None):
+        usage_error("--resume, --store-text and --device are for the local engine; --engine ray writes the whole "
+                    "folder again, one GPU per worker where the cluster has them")
+    if engine is not Engine.ray and (num_workers is not None or ray_address is not None):
+        usage_error("--num-workers and --ray-address go with --engine ray")
 
 
 def _text_fields(id_field: Optional[str], text_field: Optional[str], title_field: Optional[str]):

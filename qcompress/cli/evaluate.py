@@ -396,13 +396,19 @@ def evaluate_command(
                 progress=start, measures=metrics or DEFAULT_METRICS, device=device, bits=bits, runs=scored_runs,
             )
     except UnknownDocuments as err:
-        if first_stage is None:
-            raise
-        line = _first_stage_line(first_stage, err.doc_ids[0])
-        fail(f'{first_stage}:{line}: field "docid": doc "{err.doc_ids[0]}" is not in the corpus of {collection.name} '
-             f"({len(err.doc_ids)} such candidates); the first-stage run names documents of another collection")
+        _unknown_first_stage_documents(err, first_stage, collection)
     _report(comparison, collection, top_k=top_k, first_stage=first_stage_name, run_out=run_out, as_json=as_json,
             per_query=per_query, permutations=permutations)
+
+
+def _unknown_first_stage_documents(err, first_stage: Optional[str], collection) -> None:
+    """A --first-stage run naming documents the collection lacks: one line naming its file and line (re-raised
+    when there is no such file: then it is a bug)."""
+    if first_stage is None:
+        raise err
+    line = _first_stage_line(first_stage, err.doc_ids[0])
+    fail(f'{first_stage}:{line}: field "docid": doc "{err.doc_ids[0]}" is not in the corpus of {collection.name} '
+         f"({len(err.doc_ids)} such candidates); the first-stage run names documents of another collection")
 
 
 def _warn_deeper_than(metrics: List[str], top_k: int, protocol: str, relevance_level: int) -> None:

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math  # noqa: F401 (the module docstring's example uses it)
 import sys
 
 import torch
