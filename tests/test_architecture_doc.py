@@ -1,11 +1,11 @@
 """docs/architecture.md names only files, folders and functions that exist, so the map cannot rot silently.
 
 Read as text, nothing imported: every backticked path (`formats/texts.py`, `heads/`, `recipes/peers_*.py`,
-`tests/test_cli_*.py`, `benchmarks/cli_startup.py`) must exist under qcompress/ or the repository root, a bare file
-name (`linear.py`) in the package folder last named before it (`heads/`) or at the package's top; every file or
-folder of the pipeline diagram somewhere under qcompress/; every backticked qcompress name (`corpus_codec`, `encoder.load_encoder`, `QCompressModel.pool`, `qcompress.codes.topk`)
-must be defined in qcompress's source, a dotted one in the module or class it names.
-"""
+`tests/test_cli_*.py`, `benchmarks/cli_startup.py`, `pyproject.toml`) must exist under qcompress/ or the repository
+root, or in the package folder last named before it (`linear.py` after `heads/`); every file or folder of the
+pipeline diagram somewhere under qcompress/; every backticked qcompress name (`corpus_codec`, `encoder.load_encoder`,
+`QCompressModel.pool`, `qcompress.codes.topk`) must be defined in qcompress's source, a dotted one in the module or
+class it names."""
 
 from __future__ import annotations
 
@@ -34,19 +34,17 @@ def diagram_paths() -> list[str]:
 
 
 def is_path(token: str) -> bool:
-    return re.fullmatch(r"[\w./*-]+(\.py|/)", token) is not None and not PLACEHOLDER.match(token)
+    return re.fullmatch(r"[\w./*-]+(\.py|\.toml|/)", token) is not None and not PLACEHOLDER.match(token)
 
 
 def path_exists(token: str, folder: str = "") -> bool:
-    """`token` under qcompress/ or the repository root; a bare name in qcompress/`folder`/ or qcompress/."""
-    if "/" not in token.rstrip("/"):
-        return any((base / token.rstrip("/")).exists() for base in (PACKAGE / folder, PACKAGE))
-    return any(any(base.glob(token.rstrip("/"))) for base in (PACKAGE, ROOT))
+    """`token` in qcompress/`folder`/, qcompress/ or the repository root (a glob pattern: any file it matches)."""
+    return any(any(base.glob(token.rstrip("/"))) for base in (PACKAGE / folder, PACKAGE, ROOT))
 
 
 def missing_paths(tokens: list[str]) -> list[str]:
-    """The paths among `tokens` (in the doc's order) that do not exist, each bare name read in the package folder
-    named last before it."""
+    """The paths among `tokens` (in the doc's order) that do not exist, each read also in the package folder named
+    last before it (`bench/`, then `methods/base.py`)."""
     folder, missing = "", []
     for token in filter(is_path, tokens):
         if not path_exists(token, folder):
