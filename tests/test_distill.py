@@ -90,6 +90,19 @@ def test_cli_train_distill_on_a_tsv_of_texts(tiny_encoder, tmp_path):
     assert bad.exit_code != 0 and "loss" in bad.output
 
 
+def test_cli_train_distill_without_a_head_trains_the_quantum_head_on_the_frozen_encoder(tiny_encoder, tmp_path):
+    """Issue 26's command names no --head: label-free training is the head's, not QBEC's four encoder layers (a
+    listwise loss over 128 x 512 documents through four trained layers took 22 GB on Cranfield)."""
+    tsv = tmp_path / "texts.tsv"
+    tsv.write_text("".join(f"t{i}\t{' '.join(WORDS[i % 7: i % 7 + 5])}\n" for i in range(20)))
+    result = CliRunner().invoke(app, ["train", "--loss", "distill", "--encoder", tiny_encoder, "--dim", "8",
+                                      "--dataset", str(tsv), "--max-steps", "1", "--batch-size", "8", "--cache-dir",
+                                      str(tmp_path / "c"), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "m" / "qcompress.json").read_text())
+    assert (config["head"], config["training"]["train_layers"], config["training"]["variant"]) == ("quantum", 0, None)
+
+
 def test_no_store_encoder_writes_a_head_only_folder(minilm_path, tiny_encoder, tmp_path):
     tsv = tmp_path / "texts.tsv"
     tsv.write_text("".join(f"t{i}\t{' '.join(WORDS[i % 9: i % 9 + 6])}\n" for i in range(24)))

@@ -3,8 +3,8 @@
 The options are TrainConfig's fields: each field's metadata declares its help text and flags once, and the
 command's signature is built from them (plus --json, the one option of the CLI's own). What Typer can check
 before any work is added here: choices as Enums, ranges (`_RANGES`), a valid --device. The CLI has two
-defaults of its own, both stated in --help: the variant QBEC when neither --variant nor --head is given, and
-the output folder models/<variant or head>-<encoder name>[-N] when -o is not given.
+defaults of its own, both stated in --help: the variant QBEC when neither --variant nor --head is given (with
+--loss distill: the quantum head on the frozen encoder, as recipes/default-head.sh trains it), and the output folder models/<variant or head>-<encoder name>[-N] when -o is not given.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ def _above(bound: float) -> Callable[[Optional[float]], Optional[float]]:
 _HELP_ADDED = {
     "output": f" Default: `{MODELS_DIR}/<variant or head>-<encoder name>`, with -2, -3... when taken (printed on "
     "stderr at the start; with --resume, the last such folder with a checkpoint).",
-    "variant": f" Default: {DEFAULT_VARIANT} when --head is not given either.",
-    "head": f" (With neither --variant nor --head: {DEFAULT_VARIANT}'s, quantum.)",
+    "variant": f" Default: {DEFAULT_VARIANT} when --head is not given either (not with --loss distill).",
+    "head": f" (With neither --variant nor --head: {DEFAULT_VARIANT}'s, quantum; with --loss distill, quantum on the "
+    "frozen encoder.)",
 }
 
 
@@ -152,7 +153,10 @@ def train_command(*, as_json: bool, **arguments: object) -> None:
     """
     arguments = {k: (v.value if isinstance(v, Enum) else v) for k, v in arguments.items()}
     if arguments["variant"] is None and arguments["head"] is None:
-        arguments["variant"] = DEFAULT_VARIANT
+        if arguments.get("loss") == "distill":  # label-free: the head alone (QBEC's 4 layers under a listwise loss
+            arguments["head"] = "quantum"       # over 128 x 512 documents a step took 22 GB on Cranfield)
+        else:
+            arguments["variant"] = DEFAULT_VARIANT
     if arguments["output"] is None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank must name the same folder
             usage_error("under torchrun, name the output folder with -o")
