@@ -282,9 +282,11 @@ def model_codec(model) -> AngleCodes | None:
     return getattr(model, "codec", None)
 
 
-def stored_bits(model, bits: int | None) -> int:
+def stored_bits(model, bits: int | None, role: str | None = "document") -> int:
     """Bits per qubit of what a model's documents are stored as: `bits` when given (0: float32, no codes), else
-    the model's default, its codec's bits (0 without one). ValueError for codes of a model that outputs vectors.
+    the model's default, its codec's bits (0 without one); queries (`role` "query") default to float32, since a
+    code file is searched with float32 query angles against its levels (asymmetric, SPEC §7). InputError for
+    codes of a model that outputs vectors.
 
     Example:
         >>> class Cosine:  # a stand-in: a model that compares vectors by cosine, without a codec
@@ -293,6 +295,8 @@ def stored_bits(model, bits: int | None) -> int:
         (0, 0)
     """
     if bits is None:
+        if role == "query":
+            return 0
         codec = model_codec(model)
         return codec.bits if codec is not None else 0
     if bits == 0:

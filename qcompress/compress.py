@@ -154,7 +154,7 @@ def compress(
         raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if encoding != "float32" and bits:
         raise InputError(f"{encoding} encoding and {bits}-bit codes are two ways to store the angles; choose one")
-    bits = stored_bits(model, bits) if encoding == "float32" else 0
+    bits = stored_bits(model, bits, role) if encoding == "float32" else 0
     records = iter(records)
 
     def encoded(chunk: list[tuple[str, str]]) -> Tensor:

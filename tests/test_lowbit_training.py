@@ -192,6 +192,26 @@ def test_levels_are_saved_and_reloaded_bit_for_bit(coded_folder):
     assert "5 bytes per vector (3 bits per qubit)" in card and "codes.safetensors" in card
 
 
+def test_a_coded_model_writes_documents_as_codes_and_queries_as_float32_angles(coded_folder, tmp_path):
+    """Issue 26's pipeline: compress (documents) + compress --role query + score must rank as `evaluate --bits`
+    does, float32 query angles against coded documents; queries coded by default scored otherwise."""
+    from qcompress.formats import read_embedding_metadata
+
+    folder, _ = coded_folder
+    texts = tmp_path / "t.tsv"
+    texts.write_text("".join(f"d{i}\t{' '.join(DISTILL_WORDS[i % 5: i % 5 + 4])}\n" for i in range(12)))
+    for role, encoding in (("document", "codes"), ("query", "float32")):
+        out = tmp_path / f"{role}.parquet"
+        result = CliRunner().invoke(app, ["compress", str(texts), "--model", str(folder), "--role", role, "-o",
+                                          str(out), "--no-cache"])
+        assert result.exit_code == 0, result.output
+        assert read_embedding_metadata(out)["encoding"] == encoding
+    coded = tmp_path / "q-coded.parquet"
+    result = CliRunner().invoke(app, ["compress", str(texts), "--model", str(folder), "--role", "query", "--bits", "3",
+                                      "-o", str(coded), "--no-cache"])
+    assert result.exit_code == 0 and read_embedding_metadata(coded)["encoding"] == "codes"  # when asked for
+
+
 def test_a_folder_without_bits_loads_with_no_codec(tiny_encoder, tmp_path):
     folder = tmp_path / "plain"
     build_model(tiny_encoder, head="quantum", dim=8, device="cpu").save(folder)

@@ -207,11 +207,11 @@ def _empty_input(input_path: str, what: str) -> InputError:
     return InputError(f"no records to compress (empty input); pass --allow-empty to write {what}", file=input_path)
 
 
-def _float_only(model, bits: Optional[int], where: str) -> None:
+def _float_only(model, bits: Optional[int], where: str, role: str = "document") -> None:
     """Refuse to write a model's default codes where only float32 or uint8 go (JSON lines, --engine ray)."""
     from qcompress.codes import stored_bits
 
-    if bits is None and stored_bits(model, None):
+    if bits is None and stored_bits(model, None, role):
         raise InputError(f"this model stores {stored_bits(model, None)}-bit codes by default, which {where} cannot "
                          "write; pass --float32 (then `qcompress quantize` codes the file)")
 
@@ -236,7 +236,7 @@ def _compress_local(input_path: str, output: Path, spec, encoding: str, bits: Op
         raise _empty_input(input_path, "an empty file")
     model = spec.load(device)
     check_encoding(encoding, model.output_kind)  # before any progress bar
-    stored_bits(model, bits)
+    stored_bits(model, bits, role)
     cache = PooledCache(cache_dir, model) if cache_dir is not None else None
     with progress_bars() as start:
         done = compress(itertools.chain(first, records), output, model, batch_size=batch_size, encoding=encoding,
@@ -266,7 +266,7 @@ def _compress_to_stdout(input_path: str, spec, encoding: str, bits: Optional[int
         raise _empty_input(input_path, "no lines")
     model = spec.load(device)
     check_encoding(encoding, model.output_kind)
-    _float_only(model, bits, "-o - (JSON lines)")
+    _float_only(model, bits, "-o - (JSON lines)", role)
     cache = PooledCache(cache_dir, model) if cache_dir is not None else None
     key = model.output_kind
     with progress_bars() as start:
@@ -303,7 +303,7 @@ def _compress_ray(input_path: str, output: Path, spec, encoding: str, bits: Opti
     if not records and not allow_empty:
         raise _empty_input(input_path, "an empty folder")
     model = spec.load()
-    _float_only(model, bits, "--engine ray")
+    _float_only(model, bits, "--engine ray", role)
     with progress_bars() as start:
         result = compress_ray(records, output, model, spec, num_workers=num_workers, ray_address=ray_address,
                               batch_size=batch_size, encoding=encoding,
