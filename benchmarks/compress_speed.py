@@ -15,6 +15,13 @@ and warmed up before timing; then rounds alternate (sentence-transformers, each 
 machine hurts all alike, and the best of --repeats rounds is kept. --busy runs the whole thing with one more process
 spinning on one core (a shared server's other work). Threads: torch's default (the runtimes are given the same).
 
+Unless --no-st-bf16, a reference row times sentence-transformers' encode under torch.autocast(bfloat16): how
+much of torch-bf16's speed is bfloat16's own (the verdict is against float32, as issue 29 asks).
+
+Agreement (label-free, with quality): each backend's pooled outputs on 2,000 DL21 passages (disjoint from the int8
+calibration texts and from the judged pools) against torch float32's: cosine, and recall@10 of the model's own
+ranking of those passages (every 10th a query) against torch's. It separates backends that NDCG@10 cannot.
+
 Quality: NDCG@10 of the same model with each backend (`qcompress.evaluation.compare`, which also tests each
 backend against torch: paired permutation test over the queries) on Cranfield test (full ranking) and DL19 (rerank
 of the local folder's BM25 top 100). Pooled outputs and exports are kept in --cache-dir (the pooled-output cache
@@ -39,12 +46,15 @@ from pathlib import Path
 
 import torch
 
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
+from qcompress.defaults import BACKENDS
+
 CORPORA = ("cranfield", "dl")
 DL_DOCS = 10_000
+AGREEMENT_DOCS, AGREEMENT_QUERIES = 2_000, 200  # label-free agreement with torch: DL21 passages, every 10th a query
 MAX_NDCG_DROP = 0.005  # issue 29: "within 0.005 of torch float32"
 GOAL = 2.0  # issue 29: ">= 2x sentence-transformers torch float32 docs/s"
 ROOT = Path(__file__).resolve().parents[1]
+ST_BF16 = "sentence-transformers bf16"  # a reference row: sentence-transformers' encode under torch.autocast(bfloat16)
 
 
 def main() -> None:
@@ -72,6 +82,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--busy", action="store_true", help="keep one core busy with another process")
     parser.add_argument("--no-speed", dest="speed", action="store_false", help="quality only")
     parser.add_argument("--no-quality", dest="quality", action="store_false", help="speed only")
+    parser.add_argument("--no-st-bf16", dest="st_bf16", action="store_false",
+                        help="speed: leave out the reference row of sentence-transformers under autocast(bfloat16)")
     parser.add_argument("--queries", type=int, default=None,
                         help="quality: only the first N judged queries (a quick check: DL19 then encodes N x 100 "
                         "passages; these are not the collections' numbers)")
@@ -108,6 +120,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.speed:
         results["speed"] = _speeds(args)
     if args.quality:
+        results["agreement"] = _agreement(args)
         for corpus in args.corpora:
             results["quality"][corpus] = _quality(corpus, args)
     results["load_average_after"] = os.getloadavg()[0]
@@ -153,6 +166,8 @@ def _speed(records: list[tuple[str, str]], models: dict, args: argparse.Namespac
     for model in models.values():
         model.config = model.config.replace(max_length=256)
     best = {name: float("inf") for name in ["sentence-transformers", *models]}
+    if args.st_bf16:
+        best[ST_BF16] = float("inf")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.parquet"
 
@@ -160,6 +175,9 @@ def _speed(records: list[tuple[str, str]], models: dict, args: argparse.Namespac
             start = time.perf_counter()
             if name == "sentence-transformers":
                 st.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
+            elif name == ST_BF16:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    st.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
             else:
                 compress(records, out, models[name], batch_size=args.batch_size)
                 out.unlink()
@@ -175,6 +193,38 @@ def _speed(records: list[tuple[str, str]], models: dict, args: argparse.Namespac
                   + ", ".join(f"{name} {len(texts) / s:.1f}" for name, s in seconds.items()) + " docs/s", flush=True)
             best = {name: min(best[name], seconds[name]) for name in best}
     return {"texts": len(texts), "docs_per_s": {name: len(texts) / s for name, s in best.items()}}
+
+
+def _agreement(args: argparse.Namespace) -> dict:
+    """Label-free agreement of each backend with torch float32 on the first AGREEMENT_DOCS DL21 passages (disjoint
+    from the int8 calibration texts and from every judged pool): cosine of the pooled outputs (mean and 1st
+    percentile), and recall@10 of each backend's ranking of the passages (the model's similarity, every 10th passage
+    a query, its own passage left out) against torch's ranking. It separates what NDCG@10 on ~100 judged queries
+    cannot (its intervals are +-0.01)."""
+    from qcompress.formats import read_texts
+    from qcompress.similarity import pairwise_scores
+
+    texts = [text for _, text in read_texts(args.trec_dir / "collection.dl21.tsv")[:AGREEMENT_DOCS]]
+    queries = torch.arange(0, len(texts), len(texts) // AGREEMENT_QUERIES)
+    print(f"  agreement with torch on {len(texts):,} DL21 passages, {len(queries)} as queries", flush=True)
+    pooled, top = {}, {}
+    for backend in ["torch", *[b for b in args.backends if b != "torch"]]:
+        model = _spec(args, backend).load("cpu")
+        with torch.inference_mode():
+            pooled[backend] = torch.cat([model.pool(model.prompted(texts[i:i + args.batch_size], "document"))
+                                         for i in range(0, len(texts), args.batch_size)])
+            vectors = model.project(pooled[backend])
+            scores = pairwise_scores(vectors[queries], vectors, model.similarity)
+        scores[torch.arange(len(queries)), queries] = -float("inf")
+        top[backend] = scores.topk(10).indices.tolist()
+        del model
+    result = {}
+    for backend in pooled:
+        cosine = torch.nn.functional.cosine_similarity(pooled[backend], pooled["torch"]).double()
+        recall = [len(set(a) & set(b)) / 10 for a, b in zip(top[backend], top["torch"])]
+        result[backend] = {"cosine_mean": cosine.mean().item(), "cosine_p1": torch.quantile(cosine, 0.01).item(),
+                           "recall10": sum(recall) / len(recall)}
+    return result
 
 
 def _quality(corpus: str, args: argparse.Namespace) -> dict:
@@ -225,6 +275,11 @@ def _report(results: dict, args: argparse.Namespace) -> None:
                 change = q["ndcg10"][b] - q["ndcg10"]["torch"]
                 cells += [f"{q['ndcg10'][b]:.4f}", f"{change:+.4f}", "-" if q["p"][b] is None else f"{q['p'][b]:.3f}"]
             print(f"| {b} | " + " | ".join(cells) + " |")
+    if results.get("agreement"):
+        print("\n| backend | pooled cosine to torch, mean | 1st percentile | recall@10 of torch's top 10 |")
+        print("|---|---:|---:|---:|")
+        for b, a in results["agreement"].items():
+            print(f"| {b} | {a['cosine_mean']:.5f} | {a['cosine_p1']:.4f} | {a['recall10']:.3f} |")
     verdict = _verdict(results)
     if verdict:
         print("\n" + verdict)

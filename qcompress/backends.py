@@ -1,10 +1,18 @@
-"""Inference backends: a model's encoder run by ONNX Runtime or OpenVINO, in float32 or int8, instead of torch.
+"""Inference backends: a model's encoder run by torch in bfloat16, or by ONNX Runtime or OpenVINO in float32, bfloat16
+or int8, instead of torch in float32.
 
     torch           the encoder as loaded (what training uses; the default)
+    torch-bf16      the same encoder under torch.autocast(bfloat16): matrix products in bfloat16, on any device
     onnx            the encoder exported to ONNX, run by ONNX Runtime (float32)
     onnx-int8       that ONNX model with int8 weights (dynamic quantization by onnxruntime, set for this CPU)
     openvino        the ONNX model converted to OpenVINO (float32 weights and inference precision)
+    openvino-bf16   that OpenVINO model with bfloat16 inference precision
     openvino-int8   that OpenVINO model quantized by NNCF (static int8, calibrated on the bundled Cranfield corpus)
+
+bfloat16 is fast only where the CPU has it (AMX or AVX512_BF16: Intel Sapphire Rapids and later, AMD Zen 4 and
+later; `bf16_native()`), and there it keeps far more of float32's outputs than int8 does (the README's table, from
+benchmarks/compress_speed.py, says how much of each). Without it, torch emulates bfloat16 (slower than float32:
+attach_backend says so) and OpenVINO runs float32 (the model's `backend_variant`, and so the pooled-output cache, then say "openvino").
 
 Only the transformer moves: tokenisation (the model's tokenizer, max length, prompts), longest-first batching
 (qcompress.batching), pooling (qcompress.pooling) and the head stay qcompress's, so a backend changes nothing but
@@ -37,9 +45,9 @@ the threads doing the work (measured slower on this project's shared 2-core mach
 
 Example:
     >>> BACKENDS
-    ('torch', 'onnx', 'onnx-int8', 'openvino', 'openvino-int8')
-    >>> BACKEND_EXTRAS["onnx-int8"], BACKEND_EXTRAS["openvino-int8"]
-    ('onnx', 'openvino')
+    ('torch', 'torch-bf16', 'onnx', 'onnx-int8', 'openvino', 'openvino-bf16', 'openvino-int8')
+    >>> BACKEND_EXTRAS["onnx-int8"], BACKEND_EXTRAS["openvino-bf16"], "torch-bf16" in BACKEND_EXTRAS
+    ('onnx', 'openvino', False)
 """
 
 from __future__ import annotations
@@ -65,17 +73,22 @@ from qcompress.cache import resolve_cache_dir, weights_digest
 from qcompress.defaults import BACKENDS
 from qcompress.errors import InputError, require
 
-__all__ = ["BACKENDS", "BACKEND_EXTRAS", "ExportedEncoder", "attach_backend", "export_folder", "require_backend",
-           "onnx_int8_config", "CALIBRATION_TEXTS"]
+__all__ = ["BACKENDS", "BACKEND_EXTRAS", "ExportedEncoder", "AutocastEncoder", "attach_backend", "export_folder",
+           "require_backend", "onnx_int8_config", "bf16_native", "CALIBRATION_TEXTS"]
 
 # Which qcompress extra installs each backend's packages, and the modules it imports (package name: the same).
-BACKEND_EXTRAS = {"onnx": "onnx", "onnx-int8": "onnx", "openvino": "openvino", "openvino-int8": "openvino"}
+# torch and torch-bf16 need nothing beyond qcompress's own dependencies.
+BACKEND_EXTRAS = {"onnx": "onnx", "onnx-int8": "onnx", "openvino": "openvino", "openvino-bf16": "openvino",
+                  "openvino-int8": "openvino"}
 _MODULES = {"onnx": ("onnx", "onnxruntime"), "onnx-int8": ("onnx", "onnxruntime", "onnxruntime.quantization"),
-            "openvino": ("onnx", "openvino"), "openvino-int8": ("onnx", "openvino", "nncf")}
+            "openvino": ("onnx", "openvino"), "openvino-bf16": ("onnx", "openvino"),
+            "openvino-int8": ("onnx", "openvino", "nncf")}
 _PACKAGES = {"onnxruntime.quantization": "onnxruntime"}
 _SOURCE = {"onnx-int8": "onnx", "openvino": "onnx", "openvino-int8": "openvino"}  # what each export starts from
 _MODEL_FILE = {"onnx": "model.onnx", "onnx-int8": "model.onnx", "openvino": "model.xml", "openvino-int8": "model.xml"}
-EXPORT_VERSION = 1  # part of the weights digest: a change to how exports are made starts new folders
+_EXPORTED_AS = {"openvino-bf16": "openvino"}  # a backend that runs another's export, at another precision
+# Part of the weights digest: a change to how exports are made starts new folders. 2: exported with eager attention.
+EXPORT_VERSION = 2
 OPSET = 17
 CALIBRATION_TEXTS = 300  # the static quantization's calibration set (sentence-transformers' default count)
 Notify = Callable[[str], None]
@@ -93,7 +106,7 @@ def require_backend(backend: str) -> None:
         >>> require_backend("tpu")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        qcompress.errors.InputError: unknown backend 'tpu'; choose one of torch, onnx, onnx-int8, openvino, ...
+        qcompress.errors.InputError: unknown backend 'tpu'; choose one of torch, torch-bf16, onnx, onnx-int8, ...
     """
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -112,12 +125,29 @@ def onnx_int8_config() -> str:
     """
     if platform.machine().lower() in ("arm64", "aarch64"):
         return "arm64"
+    flags = _cpu_flags()
+    return "avx512_vnni" if "avx512_vnni" in flags else "avx512" if "avx512bw" in flags else "avx2"
+
+
+def bf16_native() -> bool:
+    """Whether this CPU computes in bfloat16 itself (AMX or AVX512_BF16 on x86; BF16 on arm64), rather than
+    emulating it more slowly than float32. False where the CPU's features cannot be read.
+
+    Example:
+        >>> bf16_native() in (True, False)
+        True
+    """
+    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16", "bf16"})
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (flags on x86, Features on arm64); none elsewhere."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+            return set(next((line.split(":", 1)[1].split() for line in cpuinfo
+                             if line.startswith(("flags", "Features"))), []))
     except OSError:  # not Linux
-        flags = []
-    return "avx512_vnni" if "avx512_vnni" in flags else "avx512" if "avx512bw" in flags else "avx2"
+        return set()
 
 
 def _variant(backend: str) -> str:
@@ -135,13 +165,14 @@ def export_folder(model, backend: str, cache_dir: str | os.PathLike | None = Non
 class ExportedEncoder:
     """An exported encoder, run by its runtime: tokenizer outputs (named tensors) -> token vectors (B, T, H) float32.
 
-    `backend` names it; `folder` holds its files, and its name, `variant`, says everything that decides the outputs
-    besides the weights (onnx-int8-avx2: the int8 settings); `inputs` are the tokenizer outputs it takes, in order."""
+    `backend` names it; `folder` holds its files; `variant` says everything that decides the outputs besides the
+    weights (by default the folder's name: onnx-int8-avx2, the int8 settings; openvino-bf16 where OpenVINO computes in
+    bfloat16); `inputs` are the tokenizer outputs it takes, in order."""
 
     def __init__(self, backend: str, folder: Path, run: Callable[[dict[str, np.ndarray]], np.ndarray],
-                 inputs: tuple[str, ...]) -> None:
+                 inputs: tuple[str, ...], variant: str | None = None) -> None:
         self.backend, self.folder, self._run, self.inputs = backend, folder, run, inputs
-        self.variant = folder.name
+        self.variant = variant or folder.name
 
     def __call__(self, batch: dict[str, Tensor]) -> Tensor:
         arrays = {name: batch[name].cpu().numpy().astype(np.int64) for name in self.inputs}
@@ -155,25 +186,59 @@ def attach_backend(model, backend: str, cache_dir: str | os.PathLike | None = No
                    notify: Notify = _stderr) -> None:
     """Run `model`'s encoder through `backend` from now on (`model.runtime`; "torch": the encoder itself again).
 
-    The export is made on first use (one line through `notify`, stderr by default) and loaded afterwards. The model
-    must be on the CPU (the runtimes here are CPU ones). Raises `MissingDependency` (the extra to install) when
-    the backend's packages are missing.
+    torch-bf16 runs on the model's device; the others are exports, made on first use (one line through `notify`,
+    stderr by default) and loaded afterwards, and need the model on the CPU (their runtimes are CPU ones). A bfloat16
+    backend on a CPU without bfloat16 says what it does instead (one line through `notify`). Raises
+    `MissingDependency` (the extra to install) when the backend's packages are missing.
 
     Example:
         >>> from qcompress.model import build_model
         >>> model = build_model("minilm", similarity="fidelity", device="cpu")
         >>> attach_backend(model, "torch"); model.backend
         'torch'
+        >>> attach_backend(model, "torch-bf16", notify=lambda line: None); model.backend_variant
+        'torch-bf16'
     """
     require_backend(backend)
     if backend == "torch":
         model.runtime = None
         return
+    if backend == "torch-bf16":
+        if model.device.type == "cpu" and not bf16_native():
+            notify("--backend torch-bf16: this CPU has no bfloat16 instructions (AMX, AVX512_BF16): torch emulates "
+                   "them, slower than --backend torch")
+        model.runtime = AutocastEncoder(model.encoder)
+        return
     if model.device.type != "cpu":
         raise InputError(f"--backend {backend} runs on the CPU; the model is on {model.device} (use --device cpu)")
-    folder = _ensure_export(model, backend, cache_dir, notify)
+    exported = _EXPORTED_AS.get(backend, backend)
+    folder = _ensure_export(model, exported, cache_dir, notify)
     inputs = tuple(json.loads((folder / "export.json").read_text())["inputs"])
-    model.runtime = ExportedEncoder(backend, folder, _load_runtime(backend, folder), inputs)
+    run, precision = _load_runtime(exported, folder, bf16=backend.endswith("-bf16"))
+    variant = backend if exported != backend and precision == "bf16" else folder.name  # f32: the export's outputs
+    if backend.endswith("-bf16") and precision != "bf16":
+        notify(f"--backend {backend}: this CPU has no bfloat16 instructions (AMX, AVX512_BF16): OpenVINO runs "
+               f"{precision} instead")
+    model.runtime = ExportedEncoder(backend, folder, run, inputs, variant=variant)
+
+
+class AutocastEncoder:
+    """The encoder itself under torch.autocast(bfloat16) (--backend torch-bf16): tokenizer outputs -> token vectors
+    (B, T, H) float32. Matrix products run in bfloat16, normalisations and softmax in float32 (autocast's lists)."""
+
+    backend = variant = "torch-bf16"
+    folder = None
+
+    def __init__(self, encoder: nn.Module) -> None:
+        self.encoder = encoder
+
+    def __call__(self, batch: dict[str, Tensor]) -> Tensor:
+        device = next(self.encoder.parameters()).device.type
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return self.encoder(**batch).last_hidden_state.float()
+
+    def __repr__(self) -> str:
+        return "AutocastEncoder('torch-bf16')"
 
 
 def _ensure_export(model, backend: str, cache_dir, notify: Notify) -> Path:
@@ -202,7 +267,8 @@ def _ensure_export(model, backend: str, cache_dir, notify: Notify) -> Path:
 def _settings(backend: str) -> dict:
     """How an export was made, recorded in its export.json."""
     if backend == "onnx":
-        return {"exporter": f"torch.onnx TorchScript exporter, torch {torch.__version__}", "opset": OPSET}
+        return {"exporter": f"torch.onnx TorchScript exporter, torch {torch.__version__}, eager attention",
+                "opset": OPSET}
     if backend == "onnx-int8":
         config = onnx_int8_config()
         weights = "int8" if config.startswith("avx512") else "uint8"
@@ -246,11 +312,28 @@ def _export_onnx(model, source: Path | None, out: Path) -> tuple[str, ...]:
     axes = {name: {0: "batch", 1: "tokens"} for name in (*names, "last_hidden_state")}
     # The exporter restores the mode of the module it is given, and train() reaches the encoder: eval_mode puts
     # the encoder back as it was (an encoder left in training mode would run dropout).
-    with eval_mode(model.encoder), torch.no_grad():
+    with eval_mode(model.encoder), _eager_attention(model.encoder), torch.no_grad():
         torch.onnx.export(wrapper, tuple(sample[name].cpu() for name in names), str(out / "model.onnx"),
                           input_names=list(names), output_names=["last_hidden_state"], dynamic_axes=axes,
                           opset_version=OPSET, dynamo=False)
     return names
+
+
+@contextlib.contextmanager
+def _eager_attention(encoder: nn.Module):
+    """The encoder with transformers' eager attention while exported: plain MatMul/Softmax nodes, which ONNX Runtime's
+    int8 kernels run markedly faster than the traced scaled_dot_product_attention graph (the README's speed table;
+    the float32 outputs agree to 1e-5). Encoders without a choice of attention are exported as they are."""
+    setter, config = getattr(encoder, "set_attn_implementation", None), getattr(encoder, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    if setter is None or before in (None, "eager"):
+        yield
+        return
+    setter("eager")
+    try:
+        yield
+    finally:
+        setter(before)
 
 
 def _export_onnx_int8(model, source: Path, out: Path) -> tuple[str, ...]:
@@ -296,9 +379,10 @@ def _inputs_of(folder: Path) -> tuple[str, ...]:
     return tuple(json.loads((folder / "export.json").read_text())["inputs"])
 
 
-def _load_runtime(backend: str, folder: Path) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+def _load_runtime(backend: str, folder: Path, bf16: bool = False) -> tuple[Callable, str]:
     """A function of one batch's named int64 arrays -> token vectors, on torch's thread count (the cores torch
-    would have used)."""
+    would have used), and the precision it computes in: "f32", or for OpenVINO with `bf16` "bf16" where the CPU has
+    it (OpenVINO falls back to f32 where not)."""
     threads = torch.get_num_threads()
     path = folder / _MODEL_FILE[backend]
     if backend.startswith("onnx"):
@@ -312,9 +396,11 @@ def _load_runtime(backend: str, folder: Path) -> Callable[[dict[str, np.ndarray]
         options.enable_mem_pattern = False
         options.log_severity_level = 3  # errors only: its warnings are about graph optimisations, not the user's input
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return lambda arrays: session.run(None, arrays)[0]
+        return (lambda arrays: session.run(None, arrays)[0]), "f32"
     import openvino
 
-    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}  # no silent bf16 on AMX CPUs
+    # f32 unless bf16 is asked for: OpenVINO's own default on AMX CPUs is a silent bf16.
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"}
     compiled = openvino.Core().compile_model(str(path), "CPU", config)
-    return lambda arrays: compiled(arrays)[0]
+    precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    return (lambda arrays: compiled(arrays)[0]), ("bf16" if "bf" in precision.lower() else "f32")

@@ -19,7 +19,7 @@ DEFAULT_MAX_LENGTH = 256  # tokens per text; longer texts are truncated
 DEFAULT_BATCH_SIZE = 64  # texts per encoder batch
 POOLINGS = ("mean", "cls", "max", "lasttoken")  # qcompress.pooling
 MIXINGS = ("none", "permute", "hadamard", "pca")  # qcompress.mixing
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")  # what runs the encoder (qcompress.backends)
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")  # what runs the encoder (qcompress.backends)
 
 # qcompress bench (qcompress.bench): its method families, in the order they are run and listed
 BENCH_METHODS = ("float32", "float16", "int8", "binary", "pca-scalar", "pq", "opq", "rabitq", "lsh", "head")

@@ -495,8 +495,8 @@ class ModelSpec:
     without a head (and a similarity, pooling and prompts; None: the encoder's own configuration).
 
     `max_length` overrides the model's own; `encoder` with a model folder replaces the folder's encoder. `backend`
-    runs the encoder through ONNX Runtime or OpenVINO (qcompress.backends; exports kept under `export_dir`, None:
-    the cache folder). The same spec loads the same model anywhere (the CLI, Ray workers).
+    runs the encoder in torch bfloat16, or through ONNX Runtime or OpenVINO (qcompress.backends; exports kept under
+    `export_dir`, None: the cache folder). The same spec loads the same model anywhere (the CLI, Ray workers).
 
     Example:
         >>> ModelSpec(encoder="minilm", similarity="fidelity").label
@@ -536,7 +536,7 @@ class ModelSpec:
         if self.backend == "torch":
             return self._load(device)
         require_backend(self.backend)  # before any weights load: a missing extra is one line
-        model = self._load(device or "cpu")
+        model = self._load(device if self.backend == "torch-bf16" else device or "cpu")  # exports: CPU runtimes
         attach_backend(model, self.backend, self.export_dir)
         return model
 

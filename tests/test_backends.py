@@ -6,6 +6,7 @@ import json
 import sys
 
 import numpy as np
+import torch
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -203,3 +204,69 @@ def test_a_folder_without_export_json_is_made_again(tiny_encoder, tmp_path):
     (stale / "model.onnx").write_bytes(b"half an export")  # an interrupted copy by hand, say
     attach_backend(model, "onnx", tmp_path, notify=lambda line: None)
     assert (stale / "export.json").is_file() and model.encode(["a wing"]).shape == (1, model.dim)
+
+
+# bfloat16 keeps 8 bits of mantissa: the tiny random BERT's angles move by up to ~1e-2 rad; 0.1 would still catch a
+# wrong input or pooling, and 0 < difference shows the products really ran in bfloat16.
+BF16_TOLERANCE = 0.1
+
+
+def test_torch_bf16_needs_no_extra_and_gives_nearly_torchs_angles(corpus, tiny_encoder, tmp_path, monkeypatch):
+    for module in ("onnx", "onnxruntime", "openvino", "nncf"):
+        monkeypatch.setitem(sys.modules, module, None)  # none of the optional runtimes is needed
+    torch_angles = compressed(corpus, tiny_encoder, tmp_path / "torch.parquet")
+    angles = compressed(corpus, tiny_encoder, tmp_path / "bf16.parquet", "--backend", "torch-bf16", "--device", "cpu")
+    difference = np.abs(angles - torch_angles).max()
+    assert 0 < difference < BF16_TOLERANCE, difference
+    assert read_embedding_metadata(tmp_path / "bf16.parquet")["backend"] == "torch-bf16"
+
+
+def test_torch_bf16_keeps_the_model_trainable_and_says_when_the_cpu_emulates_it(tiny_encoder, monkeypatch):
+    model = build_model(tiny_encoder, similarity="fidelity", max_length=64, device="cpu")
+    lines = []
+    monkeypatch.setattr(backends, "bf16_native", lambda: False)
+    attach_backend(model, "torch-bf16", notify=lines.append)
+    assert model.backend == model.backend_variant == "torch-bf16" and model.runtime.folder is None
+    assert len(lines) == 1 and "no bfloat16 instructions" in lines[0] and "slower than --backend torch" in lines[0]
+    assert all(p.dtype == torch.float32 for p in model.encoder.parameters())  # autocast: the weights stay float32
+    assert model.encode(["a wing"]).dtype == np.float32
+    monkeypatch.setattr(backends, "bf16_native", lambda: True)
+    attach_backend(model, "torch-bf16", notify=lines.append)
+    assert len(lines) == 1
+
+
+def test_openvino_bf16_runs_the_openvino_export_and_names_the_precision_it_got(tiny_encoder, exports, monkeypatch):
+    pytest.importorskip("openvino")
+    model = build_model(tiny_encoder, similarity="fidelity", max_length=64, device="cpu")
+    texts = [d["text"] for d in DOCS]
+    expected = model.encode(texts)
+    lines = []
+    attach_backend(model, "openvino-bf16", exports, notify=lines.append)
+    assert model.backend == "openvino-bf16" and model.runtime.folder == export_folder(model, "openvino", exports)
+    difference = np.abs(model.encode(texts) - expected).max()
+    if backends.bf16_native():  # OpenVINO computes in bfloat16 here: its own pooled-output cache
+        assert model.backend_variant == "openvino-bf16" and 0 < difference < BF16_TOLERANCE
+    else:  # float32, as --backend openvino: the same outputs, the same cache
+        assert model.backend_variant == "openvino" and difference < FLOAT_TOLERANCE
+
+    real = backends._load_runtime
+    monkeypatch.setattr(backends, "_load_runtime", lambda *args, **kw: (real(*args)[0], "f32"))  # a CPU without it
+    lines.clear()
+    attach_backend(model, "openvino-bf16", exports, notify=lines.append)
+    assert model.backend_variant == "openvino" and lines == [
+        "--backend openvino-bf16: this CPU has no bfloat16 instructions (AMX, AVX512_BF16): OpenVINO runs f32 instead"]
+
+
+def test_the_onnx_export_uses_eager_attention_and_gives_the_encoder_back_as_it_was(tiny_encoder, tmp_path,
+                                                                                   monkeypatch):
+    pytest.importorskip("onnx")
+    model = build_model(tiny_encoder, similarity="fidelity", max_length=64, device="cpu")
+    model.encoder.set_attn_implementation("sdpa")
+    seen = []
+    real = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kw: seen.append(
+        model.encoder.config._attn_implementation) or real(*args, **kw))
+    attach_backend(model, "onnx", tmp_path, notify=lambda line: None)
+    assert seen == ["eager"]  # plain MatMul/Softmax nodes: what ONNX Runtime's int8 kernels run fast
+    assert model.encoder.config._attn_implementation == "sdpa"
+    assert "eager attention" in json.loads((model.runtime.folder / "export.json").read_text())["exporter"]

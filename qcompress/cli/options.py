@@ -59,7 +59,7 @@ def chosen_backend(backend: Enum, device: Optional[str]) -> str:
     """--backend as the library's name (qcompress.backends); an exported backend with a --device other than the CPU
     is wrong usage (its runtimes run on the CPU)."""
     name = value(backend)
-    if name != "torch" and device is not None and device.split(":")[0] != "cpu":
+    if not name.startswith("torch") and device is not None and device.split(":")[0] != "cpu":
         usage_error(f"--backend {name} runs on the CPU; drop --device {device} (or use --backend torch)")
     return name
 
@@ -111,11 +111,13 @@ LegacyCache = Annotated[Optional[str], typer.Option("--cache", hidden=True, help
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Use no pooled-output cache (read none, write none).")]
 Backend = Annotated[BackendChoice, typer.Option(
     "--backend",
-    help="What runs the encoder: torch; onnx or onnx-int8 (ONNX Runtime, float32 or int8 weights: pip install "
-    "'qcompress-embeddings[onnx]'); openvino or openvino-int8 (OpenVINO, float32 or int8 calibrated on the bundled Cranfield "
-    "corpus: pip install 'qcompress-embeddings[openvino]'). Not torch: on the CPU, exported once into the cache folder "
-    "(CACHE/exported/), loaded afterwards. int8 outputs differ slightly from float32 ones (the pooled-output cache "
-    "keeps them apart); benchmarks/compress_speed.py measures speed and NDCG@10 for each.")]
+    help="What runs the encoder: torch (float32) or torch-bf16 (autocast bfloat16: fast on CPUs with AMX or "
+    "AVX512_BF16 and on GPUs, slower elsewhere); onnx or onnx-int8 (ONNX Runtime, float32 or int8 weights: pip install "
+    "'qcompress-embeddings[onnx]'); openvino, openvino-bf16 or openvino-int8 (OpenVINO, float32, bfloat16 where the "
+    "CPU has it, or int8 calibrated on the bundled Cranfield corpus: pip install 'qcompress-embeddings[openvino]'). "
+    "ONNX and OpenVINO: on the CPU, exported once into the cache folder (CACHE/exported/), loaded afterwards. "
+    "bfloat16 and int8 outputs differ slightly from float32 ones (the pooled-output cache keeps them apart); "
+    "benchmarks/compress_speed.py measures speed and NDCG@10 for each.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
 Bits = Annotated[Optional[int], typer.Option(
     "--bits", min=1, max=8,
