@@ -215,8 +215,8 @@ def _agreement(args: argparse.Namespace) -> dict:
                                          for i in range(0, len(texts), args.batch_size)])
             vectors = model.project(pooled[backend])
             scores = pairwise_scores(vectors[queries], vectors, model.similarity)
-        scores[torch.arange(len(queries)), queries] = -float("inf")
-        top[backend] = scores.topk(10).indices.tolist()
+            scores[torch.arange(len(queries)), queries] = -float("inf")  # a query's own passage
+            top[backend] = scores.topk(10).indices.tolist()
         del model
     result = {}
     for backend in pooled:

@@ -167,12 +167,13 @@ class ExportedEncoder:
 
     `backend` names it; `folder` holds its files; `variant` says everything that decides the outputs besides the
     weights (by default the folder's name: onnx-int8-avx2, the int8 settings; openvino-bf16 where OpenVINO computes in
-    bfloat16); `inputs` are the tokenizer outputs it takes, in order."""
+    bfloat16); `inputs` are the tokenizer outputs it takes, in order; `export_version` how the export was made
+    (EXPORT_VERSION when it was: part of the pooled-output cache's key, so a new way of exporting starts a new cache)."""
 
     def __init__(self, backend: str, folder: Path, run: Callable[[dict[str, np.ndarray]], np.ndarray],
-                 inputs: tuple[str, ...], variant: str | None = None) -> None:
+                 inputs: tuple[str, ...], variant: str | None = None, export_version: int | None = None) -> None:
         self.backend, self.folder, self._run, self.inputs = backend, folder, run, inputs
-        self.variant = variant or folder.name
+        self.variant, self.export_version = variant or folder.name, export_version
 
     def __call__(self, batch: dict[str, Tensor]) -> Tensor:
         arrays = {name: batch[name].cpu().numpy().astype(np.int64) for name in self.inputs}
@@ -213,13 +214,14 @@ def attach_backend(model, backend: str, cache_dir: str | os.PathLike | None = No
         raise InputError(f"--backend {backend} runs on the CPU; the model is on {model.device} (use --device cpu)")
     exported = _EXPORTED_AS.get(backend, backend)
     folder = _ensure_export(model, exported, cache_dir, notify)
-    inputs = tuple(json.loads((folder / "export.json").read_text())["inputs"])
+    info = json.loads((folder / "export.json").read_text())
     run, precision = _load_runtime(exported, folder, bf16=backend.endswith("-bf16"))
     variant = backend if exported != backend and precision == "bf16" else folder.name  # f32: the export's outputs
     if backend.endswith("-bf16") and precision != "bf16":
         notify(f"--backend {backend}: this CPU has no bfloat16 instructions (AMX, AVX512_BF16): OpenVINO runs "
                f"{precision} instead")
-    model.runtime = ExportedEncoder(backend, folder, run, inputs, variant=variant)
+    model.runtime = ExportedEncoder(backend, folder, run, tuple(info["inputs"]), variant=variant,
+                                    export_version=info["export_version"])
 
 
 class AutocastEncoder:

@@ -120,9 +120,11 @@ def text_key(text: str) -> bytes:
 def encoder_key(model) -> str:
     """Everything but the text that decides the pooled output of a QCompressModel: encoder weights, tokenizer, max
     length, pooling mode, and the backend that runs the encoder when it is not torch (int8 outputs differ:
-    qcompress.backends). (Prompts are part of the texts the cache keys.)"""
+    qcompress.backends), with the version of the way its export was made. (Prompts are part of the texts the cache
+    keys.)"""
     tok = model.tokenizer
     backend = getattr(model, "backend_variant", "torch")
+    version = getattr(getattr(model, "runtime", None), "export_version", None)
     return weights_digest(
         model.encoder,
         type(tok).__name__,
@@ -131,6 +133,7 @@ def encoder_key(model) -> str:
         model.max_length,
         model.config.pooling,
         *(() if backend == "torch" else (backend,)),  # torch: the key of earlier versions (their shards stay valid)
+        *(() if version is None else (f"export version {version}",)),
     )
 
 

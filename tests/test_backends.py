@@ -270,3 +270,13 @@ def test_the_onnx_export_uses_eager_attention_and_gives_the_encoder_back_as_it_w
     assert seen == ["eager"]  # plain MatMul/Softmax nodes: what ONNX Runtime's int8 kernels run fast
     assert model.encoder.config._attn_implementation == "sdpa"
     assert "eager attention" in json.loads((model.runtime.folder / "export.json").read_text())["exporter"]
+
+
+def test_a_new_way_of_exporting_starts_a_new_pooled_cache(tiny_encoder, exports):
+    pytest.importorskip("onnxruntime")
+    model = build_model(tiny_encoder, similarity="fidelity", max_length=64, device="cpu")
+    attach_backend(model, "onnx-int8", exports, notify=lambda line: None)
+    assert model.runtime.export_version == backends.EXPORT_VERSION
+    key = encoder_key(model)
+    model.runtime.export_version -= 1  # the same folder name, made the way an older version made it
+    assert encoder_key(model) != key  # its int8 outputs are not reused for the new export's
