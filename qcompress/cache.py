@@ -3,9 +3,9 @@
 What is cached is the pooled encoder output (before any head), keyed by the encoder itself and the text:
     CACHE/<encoder key>/shard-<random>.safetensors    tensors "keys" (n, 16) uint8, "pooled" (n, in_dim) float32
                                                       and "checks" (n,) int64: each entry's CRC-32
-The shards are memory-mapped, never loaded whole: an index of the keys (sorted runs of their first 8 bytes,
+The shards are memory-mapped by the safetensors library, never loaded whole: an index of the keys (sorted runs of their first 8 bytes,
 `qcompress.sorted_runs`, plus the 16-byte keys for an exact check: 32 bytes per entry) finds a text's shard and
-row, and only the rows asked for are read. Each row read is checked against its entry's CRC-32 (of its key and
+row, and only the rows asked for are read (in runs, through gaps of up to RUN_GAP rows). Each row read is checked against its entry's CRC-32 (of its key and
 its pooled row's bytes): an altered or damaged entry is refused in one line naming its shard, never used. A shard
 without checksums (written by qcompress before they existed) is not read: its texts are encoded again.
 The encoder key is a hash of the encoder's weights (so a fine-tuned encoder never reuses the outputs of its
@@ -58,8 +58,8 @@ __all__ = ["CACHE_ENV", "PooledCache", "resolve_cache_dir", "pool_texts", "encod
 CACHE_ENV = "QCOMPRESS_CACHE"
 KEY_BYTES = 16
 PROJECT_CHUNK = 4096  # rows per head call when projecting cached outputs (bounds the head's temporaries)
-OPEN_SHARDS = 64  # memory maps kept open at once (each holds a file descriptor)
-_DTYPES = {"F32": np.float32, "U8": np.uint8, "I64": np.int64}
+OPEN_SHARDS = 64  # shards kept open at once (each holds a file descriptor and a map)
+RUN_GAP = 16  # rows: a read of a shard goes through gaps up to this long (module docstring)
 
 
 def resolve_cache_dir(folder: str | os.PathLike | None = None) -> Path:
@@ -137,23 +137,33 @@ def encoder_key(model) -> str:
     )
 
 
-def _safetensors_array(path: Path, name: str) -> np.memmap:
-    """Tensor `name` of a safetensors file, memory-mapped read-only (the format: an 8-byte little-endian header
-    length, a JSON header giving each tensor's dtype, shape and byte range, then the bytes)."""
-    try:
-        with open(path, "rb") as stream:
-            size = int.from_bytes(stream.read(8), "little")
-            if not 0 < size <= min(path.stat().st_size - 8, 1 << 24):
-                raise ValueError(f"header length {size} does not fit the file")
-            header = json_loads(stream.read(size))
-        info = header[name]
-        start, end = info["data_offsets"]
-        dtype, shape = np.dtype(_DTYPES[info["dtype"]]), tuple(info["shape"])
-        if end - start != dtype.itemsize * int(np.prod(shape)):
-            raise ValueError("byte range and shape disagree")
-        return np.memmap(path, dtype=dtype, mode="r", offset=8 + size + start, shape=shape)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise _damaged(path, str(err)) from None
+class _StoredTensor:
+    """One tensor of a safetensors shard, read by the safetensors library only where asked (it maps the file):
+    `shape`, and rows by an ascending index array, read in file order as runs of nearby rows (a gap of up to
+    RUN_GAP rows is read through rather than starting another read)."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            self._slice = safe_open(str(path), framework="numpy").get_slice(name)
+            self.shape = tuple(self._slice.get_shape())
+        except (OSError, SafetensorError) as err:
+            raise _damaged(path, str(err)) from None
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        if len(rows) == 0:
+            return self._slice[0:0]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(rows) > RUN_GAP) + 1, [len(rows)]])
+        parts = []
+        for begin, end in zip(starts[:-1].tolist(), starts[1:].tolist()):
+            first = int(rows[begin])
+            parts.append(self._slice[first:int(rows[end - 1]) + 1][rows[begin:end] - first])
+        return np.concatenate(parts)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self._slice[:]
+        return whole if dtype is None else whole.astype(dtype)
 
 
 def _damaged(shard: Path, why: str) -> InputError:
@@ -163,7 +173,7 @@ def _damaged(shard: Path, why: str) -> InputError:
 def _has_checks(path: Path) -> bool:
     """Whether a shard carries its entries' checksums (shards of an older qcompress do not)."""
     try:
-        _safetensors_array(path, "checks")
+        _StoredTensor(path, "checks")
     except InputError:
         return False
     return True
@@ -194,7 +204,7 @@ class PooledCache:
         self._index: SortedRuns | None = None  # first 8 key bytes -> location (shard << 32 | row)
         self._shards: list[Path] = []
         self._keys: list[np.ndarray] = []  # (rows, 16) uint8 per shard, for the exact check
-        self._open: OrderedDict[int, np.memmap] = OrderedDict()
+        self._open: OrderedDict[int, tuple[_StoredTensor, _StoredTensor]] = OrderedDict()
 
     def _load(self) -> SortedRuns:
         if self._index is None:
@@ -205,7 +215,7 @@ class PooledCache:
         return self._index
 
     def _register(self, shard: Path) -> None:
-        keys = np.array(_safetensors_array(shard, "keys"))
+        keys = np.array(_StoredTensor(shard, "keys"))
         if keys.ndim != 2 or keys.shape[1] != KEY_BYTES:
             raise _damaged(shard, f"keys of shape {keys.shape}")
         if not _has_checks(shard):
@@ -220,13 +230,13 @@ class PooledCache:
         """Entries stored (a text added by two concurrent runs counts twice)."""
         return len(self._load())
 
-    def _pooled(self, shard: int) -> tuple[np.memmap, np.memmap]:
-        """A shard's pooled rows and their entries' checksums, memory-mapped."""
+    def _pooled(self, shard: int) -> tuple[_StoredTensor, _StoredTensor]:
+        """A shard's pooled rows and their entries' checksums, read where asked."""
         if shard not in self._open:
             if len(self._open) >= OPEN_SHARDS:
                 self._open.popitem(last=False)
             path = self._shards[shard]
-            pooled, checks = _safetensors_array(path, "pooled"), _safetensors_array(path, "checks")
+            pooled, checks = _StoredTensor(path, "pooled"), _StoredTensor(path, "checks")
             if pooled.shape != (len(self._keys[shard]), self.width) or checks.shape != (len(self._keys[shard]),):
                 raise _damaged(path, f"{len(self._keys[shard])} keys, pooled rows of shape {pooled.shape} and "
                                      f"{checks.shape[0]} checksums")

@@ -1,5 +1,6 @@
 """The pooled-output cache: same results as the model, no encoder work on a second pass, keyed by weights."""
 
+import pytest
 import torch
 
 from qcompress.cache import PooledCache, encode, weights_digest
@@ -70,8 +71,29 @@ def test_shards_are_memory_mapped_and_indexed_not_loaded_into_a_dict(tiny_encode
     assert found.tolist() == [True] * 40 + [False]
     assert torch.allclose(pooled[:40], cache_module.pool_texts(model, texts[::-1]), atol=1e-5)
     assert pooled[40].eq(0).all()
-    assert len(fresh._open) <= 2 and all(isinstance(m, np.memmap) for maps in fresh._open.values() for m in maps)
+    assert len(fresh._open) <= 2
+    assert all(isinstance(m, cache_module._StoredTensor) for maps in fresh._open.values() for m in maps)
     assert not any(isinstance(v, dict) and len(v) > 2 for v in vars(fresh).values())  # no dict of rows
+
+
+def test_a_shard_is_read_by_the_safetensors_library_in_runs_of_the_rows_asked_for(tmp_path):
+    import numpy as np
+    from safetensors.torch import save_file
+
+    import qcompress.cache as cache_module
+
+    path = tmp_path / "shard.safetensors"
+    save_file({"pooled": torch.arange(300.0).reshape(100, 3)}, str(path))
+    stored = cache_module._StoredTensor(path, "pooled")
+    spans = []
+    real = stored._slice
+    stored._slice = type("Spy", (), {"__getitem__": lambda self, s: spans.append((s.start, s.stop)) or real[s]})()
+    rows = np.array([0, 1, 2, 2, 18, 50, 99])
+    assert stored.shape == (100, 3)
+    assert np.array_equal(stored[rows], np.arange(300.0, dtype=np.float32).reshape(100, 3)[rows])
+    assert spans == [(0, 19), (50, 51), (99, 100)]  # gaps up to RUN_GAP rows read through, longer ones skipped
+    with pytest.raises(ValueError, match="damaged cache shard"):
+        cache_module._StoredTensor(path, "checks")
 
 
 def test_a_key_prefix_collision_is_settled_by_the_full_key(tiny_encoder, tmp_path):
