@@ -12,7 +12,8 @@ or int8, instead of torch in float32.
 bfloat16 is fast only where the CPU has it (AMX or AVX512_BF16: Intel Sapphire Rapids and later, AMD Zen 4 and
 later; `bf16_native()`), and there it keeps far more of float32's outputs than int8 does (the README's table, from
 benchmarks/compress_speed.py, says how much of each). Without it, torch emulates bfloat16 (slower than float32:
-attach_backend says so) and OpenVINO runs float32 (the model's `backend_variant`, and so the pooled-output cache, then say "openvino").
+attach_backend says so) and OpenVINO runs float32 (the model's `backend_variant`, and so the pooled-output cache,
+then say "openvino").
 
 Only the transformer moves: tokenisation (the model's tokenizer, max length, prompts), longest-first batching
 (qcompress.batching), pooling (qcompress.pooling) and the head stay qcompress's, so a backend changes nothing but
@@ -168,7 +169,8 @@ class ExportedEncoder:
     `backend` names it; `folder` holds its files; `variant` says everything that decides the outputs besides the
     weights (by default the folder's name: onnx-int8-avx2, the int8 settings; openvino-bf16 where OpenVINO computes in
     bfloat16); `inputs` are the tokenizer outputs it takes, in order; `export_version` how the export was made
-    (EXPORT_VERSION when it was: part of the pooled-output cache's key, so a new way of exporting starts a new cache)."""
+    (EXPORT_VERSION when it was: part of the pooled-output cache's key, so a new way of exporting starts a new
+    cache)."""
 
     def __init__(self, backend: str, folder: Path, run: Callable[[dict[str, np.ndarray]], np.ndarray],
                  inputs: tuple[str, ...], variant: str | None = None, export_version: int | None = None) -> None:

@@ -3,10 +3,11 @@
 What is cached is the pooled encoder output (before any head), keyed by the encoder itself and the text:
     CACHE/<encoder key>/shard-<random>.safetensors    tensors "keys" (n, 16) uint8, "pooled" (n, in_dim) float32
                                                       and "checks" (n,) int64: each entry's CRC-32
-The shards are memory-mapped by the safetensors library, never loaded whole: an index of the keys (sorted runs of their first 8 bytes,
-`qcompress.sorted_runs`, plus the 16-byte keys for an exact check: 32 bytes per entry) finds a text's shard and
-row, and only the rows asked for are read (in runs, through gaps of up to RUN_GAP rows). Each row read is checked against its entry's CRC-32 (of its key and
-its pooled row's bytes): an altered or damaged entry is refused in one line naming its shard, never used. A shard
+The shards are memory-mapped by the safetensors library, never loaded whole: an index of the keys (sorted runs of
+their first 8 bytes, `qcompress.sorted_runs`, plus the 16-byte keys for an exact check: 32 bytes per entry) finds a
+text's shard and row, and only the rows asked for are read (in runs, through gaps of up to RUN_GAP rows). Each row
+read is checked against its entry's CRC-32 (of its key and its pooled row's bytes): an altered or damaged entry is
+refused in one line naming its shard, never used. A shard
 without checksums (written by qcompress before they existed) is not read: its texts are encoded again.
 The encoder key is a hash of the encoder's weights (so a fine-tuned encoder never reuses the outputs of its
 base), its tokenizer, the max length, the pooling mode and the backend (qcompress.backends, whose exported
@@ -49,7 +50,7 @@ from torch import Tensor, nn
 
 from qcompress.atomic import atomic_file
 from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
-from qcompress.errors import InputError, json_loads
+from qcompress.errors import InputError
 from qcompress.sorted_runs import SortedRuns
 
 __all__ = ["CACHE_ENV", "PooledCache", "resolve_cache_dir", "pool_texts", "encode", "project_pooled", "weights_digest",

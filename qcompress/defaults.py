@@ -12,14 +12,16 @@ from qcompress.heads import DEFAULT_SIMILARITY  # head -> its default similarity
 
 __all__ = ["DEFAULT_ENCODER", "DEFAULT_MAX_LENGTH", "DEFAULT_BATCH_SIZE", "DEFAULT_SIMILARITY", "POOLINGS", "MIXINGS",
            "BENCH_METHODS", "BENCH_BYTES", "BENCH_SEEDS", "BENCH_PSEUDO_QUERIES", "BENCH_HEAD_STEPS",
-           "PSEUDO_QUERY_KINDS", "BACKENDS"]
+           "PSEUDO_QUERY_KINDS", "BACKENDS", "TORCH_BACKENDS"]
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_MAX_LENGTH = 256  # tokens per text; longer texts are truncated
 DEFAULT_BATCH_SIZE = 64  # texts per encoder batch
 POOLINGS = ("mean", "cls", "max", "lasttoken")  # qcompress.pooling
 MIXINGS = ("none", "permute", "hadamard", "pca")  # qcompress.mixing
-BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")  # what runs the encoder (qcompress.backends)
+# What runs the encoder (qcompress.backends); the torch ones run on the model's device, the others are CPU runtimes.
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
+TORCH_BACKENDS = ("torch", "torch-bf16")
 
 # qcompress bench (qcompress.bench): its method families, in the order they are run and listed
 BENCH_METHODS = ("float32", "float16", "int8", "binary", "pca-scalar", "pq", "opq", "rabitq", "lsh", "head")

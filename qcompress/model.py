@@ -40,7 +40,7 @@ from transformers.utils import logging as hf_logging
 
 from qcompress.backends import attach_backend, require_backend
 from qcompress.batching import DEFAULT_BATCH_SIZE, eval_mode, map_batches
-from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH
+from qcompress.defaults import DEFAULT_ENCODER, DEFAULT_MAX_LENGTH, TORCH_BACKENDS
 from qcompress.encoder import EncoderSource, check_safetensors, load_encoder, locate_encoder, position_limit
 from qcompress.errors import InputError
 from qcompress.heads import DEFAULT_SIMILARITY, build_head, get_head
@@ -536,7 +536,7 @@ class ModelSpec:
         if self.backend == "torch":
             return self._load(device)
         require_backend(self.backend)  # before any weights load: a missing extra is one line
-        model = self._load(device if self.backend == "torch-bf16" else device or "cpu")  # exports: CPU runtimes
+        model = self._load(device if self.backend in TORCH_BACKENDS else device or "cpu")  # exports: CPU runtimes
         attach_backend(model, self.backend, self.export_dir)
         return model
 

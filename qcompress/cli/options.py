@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from qcompress.cli._common import usage_error
-from qcompress.defaults import BACKENDS, DEFAULT_BATCH_SIZE, MIXINGS
+from qcompress.defaults import BACKENDS, DEFAULT_BATCH_SIZE, MIXINGS, TORCH_BACKENDS
 from qcompress.heads import HEAD_KINDS
 from qcompress.similarity import SIMILARITIES
 
@@ -59,7 +59,7 @@ def chosen_backend(backend: Enum, device: Optional[str]) -> str:
     """--backend as the library's name (qcompress.backends); an exported backend with a --device other than the CPU
     is wrong usage (its runtimes run on the CPU)."""
     name = value(backend)
-    if not name.startswith("torch") and device is not None and device.split(":")[0] != "cpu":
+    if name not in TORCH_BACKENDS and device is not None and device.split(":")[0] != "cpu":
         usage_error(f"--backend {name} runs on the CPU; drop --device {device} (or use --backend torch)")
     return name
 
