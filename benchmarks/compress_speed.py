@@ -201,6 +201,8 @@ def _agreement(args: argparse.Namespace) -> dict:
     percentile), and recall@10 of each backend's ranking of the passages (the model's similarity, every 10th passage
     a query, its own passage left out) against torch's ranking. It separates what NDCG@10 on ~100 judged queries
     cannot (its intervals are +-0.01)."""
+    from qcompress.bench.measures import recall_at
+    from qcompress.cache import pool_texts
     from qcompress.formats import read_texts
     from qcompress.similarity import pairwise_scores
 
@@ -210,20 +212,18 @@ def _agreement(args: argparse.Namespace) -> dict:
     pooled, top = {}, {}
     for backend in ["torch", *[b for b in args.backends if b != "torch"]]:
         model = _spec(args, backend).load("cpu")
+        pooled[backend] = pool_texts(model, texts, batch_size=args.batch_size, role="document")
         with torch.inference_mode():
-            pooled[backend] = torch.cat([model.pool(model.prompted(texts[i:i + args.batch_size], "document"))
-                                         for i in range(0, len(texts), args.batch_size)])
             vectors = model.project(pooled[backend])
             scores = pairwise_scores(vectors[queries], vectors, model.similarity)
             scores[torch.arange(len(queries)), queries] = -float("inf")  # a query's own passage
-            top[backend] = scores.topk(10).indices.tolist()
+            top[backend] = scores.topk(10).indices
         del model
     result = {}
     for backend in pooled:
         cosine = torch.nn.functional.cosine_similarity(pooled[backend], pooled["torch"]).double()
-        recall = [len(set(a) & set(b)) / 10 for a, b in zip(top[backend], top["torch"])]
         result[backend] = {"cosine_mean": cosine.mean().item(), "cosine_p1": torch.quantile(cosine, 0.01).item(),
-                           "recall10": sum(recall) / len(recall)}
+                           "recall10": float(recall_at(top[backend], top["torch"], 10).mean())}
     return result
 
 
